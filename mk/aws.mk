@@ -1,0 +1,38 @@
+# AWS lifecycle targets (included by the top-level Makefile). Each one runs the boto3 CLI in
+# sagemaker_lifecycle/, which reads its variables (ROLE_ARN, BUCKET_NAME, REGION, IMAGE_NAME, ARCH,
+# ENDPOINT_NAME, IMAGE_TAG, INSTANCE_TYPE/INSTANCE_COUNT or SERVERLESS_MEMORY/SERVERLESS_CONCURRENCY,
+# WAIT, FOLLOW, ...) from the command line and environment (make exports command-line variables) or
+# from .deploy.env / DEPLOY_CONFIG. Defaults live in one place, sagemaker_lifecycle/config.py.
+
+LIFECYCLE := $(PY) -m sagemaker_lifecycle
+
+.PHONY: push upload deploy status test invoke logs clean
+
+push: ## Push IMAGE_NAME:IMAGE_TAG to ECR (repository created if missing; REGISTRY=host:port overrides)
+	@$(LIFECYCLE) push
+
+upload: ## Pack INDEX (UPLOAD_LLM=1: and the LLM) into model.tar.gz and upload it to s3://BUCKET_NAME/
+	@$(LIFECYCLE) upload INDEX="$(INDEX)"
+
+deploy: ## Create or update (in place) the SageMaker endpoint ENDPOINT_NAME for ARCH
+	@$(LIFECYCLE) deploy
+
+status: ## Print the endpoint status (WAIT=1: wait for InService/Failed, non-zero on Failed)
+	@$(LIFECYCLE) status
+
+# Q and URL have defaults in the top-level Makefile; they reach the CLI through the environment so
+# that quotes in a question survive. `test` uses URL only when it was given (else the endpoint).
+test invoke: export Q := $(Q)
+invoke: export URL := $(URL)
+
+test: ## Ask the deployed endpoint Q (URL=...: a local server) and print answer + sources
+	@$(LIFECYCLE) test
+
+invoke: ## Ask the local server at URL (default http://127.0.0.1:PORT) the question Q
+	@$(LIFECYCLE) invoke
+
+logs: ## Print recent CloudWatch logs of the endpoint (FOLLOW=1 tails, SINCE=minutes)
+	@$(LIFECYCLE) logs
+
+clean: ## Delete the endpoint, its configs and models (DELETE_S3=1, DELETE_ECR=1: also artifacts, repository)
+	@$(LIFECYCLE) clean

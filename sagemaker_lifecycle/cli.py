@@ -1,0 +1,112 @@
+"""Command line: `python -m sagemaker_lifecycle <command> [KEY=VALUE ...]`.
+
+This is the edge where errors become one line on stderr and an exit status: 0 success, 1 an AWS or
+service error, 2 a configuration error, 3 an action the API (an emulator) does not implement.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+
+from .clean import run_clean
+from .client import format_result, invoke_endpoint
+from .config import VARIABLES, Config
+from .deploy import run_deploy
+from .endpoint_status import describe_endpoint, run_status
+from .errors import ConfigError, EndpointFailed, EndpointNotFound, LifecycleError
+from .logs import run_logs
+from .push import run_push
+from .session import Aws
+from .upload import run_upload
+
+log = logging.getLogger("sagemaker_lifecycle")
+
+SAMPLE_QUESTION = "When did the Velmora Tramway open, and who designed its first line?"
+COMMANDS = {
+    "push": "create the ECR repository if missing, docker login with an ECR token, tag and push IMAGE_NAME:IMAGE_TAG",
+    "upload": "pack INDEX (and the LLM with UPLOAD_LLM=1) into model.tar.gz and upload it to S3",
+    "deploy": "create a model and a new endpoint config; create the endpoint or update it in place",
+    "status": "print the endpoint status; WAIT=1 waits for InService or Failed",
+    "test": "ask the endpoint (or URL=...) the question Q and print the answer and sources",
+    "invoke": "ask the local server at URL the question Q and print the answer and sources",
+    "logs": "print recent CloudWatch events of the endpoint; FOLLOW=1 tails them",
+    "clean": "delete the endpoint, its configs and models (DELETE_S3=1, DELETE_ECR=1 for more)",
+}
+
+
+def usage() -> str:
+    """The --help text: commands, then variables."""
+    lines = ["usage: python -m sagemaker_lifecycle <command> [KEY=VALUE ...]", "", "commands:"]
+    lines += [f"  {name:<8} {text}" for name, text in COMMANDS.items()]
+    lines += ["", "variables (KEY=VALUE, environment, or .deploy.env / DEPLOY_CONFIG):"]
+    lines += [f"  {name:<22} {text}" for name, text in VARIABLES.items()]
+    lines += ["  RAG_*                  passed to the container's environment by deploy"]
+    return "\n".join(lines)
+
+
+def parse(argv: list[str]) -> tuple[str, dict[str, str]]:
+    """(command, KEY=VALUE overrides); a usage error names what was wrong."""
+    if not argv or argv[0] not in COMMANDS:
+        got = f" (got {argv[0]!r})" if argv else ""
+        raise ConfigError(f"expected a command, one of {', '.join(COMMANDS)}{got}: see --help")
+    overrides = {}
+    for argument in argv[1:]:
+        key, sep, value = argument.partition("=")
+        if not sep or not (key in VARIABLES or key.startswith("RAG_") or key == "DEPLOY_CONFIG"):
+            raise ConfigError(f"unexpected argument {argument!r}: pass KEY=VALUE with a known variable (see --help)")
+        overrides[key] = value
+    return argv[0], overrides
+
+
+def run_test(config: Config) -> int:
+    """`test`/`invoke`: one question, answer and sources printed; any error raises."""
+    question = config.get("Q", SAMPLE_QUESTION)
+    url = config.get("URL")
+    if url:
+        result = invoke_endpoint(question, url=url)
+    else:
+        aws = Aws(config)
+        name = config.endpoint_name
+        description = describe_endpoint(aws, name)
+        if description is None:
+            raise EndpointNotFound(name, aws.region)
+        status = description["EndpointStatus"]
+        if status == "Failed":
+            raise EndpointFailed(name, description.get("FailureReason"))
+        if status != "InService":
+            raise LifecycleError(f"endpoint {name} is {status}, not InService: wait with `make status WAIT=1`")
+        result = invoke_endpoint(question, endpoint_name=name, region=aws.region)
+    log.info("Q: %s\n\n%s", question, format_result(result))
+    return 0
+
+
+def dispatch(command: str, config: Config) -> int:
+    """Run one command."""
+    if command in {"test", "invoke"}:
+        if command == "invoke" and not config.get("URL"):
+            raise ConfigError("invoke posts to a local server: set URL, e.g. URL=http://127.0.0.1:8080")
+        return run_test(config)
+    handler = {"push": run_push, "upload": run_upload, "deploy": run_deploy, "status": run_status,
+               "logs": run_logs, "clean": run_clean}[command]
+    return handler(Aws(config))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: configure logging, run, turn any LifecycleError into one line on stderr."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in {"-h", "--help", "help"}:
+        sys.stdout.write(usage() + "\n")
+        return 0
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        command, overrides = parse(argv)
+        return dispatch(command, Config.load(overrides))
+    except LifecycleError as exc:
+        sys.stdout.flush()
+        sys.stderr.write(f"error: {exc}\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        return 130

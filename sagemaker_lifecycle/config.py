@@ -1,0 +1,183 @@
+"""Configuration of the lifecycle, read in one place.
+
+A variable is looked up, first match wins, in: `KEY=VALUE` arguments of the CLI (what `make` passes on
+its command line arrives through the environment), the environment, then the optional config file
+(`DEPLOY_CONFIG`, default `.deploy.env` in the working directory) in `KEY=VALUE` lines. Variables not
+listed in VARIABLES are ignored, except `RAG_*`, which deploy passes to the container.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+from .errors import ConfigError, MissingVariable
+
+ARCHITECTURES = ("monolito", "microservicos")
+ROOT = Path(__file__).resolve().parents[1]
+
+# name -> meaning; shown by `python -m sagemaker_lifecycle --help` and in missing-variable errors.
+VARIABLES: dict[str, str] = {
+    "ROLE_ARN": "IAM role SageMaker assumes to pull the image and model data",
+    "BUCKET_NAME": "S3 bucket that holds model.tar.gz",
+    "REGION": "AWS region, e.g. us-east-1 (default: the profile's region)",
+    "ARCH": "monolito or microservicos",
+    "IMAGE_NAME": "ECR repository / local image name (default rag-$ARCH)",
+    "IMAGE_TAG": "image tag (default latest)",
+    "IMAGE_URI": "full image URI, overriding the ECR lookup of IMAGE_NAME:IMAGE_TAG",
+    "ENDPOINT_NAME": "SageMaker endpoint (default rag-$ARCH)",
+    "INSTANCE_TYPE": "real-time instance type (default ml.m5.large)",
+    "INSTANCE_COUNT": "real-time instance count (default 1)",
+    "STARTUP_TIMEOUT": "ContainerStartupHealthCheckTimeoutInSeconds, 60..3600 (default 600)",
+    "SERVERLESS_MEMORY": "serverless memory in MB, 1024..6144 in 1024 steps (selects serverless)",
+    "SERVERLESS_CONCURRENCY": "serverless MaxConcurrency, 1..200 (default 5)",
+    "S3_PREFIX": "key prefix of model.tar.gz in the bucket (default $ENDPOINT_NAME)",
+    "MODEL_DATA_URL": "s3:// URI of model.tar.gz, overriding s3://$BUCKET_NAME/$S3_PREFIX/model.tar.gz",
+    "INDEX": "index folder to upload (default indexes/sample)",
+    "UPLOAD_LLM": "1: also upload the LLM weights as llm/",
+    "LLM_DIR": "LLM folder uploaded with UPLOAD_LLM=1 (default models/smollm2-135m-instruct)",
+    "REGISTRY": "registry host[:port] to push to, overriding the ECR registry",
+    "WAIT": "1: wait until the endpoint is InService or Failed",
+    "WAIT_TIMEOUT": "seconds to wait before giving up (default 3600)",
+    "POLL_SECONDS": "seconds between status polls (default 15)",
+    "FOLLOW": "1: keep tailing the logs",
+    "SINCE": "minutes of logs to show (default 60)",
+    "Q": "question for test/invoke",
+    "URL": "local server for test/invoke instead of the endpoint",
+    "DELETE_S3": "1: clean also deletes s3://$BUCKET_NAME/$S3_PREFIX/",
+    "DELETE_ECR": "1: clean also deletes the ECR repository IMAGE_NAME",
+}
+_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$")
+
+
+def parse_config_file(path: Path) -> dict[str, str]:
+    """Read `KEY=VALUE` lines (comments, blank lines, `export` and quotes allowed)."""
+    values: dict[str, str] = {}
+    for number, raw in enumerate(path.read_text().splitlines(), start=1):
+        if not raw.strip() or raw.lstrip().startswith("#"):
+            continue
+        match = _LINE.match(raw)
+        if not match:
+            raise ConfigError(f"{path}:{number}: expected KEY=VALUE, got {raw.strip()!r}")
+        key, value = match.groups()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key] = value
+    return values
+
+
+@dataclass
+class Config:
+    """Variables with their origins merged; typed accessors validate and name the variable on error."""
+
+    values: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, overrides: Mapping[str, str] = (), environ: Mapping[str, str] | None = None) -> "Config":
+        """Merge the config file, the environment and the overrides (later wins)."""
+        environ = os.environ if environ is None else environ
+        overrides = dict(overrides)
+        explicit = overrides.get("DEPLOY_CONFIG") or environ.get("DEPLOY_CONFIG")
+        path = Path(explicit) if explicit else Path.cwd() / ".deploy.env"
+        if explicit and not path.exists():
+            raise ConfigError(f"DEPLOY_CONFIG={explicit} does not exist: fix the path or unset DEPLOY_CONFIG")
+        merged = parse_config_file(path) if path.exists() else {}
+        merged.update({key: value for key, value in environ.items() if _wanted(key)})
+        merged.update(overrides)
+        return cls({key: value for key, value in merged.items() if value != ""})
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """The value, or `default` when unset."""
+        return self.values.get(name, default)
+
+    def require(self, name: str) -> str:
+        """The value; a MissingVariable error naming it when unset."""
+        value = self.values.get(name)
+        if value is None:
+            raise MissingVariable(name, VARIABLES.get(name, "see README"))
+        return value
+
+    def flag(self, name: str) -> bool:
+        """True for 1/true/yes/on."""
+        value = self.values.get(name, "0").strip().lower()
+        if value not in {"0", "1", "true", "false", "yes", "no", "on", "off"}:
+            raise ConfigError(f"{name}={value!r} must be 1 or 0")
+        return value in {"1", "true", "yes", "on"}
+
+    def integer(self, name: str, default: int, low: int, high: int, step: int = 1) -> int:
+        """An integer in low..high (multiple of `step`), with the rule spelled out on error."""
+        raw = self.values.get(name)
+        if raw is None:
+            return default
+        rule = f"an integer from {low} to {high}" + (f" in steps of {step}" if step > 1 else "")
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(f"{name}={raw!r} must be {rule}") from None
+        if not low <= value <= high or value % step:
+            raise ConfigError(f"{name}={value} must be {rule}")
+        return value
+
+    def number(self, name: str, default: float) -> float:
+        """A non-negative float."""
+        raw = self.values.get(name)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(f"{name}={raw!r} must be a number of seconds") from None
+        if value < 0:
+            raise ConfigError(f"{name}={raw!r} must not be negative")
+        return value
+
+    # --- derived names, the defaults that depend on other variables ---
+
+    @property
+    def arch(self) -> str:
+        arch = self.get("ARCH", "monolito")
+        if arch not in ARCHITECTURES:
+            raise ConfigError(f"ARCH={arch!r} must be monolito or microservicos")
+        return arch
+
+    @property
+    def endpoint_name(self) -> str:
+        name = self.get("ENDPOINT_NAME") or f"rag-{self.arch}"
+        # Configs and models are named <endpoint>-<17-digit version>, and SageMaker allows 63 characters.
+        if not re.fullmatch(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,44}", name):
+            raise ConfigError(
+                f"ENDPOINT_NAME={name!r} must be 1 to 45 letters, digits and hyphens, starting and ending "
+                "with a letter or digit"
+            )
+        return name
+
+    @property
+    def image_name(self) -> str:
+        return self.get("IMAGE_NAME") or f"rag-{self.arch}"
+
+    @property
+    def image_tag(self) -> str:
+        return self.get("IMAGE_TAG", "latest")
+
+    @property
+    def s3_prefix(self) -> str:
+        return self.get("S3_PREFIX", self.endpoint_name).strip("/")
+
+    def model_data_url(self) -> str:
+        """Where model.tar.gz lives: MODEL_DATA_URL, else s3://$BUCKET_NAME/$S3_PREFIX/model.tar.gz."""
+        explicit = self.get("MODEL_DATA_URL")
+        if explicit:
+            if not explicit.startswith("s3://"):
+                raise ConfigError(f"MODEL_DATA_URL={explicit!r} must be an s3:// URI")
+            return explicit
+        return f"s3://{self.require('BUCKET_NAME')}/{self.s3_prefix}/model.tar.gz"
+
+    def container_environment(self) -> dict[str, str]:
+        """The RAG_* variables the user set, passed to the container unchanged."""
+        return {key: value for key, value in sorted(self.values.items()) if key.startswith("RAG_")}
+
+
+def _wanted(key: str) -> bool:
+    return key in VARIABLES or key.startswith("RAG_") or key == "DEPLOY_CONFIG"

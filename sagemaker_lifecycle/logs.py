@@ -1,0 +1,63 @@
+"""logs: recent CloudWatch events of /aws/sagemaker/Endpoints/$ENDPOINT_NAME; FOLLOW=1 keeps tailing."""
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime, timezone
+
+from .errors import NotFound
+from .session import Aws
+
+log = logging.getLogger(__name__)
+
+
+def log_group(endpoint_name: str) -> str:
+    """Where SageMaker writes the container's stdout/stderr."""
+    return f"/aws/sagemaker/Endpoints/{endpoint_name}"
+
+
+def fetch(aws: Aws, group: str, start_ms: int, seen: set[str]) -> list[dict]:
+    """Events since `start_ms` not seen yet, oldest first (all pages)."""
+    events, token = [], None
+    while True:
+        kwargs = {"logGroupName": group, "startTime": start_ms} | ({"nextToken": token} if token else {})
+        page = aws.call(f"read log group {group}", aws.logs.filter_log_events, absent=["ResourceNotFoundException"], **kwargs)
+        if page is None:
+            raise NotFound(
+                f"log group {group} does not exist: the endpoint has not written logs yet "
+                "(is it deployed and starting? see `make status`)"
+            )
+        events += [event for event in page.get("events", []) if event["eventId"] not in seen]
+        token = page.get("nextToken")
+        if not token:
+            return sorted(events, key=lambda event: (event["timestamp"], event["eventId"]))
+
+
+def format_event(event: dict) -> str:
+    """`2026-11-28T01:02:03Z stream | message`."""
+    when = datetime.fromtimestamp(event["timestamp"] / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    stream = event.get("logStreamName", "").rsplit("/", 1)[-1]
+    return f"{when} {stream} | {event['message'].rstrip()}"
+
+
+def run_logs(aws: Aws) -> int:
+    """`logs`: print the last SINCE minutes; with FOLLOW=1 poll for new events until interrupted."""
+    config = aws.config
+    group = log_group(config.endpoint_name)
+    start_ms = int((time.time() - config.integer("SINCE", 60, 1, 60 * 24 * 14) * 60) * 1000)
+    follow, poll = config.flag("FOLLOW"), config.number("POLL_SECONDS", 5.0)
+    seen: set[str] = set()
+    try:
+        while True:
+            events = fetch(aws, group, start_ms, seen)
+            for event in events:
+                log.info("%s", format_event(event))
+                seen.add(event["eventId"])
+                start_ms = max(start_ms, event["timestamp"])
+            if not follow:
+                if not seen:
+                    log.info("no events in %s in the last %s minutes", group, config.get("SINCE", "60"))
+                return 0
+            time.sleep(poll)
+    except KeyboardInterrupt:
+        return 0

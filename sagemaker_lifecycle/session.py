@@ -1,0 +1,70 @@
+"""One boto3 session per command: region and profile resolved once, clients made from it.
+
+boto3 itself honours AWS_PROFILE, the shared credential files and AWS_ENDPOINT_URL (which is how the
+tests point everything at a moto server), so nothing here special-cases the emulator.
+"""
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Iterable
+
+import boto3
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import ClientError
+
+from .config import Config
+from .errors import MissingVariable, error_code, error_message, translate
+
+# In `absent`: SageMaker's "Could not find endpoint/config/model" (a ValidationException) means absent.
+MISSING = "could not find"
+
+
+class Aws:
+    """Clients for one region; `call` runs an API call and turns its errors into one-line errors."""
+
+    def __init__(self, config: Config, region: str | None = None):
+        self.config = config
+        try:
+            self.session = boto3.session.Session()
+        except Exception as exc:  # ProfileNotFound and friends
+            raise translate(exc, "open the AWS profile") from None
+        self.region = region or config.get("REGION") or self.session.region_name
+        if not self.region:
+            raise MissingVariable("REGION", "the AWS region, e.g. us-east-1; or set one in your AWS profile")
+
+    def client(self, service: str, **options):
+        """A boto3 client for `service` in this region."""
+        return self.session.client(service, region_name=self.region, config=BotoConfig(**options) if options else None)
+
+    @cached_property
+    def sagemaker(self):
+        return self.client("sagemaker")
+
+    @cached_property
+    def s3(self):
+        return self.client("s3")
+
+    @cached_property
+    def ecr(self):
+        return self.client("ecr")
+
+    @cached_property
+    def logs(self):
+        return self.client("logs")
+
+    @staticmethod
+    def call(action: str, function, /, *, absent: Iterable[str] = (), **kwargs):
+        """Run `function(**kwargs)`; any botocore error becomes a LifecycleError saying what failed.
+
+        Returns None instead when the error says the resource does not exist: its code is in `absent`,
+        or its message is SageMaker's "Could not find ..." (when `absent` includes MISSING).
+        """
+        try:
+            return function(**kwargs)
+        except ClientError as exc:
+            codes = set(absent)
+            if error_code(exc) in codes or MISSING in codes and "could not find" in error_message(exc).lower():
+                return None
+            raise translate(exc, action) from None
+        except Exception as exc:
+            raise translate(exc, action) from None

@@ -1,0 +1,162 @@
+"""AWS layer: a real moto_server on a free loopback port, and the lifecycle CLI run against it.
+
+One moto server serves the whole session; its state is reset before every test. Subprocesses get
+dummy credentials, AWS_ENDPOINT_URL pointing at moto, and none of the caller's lifecycle variables,
+profiles or config files, so a developer's .deploy.env or AWS account can never leak in.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+import pytest
+import requests
+
+from sagemaker_lifecycle.config import VARIABLES
+from tests.support import ROOT, VENV_BIN, ServerProcess, base_env, free_port, wait_for_status
+
+REGION = "us-east-1"
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+
+
+@dataclass
+class Moto:
+    """A running moto server: its URL, its log, and boto3 clients pointed at it."""
+
+    url: str
+    server: ServerProcess
+
+    def client(self, service: str, **credentials):
+        """A boto3 client for `service` on this server (dummy credentials unless given)."""
+        session = boto3.session.Session(
+            aws_access_key_id=credentials.get("key", CREDENTIALS["AWS_ACCESS_KEY_ID"]),
+            aws_secret_access_key=credentials.get("secret", CREDENTIALS["AWS_SECRET_ACCESS_KEY"]),
+            region_name=REGION,
+        )
+        return session.client(service, endpoint_url=self.url)
+
+    def reset(self) -> None:
+        requests.post(f"{self.url}/moto-api/reset", timeout=10).raise_for_status()
+
+    def enforce_iam(self, enabled: bool) -> None:
+        """Switch moto's IAM enforcement on (every later call is authorised) or off again."""
+        count = "0" if enabled else "inf"
+        requests.post(f"{self.url}/moto-api/reset-auth", data=count, timeout=10).raise_for_status()
+
+    def queue_invocation_results(self, *bodies: str) -> None:
+        """Make moto's invoke_endpoint answer these bodies (JSON) in turn, instead of its canned text."""
+        results = [{"Body": body, "ContentType": "application/json"} for body in bodies]
+        response = requests.post(
+            f"{self.url}/moto-api/static/sagemaker/endpoint-results",
+            json={"region": REGION, "results": results},
+            timeout=10,
+        )
+        response.raise_for_status()
+
+
+@pytest.fixture(scope="session")
+def moto(tmp_path_factory) -> Moto:
+    """One real moto_server for the session, stopped by PID at the end."""
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("moto") / "moto.log"
+    server = ServerProcess(
+        [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        env=base_env(MOTO_IAM_LOAD_MANAGED_POLICIES="true"),
+        log_path=log_path,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for_status(f"{url}/moto-api/data.json", 200, deadline_s=60, proc=server.proc)
+        yield Moto(url=url, server=server)
+    finally:
+        server.stop()
+
+
+@pytest.fixture(autouse=True)
+def fresh_moto(moto: Moto):
+    """Every test starts from an empty account, with IAM enforcement off."""
+    moto.enforce_iam(False)
+    moto.reset()
+    yield moto
+    moto.enforce_iam(False)
+
+
+@pytest.fixture
+def aws_env(moto: Moto, tmp_path: Path) -> dict[str, str]:
+    """Environment for lifecycle subprocesses: moto, dummy credentials, nothing from the caller."""
+    env = base_env()
+    for key in list(env):
+        if key in VARIABLES or key.startswith(("RAG_", "AWS_")) or key in {"DEPLOY_CONFIG", "MAKEFLAGS", "MFLAGS"}:
+            del env[key]
+    env.update(CREDENTIALS)
+    env.update(
+        AWS_ENDPOINT_URL=moto.url,
+        AWS_CONFIG_FILE=str(tmp_path / "no-aws-config"),
+        AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "no-aws-credentials"),
+        AWS_EC2_METADATA_DISABLED="true",
+        DEPLOY_CONFIG="/dev/null",
+        DOCKER_CONFIG=str(tmp_path / "docker-config"),
+    )
+    return env
+
+
+def make(target: str, env: dict[str, str], *variables: str, directory: Path = ROOT, timeout: float = 90):
+    """Run `make -s -C directory target VAR=...` as a user would; returns the CompletedProcess."""
+    return subprocess.run(
+        ["make", "-s", "--no-print-directory", "-C", str(directory), target, *variables],
+        env=env, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+@pytest.fixture
+def index_dir(tmp_path: Path) -> Path:
+    """A tiny index folder: the three files upload packs, with dummy content."""
+    index = tmp_path / "index"
+    index.mkdir()
+    (index / "manifest.json").write_text(json.dumps({"format": 1, "embedding_model": "dummy", "chunks": 2}))
+    (index / "faiss.index").write_bytes(os.urandom(2048))
+    (index / "chunks.jsonl").write_text(
+        "\n".join(json.dumps({"id": i, "source": "velmora.md", "chunk": i, "text": f"chunk {i}"}) for i in range(2)) + "\n"
+    )
+    return index
+
+
+@dataclass
+class Account:
+    """What a user has before `make deploy`: a role, a bucket, and pushed images for both ARCH values."""
+
+    role_arn: str
+    bucket: str
+
+    def variables(self, *extra: str) -> list[str]:
+        """The Make variables every deploy needs, plus `extra`."""
+        return [f"ROLE_ARN={self.role_arn}", f"BUCKET_NAME={self.bucket}", f"REGION={REGION}", "POLL_SECONDS=0.1", *extra]
+
+
+@pytest.fixture
+def account(moto: Moto) -> Account:
+    """Role, bucket and ECR images made through moto's real API (push itself needs docker: see test_aws_push)."""
+    role = moto.client("iam").create_role(
+        RoleName="rag-sagemaker-execution",
+        AssumeRolePolicyDocument=json.dumps({
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Principal": {"Service": "sagemaker.amazonaws.com"}, "Action": "sts:AssumeRole"}],
+        }),
+    )["Role"]["Arn"]
+    moto.client("s3").create_bucket(Bucket="rag-artifacts-test")
+    ecr = moto.client("ecr")
+    manifest = json.dumps({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": 7023,
+                   "digest": "sha256:" + "a" * 64},
+        "layers": [],
+    })
+    for arch in ("monolito", "microservicos"):
+        ecr.create_repository(repositoryName=f"rag-{arch}")
+        ecr.put_image(repositoryName=f"rag-{arch}", imageManifest=manifest, imageTag="latest")
+    return Account(role_arn=role, bucket="rag-artifacts-test")
