@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Supervisor of the microservices container: starts the vector service, the LLM service and the
+# orchestrator (each under Gunicorn), forwards SIGTERM to all of them, restarts a crashed internal
+# service with exponential backoff, and exits when the orchestrator does. It never sleeps for a fixed
+# time: readiness is polled, with a deadline (RAG_STARTUP_TIMEOUT, default 600 s).
+set -uo pipefail
+if [[ $# -gt 0 && "$1" != "serve" ]]; then
+  echo "usage: start.sh [serve]" >&2
+  exit 2
+fi
+cd "$(dirname "$(readlink -f "$0")")/.."
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+python -m rag.settings >/dev/null || exit 2
+
+port_of() { local rest=${1#*://}; rest=${rest%%/*}; echo "${rest##*:}"; }
+export RAG_VECTOR_URL=${RAG_VECTOR_URL:-http://127.0.0.1:5001} RAG_LLM_URL=${RAG_LLM_URL:-http://127.0.0.1:5002}
+VECTOR_PORT=$(port_of "$RAG_VECTOR_URL")
+LLM_PORT=$(port_of "$RAG_LLM_URL")
+PUBLIC_BIND="${RAG_BIND_HOST:-0.0.0.0}:${SAGEMAKER_BIND_TO_PORT:-8080}"
+STARTUP_TIMEOUT=${RAG_STARTUP_TIMEOUT:-600}
+GUNICORN=(gunicorn --config python:serving.gunicorn_conf)
+
+# Job control puts each service in its own process group, so a crashed service's orphaned
+# workers can be killed with it before it is restarted.
+set -m
+declare -A PID=() STARTED=() FAILURES=()
+STOPPING=0
+
+log() { echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) start.sh: $*"; }
+
+start_service() {
+  case "$1" in
+    vector) "${GUNICORN[@]}" --bind "127.0.0.1:$VECTOR_PORT" 'Microservicos.vector_service:create_app()' & ;;
+    llm) "${GUNICORN[@]}" --bind "127.0.0.1:$LLM_PORT" 'Microservicos.llm_service:create_app()' & ;;
+    orchestrator) "${GUNICORN[@]}" --bind "$PUBLIC_BIND" 'Microservicos.orchestrator:create_app()' & ;;
+  esac
+  PID[$1]=$!
+  STARTED[$1]=$SECONDS
+  log "started $1 (pid ${PID[$1]})"
+}
+
+stop_all() {
+  STOPPING=1
+  log "SIGTERM received: stopping every service (in-flight requests drain)"
+  local name
+  for name in "${!PID[@]}"; do kill -TERM -- "-${PID[$name]}" 2>/dev/null; done
+  for name in "${!PID[@]}"; do wait "${PID[$name]}" 2>/dev/null; done
+  log "all services stopped"
+  exit 0
+}
+trap stop_all TERM INT
+
+# True when `GET /ping` on 127.0.0.1:$1 answers 200. Pure bash: the image needs no curl.
+ping_ok() {
+  local line
+  { exec 3<>"/dev/tcp/127.0.0.1/$1"; } 2>/dev/null || return 1
+  printf 'GET /ping HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3
+  read -r -t 2 line <&3 || line=""
+  exec 3<&- 3>&-
+  [[ "$line" == *" 200 "* ]]
+}
+
+# Logs when every service is ready, or that the deadline passed (the orchestrator's /ping says which).
+watch_readiness() {
+  local deadline=$((SECONDS + STARTUP_TIMEOUT)) port
+  for port in "$VECTOR_PORT" "$LLM_PORT"; do
+    until ping_ok "$port"; do
+      if ((SECONDS >= deadline)); then log "not ready after ${STARTUP_TIMEOUT}s (RAG_STARTUP_TIMEOUT)"; return 1; fi
+      read -r -t 0.2 <> <(:) || true  # a 0.2 s poll interval without forking sleep
+    done
+  done
+  log "vector and llm services ready after ${SECONDS}s"
+}
+
+start_service vector
+start_service llm
+start_service orchestrator
+watch_readiness &
+WATCHER=$!
+
+while true; do
+  exited=""
+  wait -n -p exited
+  status=$?
+  ((STOPPING)) && break
+  [[ -z "$exited" || "$exited" == "$WATCHER" ]] && continue
+  for name in "${!PID[@]}"; do
+    [[ "${PID[$name]}" == "$exited" ]] || continue
+    kill -KILL -- "-$exited" 2>/dev/null  # orphaned workers of the dead master go with it
+    if [[ $name == orchestrator ]]; then
+      log "orchestrator exited ($status): stopping the container"
+      for other in vector llm; do kill -TERM -- "-${PID[$other]}" 2>/dev/null; done
+      wait
+      exit "$status"
+    fi
+    # Backoff doubles with each quick failure (1, 2, 4 ... 30 s) and resets after a minute of uptime.
+    if ((SECONDS - STARTED[$name] > 60)); then FAILURES[$name]=0; fi
+    FAILURES[$name]=$(( ${FAILURES[$name]:-0} + 1 ))
+    delay=$(( 1 << (FAILURES[$name] - 1) )); ((delay > 30)) && delay=30
+    log "$name exited ($status); restarting in ${delay}s (failure ${FAILURES[$name]})"
+    read -r -t "$delay" <> <(:) || true
+    ((STOPPING)) && break
+    start_service "$name"
+  done
+done

@@ -1,0 +1,33 @@
+"""The vector service: embeds queries and searches the FAISS index (127.0.0.1:5001 by default).
+
+    POST /retrieve {"query": str, "top_k": int}  ->  {"passages": [...], "model": str}
+"""
+from __future__ import annotations
+
+from flask import Flask, g, request
+
+from rag.pipeline import load_retriever, parse_json_object, validate_query, validate_top_k
+from rag.settings import Settings
+from serving.web import Loader, create_service_app, json_response
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Application factory for the vector service."""
+    settings = settings or Settings.from_env()
+    app = create_service_app("vector_service", settings)
+    loader = Loader("vector service", lambda: load_retriever(settings)).start()
+
+    @app.get("/ping")
+    def ping():
+        return loader.ping()
+
+    @app.post("/retrieve")
+    def retrieve():
+        data = parse_json_object(request.get_data(cache=False))
+        query, top_k = validate_query(data.get("query")), validate_top_k(data, settings.top_k)
+        retriever = loader.get()
+        passages = retriever.retrieve(query, top_k)
+        g.timings = {"passages": len(passages)}
+        return json_response({"passages": [p.to_dict() for p in passages], "model": retriever.model_name})
+
+    return app

@@ -1,0 +1,197 @@
+"""The request path: validate a query, retrieve passages, generate a grounded answer.
+
+Both architectures run this same code. The monolith gives the pipeline a local retriever and
+generator; the microservices orchestrator gives it HTTP clients of the same interfaces (rag/remote.py).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+from rag.embedder import Embedder
+from rag.errors import InvalidJSON, InvalidRequest, UnsupportedMediaType
+from rag.generator import GenerationParams, Generator
+from rag.index import Passage, VectorIndex
+from rag.settings import MAX_QUERY_CHARS, Settings
+
+log = logging.getLogger(__name__)
+
+REQUEST_FIELDS = ("query", "top_k", "max_new_tokens", "temperature")
+
+
+def _integer(data: dict, name: str, default: int, low: int, high: int) -> int:
+    value = data.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidRequest(f"'{name}' must be an integer between {low} and {high}, got {json.dumps(value)}")
+    if not low <= value <= high:
+        raise InvalidRequest(f"'{name}' must be between {low} and {high}, got {value}")
+    return value
+
+
+def _number(data: dict, name: str, default: float, low: float, high: float) -> float:
+    value = data.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidRequest(f"'{name}' must be a number between {low} and {high}, got {json.dumps(value)}")
+    if not low <= value <= high:
+        raise InvalidRequest(f"'{name}' must be between {low} and {high}, got {value}")
+    return float(value)
+
+
+def validate_query(value) -> str:
+    """A query is a non-empty string of at most MAX_QUERY_CHARS characters once stripped."""
+    if not isinstance(value, str):
+        raise InvalidRequest(f"'query' must be a string, got {json.dumps(value)[:80]}")
+    query = value.strip()
+    if not query:
+        raise InvalidRequest("'query' is empty; send the question to answer, e.g. {\"query\": \"What is ...?\"}")
+    if len(query) > MAX_QUERY_CHARS:
+        raise InvalidRequest(f"'query' has {len(query)} characters; the limit is {MAX_QUERY_CHARS}")
+    return query
+
+
+def validate_top_k(data: dict, default: int) -> int:
+    return _integer(data, "top_k", default, 1, 20)
+
+
+def validate_generation(data: dict, default_max_new_tokens: int) -> GenerationParams:
+    """max_new_tokens 1..1024 and temperature 0..2, as the API contract says."""
+    return GenerationParams(
+        max_new_tokens=_integer(data, "max_new_tokens", default_max_new_tokens, 1, 1024),
+        temperature=_number(data, "temperature", 0.0, 0.0, 2.0),
+    )
+
+
+def parse_json_object(body: bytes) -> dict:
+    """Decode a JSON object body; anything else is invalid_json or invalid_request."""
+    try:
+        data = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise InvalidJSON(f"the body is not valid UTF-8 JSON ({exc}); send a JSON object like {{\"query\": \"...\"}}")
+    if not isinstance(data, dict):
+        raise InvalidRequest("the body must be a JSON object like {\"query\": \"...\"}")
+    return data
+
+
+@dataclass(frozen=True)
+class QueryRequest:
+    query: str
+    top_k: int = 3
+    max_new_tokens: int = 128
+    temperature: float = 0.0
+
+    @classmethod
+    def from_dict(cls, data: dict, settings: Settings) -> "QueryRequest":
+        """Validate a decoded JSON request; unknown fields are named in the error."""
+        unknown = sorted(set(data) - set(REQUEST_FIELDS))
+        if unknown:
+            raise InvalidRequest(f"unknown field(s): {', '.join(unknown)}; allowed fields are {', '.join(REQUEST_FIELDS)}")
+        if "query" not in data:
+            raise InvalidRequest("'query' is required, e.g. {\"query\": \"What is ...?\"}")
+        params = validate_generation(data, settings.max_new_tokens)
+        return cls(validate_query(data["query"]), validate_top_k(data, settings.top_k),
+                   params.max_new_tokens, params.temperature)
+
+    @classmethod
+    def from_body(cls, body: bytes, content_type: str | None, settings: Settings) -> "QueryRequest":
+        """Parse an /invocations body: application/json, or text/plain holding the query itself."""
+        media_type = (content_type or "").split(";")[0].strip().lower()
+        if media_type == "application/json":
+            return cls.from_dict(parse_json_object(body), settings)
+        if media_type == "text/plain":
+            try:
+                text = body.decode("utf-8")
+            except UnicodeDecodeError:
+                raise InvalidRequest("the text/plain body is not UTF-8; send the question as UTF-8 text")
+            return cls.from_dict({"query": text}, settings)
+        raise UnsupportedMediaType(
+            f"Content-Type {media_type or '(none)'} is not supported; send application/json or text/plain")
+
+    @property
+    def generation(self) -> GenerationParams:
+        return GenerationParams(self.max_new_tokens, self.temperature)
+
+
+class Retriever(ABC):
+    """Finds the passages most relevant to a query."""
+
+    model_name: str = "retriever"
+
+    @abstractmethod
+    def retrieve(self, query: str, top_k: int, deadline: float | None = None) -> list[Passage]:
+        """The `top_k` best passages, ranked."""
+
+
+class LocalRetriever(Retriever):
+    """Embeds the query in-process and searches a FAISS index."""
+
+    def __init__(self, embedder: Embedder, index: VectorIndex):
+        self.embedder = embedder
+        self.index = index
+        self.model_name = embedder.name
+
+    def retrieve(self, query, top_k, deadline=None):
+        return self.index.search(self.embedder.embed([query])[0], top_k)
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000.0, 2)
+
+
+class RagPipeline:
+    """retrieve, then generate; returns the response body of the API contract."""
+
+    def __init__(self, retriever: Retriever, generator: Generator, architecture: str):
+        self.retriever = retriever
+        self.generator = generator
+        self.architecture = architecture
+
+    def answer(self, request: QueryRequest, deadline: float | None = None) -> dict:
+        """Answer one validated request, with sources, usage and stage timings."""
+        started = time.perf_counter()
+        passages = self.retriever.retrieve(request.query, request.top_k, deadline)
+        retrieved = time.perf_counter()
+        answer = self.generator.generate(request.query, passages, request.generation, deadline)
+        finished = time.perf_counter()
+        return {
+            "answer": answer.text,
+            "sources": [passage.to_dict() for passage in passages],
+            "architecture": self.architecture,
+            "model": {"embedding": self.retriever.model_name, "llm": self.generator.name},
+            "usage": answer.usage(),
+            "timings_ms": {"retrieve": _ms(retrieved - started), "generate": _ms(finished - retrieved),
+                           "total": _ms(finished - started)},
+        }
+
+
+def load_embedder(settings: Settings) -> Embedder:
+    """The configured sentence-transformers model (the embedded one resolves offline)."""
+    from rag.embedder import SentenceTransformerEmbedder
+    from rag.generator import resolve_device
+    from rag.models import embedding_model_path
+
+    import torch
+
+    torch.set_num_threads(settings.torch_threads)
+    return SentenceTransformerEmbedder(settings.embedding_model, embedding_model_path(settings.embedding_model),
+                                       resolve_device(settings.device), settings.embed_batch_size)
+
+
+def load_retriever(settings: Settings) -> LocalRetriever:
+    """Embedder plus the index at RAG_INDEX_DIR, checked against each other."""
+    embedder = load_embedder(settings)
+    index = VectorIndex.load(settings.index_dir, embedder.name, embedder.dimension)
+    log.info("index %s: %d chunks from %s documents", settings.index_dir, len(index.chunks),
+             index.manifest.get("documents"))
+    return LocalRetriever(embedder, index)
+
+
+def load_generator(settings: Settings) -> Generator:
+    """The configured causal LM (the embedded one is converted from GGUF on first use)."""
+    from rag.generator import TransformersGenerator
+    from rag.models import llm_model_path
+
+    return TransformersGenerator(settings.llm_model, llm_model_path(settings.llm_model), settings.device,
+                                 settings.torch_threads)

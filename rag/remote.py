@@ -1,0 +1,99 @@
+"""HTTP clients of the internal services, implementing the same Retriever and Generator interfaces.
+
+One pooled keep-alive session per client, explicit connect and read timeouts, and every failure
+turned into a RagError: a refused or reset connection is `upstream_unavailable` at once, and a read
+that outlives the request deadline is `timeout`.
+"""
+from __future__ import annotations
+
+import time
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from rag import errors
+from rag.generator import Answer, GenerationParams, Generator
+from rag.index import Passage
+from rag.pipeline import Retriever
+
+CONNECT_TIMEOUT_S = 1.0  # loopback: a service that does not accept within 1 s is down or restarting
+DEFAULT_READ_TIMEOUT_S = 55.0
+DEADLINE_HEADER = "X-Rag-Timeout-S"  # remaining seconds, so the service stops generating in time
+
+
+class ServiceClient:
+    """A small JSON-over-HTTP client of one internal service."""
+
+    def __init__(self, name: str, base_url: str, pool_size: int = 16):
+        self.name = name
+        self.base_url = base_url.rstrip("/")
+        self.session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+
+    def ping(self, timeout: float = 0.8) -> dict:
+        """The service's /ping body, or {"status": "unavailable"} when it cannot be reached."""
+        try:
+            response = self.session.get(f"{self.base_url}/ping", timeout=(0.3, timeout))
+            body = response.json()
+            return body if isinstance(body, dict) else {"status": "unavailable"}
+        except (requests.RequestException, ValueError):
+            return {"status": "unavailable"}
+
+    def post(self, path: str, payload: dict, deadline: float | None) -> dict:
+        """POST JSON and return the JSON answer, or raise the RagError the service reported."""
+        remaining = DEFAULT_READ_TIMEOUT_S if deadline is None else deadline - time.monotonic()
+        if remaining <= 0:
+            raise errors.RequestTimeout(f"the request deadline passed before calling the {self.name} service")
+        try:
+            response = self.session.post(f"{self.base_url}{path}", json=payload,
+                                         headers={DEADLINE_HEADER: f"{remaining:.3f}"},
+                                         timeout=(CONNECT_TIMEOUT_S, remaining))
+        except requests.Timeout as exc:
+            if isinstance(exc, requests.ConnectTimeout):
+                raise errors.UpstreamUnavailable(f"the {self.name} service at {self.base_url} did not accept a "
+                                                 "connection; it may be restarting, retry shortly")
+            raise errors.RequestTimeout(f"the {self.name} service did not answer before the request deadline")
+        except requests.RequestException:
+            raise errors.UpstreamUnavailable(f"the {self.name} service at {self.base_url} is unavailable; "
+                                             "it may be restarting, retry shortly")
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if response.status_code != 200 or not isinstance(body, dict):
+            if isinstance(body, dict) and "error_type" in body:
+                raise errors.from_dict(body, response.status_code)
+            raise errors.UpstreamUnavailable(f"the {self.name} service answered {response.status_code} "
+                                             "without a usable body")
+        return body
+
+
+class RemoteRetriever(Retriever):
+    """The vector service behind `POST /retrieve`."""
+
+    def __init__(self, base_url: str):
+        self.client = ServiceClient("vector", base_url)
+        self.model_name = "unknown"
+
+    def retrieve(self, query, top_k, deadline=None):
+        body = self.client.post("/retrieve", {"query": query, "top_k": top_k}, deadline)
+        self.model_name = body.get("model", self.model_name)
+        return [Passage.from_dict(item) for item in body["passages"]]
+
+
+class RemoteGenerator(Generator):
+    """The LLM service behind `POST /generate`."""
+
+    def __init__(self, base_url: str):
+        self.client = ServiceClient("llm", base_url)
+        self.name = "unknown"
+
+    def generate(self, query, passages, params: GenerationParams, deadline=None):
+        payload = {"query": query, "passages": [p.to_dict() for p in passages],
+                   "max_new_tokens": params.max_new_tokens, "temperature": params.temperature}
+        body = self.client.post("/generate", payload, deadline)
+        self.name = body.get("model", self.name)
+        usage = body.get("usage", {})
+        return Answer(body["answer"], int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)))

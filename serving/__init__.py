@@ -1,0 +1,1 @@
+"""HTTP adapters shared by every service: Flask app factory, errors as JSON, request logs, loaders."""

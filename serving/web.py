@@ -1,0 +1,176 @@
+"""The HTTP edge shared by all four services. Model code never sees Flask; Flask never sees torch.
+
+Every error leaves as {"error", "error_type"} with its status, and one log line per request records
+the request id, status and stage timings (never the payload).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+import time
+import uuid
+from typing import Callable, Generic, TypeVar
+
+from flask import Flask, Response, g, request
+from werkzeug.exceptions import HTTPException
+
+from rag import errors
+from rag.remote import DEADLINE_HEADER
+from rag.settings import MAX_PAYLOAD_BYTES, Settings
+
+log = logging.getLogger("rag.http")
+T = TypeVar("T")
+
+CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
+_HTTP_ERROR_TYPES = {400: errors.InvalidRequest, 404: errors.NotFound, 405: errors.MethodNotAllowed,
+                     413: errors.PayloadTooLarge, 415: errors.UnsupportedMediaType}
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """stdout, one line per record, with the process id so the three microservices can be told apart."""
+    root = logging.getLogger()
+    if getattr(root, "_rag_configured", False):
+        return
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"))
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root._rag_configured = True
+
+
+def json_response(body: dict, status: int = 200) -> Response:
+    """UTF-8 JSON with non-ASCII kept as is."""
+    return Response(json.dumps(body, ensure_ascii=False), status=status, mimetype="application/json")
+
+
+class Loader(Generic[T]):
+    """Loads heavy components in a background thread, so /ping can say 503 `loading` meanwhile."""
+
+    def __init__(self, what: str, load: Callable[[], T]):
+        self.what = what
+        self._load = load
+        self.value: T | None = None
+        self.error: str | None = None
+        self.started = time.monotonic()
+        self.load_seconds: float | None = None
+        self._thread = threading.Thread(target=self._run, name=f"load-{what}", daemon=True)
+
+    def start(self) -> "Loader[T]":
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        try:
+            self.value = self._load()
+            self.load_seconds = time.monotonic() - self.started
+            log.info("%s ready after %.1f s", self.what, self.load_seconds)
+        except errors.RagError as exc:
+            self.error = exc.message
+            log.error("%s failed to load: %s", self.what, exc.message)
+        except Exception as exc:  # noqa: BLE001 - reported through /ping, traceback in the log
+            self.error = f"{type(exc).__name__}: {exc}"
+            log.exception("%s failed to load", self.what)
+
+    @property
+    def ready(self) -> bool:
+        return self.value is not None
+
+    def get(self) -> T:
+        """The loaded value, or NotReady while loading (or after a failed load)."""
+        if self.value is None:
+            state = f"failed to load: {self.error}" if self.error else "still loading"
+            raise errors.NotReady(f"the {self.what} is {state}; poll GET /ping until it answers 200")
+        return self.value
+
+    def ping(self) -> Response:
+        """200 ready, or 503 loading / degraded (with the reason)."""
+        if self.value is not None:
+            return json_response({"status": "ready"})
+        if self.error:
+            return json_response({"status": "degraded", "error": self.error}, 503)
+        return json_response({"status": "loading", "elapsed_s": round(time.monotonic() - self.started, 1)}, 503)
+
+
+def request_deadline(settings: Settings) -> float:
+    """This request's deadline: our own timeout, or less when the caller passed a shorter one."""
+    budget = settings.request_timeout_s
+    raw = request.headers.get(DEADLINE_HEADER)
+    if raw:
+        try:
+            budget = min(budget, max(0.0, float(raw)))
+        except ValueError:
+            pass
+    return g.started + budget
+
+
+def _check_custom_attributes() -> str | None:
+    value = request.headers.get(CUSTOM_ATTRIBUTES)
+    if value is None:
+        return None
+    if len(value) > 1024 or any(not (32 <= ord(ch) <= 126 or ch == "\t") for ch in value):
+        raise errors.InvalidRequest(f"{CUSTOM_ATTRIBUTES} must be at most 1024 visible ASCII characters")
+    return value
+
+
+def create_service_app(name: str, settings: Settings) -> Flask:
+    """A Flask app with JSON errors, the 6 MB payload limit and one log line per request."""
+    configure_logging(settings.log_level)
+    app = Flask(name)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_PAYLOAD_BYTES
+    app.json.ensure_ascii = False
+
+    @app.before_request
+    def _start():
+        g.started = time.monotonic()
+        g.request_id = request.headers.get("X-Amzn-RequestId") or request.headers.get("X-Request-Id") or uuid.uuid4().hex
+        g.timings = None
+
+    @app.after_request
+    def _finish(response: Response):
+        response.headers["X-Request-Id"] = g.get("request_id", "")
+        attributes = request.headers.get(CUSTOM_ATTRIBUTES)
+        if attributes is not None and response.status_code < 400:
+            response.headers[CUSTOM_ATTRIBUTES] = attributes  # passed through verbatim
+        if request.path != "/ping":
+            elapsed = (time.monotonic() - g.get("started", time.monotonic())) * 1000
+            log.info("request_id=%s %s %s status=%d ms=%.1f timings=%s", g.get("request_id"), request.method,
+                     request.path, response.status_code, elapsed, json.dumps(g.get("timings")))
+        return response
+
+    @app.errorhandler(errors.RagError)
+    def _rag_error(exc: errors.RagError):
+        return json_response(exc.to_dict(), exc.status)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):
+        cls = _HTTP_ERROR_TYPES.get(exc.code or 500)
+        if exc.code == 413:
+            error = errors.PayloadTooLarge(f"the body is larger than {MAX_PAYLOAD_BYTES // (1024 * 1024)} MB, "
+                                           "SageMaker's payload limit; send less text")
+        elif cls is not None:
+            error = cls(f"{exc.name}: {exc.description}")
+        else:
+            return json_response({"error": exc.name, "error_type": f"http_{exc.code}"}, exc.code or 500)
+        return json_response(error.to_dict(), error.status)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        log.exception("request_id=%s unexpected error", g.get("request_id"))
+        return json_response({"error": "internal error; see the service log", "error_type": "internal"}, 500)
+
+    return app
+
+
+def add_invocations(app: Flask, settings: Settings, get_pipeline: Callable) -> None:
+    """`POST /invocations`: the one request handler both architectures share."""
+    from rag.pipeline import QueryRequest
+
+    @app.post("/invocations")
+    def invocations():
+        _check_custom_attributes()
+        query = QueryRequest.from_body(request.get_data(cache=False), request.content_type, settings)
+        result = get_pipeline().answer(query, request_deadline(settings))
+        g.timings = result["timings_ms"]
+        return json_response(result)
