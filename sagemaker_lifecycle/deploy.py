@@ -93,6 +93,7 @@ def run_deploy(aws: Aws) -> int:
     current = describe_endpoint(aws, endpoint)
     if current is not None:
         refuse_busy(current)
+        refuse_kind_change(aws, current, variant)
 
     tags = [{"Key": TAG_KEY, "Value": endpoint}]
     container = {"Image": image, "ModelDataUrl": model_data, "Environment": config.container_environment()}
@@ -124,6 +125,19 @@ def refuse_busy(current: dict) -> None:
         raise EndpointFailed(name, current.get("FailureReason"))
     if status in BUSY:
         raise LifecycleError(f"endpoint {name} is {status}: wait with `make status WAIT=1`, then deploy again")
+
+
+def refuse_kind_change(aws: Aws, current: dict, variant: dict) -> None:
+    """SageMaker cannot update an instance endpoint to serverless or back: say so before creating anything."""
+    old = aws.call(f"describe endpoint config {current['EndpointConfigName']}", aws.sagemaker.describe_endpoint_config,
+                   absent=[MISSING], EndpointConfigName=current["EndpointConfigName"]) or {}
+    was_serverless = any("ServerlessConfig" in v for v in old.get("ProductionVariants", []))
+    if old and was_serverless != ("ServerlessConfig" in variant):
+        kinds = ("serverless", "instance") if was_serverless else ("instance", "serverless")
+        raise ConfigError(
+            f"endpoint {current['EndpointName']} is {kinds[0]}-based and SageMaker cannot update it in place to "
+            f"{kinds[1]}: `make clean` first (downtime), or deploy under another ENDPOINT_NAME"
+        )
 
 
 def update_in_place(aws: Aws, endpoint: str, old_config: str, new_config: str) -> int:

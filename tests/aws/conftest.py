@@ -1,6 +1,6 @@
 """AWS layer: a real moto_server on a free loopback port, and the lifecycle CLI run against it.
 
-One moto server serves the whole session; its state is reset before every test. Subprocesses get
+One moto server serves the whole session; each test deletes what it made. Subprocesses get
 dummy credentials, AWS_ENDPOINT_URL pointing at moto, and none of the caller's lifecycle variables,
 profiles or config files, so a developer's .deploy.env or AWS account can never leak in.
 """
@@ -8,51 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
-import boto3
 import pytest
-import requests
 
 from sagemaker_lifecycle.config import VARIABLES
-from tests.support import ROOT, VENV_BIN, ServerProcess, base_env, free_port, wait_for_status
-
-REGION = "us-east-1"
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
-
-
-@dataclass
-class Moto:
-    """A running moto server: its URL, its log, and boto3 clients pointed at it."""
-
-    url: str
-    server: ServerProcess
-
-    def client(self, service: str, **credentials):
-        """A boto3 client for `service` on this server (dummy credentials unless given)."""
-        session = boto3.session.Session(
-            aws_access_key_id=credentials.get("key", CREDENTIALS["AWS_ACCESS_KEY_ID"]),
-            aws_secret_access_key=credentials.get("secret", CREDENTIALS["AWS_SECRET_ACCESS_KEY"]),
-            region_name=REGION,
-        )
-        return session.client(service, endpoint_url=self.url)
-
-    def enforce_iam(self, enabled: bool) -> None:
-        """Switch moto's IAM enforcement on (every later call is authorised) or off again."""
-        count = "0" if enabled else "inf"
-        requests.post(f"{self.url}/moto-api/reset-auth", data=count, timeout=10).raise_for_status()
-
-    def queue_invocation_results(self, *bodies: str) -> None:
-        """Make moto's invoke_endpoint answer these bodies (JSON) in turn, instead of its canned text."""
-        results = [{"Body": body, "ContentType": "application/json"} for body in bodies]
-        response = requests.post(
-            f"{self.url}/moto-api/static/sagemaker/endpoint-results",
-            json={"region": REGION, "results": results},
-            timeout=10,
-        )
-        response.raise_for_status()
+from tests.aws.aws_support import CREDENTIALS, Account, Moto
+from tests.support import VENV_BIN, ServerProcess, base_env, free_port, wait_for_status
 
 
 @pytest.fixture(scope="session")
@@ -111,14 +73,6 @@ def aws_env(moto: Moto, tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def make(target: str, env: dict[str, str], *variables: str, directory: Path = ROOT, timeout: float = 90):
-    """Run `make -s -C directory target VAR=...` as a user would; returns the CompletedProcess."""
-    return subprocess.run(
-        ["make", "-s", "--no-print-directory", "-C", str(directory), target, *variables],
-        env=env, capture_output=True, text=True, timeout=timeout,
-    )
-
-
 @pytest.fixture
 def index_dir(tmp_path: Path) -> Path:
     """A tiny index folder: the three files upload packs, with dummy content."""
@@ -130,18 +84,6 @@ def index_dir(tmp_path: Path) -> Path:
         "\n".join(json.dumps({"id": i, "source": "velmora.md", "chunk": i, "text": f"chunk {i}"}) for i in range(2)) + "\n"
     )
     return index
-
-
-@dataclass
-class Account:
-    """What a user has before `make deploy`: a role, a bucket, and pushed images for both ARCH values."""
-
-    role_arn: str
-    bucket: str
-
-    def variables(self, *extra: str) -> list[str]:
-        """The Make variables every deploy needs, plus `extra`."""
-        return [f"ROLE_ARN={self.role_arn}", f"BUCKET_NAME={self.bucket}", f"REGION={REGION}", "POLL_SECONDS=0.1", *extra]
 
 
 @pytest.fixture(scope="session")

@@ -10,8 +10,7 @@ from botocore.exceptions import ClientError
 
 from sagemaker_lifecycle import InvocationError, invoke_endpoint
 from sagemaker_lifecycle.client import _runtime_client, model_error
-from tests.aws.conftest import REGION, make
-from tests.aws.test_aws_lifecycle import ANSWER
+from tests.aws.aws_support import ANSWER, REGION, make
 
 
 class FakeService(BaseHTTPRequestHandler):

@@ -9,7 +9,7 @@ from botocore.exceptions import ClientError
 
 from sagemaker_lifecycle.endpoint_status import wait_until_settled
 from sagemaker_lifecycle.errors import EndpointFailed, LifecycleError, NotImplementedByApi, translate
-from tests.aws.conftest import CREDENTIALS, REGION, make
+from tests.aws.aws_support import CREDENTIALS, REGION, make
 
 
 def error_lines(result) -> list[str]:
@@ -63,6 +63,14 @@ def test_deploy_before_upload_or_push_says_which_step_is_missing(aws_env, accoun
     assert_one_line(make("deploy", aws_env, *account.variables()), "model.tar.gz does not exist", "make upload")
     result = make("deploy", aws_env, *account.variables("IMAGE_NAME=never-pushed"))
     assert_one_line(result, "image never-pushed:latest is not in ECR", "make build push")
+
+
+def test_switching_instance_to_serverless_in_place_is_refused(moto, aws_env, account, index_dir):
+    assert make("upload", aws_env, *account.variables(f"INDEX={index_dir}")).returncode == 0
+    assert make("deploy", aws_env, *account.variables()).returncode == 0
+    result = make("deploy", aws_env, *account.variables("SERVERLESS_MEMORY=2048"))
+    assert_one_line(result, "is instance-based and SageMaker cannot update it in place to serverless", "make clean", exit_code=2)
+    assert len(moto.client("sagemaker").list_models()["Models"]) == 1  # refused before creating anything
 
 
 def test_access_denied(moto, aws_env, account):

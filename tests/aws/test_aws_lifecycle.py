@@ -5,17 +5,9 @@ import json
 
 import pytest
 
-from tests.aws.conftest import REGION, make
+from tests.aws.aws_support import ANSWER, REGION, make
 from tests.support import ROOT
 
-ANSWER = {
-    "answer": "The Velmora Tramway opened in 1911; Ilse Varga designed its first line.",
-    "sources": [{"rank": 1, "source": "velmora.md", "chunk": 0, "score": 0.83, "text": "The tramway opened in 1911."}],
-    "architecture": "monolith",
-    "model": {"embedding": "all-MiniLM-L6-v2", "llm": "SmolLM2-135M-Instruct"},
-    "usage": {"prompt_tokens": 120, "completion_tokens": 18},
-    "timings_ms": {"retrieve": 4.0, "generate": 900.0, "total": 905.0},
-}
 CAPACITY = {
     "instance": ["INSTANCE_TYPE=ml.m5.large", "INSTANCE_COUNT=1", "STARTUP_TIMEOUT=900"],
     "serverless": ["SERVERLESS_MEMORY=3072", "SERVERLESS_CONCURRENCY=4"],

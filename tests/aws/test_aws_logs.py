@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 import time
 
-from tests.aws.conftest import make
+from tests.aws.aws_support import make
 from tests.support import ServerProcess
 
 GROUP = "/aws/sagemaker/Endpoints/rag-monolito"

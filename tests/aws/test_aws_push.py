@@ -8,7 +8,7 @@ import uuid
 import pytest
 import requests
 
-from tests.aws.conftest import make
+from tests.aws.aws_support import make
 from tests.support import ServerProcess, free_port, wait_for_status
 
 

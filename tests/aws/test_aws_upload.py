@@ -5,7 +5,7 @@ import io
 import json
 import tarfile
 
-from tests.aws.conftest import make
+from tests.aws.aws_support import make
 
 
 def test_upload_round_trip_with_llm(moto, aws_env, account, index_dir, tmp_path):

@@ -1,0 +1,75 @@
+"""Helpers of the AWS tests that are not fixtures: the moto handle, `make` runner, shared values."""
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+import requests
+
+from tests.support import ROOT, ServerProcess
+
+REGION = "us-east-1"
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+# A /invocations answer as DESIGN.md section 3 shapes it, queued in moto or served by a fake.
+ANSWER = {
+    "answer": "The Velmora Tramway opened in 1911; Ilse Varga designed its first line.",
+    "sources": [{"rank": 1, "source": "velmora.md", "chunk": 0, "score": 0.83, "text": "The tramway opened in 1911."}],
+    "architecture": "monolith",
+    "model": {"embedding": "all-MiniLM-L6-v2", "llm": "SmolLM2-135M-Instruct"},
+    "usage": {"prompt_tokens": 120, "completion_tokens": 18},
+    "timings_ms": {"retrieve": 4.0, "generate": 900.0, "total": 905.0},
+}
+
+
+@dataclass
+class Moto:
+    """A running moto server: its URL, its log, and boto3 clients pointed at it."""
+
+    url: str
+    server: ServerProcess
+
+    def client(self, service: str, **credentials):
+        """A boto3 client for `service` on this server (dummy credentials unless given)."""
+        session = boto3.session.Session(
+            aws_access_key_id=credentials.get("key", CREDENTIALS["AWS_ACCESS_KEY_ID"]),
+            aws_secret_access_key=credentials.get("secret", CREDENTIALS["AWS_SECRET_ACCESS_KEY"]),
+            region_name=REGION,
+        )
+        return session.client(service, endpoint_url=self.url)
+
+    def enforce_iam(self, enabled: bool) -> None:
+        """Switch moto's IAM enforcement on (every later call is authorised) or off again."""
+        count = "0" if enabled else "inf"
+        requests.post(f"{self.url}/moto-api/reset-auth", data=count, timeout=10).raise_for_status()
+
+    def queue_invocation_results(self, *bodies: str) -> None:
+        """Make moto's invoke_endpoint answer these bodies (JSON) in turn, instead of its canned text."""
+        results = [{"Body": body, "ContentType": "application/json"} for body in bodies]
+        response = requests.post(
+            f"{self.url}/moto-api/static/sagemaker/endpoint-results",
+            json={"region": REGION, "results": results},
+            timeout=10,
+        )
+        response.raise_for_status()
+
+
+def make(target: str, env: dict[str, str], *variables: str, directory: Path = ROOT, timeout: float = 90):
+    """Run `make -s -C directory target VAR=...` as a user would; returns the CompletedProcess."""
+    return subprocess.run(
+        ["make", "-s", "--no-print-directory", "-C", str(directory), target, *variables],
+        env=env, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+@dataclass
+class Account:
+    """What a user has before `make deploy`: a role, a bucket, and pushed images for both ARCH values."""
+
+    role_arn: str
+    bucket: str
+
+    def variables(self, *extra: str) -> list[str]:
+        """The Make variables every deploy needs, plus `extra`."""
+        return [f"ROLE_ARN={self.role_arn}", f"BUCKET_NAME={self.bucket}", f"REGION={REGION}", "POLL_SECONDS=0.1", *extra]
