@@ -43,7 +43,7 @@ def archive_members(config: Config) -> dict[str, Path]:
 def pack(members: dict[str, Path], target: Path) -> Path:
     """Write model.tar.gz with each folder under its top-level name; log each file as it goes in."""
     # dereference: model folders often hold symlinks (Hugging Face cache); SageMaker needs the files.
-    with tarfile.open(target, "w:gz", dereference=True) as archive:
+    with tarfile.open(target, "w:gz", compresslevel=6, dereference=True) as archive:
         for top, folder in members.items():
             for path in sorted(p for p in folder.rglob("*") if p.is_file()):
                 name = f"{top}/{path.relative_to(folder).as_posix()}"
