@@ -41,10 +41,13 @@ start_service() {
 
 stop_all() {
   STOPPING=1
-  log "SIGTERM received: stopping every service (in-flight requests drain)"
+  log "SIGTERM received: draining the orchestrator, then stopping the internal services"
+  # The front stops first, so the requests it still has in flight can finish using the services.
+  kill -TERM -- "-${PID[orchestrator]}" 2>/dev/null
+  wait "${PID[orchestrator]}" 2>/dev/null
   local name
-  for name in "${!PID[@]}"; do kill -TERM -- "-${PID[$name]}" 2>/dev/null; done
-  for name in "${!PID[@]}"; do wait "${PID[$name]}" 2>/dev/null; done
+  for name in vector llm; do kill -TERM -- "-${PID[$name]}" 2>/dev/null; done
+  for name in vector llm; do wait "${PID[$name]}" 2>/dev/null; done
   log "all services stopped"
   exit 0
 }

@@ -46,6 +46,7 @@ class SentenceTransformerEmbedder(Embedder):
         self.model = SentenceTransformer(path, device=device)
         getter = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         self.dimension = int(getter())
+        self.embed_batch(["warm-up"])  # the first call pays one-off setup, not the first user
         log.info("embedding model %s loaded on %s (dimension %d)", name, device, self.dimension)
 
     def embed_batch(self, texts: list[str]) -> np.ndarray:

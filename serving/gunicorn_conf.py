@@ -16,3 +16,5 @@ keepalive = 75  # longer than the load balancer's idle timeout, so it never reus
 accesslog = None  # the app logs one line per request with timings
 errorlog = "-"
 loglevel = _settings.log_level.lower()
+# Several gunicorns share one machine (the microservices image runs three): no shared control socket.
+control_socket_disable = True

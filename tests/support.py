@@ -79,8 +79,21 @@ class ServerProcess:
         self._log.flush()
         return self.log_path.read_text(errors="replace")
 
+    def descendants(self) -> list:
+        """Every live process below this one (psutil objects), whatever its process group."""
+        import psutil
+
+        try:
+            return psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return []
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
         """Send `sig` to the process group, wait, then SIGKILL whatever is left. Returns the exit code."""
+        import psutil
+
+        # start.sh gives each service its own process group: remember them all before signalling.
+        family = self.descendants()
         if self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, sig)
@@ -96,5 +109,11 @@ class ServerProcess:
         except ProcessLookupError:
             pass
         code = self.proc.wait(timeout=10)
+        for child in family:
+            try:
+                child.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(family, timeout=10)
         self._log.close()
         return code

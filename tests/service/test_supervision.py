@@ -1,0 +1,93 @@
+"""Process supervision: a crashed LLM service, SIGTERM with requests in flight, no leftovers."""
+import os
+import signal
+import threading
+import time
+
+import psutil
+import pytest
+import requests
+
+from tests.service.conftest import start_architecture
+
+pytestmark = pytest.mark.slow
+QUESTION = "How long is the track of the Kessel Heights Funicular, in metres?"
+
+
+def service_master(service, module: str) -> psutil.Process:
+    """The gunicorn master that start.sh launched for `module` (a direct child of start.sh)."""
+    for child in psutil.Process(service.server.pid).children():
+        if any(module in part for part in child.cmdline()):
+            return child
+    raise LookupError(module)
+
+
+def wait_until_in_flight(service, port: int, deadline_s: float = 30) -> None:
+    """Block until some process of the tree holds an established connection on `port` (a request arrived)."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        for proc in [psutil.Process(service.server.pid), *service.server.descendants()]:
+            try:
+                if any(c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port for c in proc.net_connections()):
+                    return
+            except psutil.NoSuchProcess:
+                continue
+        time.sleep(0.02)
+    raise TimeoutError("the request never reached the server")
+
+
+def test_crashed_llm_service_is_isolated_and_restarted(sample_index, tmp_path):
+    service = start_architecture("microservicos", tmp_path, sample_index)
+    try:
+        service.wait_ready()
+        llm = service_master(service, "llm_service")
+        llm.send_signal(signal.SIGKILL)
+        llm.wait(timeout=10)
+
+        started = time.monotonic()
+        response = service.invoke({"query": QUESTION}, timeout=10)
+        assert response.status_code == 503, response.text
+        assert response.json()["error_type"] in ("upstream_unavailable", "not_ready")
+        assert time.monotonic() - started < 5  # answered at once, not after a hang
+
+        ping = requests.get(f"{service.url}/ping", timeout=2)
+        assert ping.status_code == 503 and ping.json()["status"] in ("degraded", "loading")
+
+        vector = requests.post(f"http://127.0.0.1:{service.ports['vector']}/retrieve",
+                               json={"query": QUESTION, "top_k": 2}, timeout=10)
+        assert vector.status_code == 200 and vector.json()["passages"][0]["source"] == "funicular.md"
+
+        service.wait_ready(deadline_s=180)
+        assert service_master(service, "llm_service").pid != llm.pid
+        answer = service.invoke({"query": QUESTION, "max_new_tokens": 16})
+        assert answer.status_code == 200 and answer.json()["sources"][0]["source"] == "funicular.md"
+        assert "restarting in" in service.server.log()
+    finally:
+        family = service.server.descendants()
+        code = service.server.stop()
+    assert code == 0
+    assert not [p for p in family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
+@pytest.mark.parametrize("arch", ["monolito", "microservicos"])
+def test_sigterm_drains_in_flight_request(arch, sample_index, tmp_path):
+    service = start_architecture(arch, tmp_path, sample_index)
+    result = {}
+    try:
+        service.wait_ready()
+        family = [psutil.Process(service.server.pid), *service.server.descendants()]
+        worker = threading.Thread(target=lambda: result.update(
+            response=service.invoke({"query": QUESTION, "max_new_tokens": 48}, timeout=60)))
+        worker.start()
+        wait_until_in_flight(service, service.ports["public"])
+        stopped_at = time.monotonic()
+        os.kill(service.server.pid, signal.SIGTERM)
+        worker.join(timeout=60)
+        code = service.server.proc.wait(timeout=30)
+        elapsed = time.monotonic() - stopped_at
+    finally:
+        service.server.stop()
+    assert result["response"].status_code == 200, result["response"].text
+    assert result["response"].json()["sources"][0]["source"] == "funicular.md"
+    assert code == 0 and elapsed < 30
+    assert not [p for p in family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
