@@ -64,24 +64,23 @@ def start_architecture(arch: str, tmp_path, index_dir, **env) -> Service:
     return Service(server, f"http://127.0.0.1:{ports['public']}", ports)
 
 
-@pytest.fixture(scope="session")
-def monolith(sample_index, tmp_path_factory):
-    service = start_architecture("monolito", tmp_path_factory.mktemp("monolith"), sample_index)
+def _running(arch: str, sample_index, tmp_path_factory):
+    service = start_architecture(arch, tmp_path_factory.mktemp(arch), sample_index)
     try:
         service.wait_ready()
         yield service
     finally:
         service.server.stop()
+
+
+@pytest.fixture(scope="session")
+def monolith(sample_index, tmp_path_factory):
+    yield from _running("monolito", sample_index, tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
 def microservices(sample_index, tmp_path_factory):
-    service = start_architecture("microservicos", tmp_path_factory.mktemp("microservices"), sample_index)
-    try:
-        service.wait_ready()
-        yield service
-    finally:
-        service.server.stop()
+    yield from _running("microservicos", sample_index, tmp_path_factory)
 
 
 @pytest.fixture(params=["monolito", "microservicos"])
