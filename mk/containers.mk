@@ -1,0 +1,53 @@
+# Container targets (included by the top-level Makefile): the two SageMaker images, their offline
+# build path, and the container tests. DESIGN.md §6 says what the images must honour, §8 why the
+# offline path exists. The AWS targets in mk/aws.mk push the same IMAGE_NAME:IMAGE_TAG.
+
+IMAGE_NAME       ?= rag-$(ARCH)
+IMAGE_TAG        ?= latest
+# cpu: torch X+cpu (serverless, CPU instances); cuda: PyPI's CUDA torch (GPU instances, untested here).
+TORCH_VARIANT    ?= cpu
+# Inside the repository: it is sent to docker as part of the build context.
+WHEELHOUSE       ?= wheelhouse/$(TORCH_VARIANT)
+LOCAL_BASE_IMAGE ?= rag-base:bookworm
+# OFFLINE=1 builds on the local debootstrap base and installs only from the host wheelhouse.
+OFFLINE          ?=
+BASE_IMAGE       ?= $(if $(OFFLINE),$(LOCAL_BASE_IMAGE),python:3.11-slim)
+DOCKER_BUILD_ARGS ?=
+
+# BuildKit is required (RUN --mount). A docker client without buildx refuses DOCKER_BUILDKIT=1, so
+# prefer Debian's docker.io client (/usr/bin/docker), which builds with the daemon's own BuildKit.
+ifeq ($(origin DOCKER),undefined)
+DOCKER := $(shell if docker buildx version >/dev/null 2>&1; then echo docker; \
+                  elif [ -x /usr/bin/docker ]; then echo /usr/bin/docker; else echo docker; fi)
+endif
+export DOCKER
+
+DOCKERFILE_monolito      := Monolitico/Dockerfile
+DOCKERFILE_microservicos := Microservicos/Dockerfile
+
+.PHONY: build wheels base-image test-container
+
+build: $(if $(OFFLINE),$(ROOT)/$(WHEELHOUSE)/.complete) ## docker build ARCH's image as IMAGE_NAME:IMAGE_TAG (OFFLINE=1: local base + wheelhouse, made when missing)
+	@test -n "$(DOCKERFILE_$(ARCH))" || { echo "ARCH must be monolito or microservicos, got '$(ARCH)'" >&2; exit 2; }
+	@if [ -n "$(OFFLINE)" ] && ! $(DOCKER) image inspect $(LOCAL_BASE_IMAGE) >/dev/null 2>&1; then \
+	  $(MAKE) --no-print-directory base-image; fi
+	@# Without OFFLINE a wheelhouse is used when `make wheels` has filled it, else the build uses PyPI.
+	cd $(ROOT) && DOCKER_BUILDKIT=1 $(DOCKER) build -f $(DOCKERFILE_$(ARCH)) \
+	  --build-arg BASE_IMAGE=$(BASE_IMAGE) --build-arg TORCH_VARIANT=$(TORCH_VARIANT) \
+	  --build-arg WHEELHOUSE=$(if $(wildcard $(ROOT)/$(WHEELHOUSE)/.complete),$(WHEELHOUSE),docker/no-wheelhouse) \
+	  $(DOCKER_BUILD_ARGS) -t $(IMAGE_NAME):$(IMAGE_TAG) .
+
+wheels: ## Download every wheel the images need into WHEELHOUSE (TORCH_VARIANT=cpu|cuda), for --no-index builds
+	rm -f $(ROOT)/$(WHEELHOUSE)/.complete
+	PIP="$(PY) -m pip" $(ROOT)/docker/wheels.sh $(ROOT)/$(WHEELHOUSE) $(TORCH_VARIANT)
+	touch $(ROOT)/$(WHEELHOUSE)/.complete
+
+# The stamp is written only after a full download, and goes stale when the requirements change.
+$(ROOT)/$(WHEELHOUSE)/.complete: $(ROOT)/requirements.txt $(ROOT)/docker/wheels.sh
+	$(MAKE) --no-print-directory wheels
+
+base-image: ## Build LOCAL_BASE_IMAGE (Debian bookworm + python3 via debootstrap), for hosts that cannot pull python:3.11-slim
+	$(ROOT)/docker/base-image.sh $(LOCAL_BASE_IMAGE)
+
+test-container: ## Build both images offline and run the container tests against them (needs a Docker daemon)
+	$(PY) -m pytest $(ROOT)/tests/container -m docker $(PYTEST_ARGS)

@@ -1,0 +1,77 @@
+"""Container layer: both images built once per session with `make build OFFLINE=1`, and containers
+run the way SageMaker runs them. Tests that need the daemon are marked `docker` and skipped, with the
+reason, when no Docker daemon answers, so `make check` passes on a machine without one.
+
+Measurements (build and startup times, `docker stop` times, what memory limits did) are gathered
+in `observations`, written to build/container-observations.json and printed after the run.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.container.docker_support import ARCHES, Container, build_image, daemon_problem, start_ready
+from tests.support import ROOT
+
+OBSERVATIONS_FILE = ROOT / "build" / "container-observations.json"
+_observations: dict = {}
+
+
+@pytest.fixture(scope="session")
+def observations() -> dict:
+    """Measurements to report; written to OBSERVATIONS_FILE and printed at the end of the run."""
+    return _observations
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _observations:
+        return
+    OBSERVATIONS_FILE.parent.mkdir(parents=True, exist_ok=True)
+    OBSERVATIONS_FILE.write_text(json.dumps(_observations, indent=2, sort_keys=True) + "\n")
+    terminalreporter.section("container observations")
+    terminalreporter.write_line(json.dumps(_observations, indent=2, sort_keys=True))
+    terminalreporter.write_line(f"(written to {OBSERVATIONS_FILE.relative_to(ROOT)})")
+
+
+@pytest.fixture(scope="session")
+def docker_ready() -> None:
+    reason = daemon_problem()
+    if reason:
+        pytest.skip(f"{reason}; start dockerd (see .ci/run) to run the container tests")
+
+
+@pytest.fixture(scope="session")
+def images(docker_ready, tmp_path_factory, observations) -> dict[str, str]:
+    """Both images, built once per session through the same command CI and users run."""
+    logs = tmp_path_factory.mktemp("build")
+    built = {}
+    for arch in ARCHES:
+        image, seconds = build_image(arch, logs / f"{arch}.log")
+        built[arch] = image
+        observations.setdefault("build_s", {})[arch] = round(seconds, 1)
+    return built
+
+
+@pytest.fixture(scope="session")
+def empty_model_dir(tmp_path_factory) -> Path:
+    """SageMaker always mounts /opt/ml/model; with no index in it the built-in sample index serves."""
+    return tmp_path_factory.mktemp("opt-ml-model-empty")
+
+
+@pytest.fixture(scope="module")
+def served(images, empty_model_dir, observations):
+    """One ready container per image, as SageMaker starts it; removed when the module ends."""
+    containers: dict[str, Container] = {}
+    try:
+        for arch in ARCHES:
+            containers[arch] = Container(images[arch], model_dir=empty_model_dir)
+        startups = start_ready(containers)
+        for arch, startup in startups.items():
+            observations.setdefault("run_to_ping_200_s", {})[arch] = startup.ready_s
+        yield containers, startups
+    finally:
+        for container in containers.values():
+            container.remove()
+

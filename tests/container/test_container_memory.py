@@ -1,0 +1,123 @@
+"""Memory limits, as evidence for the architecture comparison.
+
+Under `docker run --memory` too small for the LLM service, the microservices container must keep
+answering /ping (503, degraded) and keep its vector service up. For the monolith nothing is assumed:
+what happens is recorded in observations["memory"] (printed after the run and written to
+build/container-observations.json) and the README reports it.
+"""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import requests
+
+from tests.container.docker_support import QUESTION, Container, wait_until
+
+pytestmark = pytest.mark.docker
+
+# Measured here: the microservices container peaks at ~0.86 GB resident (two torch processes), while
+# its vector service, orchestrator and supervisor fit in ~0.6 GB. 700 MB is too small for the LLM.
+LIMIT = "700m"
+# The monolith (one torch process) also ran at 700 MB; a lower limit shows where it breaks.
+MONOLITH_LIMITS = (LIMIT, "400m")
+OBSERVE_S = 45.0
+
+# Read inside the container: OOM kills and peak usage of its memory cgroup (v1 or v2).
+CGROUP_PROBE = """
+import json, os
+def read(path):
+    try:
+        return open(path).read()
+    except OSError:
+        return ''
+def field(text, name):
+    for line in text.splitlines():
+        if line.startswith(name + ' '):
+            return int(line.split()[1])
+    return None
+v1 = '/sys/fs/cgroup/memory/'
+if os.path.isdir(v1):
+    kills, peak = field(read(v1 + 'memory.oom_control'), 'oom_kill'), read(v1 + 'memory.max_usage_in_bytes')
+else:
+    kills, peak = field(read('/sys/fs/cgroup/memory.events'), 'oom_kill'), read('/sys/fs/cgroup/memory.peak')
+print(json.dumps({'oom_kills': kills, 'peak_mb': int(peak) // 2**20 if peak.strip() else None}))
+"""
+VECTOR_PING = """
+import urllib.request
+print(urllib.request.urlopen('http://127.0.0.1:5001/ping', timeout=2).status)
+"""
+
+
+def sample_ping(container: Container) -> tuple[int, dict, float]:
+    """Status, JSON body and seconds of one /ping; status 0 when nothing answered within 2 s."""
+    started = time.monotonic()
+    try:
+        response = container.ping()
+        body = response.json() if response.headers.get("Content-Type", "").startswith("application/json") else {}
+        return response.status_code, body, time.monotonic() - started
+    except (requests.RequestException, ValueError):
+        return 0, {}, time.monotonic() - started
+
+
+def observe(container: Container, seconds: float) -> dict:
+    """Ping every 0.5 s for `seconds`, then ask one question; summarise what the container did."""
+    samples = []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        samples.append(sample_ping(container))
+        time.sleep(0.5)
+    statuses = [status for status, _, _ in samples]
+    asked = time.monotonic()
+    try:
+        response = container.invoke(QUESTION, timeout=90)
+        query = {"status": response.status_code, "seconds": round(time.monotonic() - asked, 1),
+                 "error_type": response.json().get("error_type") if response.status_code != 200 else None}
+    except requests.RequestException as exc:
+        query = {"status": 0, "seconds": round(time.monotonic() - asked, 1), "error": type(exc).__name__}
+    logs = container.logs()
+    return {
+        "ping_counts": {str(status): statuses.count(status) for status in sorted(set(statuses))},
+        "ping_max_s": round(max(seconds for _, _, seconds in samples), 2),
+        "ping_bodies": sorted({json.dumps(body, sort_keys=True) for _, body, _ in samples}),
+        "query": query,
+        "running": container.running(),
+        "restart_lines": sum("restarting in" in line or "Perhaps out of memory" in line for line in logs.splitlines()),
+        **json.loads(container.exec_python(CGROUP_PROBE).stdout or "{}"),
+        "_samples": samples,
+    }
+
+
+def test_microservices_stay_up_and_degraded_when_the_llm_does_not_fit(images, empty_model_dir, observations):
+    with Container(images["microservicos"], model_dir=empty_model_dir, memory=LIMIT) as container:
+        def vector_ready():
+            status, body, _ = sample_ping(container)
+            return status != 0 and body.get("services", {}).get("vector") == "ready"
+
+        assert wait_until(vector_ready, 300), f"the vector service never came up:\n{container.logs()[-3000:]}"
+        seen = observe(container, OBSERVE_S)
+        samples = seen.pop("_samples")
+        observations.setdefault("memory", {})[f"microservicos@{LIMIT}"] = seen
+        vector_pings = container.exec_python(VECTOR_PING).stdout.strip()
+        logs = container.logs()
+
+    assert seen["running"], "the container died under the memory limit"
+    assert all(status == 503 for status, _, _ in samples), f"/ping was not always a 503: {seen['ping_counts']}"
+    assert seen["ping_max_s"] < 2.0, "a /ping took longer than SageMaker's 2 s"
+    assert all(body.get("services", {}).get("vector") == "ready" for _, body, _ in samples), seen["ping_bodies"]
+    assert vector_pings == "200"
+    assert logs.count("vector service ready after") == 1, "the vector service restarted under the limit"
+    assert seen["oom_kills"], "the limit never bit: it is not too small for the LLM on this machine"
+    assert seen["query"]["status"] == 503, seen["query"]
+
+
+@pytest.mark.parametrize("limit", MONOLITH_LIMITS)
+def test_monolith_under_a_memory_limit_is_recorded(images, empty_model_dir, observations, limit):
+    with Container(images["monolito"], model_dir=empty_model_dir, memory=limit) as container:
+        ready = wait_until(lambda: sample_ping(container)[0] == 200, 120)
+        became_ready_s = round(time.monotonic() - container.started, 1) if ready else None
+        seen = observe(container, OBSERVE_S)
+        seen.pop("_samples")
+        seen["ready_s"] = became_ready_s
+        observations.setdefault("memory", {})[f"monolito@{limit}"] = seen

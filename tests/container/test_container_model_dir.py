@@ -1,0 +1,57 @@
+"""An index in /opt/ml/model (what SageMaker extracts model.tar.gz into) replaces the built-in one,
+and the SageMaker and RAG_* variables given through the model's Environment are honoured."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.container.docker_support import ARCHES, Container, start_ready
+from tests.support import ROOT, base_env
+
+pytestmark = pytest.mark.docker
+
+DOCUMENTS = {
+    "orvane-beacon.md": (
+        "# The Orvane Beacon\n\nThe Orvane Beacon is a stone lighthouse on the Skerrow headland. It was "
+        "built in 1907 by the stonemason Tobiah Quell, and its lamp was first lit on 2 March 1908. The "
+        "beacon is 31 metres tall and its light can be seen 19 nautical miles out to sea.\n"
+    ),
+    "kettle-market.md": (
+        "# The Kettle Market\n\nThe Kettle Market is a covered market of copper-smiths and tinkers held "
+        "every Thursday in the old tannery yard. It began in 1861 and has 44 stalls.\n"
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """/opt/ml/model as SageMaker lays it out: the index under index/, built by `python -m rag.ingest`."""
+    docs = tmp_path_factory.mktemp("docs")
+    for name, text in DOCUMENTS.items():
+        (docs / name).write_text(text)
+    model = tmp_path_factory.mktemp("opt-ml-model")
+    subprocess.run([sys.executable, "-m", "rag.ingest", "--docs", str(docs), "--index", str(model / "index")],
+                   cwd=ROOT, env=base_env(), check=True, capture_output=True, timeout=600)
+    return model
+
+
+def test_index_in_opt_ml_model_replaces_the_built_in_one(images, model_dir):
+    # A multi-container endpoint moves the port; RAG_TOP_K stands for every RAG_* variable.
+    env = {"SAGEMAKER_BIND_TO_PORT": "8081", "RAG_TOP_K": "2"}
+    containers = {}
+    try:
+        for arch in ARCHES:
+            containers[arch] = Container(images[arch], model_dir=model_dir, env=env, container_port=8081)
+        start_ready(containers)
+        for arch, container in containers.items():
+            response = container.invoke({"query": "Who built the Orvane Beacon?", "max_new_tokens": 16})
+            assert response.status_code == 200, f"{arch}: {response.text[:300]}"
+            sources = response.json()["sources"]
+            assert len(sources) == 2, f"{arch}: RAG_TOP_K=2 was not honoured: {sources}"
+            assert sources[0]["source"] == "orvane-beacon.md"
+            assert {source["source"] for source in sources} <= set(DOCUMENTS)
+    finally:
+        for container in containers.values():
+            container.remove()

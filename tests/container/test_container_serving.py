@@ -1,0 +1,165 @@
+"""Both images, run as SageMaker runs them: /ping, a cited answer, every bad input of DESIGN.md §3,
+recovery of a killed LLM service, and a SIGTERM that drains and stops in time.
+
+The module shares one container per image (starting them is the slow part). The shutdown test
+stops them, so it stays the last test of this file.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+import requests
+
+from tests.container.docker_support import ARCHES, QUESTION, wait_until
+
+pytestmark = pytest.mark.docker
+
+SIX_MB = 6 * 1024 * 1024
+BAD_INPUTS = {
+    # name: (body, content type, status, error_type)
+    "broken JSON": (b'{"query": ', "application/json", 400, "invalid_json"),
+    "JSON that is not an object": (b'["a question"]', "application/json", 400, "invalid_request"),
+    "no query": ({"top_k": 3}, "application/json", 400, "invalid_request"),
+    "blank query": ({"query": "  \n "}, "application/json", 400, "invalid_request"),
+    "query over 4000 characters": ({"query": "x" * 4001}, "application/json", 400, "invalid_request"),
+    "top_k 0": ({"query": "tram", "top_k": 0}, "application/json", 400, "invalid_request"),
+    "top_k 21": ({"query": "tram", "top_k": 21}, "application/json", 400, "invalid_request"),
+    "top_k as text": ({"query": "tram", "top_k": "3"}, "application/json", 400, "invalid_request"),
+    "max_new_tokens 0": ({"query": "tram", "max_new_tokens": 0}, "application/json", 400, "invalid_request"),
+    "max_new_tokens 1025": ({"query": "tram", "max_new_tokens": 1025}, "application/json", 400, "invalid_request"),
+    "temperature -0.1": ({"query": "tram", "temperature": -0.1}, "application/json", 400, "invalid_request"),
+    "temperature 2.5": ({"query": "tram", "temperature": 2.5}, "application/json", 400, "invalid_request"),
+    "unknown field": ({"query": "tram", "colour": "red"}, "application/json", 400, "invalid_request"),
+    "empty text body": (b"", "text/plain", 400, "invalid_request"),
+    "form body": (b"query=tram", "application/x-www-form-urlencoded", 415, "unsupported_media_type"),
+    "over 6 MB": (b"x" * (SIX_MB + 1), "text/plain", 413, "payload_too_large"),
+}
+
+
+def test_ping_goes_from_503_to_200(served):
+    containers, startups = served
+    for arch, startup in startups.items():
+        assert 503 in startup.statuses, f"{arch}: /ping never said 503 while loading: {startup.statuses}"
+        assert startup.statuses[-1] == 200
+        assert containers[arch].ping().json() == {"status": "ready"}
+
+
+def test_answer_is_cited_and_both_images_agree(served):
+    containers, _ = served
+    bodies = {}
+    for arch, container in containers.items():
+        response = container.invoke(QUESTION)
+        assert response.status_code == 200, f"{arch}: {response.status_code} {response.text[:500]}"
+        assert response.headers["Content-Type"].startswith("application/json")
+        bodies[arch] = body = response.json()
+        assert body["sources"], f"{arch}: no sources cited"
+        assert body["sources"][0]["source"] == "tramway.md"
+        assert "1889" in body["answer"], f"{arch}: {body['answer']!r}"
+        assert {"rank", "source", "chunk", "score", "text"} <= set(body["sources"][0])
+    assert bodies["monolito"]["architecture"] == "monolith"
+    assert bodies["microservicos"]["architecture"] == "microservices"
+    mono, micro = bodies["monolito"], bodies["microservicos"]
+    assert mono["answer"] == micro["answer"]
+    assert [(s["source"], s["chunk"]) for s in mono["sources"]] == [(s["source"], s["chunk"]) for s in micro["sources"]]
+    for left, right in zip(mono["sources"], micro["sources"]):
+        assert left["score"] == pytest.approx(right["score"], abs=1e-4)
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+@pytest.mark.parametrize("arch", ARCHES)
+def test_bad_input_gets_its_4xx(served, arch, case):
+    body, content_type, status, error_type = BAD_INPUTS[case]
+    response = served[0][arch].invoke(body, content_type=content_type, timeout=30)
+    assert response.status_code == status, response.text[:300]
+    error = response.json()
+    assert error["error_type"] == error_type
+    assert isinstance(error["error"], str) and error["error"]
+    if case == "unknown field":
+        assert "colour" in error["error"]
+
+
+# Inside the container: SIGKILL every process of the LLM service (its gunicorn master and worker),
+# as a crash would. The images have no ps or pkill, so /proc is read directly.
+KILL_LLM_SERVICE = """
+import os, signal
+killed = []
+for pid in filter(str.isdigit, os.listdir('/proc')):
+    try:
+        cmdline = open(f'/proc/{pid}/cmdline', 'rb').read()
+    except OSError:
+        continue
+    if b'Microservicos.llm_service' in cmdline:
+        os.kill(int(pid), signal.SIGKILL)
+        killed.append(int(pid))
+print(killed)
+"""
+LIST_PROCESSES = """
+import os
+for pid in filter(str.isdigit, os.listdir('/proc')):
+    try:
+        fields = open(f'/proc/{pid}/stat').read().rsplit(')', 1)[1].split()
+        name = open(f'/proc/{pid}/comm').read().strip()
+    except OSError:
+        continue
+    print(pid, fields[0], name)
+"""
+
+
+def test_killed_llm_service_gives_503_then_recovers(served, observations):
+    container = served[0]["microservicos"]
+    killed = json.loads(container.exec_python(KILL_LLM_SERVICE).stdout)
+    assert killed, "no LLM service process found in the container"
+    started = time.monotonic()
+
+    def ping_status():
+        try:
+            return container.ping().status_code
+        except requests.RequestException:
+            return 0
+
+    assert wait_until(lambda: ping_status() == 503, 30, 0.05), "/ping did not report the dead LLM service"
+    during = container.invoke(QUESTION, timeout=60)
+    assert during.status_code in (200, 503), during.text[:300]  # 200 only if it already came back
+    if during.status_code == 503:
+        assert during.json()["error_type"] in ("not_ready", "upstream_unavailable")
+    assert wait_until(lambda: ping_status() == 200, 180), f"no recovery:\n{container.logs()[-3000:]}"
+    observations["llm_kill_recovery_s"] = round(time.monotonic() - started, 1)
+    after = container.invoke(QUESTION)
+    assert after.status_code == 200, after.text[:300]
+    assert "1889" in after.json()["answer"]
+
+
+def test_microservices_pid1_is_an_init_and_no_zombies_remain(served):
+    processes = served[0]["microservicos"].exec_python(LIST_PROCESSES).stdout.split()
+    table = [processes[i:i + 3] for i in range(0, len(processes), 3)]
+    assert ["1", "S", "dumb-init"] in table or ["1", "R", "dumb-init"] in table, table
+    assert not [row for row in table if row[1] == "Z"], f"zombies: {table}"
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_sigterm_drains_the_request_in_flight_and_stops_in_time(served, arch, observations):
+    container = served[0][arch]
+    outcome: dict = {}
+
+    def ask():
+        sent = time.monotonic()
+        try:
+            outcome["response"] = container.invoke({**QUESTION, "max_new_tokens": 16}, timeout=60)
+        except requests.RequestException as exc:
+            outcome["error"] = exc
+        outcome["seconds"] = time.monotonic() - sent
+
+    thread = threading.Thread(target=ask)
+    thread.start()
+    # Generation takes seconds on CPU, so a second later the request is still being answered.
+    time.sleep(1.0)
+    stop_s = container.stop()
+    thread.join(60)
+    observations.setdefault("docker_stop_s", {})[arch] = stop_s
+    assert "error" not in outcome, f"the request in flight was dropped: {outcome.get('error')!r}"
+    assert outcome["response"].status_code == 200, outcome["response"].text[:300]
+    assert stop_s < 30, f"docker stop took {stop_s}s: SageMaker would have sent SIGKILL"
+    assert container.inspect("{{.State.ExitCode}}") == "0", container.logs()[-2000:]
