@@ -76,7 +76,8 @@ class ServerProcess:
 
     def log(self) -> str:
         """Everything the server wrote so far."""
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def descendants(self) -> list:
