@@ -5,11 +5,9 @@ tests point everything at a moto server), so nothing here special-cases the emul
 """
 from __future__ import annotations
 
-from functools import cached_property
 from typing import Iterable
 
 import boto3
-from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
 from .config import Config
@@ -24,6 +22,7 @@ class Aws:
 
     def __init__(self, config: Config, region: str | None = None):
         self.config = config
+        self._clients: dict[str, object] = {}
         try:
             self.session = boto3.session.Session()
         except Exception as exc:  # ProfileNotFound and friends
@@ -32,25 +31,16 @@ class Aws:
         if not self.region:
             raise MissingVariable("REGION", "the AWS region, e.g. us-east-1; or set one in your AWS profile")
 
-    def client(self, service: str, **options):
-        """A boto3 client for `service` in this region."""
-        return self.session.client(service, region_name=self.region, config=BotoConfig(**options) if options else None)
+    def client(self, service: str):
+        """The boto3 client for `service` in this region (made once)."""
+        if service not in self._clients:
+            self._clients[service] = self.session.client(service, region_name=self.region)
+        return self._clients[service]
 
-    @cached_property
-    def sagemaker(self):
-        return self.client("sagemaker")
-
-    @cached_property
-    def s3(self):
-        return self.client("s3")
-
-    @cached_property
-    def ecr(self):
-        return self.client("ecr")
-
-    @cached_property
-    def logs(self):
-        return self.client("logs")
+    sagemaker = property(lambda self: self.client("sagemaker"))
+    s3 = property(lambda self: self.client("s3"))
+    ecr = property(lambda self: self.client("ecr"))
+    logs = property(lambda self: self.client("logs"))
 
     @staticmethod
     def call(action: str, function, /, *, absent: Iterable[str] = (), **kwargs):
