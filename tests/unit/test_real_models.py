@@ -1,0 +1,87 @@
+"""The core with the real embedded models (no servers): retrieval quality, generation, deadlines."""
+import json
+import time
+
+import pytest
+
+from rag.errors import ConfigError, InvalidRequest, RequestTimeout
+from rag.generator import GenerationParams, TransformersGenerator, build_messages
+from rag.models import EMBEDDED_LLM_DIR, llm_model_path
+from rag.pipeline import QueryRequest, RagPipeline, load_retriever
+from rag.settings import EMBEDDED_LLM_MODEL, Settings
+from tests.support import ROOT
+
+pytestmark = pytest.mark.slow
+QUESTIONS = json.loads((ROOT / "tests" / "data" / "sample_questions.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def retriever(sample_index):
+    return load_retriever(Settings(index_dir=sample_index, device="cpu"))
+
+
+@pytest.fixture(scope="module")
+def generator():
+    # A local directory, as a user would configure RAG_LLM_MODEL=/path/to/model.
+    return TransformersGenerator(str(EMBEDDED_LLM_DIR), llm_model_path(EMBEDDED_LLM_MODEL), "cpu", threads=2)
+
+
+@pytest.fixture(scope="module")
+def sample_index():
+    from tests.service.conftest import SAMPLE_INDEX
+
+    if not (SAMPLE_INDEX / "manifest.json").exists():
+        pytest.skip("run `make setup` first: it builds indexes/sample")
+    return SAMPLE_INDEX
+
+
+@pytest.mark.parametrize("question", QUESTIONS, ids=[q["source"] for q in QUESTIONS])
+def test_retrieval_ranks_the_right_document_first(retriever, question):
+    passages = retriever.retrieve(question["question"], top_k=3)
+    assert passages[0].source == question["source"]
+    assert passages[0].score >= passages[1].score >= passages[2].score
+
+
+def test_top_five_passages_hold_the_facts(retriever):
+    found = [any(all(fact in p.text for fact in q["expect"]) for p in retriever.retrieve(q["question"], 5))
+             for q in QUESTIONS]
+    assert all(found), [q["question"] for q, ok in zip(QUESTIONS, found) if not ok]
+
+
+def test_grounded_answer_from_a_local_model_directory(retriever, generator):
+    pipeline = RagPipeline(retriever, generator, "monolith")
+    result = pipeline.answer(QueryRequest(QUESTIONS[1]["question"], max_new_tokens=32))
+    assert "1936" in result["answer"]
+    assert result["model"]["llm"] == str(EMBEDDED_LLM_DIR)
+
+
+def test_greedy_is_deterministic(retriever, generator):
+    passages = retriever.retrieve(QUESTIONS[2]["question"], 3)
+    first = generator.generate(QUESTIONS[2]["question"], passages, GenerationParams(24))
+    second = generator.generate(QUESTIONS[2]["question"], passages, GenerationParams(24))
+    assert first == second and first.completion_tokens <= 24
+
+
+def test_prompt_numbers_the_passages(retriever):
+    messages = build_messages("q?", retriever.retrieve(QUESTIONS[0]["question"], 2))
+    assert messages[0]["role"] == "system" and "only the passages" in messages[0]["content"]
+    assert "[1] (source: tramway.md)" in messages[1]["content"] and "[2]" in messages[1]["content"]
+    assert messages[1]["content"].endswith("Question: q?")
+
+
+def test_deadline_stops_generation(retriever, generator):
+    passages = retriever.retrieve(QUESTIONS[0]["question"], 3)
+    with pytest.raises(RequestTimeout):
+        generator.generate(QUESTIONS[0]["question"], passages, GenerationParams(1024), time.monotonic() + 0.5)
+
+
+def test_prompt_longer_than_the_context_is_refused(generator):
+    with pytest.raises(InvalidRequest, match="context"):
+        generator.generate("q", [], GenerationParams(generator.context_length))
+
+
+def test_cuda_without_gpu_names_the_variable():
+    with pytest.raises(ConfigError, match="RAG_DEVICE"):
+        from rag.generator import resolve_device
+
+        resolve_device("cuda")
