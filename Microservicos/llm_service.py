@@ -1,16 +1,18 @@
 """The LLM service: generates a grounded answer from passages (127.0.0.1:5002 by default).
 
     POST /generate {"query", "passages", "max_new_tokens", "temperature"}  ->  {"answer", "usage", "model"}
+    POST /generate-stream (same body)  ->  JSON lines {"text"} ..., then {"answer", "usage", "model"}
 """
 from __future__ import annotations
 
 from flask import Flask, request
 
 from rag.errors import InvalidRequest
+from rag.generator import Answer
 from rag.index import Passage
 from rag.pipeline import load_generator, parse_json_object, validate_generation, validate_query
 from rag.settings import Settings
-from serving.web import Loader, create_service_app, json_response, request_deadline
+from serving.web import Loader, create_service_app, json_response, request_deadline, stream_events
 
 
 def _passages(data: dict) -> list[Passage]:
@@ -33,13 +35,23 @@ def create_app(settings: Settings | None = None) -> Flask:
     def ping():
         return loader.ping()
 
+    def parse():
+        data = parse_json_object(request.get_data(cache=False))
+        return validate_query(data.get("query")), _passages(data), validate_generation(data, settings.max_new_tokens)
+
+    def final(answer: Answer) -> dict:
+        return {"answer": answer.text, "usage": answer.usage(), "model": loader.get().name}
+
     @app.post("/generate")
     def generate():
-        data = parse_json_object(request.get_data(cache=False))
-        query, passages = validate_query(data.get("query")), _passages(data)
-        params = validate_generation(data, settings.max_new_tokens)
-        generator = loader.get()
-        answer = generator.generate(query, passages, params, request_deadline(settings))
-        return json_response({"answer": answer.text, "usage": answer.usage(), "model": generator.name})
+        query, passages, params = parse()
+        return json_response(final(loader.get().generate(query, passages, params, request_deadline(settings))))
+
+    @app.post("/generate-stream")
+    def generate_stream():
+        query, passages, params = parse()
+        pieces = loader.get().stream(query, passages, params, request_deadline(settings))
+        events = (final(piece) if isinstance(piece, Answer) else {"text": piece} for piece in pieces)
+        return stream_events(events, "generate")
 
     return app

@@ -6,6 +6,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Iterator
 
 from rag.errors import InvalidRequest, RequestTimeout
 from rag.index import Passage
@@ -54,6 +55,13 @@ class Generator(ABC):
                  deadline: float | None = None) -> Answer:
         """Answer `query` from `passages`."""
 
+    def stream(self, query: str, passages: list[Passage], params: GenerationParams,
+               deadline: float | None = None) -> Iterator["str | Answer"]:
+        """Text pieces as they are generated, then the final Answer. By default, one piece."""
+        answer = self.generate(query, passages, params, deadline)
+        yield answer.text
+        yield answer
+
 
 def resolve_device(device: str) -> str:
     """`auto` becomes cuda when a GPU is visible, else cpu."""
@@ -101,7 +109,7 @@ class TransformersGenerator(Generator):
             encoded = self.tokenizer(text, return_tensors="pt")
         return {key: value.to(self.device) for key, value in encoded.items()}
 
-    def generate(self, query, passages, params, deadline=None):
+    def generate(self, query, passages, params, deadline=None, streamer=None):
         torch = self._torch
         inputs = self._encode(query, passages)
         prompt_tokens = int(inputs["input_ids"].shape[1])
@@ -121,6 +129,8 @@ class TransformersGenerator(Generator):
             if deadline is not None:
                 # generate() checks max_time after each token, so a slow request stops on time.
                 kwargs["max_time"] = max(0.01, deadline - time.monotonic())
+            if streamer is not None:
+                kwargs["streamer"] = streamer
             with torch.inference_mode():
                 output = self.model.generate(**inputs, **kwargs)
         finally:
@@ -134,3 +144,26 @@ class TransformersGenerator(Generator):
                                  "lower max_new_tokens or raise the timeout")
         text = self.tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
         return Answer(text, prompt_tokens, completion)
+
+    def stream(self, query, passages, params, deadline=None):
+        from transformers import TextIteratorStreamer
+
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        outcome: dict = {}
+
+        def run():
+            try:
+                outcome["answer"] = self.generate(query, passages, params, deadline, streamer)
+            except BaseException as exc:  # noqa: BLE001 - handed to the consumer below
+                outcome["error"] = exc
+                streamer.end()  # unblock the consumer even if generate() failed before streaming
+
+        worker = threading.Thread(target=run, name="generate-stream", daemon=True)
+        worker.start()
+        for text in streamer:
+            if text:
+                yield text
+        worker.join()
+        if "error" in outcome:
+            raise outcome["error"]
+        yield outcome["answer"]

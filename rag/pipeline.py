@@ -10,10 +10,11 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Iterator
 
 from rag.embedder import Embedder
 from rag.errors import InvalidJSON, InvalidRequest, UnsupportedMediaType
-from rag.generator import GenerationParams, Generator
+from rag.generator import Answer, GenerationParams, Generator
 from rag.index import Passage, VectorIndex
 from rag.settings import MAX_QUERY_CHARS, Settings
 
@@ -154,6 +155,28 @@ class RagPipeline:
         passages = self.retriever.retrieve(request.query, request.top_k, deadline)
         retrieved = time.perf_counter()
         answer = self.generator.generate(request.query, passages, request.generation, deadline)
+        return self._response(passages, answer, started, retrieved)
+
+    def stream(self, request: QueryRequest, deadline: float | None = None) -> Iterator[dict]:
+        """Retrieve now (errors raise before any byte is sent), then stream events as the answer grows:
+        `sources`, one `token` per text piece, and `done` carrying the same body as answer()."""
+        started = time.perf_counter()
+        passages = self.retriever.retrieve(request.query, request.top_k, deadline)
+        retrieved = time.perf_counter()
+
+        def events() -> Iterator[dict]:
+            yield {"event": "sources", "sources": [passage.to_dict() for passage in passages]}
+            answer = None
+            for piece in self.generator.stream(request.query, passages, request.generation, deadline):
+                if isinstance(piece, Answer):
+                    answer = piece
+                else:
+                    yield {"event": "token", "text": piece}
+            yield {"event": "done", **self._response(passages, answer, started, retrieved)}
+
+        return events()
+
+    def _response(self, passages: list[Passage], answer: Answer, started: float, retrieved: float) -> dict:
         finished = time.perf_counter()
         return {
             "answer": answer.text,

@@ -6,7 +6,9 @@ that outlives the request deadline is `timeout`.
 """
 from __future__ import annotations
 
+import json
 import time
+from typing import Iterator
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -43,13 +45,39 @@ class ServiceClient:
 
     def post(self, path: str, payload: dict, deadline: float | None) -> dict:
         """POST JSON and return the JSON answer, or raise the RagError the service reported."""
+        response = self._send(path, payload, deadline, stream=False)
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise errors.UpstreamUnavailable(f"the {self.name} service answered {response.status_code} "
+                                             "without a usable body")
+        return body
+
+    def post_lines(self, path: str, payload: dict, deadline: float | None) -> Iterator[dict]:
+        """POST JSON and yield each JSON line of a streamed answer; an error line raises its RagError."""
+        response = self._send(path, payload, deadline, stream=True)
+        with response:
+            try:
+                for line in response.iter_lines():
+                    if not line:
+                        continue
+                    event = json.loads(line)
+                    if "error_type" in event:
+                        raise errors.from_dict(event, 500)
+                    yield event
+            except requests.RequestException:
+                raise errors.UpstreamUnavailable(f"the {self.name} service stopped in the middle of a stream")
+
+    def _send(self, path: str, payload: dict, deadline: float | None, stream: bool) -> requests.Response:
         remaining = DEFAULT_READ_TIMEOUT_S if deadline is None else deadline - time.monotonic()
         if remaining <= 0:
             raise errors.RequestTimeout(f"the request deadline passed before calling the {self.name} service")
         try:
             response = self.session.post(f"{self.base_url}{path}", json=payload,
                                          headers={DEADLINE_HEADER: f"{remaining:.3f}"},
-                                         timeout=(CONNECT_TIMEOUT_S, remaining))
+                                         timeout=(CONNECT_TIMEOUT_S, remaining), stream=stream)
         except requests.Timeout as exc:
             if isinstance(exc, requests.ConnectTimeout):
                 raise errors.UpstreamUnavailable(f"the {self.name} service at {self.base_url} did not accept a "
@@ -58,16 +86,16 @@ class ServiceClient:
         except requests.RequestException:
             raise errors.UpstreamUnavailable(f"the {self.name} service at {self.base_url} is unavailable; "
                                              "it may be restarting, retry shortly")
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        if response.status_code != 200 or not isinstance(body, dict):
+        if response.status_code != 200:
+            try:
+                body = response.json()
+            except ValueError:
+                body = None
             if isinstance(body, dict) and "error_type" in body:
                 raise errors.from_dict(body, response.status_code)
             raise errors.UpstreamUnavailable(f"the {self.name} service answered {response.status_code} "
                                              "without a usable body")
-        return body
+        return response
 
 
 class RemoteRetriever(Retriever):
@@ -91,9 +119,19 @@ class RemoteGenerator(Generator):
         self.name = "unknown"
 
     def generate(self, query, passages, params: GenerationParams, deadline=None):
-        payload = {"query": query, "passages": [p.to_dict() for p in passages],
-                   "max_new_tokens": params.max_new_tokens, "temperature": params.temperature}
-        body = self.client.post("/generate", payload, deadline)
+        return self._answer(self.client.post("/generate", self._payload(query, passages, params), deadline))
+
+    def stream(self, query, passages, params: GenerationParams, deadline=None):
+        payload = self._payload(query, passages, params)
+        for event in self.client.post_lines("/generate-stream", payload, deadline):
+            yield event["text"] if "text" in event else self._answer(event)
+
+    @staticmethod
+    def _payload(query: str, passages: list[Passage], params: GenerationParams) -> dict:
+        return {"query": query, "passages": [p.to_dict() for p in passages],
+                "max_new_tokens": params.max_new_tokens, "temperature": params.temperature}
+
+    def _answer(self, body: dict) -> Answer:
         self.name = body.get("model", self.name)
         usage = body.get("usage", {})
         return Answer(body["answer"], int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)))

@@ -13,7 +13,7 @@ import time
 import uuid
 from typing import Callable, Generic, TypeVar
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, g, request, stream_with_context
 from werkzeug.exceptions import HTTPException
 
 from rag import errors
@@ -163,8 +163,25 @@ def create_service_app(name: str, settings: Settings) -> Flask:
     return app
 
 
+def stream_events(events, what: str) -> Response:
+    """Newline-delimited JSON over HTTP/1.1 chunked encoding; a failure mid-stream becomes an error event."""
+
+    def body():
+        try:
+            for event in events:
+                yield json.dumps(event, ensure_ascii=False) + "\n"
+        except errors.RagError as exc:
+            yield json.dumps({"event": "error", **exc.to_dict()}, ensure_ascii=False) + "\n"
+        except Exception:  # noqa: BLE001 - logged with its traceback; the client gets no details
+            log.exception("%s stream failed", what)
+            yield json.dumps({"event": "error", "error": "internal error; see the service log",
+                              "error_type": "internal"}) + "\n"
+
+    return Response(stream_with_context(body()), mimetype="application/jsonlines")
+
+
 def add_invocations(app: Flask, settings: Settings, get_pipeline: Callable) -> None:
-    """`POST /invocations`: the one request handler both architectures share."""
+    """`POST /invocations` and its streaming twin: the request handlers both architectures share."""
     from rag.pipeline import QueryRequest
 
     @app.post("/invocations")
@@ -174,3 +191,9 @@ def add_invocations(app: Flask, settings: Settings, get_pipeline: Callable) -> N
         result = get_pipeline().answer(query, request_deadline(settings))
         g.timings = result["timings_ms"]
         return json_response(result)
+
+    @app.post("/invocations-response-stream")
+    def invocations_stream():
+        _check_custom_attributes()
+        query = QueryRequest.from_body(request.get_data(cache=False), request.content_type, settings)
+        return stream_events(get_pipeline().stream(query, request_deadline(settings)), "invocation")

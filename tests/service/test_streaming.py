@@ -1,0 +1,40 @@
+"""`POST /invocations-response-stream`: HTTP/1.1 chunked JSON lines, the same answer as /invocations."""
+import json
+
+import pytest
+import requests
+
+pytestmark = pytest.mark.slow
+QUESTION = "In what year did the Glass Bridge over the River Ossa open?"
+
+
+def stream(service, payload, **kwargs):
+    return requests.post(f"{service.url}/invocations-response-stream", json=payload, stream=True, timeout=120, **kwargs)
+
+
+def test_stream_matches_the_plain_answer(architecture):
+    payload = {"query": QUESTION, "max_new_tokens": 24}
+    with stream(architecture, payload) as response:
+        assert response.status_code == 200
+        assert response.headers.get("Transfer-Encoding") == "chunked"
+        assert response.headers["Content-Type"].startswith("application/jsonlines")
+        events = [json.loads(line) for line in response.iter_lines() if line]
+    kinds = [event["event"] for event in events]
+    assert kinds[0] == "sources" and kinds[-1] == "done" and kinds.count("token") >= 2
+    done = events[-1]
+    plain = architecture.invoke(payload).json()
+    assert done["answer"] == plain["answer"] and done["sources"] == plain["sources"] == events[0]["sources"]
+    assert done["usage"] == plain["usage"] and done["architecture"] == plain["architecture"]
+    streamed = "".join(event["text"] for event in events if event["event"] == "token")
+    assert streamed.strip() == done["answer"]
+
+
+def test_stream_refuses_bad_input_before_streaming(architecture):
+    response = stream(architecture, {"query": ""})
+    assert response.status_code == 400 and response.json()["error_type"] == "invalid_request"
+
+
+def test_stream_deadline_ends_with_an_error_event(architecture):
+    with stream(architecture, {"query": QUESTION, "max_new_tokens": 1024}, headers={"X-Rag-Timeout-S": "1.5"}) as response:
+        events = [json.loads(line) for line in response.iter_lines() if line]
+    assert events[-1]["event"] == "error" and events[-1]["error_type"] == "timeout"
