@@ -126,6 +126,8 @@ def create_service_app(name: str, settings: Settings) -> Flask:
         g.started = time.monotonic()
         g.request_id = request.headers.get("X-Amzn-RequestId") or request.headers.get("X-Request-Id") or uuid.uuid4().hex
         g.timings = None
+        if request.path != "/ping":
+            log.debug("request_id=%s %s %s started", g.request_id, request.method, request.path)
 
     @app.after_request
     def _finish(response: Response):
