@@ -11,6 +11,10 @@ read -r -a pip <<< "${PIP:-python3 -m pip}"
 torch_version="$(sed -n 's/^torch==\([^ ;#]*\).*/\1/p' "$root/requirements.txt")"
 [ -n "$torch_version" ] || { echo "requirements.txt must pin torch==VERSION" >&2; exit 1; }
 
+# The wheels are for the images' CPython 3.11 (python:3.11-slim, Debian bookworm), on this machine's CPU.
+pip_python="$("${pip[@]}" --version | sed -n 's/.*(python \([0-9]*\.[0-9]*\))$/\1/p')"
+[ "$pip_python" = 3.11 ] || { echo "wheels.sh needs a Python 3.11 pip (PIP=...), got '$pip_python'" >&2; exit 1; }
+
 mkdir -p "$dest"
 download() { "${pip[@]}" download --quiet --dest "$dest" --only-binary=:all: "$@"; }
 

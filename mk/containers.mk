@@ -37,14 +37,12 @@ build: $(if $(OFFLINE),$(ROOT)/$(WHEELHOUSE)/.complete) ## docker build ARCH's i
 	  --build-arg WHEELHOUSE=$(if $(wildcard $(ROOT)/$(WHEELHOUSE)/.complete),$(WHEELHOUSE),docker/no-wheelhouse) \
 	  $(DOCKER_BUILD_ARGS) -t $(IMAGE_NAME):$(IMAGE_TAG) .
 
-wheels: ## Download every wheel the images need into WHEELHOUSE (TORCH_VARIANT=cpu|cuda), for --no-index builds
-	rm -f $(ROOT)/$(WHEELHOUSE)/.complete
-	PIP="$(PY) -m pip" $(ROOT)/docker/wheels.sh $(ROOT)/$(WHEELHOUSE) $(TORCH_VARIANT)
-	touch $(ROOT)/$(WHEELHOUSE)/.complete
+wheels: $(ROOT)/$(WHEELHOUSE)/.complete ## Download every wheel the images need into WHEELHOUSE (TORCH_VARIANT=cpu|cuda); again when requirements change
 
 # The stamp is written only after a full download, and goes stale when the requirements change.
 $(ROOT)/$(WHEELHOUSE)/.complete: $(ROOT)/requirements.txt $(ROOT)/docker/wheels.sh
-	$(MAKE) --no-print-directory wheels
+	PIP="$(PY) -m pip" $(ROOT)/docker/wheels.sh $(ROOT)/$(WHEELHOUSE) $(TORCH_VARIANT)
+	touch $@
 
 base-image: ## Build LOCAL_BASE_IMAGE (Debian bookworm + python3 via debootstrap), for hosts that cannot pull python:3.11-slim
 	$(ROOT)/docker/base-image.sh $(LOCAL_BASE_IMAGE)

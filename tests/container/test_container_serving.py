@@ -44,7 +44,7 @@ def test_ping_goes_from_503_to_200(served):
     for arch, startup in startups.items():
         assert 503 in startup.statuses, f"{arch}: /ping never said 503 while loading: {startup.statuses}"
         assert startup.statuses[-1] == 200
-        assert containers[arch].ping().json() == {"status": "ready"}
+        assert containers[arch].ping().json()["status"] == "ready"
 
 
 def test_answer_is_cited_and_both_images_agree(served):
@@ -82,11 +82,14 @@ def test_bad_input_gets_its_4xx(served, arch, case):
 
 
 # Inside the container: SIGKILL every process of the LLM service (its gunicorn master and worker),
-# as a crash would. The images have no ps or pkill, so /proc is read directly.
+# as a crash would. The images have no ps or pkill, so /proc is read directly (skipping this very
+# process, whose own command line names the service too).
 KILL_LLM_SERVICE = """
 import os, signal
 killed = []
 for pid in filter(str.isdigit, os.listdir('/proc')):
+    if int(pid) == os.getpid():
+        continue
     try:
         cmdline = open(f'/proc/{pid}/cmdline', 'rb').read()
     except OSError:
@@ -133,10 +136,16 @@ def test_killed_llm_service_gives_503_then_recovers(served, observations):
 
 
 def test_microservices_pid1_is_an_init_and_no_zombies_remain(served):
-    processes = served[0]["microservicos"].exec_python(LIST_PROCESSES).stdout.split()
-    table = [processes[i:i + 3] for i in range(0, len(processes), 3)]
-    assert ["1", "S", "dumb-init"] in table or ["1", "R", "dumb-init"] in table, table
-    assert not [row for row in table if row[1] == "Z"], f"zombies: {table}"
+    container = served[0]["microservicos"]
+
+    def processes() -> list[list[str]]:
+        words = container.exec_python(LIST_PROCESSES).stdout.split()
+        return [words[i:i + 3] for i in range(0, len(words), 3)]
+
+    assert [row[2] for row in processes() if row[0] == "1"] == ["dumb-init"]
+    # A child is a zombie for the instant between its exit and its parent's wait: only a lasting one counts.
+    assert wait_until(lambda: not [row for row in processes() if row[1] == "Z"], 15, 0.5), \
+        f"zombies that nobody reaps: {processes()}"
 
 
 @pytest.mark.parametrize("arch", ARCHES)
@@ -147,7 +156,9 @@ def test_sigterm_drains_the_request_in_flight_and_stops_in_time(served, arch, ob
     def ask():
         sent = time.monotonic()
         try:
-            outcome["response"] = container.invoke({**QUESTION, "max_new_tokens": 16}, timeout=60)
+            # One passage and few tokens: on a busy CPU a long answer could outlast gunicorn's 25 s
+            # graceful timeout, and SageMaker's own SIGKILL at 30 s would end it anyway.
+            outcome["response"] = container.invoke({**QUESTION, "top_k": 1, "max_new_tokens": 8}, timeout=60)
         except requests.RequestException as exc:
             outcome["error"] = exc
         outcome["seconds"] = time.monotonic() - sent
@@ -159,6 +170,7 @@ def test_sigterm_drains_the_request_in_flight_and_stops_in_time(served, arch, ob
     stop_s = container.stop()
     thread.join(60)
     observations.setdefault("docker_stop_s", {})[arch] = stop_s
+    observations.setdefault("in_flight_request_during_stop_s", {})[arch] = round(outcome.get("seconds", -1), 1)
     assert "error" not in outcome, f"the request in flight was dropped: {outcome.get('error')!r}"
     assert outcome["response"].status_code == 200, outcome["response"].text[:300]
     assert stop_s < 30, f"docker stop took {stop_s}s: SageMaker would have sent SIGKILL"
