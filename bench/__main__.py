@@ -1,0 +1,49 @@
+"""`python -m bench run` (what `make bench` does) and `python -m bench report` (`make bench-report`)."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from rag.errors import ConfigError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="measure both architectures; write results/<timestamp>.json and its report")
+    run.add_argument("--publish", action="store_true",
+                     help="also refresh bench/results/latest/ and the README table (make bench does, unless quick)")
+    report = commands.add_parser("report", help="rebuild report, charts and the README table from a results file")
+    report.add_argument("results", nargs="?", help="a results JSON (default: the newest full run, else latest/)")
+    report.add_argument("--no-publish", action="store_true", help="only the report next to the results file")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+    from bench.config import BenchSettings
+    from bench.report import find_results, publish, write_report
+
+    try:
+        settings = BenchSettings.from_env()
+    except ConfigError as exc:
+        sys.stderr.write(f"configuration error: {exc.message}\n")
+        return 2
+    if args.command == "run":
+        from bench.run import run as run_bench
+
+        path = run_bench(settings)
+        report_path = write_report(path)
+        sys.stderr.write(f"results: {path}\nreport:  {report_path}\n")
+        if args.publish and not settings.quick:
+            sys.stderr.write(f"published: {publish(path)}\n")
+        return 0
+    path = find_results(settings.results_dir, args.results)
+    report_path = write_report(path)
+    sys.stderr.write(f"report: {report_path}\n")
+    if not args.no_publish:
+        sys.stderr.write(f"published: {publish(path)}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

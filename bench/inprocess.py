@@ -1,0 +1,45 @@
+"""The in-process baseline: retrieval and generation loaded and called in one Python process.
+
+`python -m bench.inprocess` loads the models in a fresh process, answers one question, and prints
+one JSON line: the model-load time (imports included, as a server's loader sees it) and the process
+memory. `make bench` runs it as a subprocess so that every measurement starts from nothing.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+
+def load_pipeline(settings):
+    """The monolith's pipeline, built with the same functions the monolith's loader calls."""
+    from rag.pipeline import RagPipeline, load_generator, load_retriever
+
+    return RagPipeline(load_retriever(settings), load_generator(settings), "baseline")
+
+
+def main() -> int:
+    """Measure model load in this fresh process; one JSON line on stdout."""
+    started = time.monotonic()
+    from rag.pipeline import QueryRequest
+    from rag.settings import Settings
+
+    settings = Settings.from_env()
+    pipeline = load_pipeline(settings)
+    loaded = time.monotonic()
+    # The first answer after loading, with the bench's own request shape (argv: question, max_new_tokens).
+    question = sys.argv[1] if len(sys.argv) > 1 else "When did the Velmora Tramway open?"
+    max_new_tokens = int(sys.argv[2]) if len(sys.argv) > 2 else settings.max_new_tokens
+    answer = pipeline.answer(QueryRequest(question, settings.top_k, max_new_tokens))
+
+    import psutil
+
+    memory = psutil.Process().memory_full_info()
+    json.dump({"model_load_s": loaded - started, "first_request_ms": answer["timings_ms"]["total"],
+               "rss_mib": memory.rss / 2**20, "pss_mib": memory.pss / 2**20}, sys.stdout)
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

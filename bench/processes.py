@@ -1,0 +1,195 @@
+"""Start a served architecture exactly as `make serve` does, watch its memory, and always stop it.
+
+Each architecture runs in its own session (process group) on free loopback ports. stop() signals the
+group, then kills every process that was ever seen in the tree: start.sh gives each service its own
+process group, so signalling one group is not enough.
+"""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import requests
+
+from bench.config import REPO_ROOT
+
+ENTRYPOINTS = {"monolito": REPO_ROOT / "Monolitico" / "serve", "microservicos": REPO_ROOT / "Microservicos" / "start.sh"}
+# Which process is which, from its command line (gunicorn workers keep their master's command line).
+ROLES = (("vector_service", "Microservicos.vector_service"), ("llm_service", "Microservicos.llm_service"),
+         ("orchestrator", "Microservicos.orchestrator"), ("monolith", "Monolitico.app"))
+READY_LINE = re.compile(r"(\S.*?) ready after ([0-9.]+) s")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def child_env(**overrides) -> dict[str, str]:
+    """The environment of a served architecture: offline, the repository importable, this venv first."""
+    env = dict(os.environ)
+    env.update(PYTHONPATH=str(REPO_ROOT), PATH=f"{Path(sys.executable).parent}:{env.get('PATH', '')}",
+               HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1")
+    env.update({key: str(value) for key, value in overrides.items()})
+    return env
+
+
+def role_of(proc: psutil.Process) -> str:
+    """vector_service, llm_service, orchestrator, monolith, or supervisor (start.sh and its helpers)."""
+    try:
+        cmdline = " ".join(proc.cmdline())
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return "gone"
+    return next((role for role, marker in ROLES if marker in cmdline), "supervisor")
+
+
+class Served:
+    """One running architecture: its public URL, internal ports and process tree."""
+
+    def __init__(self, arch: str, log_path: Path, env: dict):
+        self.arch = arch
+        self.ports = {"public": free_port(), "vector": free_port(), "llm": free_port()}
+        self.url = f"http://127.0.0.1:{self.ports['public']}"
+        self.log_path = log_path
+        environment = child_env(
+            RAG_BIND_HOST="127.0.0.1", SAGEMAKER_BIND_TO_PORT=self.ports["public"],
+            RAG_VECTOR_URL=f"http://127.0.0.1:{self.ports['vector']}",
+            RAG_LLM_URL=f"http://127.0.0.1:{self.ports['llm']}", **env)
+        self._log = open(log_path, "wb")
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen([str(ENTRYPOINTS[arch]), "serve"], cwd=REPO_ROOT, env=environment,
+                                     stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        self._seen: dict[int, psutil.Process] = {}
+
+    def tree(self) -> list[psutil.Process]:
+        """Every live process of the architecture, the entrypoint included."""
+        try:
+            root = psutil.Process(self.proc.pid)
+            family = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+        for proc in family:
+            self._seen.setdefault(proc.pid, proc)
+        return family
+
+    def wait_ready(self, deadline_s: float = 300.0, interval_s: float = 0.05) -> float:
+        """Poll /ping until 200; return the seconds since the process was started."""
+        end = time.monotonic() + deadline_s
+        with requests.Session() as session:
+            while time.monotonic() < end:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"{self.arch} exited ({self.proc.returncode}) before /ping answered 200; "
+                                       f"see {self.log_path}")
+                try:
+                    if session.get(f"{self.url}/ping", timeout=2).status_code == 200:
+                        return time.monotonic() - self.started
+                except requests.RequestException:
+                    pass
+                self.tree()  # remember children early, so stop() finds them even if they re-parent
+                time.sleep(interval_s)
+        raise TimeoutError(f"{self.arch} /ping was not 200 after {deadline_s:.0f} s; see {self.log_path}")
+
+    def ready_lines(self) -> dict[str, float]:
+        """The services' own "<what> ready after X s" log lines (model load, as each process saw it)."""
+        self._log.flush()
+        text = self.log_path.read_text(errors="replace")
+        return {match.group(1).split(": ")[-1]: float(match.group(2)) for match in READY_LINE.finditer(text)
+                if "services ready" not in match.group(1)}
+
+    def worker(self, role: str) -> psutil.Process:
+        """The gunicorn worker of `role`: the process of that role whose parent has the same role."""
+        family = [proc for proc in self.tree() if role_of(proc) == role]
+        pids = {proc.pid for proc in family}
+        for proc in family:
+            try:
+                if proc.ppid() in pids:
+                    return proc
+            except psutil.NoSuchProcess:
+                continue
+        raise LookupError(f"no {role} worker in the {self.arch} process tree")
+
+    def memory(self, detailed: bool = False) -> dict:
+        """RSS (and with `detailed`, PSS) in MiB, summed over the tree and per role."""
+        total, pss, by_role = 0, 0, {}
+        for proc in self.tree():
+            try:
+                if detailed:
+                    info = proc.memory_full_info()
+                    pss += info.pss
+                else:
+                    info = proc.memory_info()
+                rss, role = info.rss, role_of(proc)
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+            total += rss
+            by_role[role] = by_role.get(role, 0) + rss / 2**20
+        result = {"rss_mib": total / 2**20, "by_role_mib": by_role}
+        if detailed:
+            result["pss_mib"] = pss / 2**20
+        return result
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """SIGTERM the group, wait, then SIGKILL every process ever seen in the tree."""
+        self.tree()
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(timeout=timeout_s)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(timeout=10)
+        leftovers = [proc for proc in self._seen.values() if proc.is_running()]
+        for proc in leftovers:
+            try:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(leftovers, timeout=10)
+        self._log.close()
+
+
+class MemorySampler:
+    """Samples a Served tree's RSS in a background thread while entered, for the peak under load.
+
+    It can be entered again and again: the bench samples only while that architecture is under load,
+    so the sampling thread never competes with the in-process baseline for the GIL.
+    """
+
+    def __init__(self, served: Served, interval_s: float):
+        self.served, self.interval_s = served, interval_s
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> "MemorySampler":
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=f"memory-{self.served.arch}", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append((time.monotonic(), self.served.memory()["rss_mib"]))
+            self._stop.wait(self.interval_s)
+
+    @property
+    def peak_mib(self) -> float:
+        return max((rss for _, rss in self.samples), default=0.0)

@@ -1,0 +1,198 @@
+"""The Markdown report of one results file, its charts, and publishing: bench/results/latest/ plus the
+README's comparison table between its markers."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from bench.analysis import ARCHS, TARGETS, summarize_results
+from bench.charts import LABELS, write_charts
+from bench.claims import claims_table
+from bench.config import DEFAULT_RESULTS_DIR, REPO_ROOT
+
+README = REPO_ROOT / "README.md"
+LATEST = DEFAULT_RESULTS_DIR / "latest"
+BEGIN, END, PLACEHOLDER = "<!-- bench:begin -->", "<!-- bench:end -->", "<!-- section:bench -->"
+README_INTRO = f"""## Monolith vs microservices: measured
+
+`make bench` starts both architectures with the same entrypoints as `make serve` (loopback, free ports),
+drives them and an in-process baseline (the same retrieval and generation in one Python process, no HTTP)
+with the same questions at concurrency 1, 4 and 8, and measures latency (p50/p95/p99), throughput, the
+stage times the server reports, cold start to `/ping` 200, memory summed over each process tree, and what
+clients see when a worker is killed under load. It takes about 15 minutes on 2 CPU cores;
+`BENCH_QUICK=1 make bench` is a two-minute smoke run (it writes no README and no `latest/`), and
+`tests/bench/` runs it in `make check`. `make bench-report` regenerates the report, the charts,
+`bench/results/latest/` and this table from the newest results file (`BENCH_RESULTS_DIR` moves the
+results; `BENCH_*` variables in `bench/config.py` change the workload). The cost figures are an
+estimate: measured CPU throughput times the prices and the stated GPU assumption in `bench/prices.json`. The figures below come from one machine (its CPU,
+load average and every setting are in the [report](bench/results/latest/report.md)); the machine was shared,
+so read small differences against the confidence intervals, and measure on your own hardware.
+
+{BEGIN}
+{END}"""
+
+
+def find_results(results_dir: Path, explicit: str | None = None) -> Path:
+    """The results file to report on: the given one, else the newest full run, else latest/results.json."""
+    if explicit:
+        return Path(explicit).resolve()
+    runs = sorted(results_dir.glob("*.json"), reverse=True)
+    for path in runs:
+        if json.loads(path.read_text()).get("kind") == "full":
+            return path
+    if runs:
+        return runs[0]
+    if (LATEST / "results.json").exists():
+        return LATEST / "results.json"
+    raise FileNotFoundError(f"no results in {results_dir}; run `make bench` first")
+
+
+def _row(cells) -> str:
+    return "| " + " | ".join(str(cell) for cell in cells) + " |"
+
+
+def _f(value, digits: int = 1, unit: str = "") -> str:
+    return "n/a" if value is None else f"{value:,.{digits}f}{unit}"
+
+
+def _latency_section(s: dict) -> list[str]:
+    lines = ["## Latency and throughput", "",
+             _row(["c", "target", "p50 ms", "p95 ms", "p99 ms", "req/s", "errors", "retrieve p50", "generate p50",
+                   "remainder p50 (serving + HTTP)"]), _row(["---"] * 10)]
+    for level in s["latency"]["baseline"]:
+        for target in TARGETS:
+            e = s["latency"][target][level]
+            lines.append(_row([level, LABELS[target], _f(e["e2e_ms"]["p50"]), _f(e["e2e_ms"]["p95"]),
+                               _f(e["e2e_ms"]["p99"]), _f(e["throughput_rps"], 3), e["errors"],
+                               _f(e["stages_ms"]["retrieve"]["p50"]), _f(e["stages_ms"]["generate"]["p50"]),
+                               _f(e["stages_ms"]["remainder"]["p50"])]))
+    lines += ["", "Overhead against the in-process baseline (median difference, 95 % bootstrap interval; paired "
+              "request by request at c=1):", "",
+              _row(["c", "monolith", "microservices", "microservices - monolith", "internal hops (stage p50 diff)"]),
+              _row(["---"] * 5)]
+    for level, row in s["overhead"].items():
+        cells = [level]
+        for key in (*ARCHS, "microservicos_vs_monolito"):
+            d = row[key]["p50_vs_baseline"] if key in ARCHS else row[key]
+            pct = f" ({100 * row[key]['p50_ratio']:+.1f} % p50)" if key in ARCHS and row[key]["p50_ratio"] is not None else ""
+            cells.append(f"{d['difference']:+.1f} ms [{d['low']:+.1f}, {d['high']:+.1f}]{pct}")
+        hop = row["internal_http_ms"]
+        cells.append(f"retrieve {hop['retrieve']:+.1f} ms, generate {hop['generate']:+.1f} ms")
+        lines.append(_row(cells))
+    return lines + ["", "![latency](latency.png)", "", "![overhead](overhead.png)", ""]
+
+
+def _targets_section(s: dict) -> list[str]:
+    t = s["targets"]
+    mono, micro = t["monolith_vs_baseline"], t["microservices_vs_monolith"]
+    rows = [("monolith p50 within 5 % of the baseline (c=1)", f"{mono['value_pct']:+.2f} % ({mono['value_ms']:+.1f} ms, "
+             f"CI {mono['ci_ms'][0]:+.1f} to {mono['ci_ms'][1]:+.1f})", mono["met"]),
+            ("microservices p50 within 5 ms of the monolith (c=1)", f"{micro['value_ms']:+.1f} ms (CI "
+             f"{micro['ci_ms'][0]:+.1f} to {micro['ci_ms'][1]:+.1f})", micro["met"])]
+    for arch in ARCHS:
+        c = t[f"cold_start_{arch}"]
+        rows.append((f"{LABELS[arch]} cold start within 2 s of model load", f"{c['value_s']:+.2f} s", c["met"]))
+    return ["## Serving-overhead targets", "", _row(["target", "measured", "met"]), _row(["---"] * 3),
+            *[_row([name, value, "yes" if met else "**no**"]) for name, value, met in rows], ""]
+
+
+def _cold_memory_section(s: dict) -> list[str]:
+    cold, memory = s["cold_start"], s["memory"]
+    lines = ["## Cold start", "", _row(["what", "median s", "min", "max", "n", "first request after ready (ms)"]),
+             _row(["---"] * 6), _row(["model load in a fresh process (baseline)", *(_f(cold["model_load_s"][k], 2) for k in
+                                      ("p50", "min", "max")), cold["model_load_s"]["n"],
+                                      _f(cold["baseline_first_request_ms"]["p50"], 0)])]
+    for arch in ARCHS:
+        r = cold[arch]["ready_s"]
+        lines.append(_row([f"{LABELS[arch]}: process start to /ping 200", *(_f(r[k], 2) for k in ("p50", "min", "max")),
+                           r["n"], _f(cold[arch]["first_request_ms"]["p50"], 0)]))
+    lines += ["", "![cold start](cold_start.png)", "", "## Memory (MiB, summed over every process of the tree)", "",
+              _row(["target", "idle RSS", "steady RSS", "steady PSS", "peak RSS", "by role (steady RSS)"]), _row(["---"] * 6),
+              _row(["baseline (one process)", "", _f(memory["baseline"]["rss_mib"], 0), _f(memory["baseline"]["pss_mib"], 0), "", ""])]
+    for arch in ARCHS:
+        m = memory[arch]
+        roles = ", ".join(f"{role} {value:,.0f}" for role, value in sorted(m["by_role_mib"].items(), key=lambda i: -i[1]))
+        lines.append(_row([LABELS[arch], _f(m["idle_rss_mib"], 0), _f(m["steady_rss_mib"], 0), _f(m["steady_pss_mib"], 0),
+                           _f(m["peak_rss_mib"], 0), roles]))
+    return lines + ["", "RSS counts pages shared between a gunicorn master and its worker twice; PSS counts them once.",
+                    "", "![memory](memory.png)", ""]
+
+
+def _fault_section(s: dict) -> list[str]:
+    lines = ["## Fault isolation (SIGKILL of a worker under load)", "",
+             _row(["architecture", "killed worker", "requests after kill", "failed", "error types", "failures until (s)",
+                   "/ping 200 again (s)", "first answer (s)", "restarted", "other stages down"]), _row(["---"] * 10)]
+    for f in s["faults"]:
+        lines.append(_row([LABELS[f["architecture"]], f["killed"], f["requests_after_kill"], f["failed"],
+                           ", ".join(f"{k} {v}" for k, v in f["error_types"].items()), _f(f["outage_s"]),
+                           _f(f["ready_again_s"]), _f(f["first_answer_s"]), ", ".join(f["workers_restarted"]),
+                           ", ".join(f["other_stages_affected"]) or "none"]))
+    return lines + ["", "![faults](faults.png)", ""]
+
+
+def _cost_section(s: dict) -> list[str]:
+    cost = s["cost"]
+    lines = ["## Cost per 1000 requests (estimate)", "", f"**{cost['label']}.** Prices: {cost['region']}, retrieved "
+             f"{cost['prices_retrieved']}. {cost['prices_note']}", "",
+             _row(["scenario", "assumed GPU speedup", "req/s per instance (or pair)", "$ per 1,000 (one instance / pair)",
+                   "$ per 1,000 at scale"]), _row(["---"] * 5)]
+    for r in cost["rows"]:
+        lines.append(_row([r["scenario"], f"{r['gpu_generate_speedup']}x ({r['gpu_speedup_case']})" if r["gpu_speedup_case"]
+                           else "-", _f(r["rps_per_instance"], 3), f"${r['usd_per_1000']:.4f}", f"${r['usd_per_1000_at_scale']:.4f}"]))
+    lines += ["", "Measured inputs:", "", "```json", json.dumps(cost["measured_inputs"], indent=1), "```", "",
+              "Prices and assumptions (bench/prices.json):", "", "```json",
+              json.dumps({"instances": cost["prices"], **cost["assumptions"]}, indent=1), "```", ""]
+    return lines
+
+
+def render(results: dict) -> str:
+    """The whole report as Markdown."""
+    s, m = results["summary"], results["machine"]
+    header = [f"# Monolith vs microservices: bench report ({results['kind']} run)", "",
+              f"Started {results['started_utc']}, took {results['duration_s'] / 60:.1f} min. Machine: {m['cpu_model']}, "
+              f"{m['usable_cpus']} usable CPUs, {m['memory_gib']:.0f} GiB, {m['os']}, Python {m['python']}; git "
+              f"{m['git_commit']}{' (uncommitted changes)' if m['git_dirty'] else ''}. Load average (1/5/15 min) at start "
+              f"{', '.join(f'{x:.2f}' for x in results['loadavg_start'])}, at end "
+              f"{', '.join(f'{x:.2f}' for x in results['loadavg_end'])}: other work shared these CPUs, so small differences "
+              "are only meaningful where the confidence interval excludes zero.", "",
+              f"Versions: {', '.join(f'{k} {v}' for k, v in m['versions'].items())}.", "",
+              f"Settings: `{json.dumps(results['settings'])}`; server environment: `{json.dumps(results['server_env'])}`.", ""]
+    return "\n".join([*header, *_targets_section(s), "## The README's claims", "", claims_table(s, ""), "",
+                      *_latency_section(s), *_cold_memory_section(s), *_fault_section(s), *_cost_section(s)])
+
+
+def write_report(results_path: Path) -> Path:
+    """Recompute the summary, draw the charts and write report.md into <results>/<stamp>/."""
+    results = json.loads(results_path.read_text())
+    results["summary"] = summarize_results(results)
+    folder = results_path.parent / results_path.stem if results_path.name != "results.json" else results_path.parent
+    write_charts(results, folder)
+    report = folder / "report.md"
+    report.write_text(render(results))
+    return report
+
+
+def update_readme(table: str, readme: Path = README) -> None:
+    """Put `table` between the bench markers (adding the section at its placeholder the first time)."""
+    text = readme.read_text()
+    if BEGIN not in text:
+        if PLACEHOLDER not in text:
+            raise ValueError(f"{readme} has neither {BEGIN} nor {PLACEHOLDER}; add one where the table belongs")
+        text = text.replace(PLACEHOLDER, README_INTRO, 1)
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    readme.write_text(f"{head}{BEGIN}\n{table}\n{END}{tail}")
+
+
+def publish(results_path: Path, latest: Path = LATEST, readme: Path = README) -> Path:
+    """Copy the results, report and charts to bench/results/latest/ and regenerate the README table."""
+    folder = results_path.parent / results_path.stem if results_path.name != "results.json" else results_path.parent
+    if folder.resolve() != latest.resolve():
+        latest.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(results_path, latest / "results.json")
+        for item in list(folder.glob("*.png")) + [folder / "report.md"]:
+            shutil.copyfile(item, latest / item.name)
+    results = json.loads((latest / "results.json").read_text())
+    update_readme(claims_table(summarize_results(results)), readme)
+    return latest

@@ -1,0 +1,11 @@
+# Benchmark targets (included by the top-level Makefile): the measured comparison of the two
+# architectures. Settings come from BENCH_* variables (bench/config.py); BENCH_RESULTS_DIR says where
+# results go (default bench/results/, where only latest/ is committed).
+
+.PHONY: bench bench-report
+
+bench: ## Measure both architectures and the in-process baseline (~15 min; BENCH_QUICK=1: ~2 min smoke run)
+	$(PY) -m bench run --publish
+
+bench-report: ## Regenerate the report, charts, bench/results/latest/ and the README table from the newest results
+	$(PY) -m bench report

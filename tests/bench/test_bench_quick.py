@@ -1,0 +1,86 @@
+"""`BENCH_QUICK=1` bench end to end: real servers, real models, a temporary results folder.
+
+It checks that the results file, the report and the charts are produced and well-formed, and that
+publishing fills the README markers. It asserts no timing: the machine may be busy.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.support import ROOT, base_env
+
+pytestmark = pytest.mark.slow
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+CHARTS = ("latency", "overhead", "memory", "cold_start", "faults")
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    """One quick bench run into a temporary BENCH_RESULTS_DIR; the README is left untouched."""
+    results_dir = tmp_path_factory.mktemp("bench-results")
+    readme_before = (ROOT / "README.md").read_text()
+    completed = subprocess.run([sys.executable, "-m", "bench", "run", "--publish"], cwd=ROOT, capture_output=True,
+                               text=True, timeout=900,
+                               env=base_env(BENCH_QUICK="1", BENCH_RESULTS_DIR=str(results_dir)))
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    assert (ROOT / "README.md").read_text() == readme_before, "a quick run must not publish"
+    files = sorted(results_dir.glob("*.json"))
+    assert len(files) == 1, files
+    return files[0]
+
+
+def test_results_file_is_complete(quick_run):
+    results = json.loads(quick_run.read_text())
+    assert results["kind"] == "quick"
+    for key in ("machine", "settings", "server_env", "loadavg_start", "loadavg_end", "cold_start", "latency",
+                "memory_idle", "memory_steady", "memory_peak_mib", "faults", "summary", "duration_s"):
+        assert key in results, key
+    assert results["machine"]["versions"]["torch"]
+    for target in ("baseline", "monolito", "microservicos"):
+        for level in map(str, results["settings"]["concurrency"]):
+            requests = results["latency"][target][level]["requests"]
+            assert requests and all(r["ok"] and r["timings_ms"]["total"] > 0 for r in requests), (target, level)
+    summary = results["summary"]
+    assert set(summary["targets"]) >= {"monolith_vs_baseline", "microservices_vs_monolith", "cold_start_monolito",
+                                       "cold_start_microservicos"}
+    assert {f["killed"] for f in summary["faults"]} == {"llm_service", "vector_service", "monolith"}
+    for fault in summary["faults"]:
+        assert fault["workers_restarted"] == [fault["killed"]]
+        assert fault["first_answer_s"] is not None, fault
+    assert summary["memory"]["microservicos"]["by_role_mib"]["llm_service"] > 0
+    assert summary["cost"]["label"].startswith("ESTIMATE") and summary["cost"]["rows"]
+
+
+def test_report_and_charts_are_written(quick_run):
+    folder = quick_run.parent / quick_run.stem
+    report = (folder / "report.md").read_text()
+    for heading in ("## Serving-overhead targets", "## The README's claims", "## Latency and throughput",
+                    "## Cold start", "## Memory", "## Fault isolation", "## Cost per 1000 requests (estimate)"):
+        assert heading in report, heading
+    for chart in CHARTS:
+        data = (folder / f"{chart}.png").read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 5000, chart
+        assert f"({chart}.png)" in report
+
+
+def test_report_regenerates_and_publishes_into_readme_markers(quick_run, tmp_path):
+    from bench.report import BEGIN, END, PLACEHOLDER, publish
+
+    completed = subprocess.run([sys.executable, "-m", "bench", "report", str(quick_run), "--no-publish"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=300, env=base_env())
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Title\n\n{PLACEHOLDER}\n\n## Next section\n")
+    latest = publish(quick_run, latest=tmp_path / "latest", readme=readme)
+    first = readme.read_text()
+    assert PLACEHOLDER not in first and first.count(BEGIN) == 1 and first.endswith("## Next section\n")
+    table = first.split(BEGIN)[1].split(END)[0]
+    assert table.count("\n| ") >= 10 and "bench/results/latest/" in table
+    assert {p.name for p in latest.iterdir()} >= {"results.json", "report.md", *(f"{c}.png" for c in CHARTS)}
+    publish(quick_run, latest=latest, readme=readme)  # a second publish replaces the table, no second copy
+    assert readme.read_text() == first
