@@ -31,7 +31,10 @@ log() { echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) start.sh: $*"; }
 start_service() {
   case "$1" in
     vector) "${GUNICORN[@]}" --bind "127.0.0.1:$VECTOR_PORT" 'Microservicos.vector_service:create_app()' & ;;
-    llm) "${GUNICORN[@]}" --bind "127.0.0.1:$LLM_PORT" 'Microservicos.llm_service:create_app()' & ;;
+    # Under a memory limit the kernel must kill the LLM service (the biggest, and /ping then says
+    # degraded), not the vector service or the orchestrator: raise its OOM score (no privilege needed).
+    llm) (echo 500 >/proc/self/oom_score_adj 2>/dev/null
+          exec "${GUNICORN[@]}" --bind "127.0.0.1:$LLM_PORT" 'Microservicos.llm_service:create_app()') & ;;
     orchestrator) "${GUNICORN[@]}" --bind "$PUBLIC_BIND" 'Microservicos.orchestrator:create_app()' & ;;
   esac
   PID[$1]=$!
