@@ -53,14 +53,15 @@ def docker(*args: str, timeout: float = 120.0, check: bool = True) -> subprocess
 def daemon_problem() -> str | None:
     """Why no Docker daemon can be used here, or None when one answers."""
     try:
-        result = subprocess.run([DOCKER, "info", "--format", "{{.ServerVersion}}"],
+        result = subprocess.run([DOCKER, "version", "--format", "{{.Server.Version}}"],
                                 capture_output=True, text=True, timeout=20)
     except FileNotFoundError:
         return f"no docker client ({DOCKER}); apt-get install -y docker.io"
     except subprocess.TimeoutExpired:
-        return "`docker info` did not answer within 20 s"
-    if result.returncode != 0:
-        return f"no Docker daemon reachable: {result.stderr.strip().splitlines()[-1] if result.stderr.strip() else 'docker info failed'}"
+        return "`docker version` did not answer within 20 s"
+    if result.returncode != 0 or not result.stdout.strip():
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        return f"no Docker daemon reachable ({lines[-1] if lines else 'docker version failed'})"
     return None
 
 

@@ -72,7 +72,9 @@ def observe(container: Container, until: float) -> tuple[dict, list]:
         if samples[-1][0] == 200 and first_200 is None:
             first_200 = round(time.monotonic() - container.started, 1)
         time.sleep(0.5)
-    statuses = [status for status, _, _ in samples]
+    # Before the server first answers, "no answer" only means the port is not open yet.
+    first_answer = next((i for i, (status, _, _) in enumerate(samples) if status != 0), len(samples))
+    statuses = [status for status, _, _ in samples[first_answer:]] or [0]
     asked = time.monotonic()
     try:
         response = container.invoke(QUESTION, timeout=90)
@@ -82,7 +84,7 @@ def observe(container: Container, until: float) -> tuple[dict, list]:
         query = {"status": 0, "seconds": round(time.monotonic() - asked, 1), "error": type(exc).__name__}
     logs = container.logs().splitlines()
     summary = {
-        "ping_counts": {str(status): statuses.count(status) for status in sorted(set(statuses))},
+        "ping_counts_after_first_answer": {str(status): statuses.count(status) for status in sorted(set(statuses))},
         "ping_max_s": round(max(seconds for _, _, seconds in samples), 2),
         "ping_bodies": sorted({json.dumps(body, sort_keys=True) for _, body, _ in samples}),
         "first_ping_200_s": first_200,
@@ -107,7 +109,7 @@ def test_microservices_stay_up_and_degraded_when_the_llm_does_not_fit(images, em
         logs = container.logs()
 
     assert seen["running"], "the container died under the memory limit"
-    assert all(status == 503 for status, _, _ in samples), f"/ping was not always a 503: {seen['ping_counts']}"
+    assert all(status == 503 for status, _, _ in samples), f"/ping was not always a 503: {seen['ping_counts_after_first_answer']}"
     assert seen["ping_max_s"] < 2.0, "a /ping took longer than SageMaker's 2 s"
     assert all(body.get("services", {}).get("vector") == "ready" for _, body, _ in samples), seen["ping_bodies"]
     assert vector_pings == "200"
