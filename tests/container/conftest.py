@@ -66,7 +66,8 @@ def served(images, empty_model_dir, observations):
     containers: dict[str, Container] = {}
     try:
         for arch in ARCHES:
-            containers[arch] = Container(images[arch], model_dir=empty_model_dir)
+            # DEBUG logs the start of each request, which the shutdown test waits for.
+            containers[arch] = Container(images[arch], model_dir=empty_model_dir, env={"RAG_LOG_LEVEL": "DEBUG"})
         startups = start_ready(containers)
         for arch, startup in startups.items():
             observations.setdefault("run_to_ping_200_s", {})[arch] = startup.ready_s

@@ -119,11 +119,12 @@ class Container:
         """One health check with SageMaker's own 2 s timeout."""
         return requests.get(self.url("/ping"), timeout=2)
 
-    def invoke(self, body, *, content_type: str = "application/json", timeout: float = QUERY_TIMEOUT_S) -> requests.Response:
+    def invoke(self, body, *, content_type: str = "application/json", timeout: float = QUERY_TIMEOUT_S,
+               request_id: str | None = None) -> requests.Response:
         """POST /invocations; dicts are sent as JSON, bytes and str as they are."""
         data = json.dumps(body) if isinstance(body, dict) else body
-        return requests.post(self.url("/invocations"), data=data, headers={"Content-Type": content_type},
-                             timeout=timeout)
+        headers = {"Content-Type": content_type, **({"X-Request-Id": request_id} if request_id else {})}
+        return requests.post(self.url("/invocations"), data=data, headers=headers, timeout=timeout)
 
     def wait_ready(self, deadline_s: float = STARTUP_DEADLINE_S) -> Startup:
         """Poll /ping every 0.1 s until it answers 200, recording the statuses on the way."""

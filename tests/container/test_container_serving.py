@@ -152,21 +152,24 @@ def test_microservices_pid1_is_an_init_and_no_zombies_remain(served):
 def test_sigterm_drains_the_request_in_flight_and_stops_in_time(served, arch, observations):
     container = served[0][arch]
     outcome: dict = {}
+    request_id = f"drain-{arch}"
 
     def ask():
         sent = time.monotonic()
         try:
             # One passage and few tokens: on a busy CPU a long answer could outlast gunicorn's 25 s
             # graceful timeout, and SageMaker's own SIGKILL at 30 s would end it anyway.
-            outcome["response"] = container.invoke({**QUESTION, "top_k": 1, "max_new_tokens": 8}, timeout=60)
+            outcome["response"] = container.invoke({**QUESTION, "top_k": 1, "max_new_tokens": 8}, timeout=60,
+                                                   request_id=request_id)
         except requests.RequestException as exc:
             outcome["error"] = exc
         outcome["seconds"] = time.monotonic() - sent
 
     thread = threading.Thread(target=ask)
     thread.start()
-    # Generation takes seconds on CPU, so a second later the request is still being answered.
-    time.sleep(1.0)
+    # SIGTERM goes once the handler has started on the request (the service logs it at DEBUG).
+    started = wait_until(lambda: f"request_id={request_id} POST /invocations started" in container.logs(), 60, 0.1)
+    assert started, f"the request never started:\n{container.logs()[-2000:]}"
     stop_s = container.stop()
     thread.join(60)
     observations.setdefault("docker_stop_s", {})[arch] = stop_s
