@@ -2,8 +2,8 @@
 
 Under `docker run --memory` too small for the LLM service, the microservices container must keep
 answering /ping (503, degraded) and keep its vector service up. For the monolith nothing is assumed:
-what happens is recorded in observations["memory"] (printed after the run and written to
-build/container-observations.json) and the README reports it.
+what happens is recorded, as is the microservices image at 1024 MB, in observations["memory"]
+(printed after the run, written to build/container-observations.json, reported in the README).
 """
 from __future__ import annotations
 
@@ -20,10 +20,11 @@ pytestmark = pytest.mark.docker
 # Measured here: the microservices container peaks at ~0.86 GB resident (two torch processes), while
 # its vector service, orchestrator and supervisor fit in ~0.6 GB. 700 MB is too small for the LLM.
 LIMIT = "700m"
-# The monolith (one torch process) also ran at 700 MB; a lower limit shows where it breaks.
-MONOLITH_LIMITS = (LIMIT, "400m")
+# Recorded, not asserted: the monolith (one torch process) at the same limit and at a lower one, and
+# the microservices at SageMaker serverless' smallest size.
+RECORDED = [("monolito", LIMIT), ("monolito", "400m"), ("microservicos", "1024m")]
 OBSERVE_S = 30.0  # after the vector service is up
-MONOLITH_OBSERVE_S = 60.0  # from `docker run`
+RECORD_WINDOW_S = 60.0  # from `docker run`
 
 # Read inside the container: OOM kills and peak usage of its memory cgroup (v1 or v2).
 CGROUP_PROBE = """
@@ -118,9 +119,9 @@ def test_microservices_stay_up_and_degraded_when_the_llm_does_not_fit(images, em
     assert seen["query"]["status"] == 503, seen["query"]
 
 
-@pytest.mark.parametrize("limit", MONOLITH_LIMITS)
-def test_monolith_under_a_memory_limit_is_recorded(images, empty_model_dir, observations, limit):
-    with Container(images["monolito"], model_dir=empty_model_dir, memory=limit) as container:
+@pytest.mark.parametrize("arch,limit", RECORDED)
+def test_image_under_a_memory_limit_is_recorded(images, empty_model_dir, observations, arch, limit):
+    with Container(images[arch], model_dir=empty_model_dir, memory=limit) as container:
         # Long enough to load on a busy machine (about 30 s here) and then to serve for a while.
-        seen, _ = observe(container, container.started + MONOLITH_OBSERVE_S)
-        observations.setdefault("memory", {})[f"monolito@{limit}"] = seen
+        seen, _ = observe(container, container.started + RECORD_WINDOW_S)
+        observations.setdefault("memory", {})[f"{arch}@{limit}"] = seen
