@@ -50,14 +50,17 @@ def overhead_chart(results: dict, path: Path) -> Path:
     width = 0.38
     for offset, arch in zip((-width / 2, width / 2), ARCHS):
         diffs = [summary["overhead"][level][arch]["p50_vs_baseline"] for level in levels]
-        centres = [d["difference"] for d in diffs]
-        errors = [[c - d["low"] for c, d in zip(centres, diffs)], [d["high"] - c for c, d in zip(centres, diffs)]]
+        # Percent of the baseline median, so that every concurrency fits one scale.
+        bases = [summary["latency"]["baseline"][level]["e2e_ms"]["p50"] / 100 for level in levels]
+        centres = [d["difference"] / b for d, b in zip(diffs, bases)]
+        errors = [[c - d["low"] / b for c, d, b in zip(centres, diffs, bases)],
+                  [d["high"] / b - c for c, d, b in zip(centres, diffs, bases)]]
         left.bar([i + offset for i in range(len(levels))], centres, width, yerr=errors, capsize=4,
                  color=COLORS[arch], label=LABELS[arch])
     left.axhline(0, color="black", linewidth=0.8)
     left.set_xticks(range(len(levels)), [f"c={level}" for level in levels])
-    left.set_ylabel("median latency minus baseline (ms)")
-    left.set_title("Serving overhead vs the in-process baseline")
+    left.set_ylabel("median latency vs baseline (% of baseline p50)")
+    left.set_title("Serving overhead vs the in-process baseline (95 % CI)")
     left.legend()
     level = levels[0]
     stages = ("retrieve", "remainder")
@@ -70,7 +73,7 @@ def overhead_chart(results: dict, path: Path) -> Path:
             bottom += value
     right.set_xticks(range(len(TARGETS)), [LABELS[t] for t in TARGETS])
     right.set_ylabel("median ms (generation excluded)")
-    right.set_title(f"Retrieve (incl. its HTTP hop) + remainder (serving + HTTP), c={level}")
+    right.set_title(f"Time outside generation, c={level}")
     right.legend(["retrieve", "remainder = end-to-end - server total"])
     return _save(fig, path)
 
@@ -78,7 +81,7 @@ def overhead_chart(results: dict, path: Path) -> Path:
 def memory_chart(results: dict, path: Path) -> Path:
     """Steady RSS per process role (stacked), with peak RSS and PSS marked."""
     memory = results["summary"]["memory"]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(9.5, 4.5))
     ax.bar(0, memory["baseline"]["rss_mib"], 0.6, color=COLORS["baseline"], label="baseline (one process)")
     for i, arch in enumerate(ARCHS, start=1):
         bottom = 0.0
@@ -94,7 +97,7 @@ def memory_chart(results: dict, path: Path) -> Path:
     ax.set_title("Memory: steady RSS summed over every process, by role")
     handles, labels = ax.get_legend_handles_labels()
     unique = dict(zip(labels, handles))
-    ax.legend(unique.values(), unique.keys(), fontsize=8)
+    ax.legend(unique.values(), unique.keys(), fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _save(fig, path)
 
 
@@ -120,8 +123,11 @@ def fault_chart(results: dict, path: Path) -> Path:
     fig, axes = plt.subplots(max(1, len(faults)), 1, figsize=(11, 2.6 * max(1, len(faults))), squeeze=False)
     for ax, fault in zip(axes[:, 0], faults):
         names = sorted({name for _, name, _ in fault["timeline"]["probes"]})
-        for i, request in enumerate(fault["timeline"]["requests"]):
-            ax.hlines(-0.15 * (i % 2), request["started"], request["finished"], linewidth=5,
+        lanes: list[float] = []  # each request on the first lane free when it starts: one lane per client
+        for request in sorted(fault["timeline"]["requests"], key=lambda r: r["started"]):
+            lane = next((i for i, end in enumerate(lanes) if end <= request["started"] + 1e-3), len(lanes))
+            lanes[lane:lane + 1] = [request["finished"]]
+            ax.hlines(-0.2 * lane, request["started"], request["finished"], linewidth=5,
                       color=STATUS_COLORS[200] if request["ok"] else STATUS_COLORS[0])
         for row, name in enumerate(names, start=1):
             points = [(t, code) for t, n, code in fault["timeline"]["probes"] if n == name]

@@ -39,6 +39,9 @@ class BenchSettings:
     # Requests per target and level. They run in blocks that alternate between the targets, so that a
     # load spike from a neighbour lands on all of them rather than on one (see block_size).
     requests: int = 16
+    # Concurrency 1 carries the overhead targets: three twins per question, so that a floor per
+    # question (the best of three) can be told apart from a neighbour's burst of load.
+    requests_c1: int = 24
     warmup: int = 2  # per target, excluded from every figure
     # 48 tokens: long enough that generation dominates as in real use, short enough for the time budget.
     max_new_tokens: int = 48
@@ -60,7 +63,7 @@ class BenchSettings:
         env = dict(os.environ if env is None else env)
         quick = env.get("BENCH_QUICK", "").strip() not in ("", "0", "false", "no")
         # The smoke run exercises every phase with as little work as possible (well under 3 minutes).
-        d = cls(concurrency=(1, 2), requests=2, warmup=1, max_new_tokens=4, cold_starts=1, fault_max_new_tokens=4,
+        d = cls(concurrency=(1, 2), requests=2, requests_c1=2, warmup=1, max_new_tokens=4, cold_starts=1, fault_max_new_tokens=4,
                 fault_before_s=2, fault_after_s=1, fault_limit_s=60) if quick else cls()
         results = env.get("BENCH_RESULTS_DIR", "").strip()
         return cls(
@@ -69,6 +72,7 @@ class BenchSettings:
             index_dir=env.get("RAG_INDEX_DIR", "").strip(),
             concurrency=_levels(env, d.concurrency),
             requests=_int(env, "BENCH_REQUESTS", d.requests, 1, 10000),
+            requests_c1=_int(env, "BENCH_REQUESTS_C1", d.requests_c1, 1, 10000),
             warmup=_int(env, "BENCH_WARMUP", d.warmup, 0, 100),
             max_new_tokens=_int(env, "BENCH_MAX_NEW_TOKENS", d.max_new_tokens, 1, 1024),
             top_k=_int(env, "BENCH_TOP_K", d.top_k, 1, 20),
@@ -89,9 +93,9 @@ class BenchSettings:
         return 1 if concurrency == 1 else 2 * concurrency
 
     def requests_at(self, concurrency: int) -> int:
-        """Requests per target at one level: `requests`, rounded up to whole blocks."""
-        block = self.block_size(concurrency)
-        return max(block, -(-self.requests // block) * block)
+        """Requests per target at one level: `requests` (`requests_c1` at 1), rounded up to whole blocks."""
+        block, wanted = self.block_size(concurrency), self.requests_c1 if concurrency == 1 else self.requests
+        return max(block, -(-wanted // block) * block)
 
     def to_dict(self) -> dict:
         data = asdict(self)

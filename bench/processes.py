@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
 import psutil
@@ -26,6 +27,9 @@ ENTRYPOINTS = {"monolito": REPO_ROOT / "Monolitico" / "serve", "microservicos": 
 ROLES = (("vector_service", "Microservicos.vector_service"), ("llm_service", "Microservicos.llm_service"),
          ("orchestrator", "Microservicos.orchestrator"), ("monolith", "Monolitico.app"))
 READY_LINE = re.compile(r"(\S.*?) ready after ([0-9.]+) s")
+# serving/web.py logs one line per request: "<asctime> INFO [pid] rag.http: request_id=... POST /generate status=200 ms=12.3"
+REQUEST_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO \[\d+\] rag\.http: request_id=\S+ "
+                          r"POST (/retrieve|/generate) status=200 ms=([0-9.]+)", re.MULTILINE)
 
 
 def free_port() -> int:
@@ -105,6 +109,18 @@ class Served:
         text = self.log_path.read_text(errors="replace")
         return {match.group(1).split(": ")[-1]: float(match.group(2)) for match in READY_LINE.finditer(text)
                 if "services ready" not in match.group(1)}
+
+    def service_times(self, since: float, until: float) -> list[tuple[float, str, float]]:
+        """(epoch seconds, path, ms) of each internal /retrieve and /generate the services logged in
+        [since, until]: their own handling time, to set against what the orchestrator measured."""
+        self._log.flush()
+        out = []
+        for match in REQUEST_LINE.finditer(self.log_path.read_text(errors="replace")):
+            # asctime is local time with milliseconds, as logging.Formatter writes it.
+            stamp = datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            if since <= stamp <= until:
+                out.append((stamp, match.group(2), float(match.group(3))))
+        return out
 
     def worker(self, role: str) -> psutil.Process:
         """The gunicorn worker of `role`: the process of that role whose parent has the same role."""

@@ -59,18 +59,21 @@ def _f(value, digits: int = 1, unit: str = "") -> str:
 def _latency_section(s: dict) -> list[str]:
     lines = ["## Latency and throughput", "",
              _row(["c", "target", "p50 ms", "p95 ms", "p99 ms", "req/s", "errors", "retrieve p50", "generate p50",
-                   "remainder p50 (serving + HTTP)"]), _row(["---"] * 10)]
+                   "remainder p50 (serving + HTTP)", "CPU stall ms/s"]), _row(["---"] * 11)]
     for level in s["latency"]["baseline"]:
         for target in TARGETS:
             e = s["latency"][target][level]
             lines.append(_row([level, LABELS[target], _f(e["e2e_ms"]["p50"]), _f(e["e2e_ms"]["p95"]),
                                _f(e["e2e_ms"]["p99"]), _f(e["throughput_rps"], 3), e["errors"],
                                _f(e["stages_ms"]["retrieve"]["p50"]), _f(e["stages_ms"]["generate"]["p50"]),
-                               _f(e["stages_ms"]["remainder"]["p50"])]))
-    lines += ["", "Overhead against the in-process baseline (median difference, 95 % bootstrap interval; paired "
-              "request by request at c=1):", "",
-              _row(["c", "monolith", "microservices", "microservices - monolith", "internal hops (stage p50 diff)"]),
-              _row(["---"] * 5)]
+                               _f(e["stages_ms"]["remainder"]["p50"]), _f(e["cpu_stall_ms_per_s"], 0)]))
+    lines += ["", "CPU stall: how long runnable tasks on the machine waited for a CPU per second of this target's "
+              "blocks (Linux PSI, all processes): the contention each target ran under.", "",
+              "Overhead against the in-process baseline (median difference, 95 % bootstrap interval; paired "
+              "request by request at c=1), and on the per-question floors (median over questions of the best "
+              "repeat's difference, with how many questions were slower):", "",
+              _row(["c", "monolith", "microservices", "microservices - monolith", "internal hops (stage p50 diff)",
+                    "floors: monolith", "floors: microservices", "floors: micro - mono"]), _row(["---"] * 8)]
     for level, row in s["overhead"].items():
         cells = [level]
         for key in (*ARCHS, "microservicos_vs_monolito"):
@@ -79,6 +82,10 @@ def _latency_section(s: dict) -> list[str]:
             cells.append(f"{d['difference']:+.1f} ms [{d['low']:+.1f}, {d['high']:+.1f}]{pct}")
         hop = row["internal_http_ms"]
         cells.append(f"retrieve {hop['retrieve']:+.1f} ms, generate {hop['generate']:+.1f} ms")
+        for floor in (row["monolito"]["floor_vs_baseline"], row["microservicos"]["floor_vs_baseline"],
+                      row["floor_microservicos_vs_monolito"]):
+            cells.append("n/a" if floor["difference"] is None else
+                         f"{floor['difference']:+.1f} ms ({floor['slower']}/{floor['questions']} slower)")
         lines.append(_row(cells))
     return lines + ["", "![latency](latency.png)", "", "![overhead](overhead.png)", ""]
 
@@ -93,8 +100,26 @@ def _targets_section(s: dict) -> list[str]:
     for arch in ARCHS:
         c = t[f"cold_start_{arch}"]
         rows.append((f"{LABELS[arch]} cold start within 2 s of model load", f"{c['value_s']:+.2f} s", c["met"]))
+    floors = t["on_floors"]
+    logs = s.get("hops_from_logs") or {}
+    decomposition = []
+    if logs.get("hop_ms", {}).get("/generate", {}).get("n"):
+        hop, own = logs["hop_ms"], logs["service_own_ms"]
+        mono_generate = s["latency"]["monolito"][str(t["concurrency"])]["stages_ms"]["generate"]["p50"]
+        decomposition = [
+            "Where the microservices' extra time goes (c=1, medians): the HTTP hops cost "
+            f"{hop['/retrieve']['p50']:.1f} ms (retrieve) + {hop['/generate']['p50']:.1f} ms (generate), measured as "
+            "the orchestrator's stage time minus the internal service's own logged handling time; the LLM service's "
+            f"own generation took {own['/generate']['p50']:,.1f} ms against the monolith's {mono_generate:,.1f} ms, "
+            "so the rest of any gap is generation itself running slower or faster in another process on the "
+            "same two cores, not HTTP.", ""]
     return ["## Serving-overhead targets", "", _row(["target", "measured", "met"]), _row(["---"] * 3),
-            *[_row([name, value, "yes" if met else "**no**"]) for name, value, met in rows], ""]
+            *[_row([name, value, "yes" if met else "**no**"]) for name, value, met in rows], "",
+            "The same two latency targets on the per-question floors (each question's fastest repeat, which a "
+            f"neighbour's burst of load cannot inflate): monolith {floors['monolith_vs_baseline_pct']:+.2f} % "
+            f"({'met' if floors['monolith_met'] else 'missed'}), microservices "
+            f"{_f(floors['microservices_vs_monolith_ms'])} ms vs the monolith "
+            f"({'met' if floors['microservices_met'] else 'missed'}).", "", *decomposition]
 
 
 def _cold_memory_section(s: dict) -> list[str]:
@@ -107,7 +132,11 @@ def _cold_memory_section(s: dict) -> list[str]:
         r = cold[arch]["ready_s"]
         lines.append(_row([f"{LABELS[arch]}: process start to /ping 200", *(_f(r[k], 2) for k in ("p50", "min", "max")),
                            r["n"], _f(cold[arch]["first_request_ms"]["p50"], 0)]))
-    lines += ["", "![cold start](cold_start.png)", "", "## Memory (MiB, summed over every process of the tree)", "",
+    lines += ["", "Serving's own share of a cold start (process start to /ping 200, minus the load time the service "
+              "itself logs as \"ready after X s\"): " + ", ".join(
+                  f"{LABELS[arch]} {_f(cold[arch]['startup_overhead_s']['p50'], 2)} s" for arch in ARCHS) +
+              ". The microservices load their two models in parallel processes, so on few cores each load is slower "
+              "than the same load alone.", "", "![cold start](cold_start.png)", "", "## Memory (MiB, summed over every process of the tree)", "",
               _row(["target", "idle RSS", "steady RSS", "steady PSS", "peak RSS", "by role (steady RSS)"]), _row(["---"] * 6),
               _row(["baseline (one process)", "", _f(memory["baseline"]["rss_mib"], 0), _f(memory["baseline"]["pss_mib"], 0), "", ""])]
     for arch in ARCHS:

@@ -15,6 +15,7 @@ import platform
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from datetime import datetime, timezone
 from importlib import metadata
@@ -27,7 +28,7 @@ from bench.config import REPO_ROOT, BenchSettings
 from bench.faults import run_fault
 from bench.inprocess import load_pipeline
 from bench.processes import MemorySampler, Served, child_env
-from bench.workload import HttpTarget, InProcessTarget, load_questions, payloads, run_block
+from bench.workload import HttpTarget, InProcessTarget, cpu_stall_ms, load_questions, payloads, run_block
 
 ARCHITECTURES = ("monolito", "microservicos")
 PACKAGES = ("torch", "transformers", "sentence-transformers", "faiss-cpu", "flask", "gunicorn", "requests",
@@ -92,15 +93,15 @@ def cold_starts(settings, workdir: Path, env: dict, live: dict) -> dict:
     return runs
 
 
-def _warm_up(targets: dict, settings, questions) -> None:
+def _warm_up(targets: dict, pools: dict, settings, questions) -> None:
     batch = payloads(questions, settings.warmup, 0, settings.max_new_tokens, settings.top_k)
-    for target in targets.values():
-        outcomes, _ = run_block(target, batch, 1)
+    for name, target in targets.items():
+        outcomes, _ = run_block(target, batch, 1, pool=pools[name])
         if not all(outcome.ok for outcome in outcomes):
             raise RuntimeError(f"warm-up of {target.name} failed: {[o.error_type for o in outcomes]}")
 
 
-def latency_phase(targets: dict, samplers: dict, settings, questions) -> dict:
+def latency_phase(targets: dict, samplers: dict, pools: dict, settings, questions) -> dict:
     """Blocks of the same requests, alternating between the targets (rotated each round); each served
     architecture's memory is sampled while its own blocks run."""
     names = list(targets)
@@ -110,16 +111,21 @@ def latency_phase(targets: dict, samplers: dict, settings, questions) -> dict:
         for level in settings.concurrency:
             block = settings.block_size(level)
             for name in names:
-                data[name][str(level)] = {"requests": [], "block_wall_s": []}
+                data[name][str(level)] = {"requests": [], "block_wall_s": [], "block_cpu_stall_ms": [], "block_clock": []}
             for round_ in range(settings.requests_at(level) // block):
                 batch = payloads(questions, block, round_ * block, settings.max_new_tokens, settings.top_k)
                 for name in names[round_ % len(names):] + names[:round_ % len(names)]:
                     bar.set_postfix_str(f"c={level} {name}")
+                    stall, clock = cpu_stall_ms(), time.time()
                     with samplers.get(name) or nullcontext():
-                        outcomes, wall = run_block(targets[name], batch, level, bar)
+                        outcomes, wall = run_block(targets[name], batch, level, bar, pools[name])
                     entry = data[name][str(level)]
-                    entry["requests"].extend(outcome.to_dict(outcome.started) for outcome in outcomes)
+                    entry["requests"].extend({**outcome.to_dict(outcome.started), "question": payload["query"]}
+                                             for outcome, payload in zip(outcomes, batch))
                     entry["block_wall_s"].append(wall)
+                    entry["block_clock"].append([clock, time.time()])
+                    if stall is not None:
+                        entry["block_cpu_stall_ms"].append(cpu_stall_ms() - stall)
     return data
 
 
@@ -164,6 +170,9 @@ def run(settings: BenchSettings) -> Path:
     questions = load_questions()
     clock = time.monotonic()
     live: dict[str, Served] = {}
+    # One long-lived client pool per target: warm-up and measurement run on the same threads.
+    pools = {name: ThreadPoolExecutor(max(settings.concurrency), thread_name_prefix=f"client-{name}")
+             for name in ("baseline", *ARCHITECTURES)}
     try:
         results["cold_start"] = cold_starts(settings, workdir, env, live)
         rag_settings = Settings.from_env({**os.environ, **{key: str(value) for key, value in env.items()}})
@@ -171,14 +180,18 @@ def run(settings: BenchSettings) -> Path:
         targets = {"baseline": InProcessTarget(load_pipeline(rag_settings), rag_settings)}
         results["baseline_load_in_bench_s"] = time.monotonic() - load_started
         targets.update({arch: HttpTarget(arch, live[arch].url, settings.request_timeout_s) for arch in ARCHITECTURES})
-        _warm_up(targets, settings, questions)
+        _warm_up(targets, pools, settings, questions)
         results["memory_idle"] = steady_memory(live)
         samplers = {arch: MemorySampler(served, settings.memory_interval_s) for arch, served in live.items()}
-        results["latency"] = latency_phase(targets, samplers, settings, questions)
+        latency_started = time.time()
+        results["latency"] = latency_phase(targets, samplers, pools, settings, questions)
+        results["service_log"] = live["microservicos"].service_times(latency_started, time.time())
         results["memory_peak_mib"] = {arch: sampler.peak_mib for arch, sampler in samplers.items()}
         results["memory_steady"] = steady_memory(live)
         results["faults"] = fault_phase(live, settings, questions) if settings.faults else []
     finally:
+        for pool in pools.values():
+            pool.shutdown(cancel_futures=True)
         for served in live.values():
             served.stop()
     results["duration_s"] = time.monotonic() - clock

@@ -1,6 +1,8 @@
 """Summaries of latency samples, and a bootstrap test of whether two medians really differ."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -49,3 +51,10 @@ def paired_median_difference(a, b, resamples: int = 4000, seed: int = 0) -> dict
     low, high = np.percentile(np.median(rng.choice(diffs, (resamples, len(diffs))), axis=1), [2.5, 97.5])
     return {"difference": float(np.median(diffs)), "low": float(low), "high": float(high),
             "significant": bool(low > 0 or high < 0), "paired": True}
+
+
+def sign_test(successes: int, trials: int) -> float | None:
+    """One-sided p-value of at least `successes` heads in `trials` fair coin flips."""
+    if trials == 0:
+        return None
+    return sum(math.comb(trials, k) for k in range(successes, trials + 1)) / 2**trials

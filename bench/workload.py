@@ -97,15 +97,28 @@ class InProcessTarget:
                        completion_tokens=body["usage"]["completion_tokens"])
 
 
+def cpu_stall_ms() -> float | None:
+    """Milliseconds that runnable tasks on this machine have waited for a CPU since boot (Linux PSI,
+    /proc/pressure/cpu "some"): its growth over a block says how contended the CPUs were meanwhile."""
+    try:
+        line = open("/proc/pressure/cpu").readline()
+    except OSError:
+        return None
+    return int(line.rsplit("total=", 1)[1]) / 1000.0
+
+
 def payloads(questions: list[str], count: int, offset: int, max_new_tokens: int, top_k: int) -> list[dict]:
     """`count` requests cycling through the questions from `offset`: every target gets the same list."""
     return [{"query": questions[(offset + i) % len(questions)], "top_k": top_k, "max_new_tokens": max_new_tokens,
              "temperature": 0.0} for i in range(count)]
 
 
-def run_block(target, requests_list: list[dict], concurrency: int, progress=None) -> tuple[list[Outcome], float]:
+def run_block(target, requests_list: list[dict], concurrency: int, progress=None,
+              pool: ThreadPoolExecutor | None = None) -> tuple[list[Outcome], float]:
     """Closed loop: `concurrency` clients take the next request as soon as theirs is answered.
 
+    Pass a long-lived `pool` to reuse client threads between blocks: a new thread would open new
+    keep-alive connections, and for the in-process target start a new OpenMP team inside torch.
     Returns the outcomes in submission order and the wall time of the block in seconds.
     """
     lock = threading.Lock()
@@ -123,8 +136,13 @@ def run_block(target, requests_list: list[dict], concurrency: int, progress=None
             if progress is not None:
                 progress.update(1)
 
+    own_pool = pool is None
+    pool = pool or ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"client-{target.name}")
     started = time.monotonic()
-    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"client-{target.name}") as pool:
+    try:
         for future in [pool.submit(client) for _ in range(concurrency)]:
             future.result()
+    finally:
+        if own_pool:
+            pool.shutdown()
     return [outcome for outcome in outcomes if outcome is not None], time.monotonic() - started
