@@ -66,8 +66,11 @@ def served(images, empty_model_dir, observations):
     containers: dict[str, Container] = {}
     try:
         for arch in ARCHES:
-            # DEBUG logs the start of each request, which the shutdown test waits for.
-            containers[arch] = Container(images[arch], model_dir=empty_model_dir, env={"RAG_LOG_LEVEL": "DEBUG"})
+            # DEBUG logs the start of each request, which the shutdown test waits for. One torch thread:
+            # on a shared CI machine two threads per process oversubscribe the cores and a short
+            # request could take 20 s instead of 1 (measured), which would make the timing checks lie.
+            env = {"RAG_LOG_LEVEL": "DEBUG", "RAG_TORCH_THREADS": "1"}
+            containers[arch] = Container(images[arch], model_dir=empty_model_dir, env=env)
         startups = start_ready(containers)
         for arch, startup in startups.items():
             observations.setdefault("run_to_ping_200_s", {})[arch] = startup.ready_s
