@@ -87,3 +87,24 @@ def test_sigterm_drains_in_flight_request(arch, sample_index, tmp_path):
     assert result["response"].json()["sources"][0]["source"] == "funicular.md"
     assert code == 0 and elapsed < 30
     assert not [p for p in family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
+def test_monolith_worker_crash_loop_backs_off(sample_index, tmp_path):
+    """Gunicorn replaces a dead worker; repeated deaths within a minute are spaced out, then it recovers."""
+    service = start_architecture("monolito", tmp_path, sample_index)
+    try:
+        service.wait_ready()
+        master = psutil.Process(service.server.pid)
+        for _ in range(2):
+            worker = master.children()[0]
+            worker.send_signal(signal.SIGKILL)
+            worker.wait(timeout=10)
+            end = time.monotonic() + 30
+            while time.monotonic() < end and not [c for c in master.children() if c.pid != worker.pid]:
+                time.sleep(0.05)
+        assert requests.get(f"{service.url}/ping", timeout=2).status_code == 503
+        service.wait_ready(deadline_s=180)
+        assert "2 workers died in the last minute; waiting 1 s" in service.server.log()
+        assert service.invoke({"query": QUESTION, "max_new_tokens": 8}).status_code == 200
+    finally:
+        service.server.stop()
