@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from rag.errors import ConfigError
-from rag.settings import _int  # the same validated-integer rule as the services' settings
+from rag.settings import env_int  # the same validated-integer rule as the services' settings
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
@@ -71,18 +71,18 @@ class BenchSettings:
             results_dir=Path(results).expanduser().resolve() if results else DEFAULT_RESULTS_DIR,
             index_dir=env.get("RAG_INDEX_DIR", "").strip(),
             concurrency=_levels(env, d.concurrency),
-            requests=_int(env, "BENCH_REQUESTS", d.requests, 1, 10000),
-            requests_c1=_int(env, "BENCH_REQUESTS_C1", d.requests_c1, 1, 10000),
-            warmup=_int(env, "BENCH_WARMUP", d.warmup, 0, 100),
-            max_new_tokens=_int(env, "BENCH_MAX_NEW_TOKENS", d.max_new_tokens, 1, 1024),
-            top_k=_int(env, "BENCH_TOP_K", d.top_k, 1, 20),
-            cold_starts=_int(env, "BENCH_COLD_STARTS", d.cold_starts, 1, 20),
-            faults=_int(env, "BENCH_FAULTS", 1, 0, 1) == 1,
-            fault_concurrency=_int(env, "BENCH_FAULT_CONCURRENCY", d.fault_concurrency, 1, 16),
-            fault_max_new_tokens=_int(env, "BENCH_FAULT_MAX_NEW_TOKENS", d.fault_max_new_tokens, 1, 1024),
-            fault_before_s=_int(env, "BENCH_FAULT_BEFORE_S", d.fault_before_s, 1, 600),
-            fault_after_s=_int(env, "BENCH_FAULT_AFTER_S", d.fault_after_s, 0, 600),
-            fault_limit_s=_int(env, "BENCH_FAULT_LIMIT_S", d.fault_limit_s, 10, 1800),
+            requests=env_int(env, "BENCH_REQUESTS", d.requests, 1, 10000),
+            requests_c1=env_int(env, "BENCH_REQUESTS_C1", d.requests_c1, 1, 10000),
+            warmup=env_int(env, "BENCH_WARMUP", d.warmup, 0, 100),
+            max_new_tokens=env_int(env, "BENCH_MAX_NEW_TOKENS", d.max_new_tokens, 1, 1024),
+            top_k=env_int(env, "BENCH_TOP_K", d.top_k, 1, 20),
+            cold_starts=env_int(env, "BENCH_COLD_STARTS", d.cold_starts, 1, 20),
+            faults=env_int(env, "BENCH_FAULTS", 1, 0, 1) == 1,
+            fault_concurrency=env_int(env, "BENCH_FAULT_CONCURRENCY", d.fault_concurrency, 1, 16),
+            fault_max_new_tokens=env_int(env, "BENCH_FAULT_MAX_NEW_TOKENS", d.fault_max_new_tokens, 1, 1024),
+            fault_before_s=env_int(env, "BENCH_FAULT_BEFORE_S", d.fault_before_s, 1, 600),
+            fault_after_s=env_int(env, "BENCH_FAULT_AFTER_S", d.fault_after_s, 0, 600),
+            fault_limit_s=env_int(env, "BENCH_FAULT_LIMIT_S", d.fault_limit_s, 10, 1800),
         )
 
     @staticmethod

@@ -26,7 +26,8 @@ def _usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def _int(env: dict, name: str, default: int, low: int, high: int) -> int:
+def env_int(env: dict, name: str, default: int, low: int, high: int) -> int:
+    """Integer variable `name` from `env`, `default` when unset; a bad value raises ConfigError naming it."""
     raw = env.get(name, "").strip()
     if not raw:
         return default
@@ -109,25 +110,25 @@ class Settings:
         log_level = env.get("RAG_LOG_LEVEL", "INFO").strip().upper() or "INFO"
         if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(f"RAG_LOG_LEVEL={log_level!r} is not valid; use DEBUG, INFO, WARNING or ERROR")
-        chunk_size = _int(env, "RAG_CHUNK_SIZE", 800, 100, 20000)
+        chunk_size = env_int(env, "RAG_CHUNK_SIZE", 800, 100, 20000)
         settings = cls(
             index_dir=index_dir,
             embedding_model=env.get("RAG_EMBEDDING_MODEL", "").strip() or EMBEDDED_EMBEDDING_MODEL,
             llm_model=env.get("RAG_LLM_MODEL", "").strip() or _default_llm(),
             device=device,
-            torch_threads=_int(env, "RAG_TORCH_THREADS", _usable_cpus(), 1, 256),
-            top_k=_int(env, "RAG_TOP_K", 3, 1, 20),
-            max_new_tokens=_int(env, "RAG_MAX_NEW_TOKENS", 128, 1, 1024),
+            torch_threads=env_int(env, "RAG_TORCH_THREADS", _usable_cpus(), 1, 256),
+            top_k=env_int(env, "RAG_TOP_K", 3, 1, 20),
+            max_new_tokens=env_int(env, "RAG_MAX_NEW_TOKENS", 128, 1, 1024),
             request_timeout_s=_float(env, "RAG_REQUEST_TIMEOUT", 55.0, 1.0, 3600.0),
             chunk_size=chunk_size,
-            chunk_overlap=_int(env, "RAG_CHUNK_OVERLAP", min(120, chunk_size // 4), 0, chunk_size // 2),
-            embed_batch_size=_int(env, "RAG_EMBED_BATCH_SIZE", 32, 1, 4096),
+            chunk_overlap=env_int(env, "RAG_CHUNK_OVERLAP", min(120, chunk_size // 4), 0, chunk_size // 2),
+            embed_batch_size=env_int(env, "RAG_EMBED_BATCH_SIZE", 32, 1, 4096),
             vector_url=_url(env, "RAG_VECTOR_URL", "http://127.0.0.1:5001"),
             llm_url=_url(env, "RAG_LLM_URL", "http://127.0.0.1:5002"),
-            port=_int(env, "SAGEMAKER_BIND_TO_PORT", 8080, 1, 65535),
-            workers=_int(env, "MODEL_SERVER_WORKERS", 1, 1, 64),
-            threads=_int(env, "RAG_SERVER_THREADS", 8, 1, 256),
-            server_timeout=_int(env, "MODEL_SERVER_TIMEOUT", 120, 1, 3600),
+            port=env_int(env, "SAGEMAKER_BIND_TO_PORT", 8080, 1, 65535),
+            workers=env_int(env, "MODEL_SERVER_WORKERS", 1, 1, 64),
+            threads=env_int(env, "RAG_SERVER_THREADS", 8, 1, 256),
+            server_timeout=env_int(env, "MODEL_SERVER_TIMEOUT", 120, 1, 3600),
             log_level=log_level,
         )
         return settings
