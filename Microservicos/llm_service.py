@@ -12,7 +12,7 @@ from rag.generator import Answer
 from rag.index import Passage
 from rag.pipeline import load_generator, parse_json_object, validate_generation, validate_query
 from rag.settings import Settings
-from serving.web import Loader, create_service_app, json_response, request_deadline, stream_events
+from serving.web import create_loading_app, json_response, request_deadline, stream_events
 
 
 def _passages(data: dict) -> list[Passage]:
@@ -28,12 +28,7 @@ def _passages(data: dict) -> list[Passage]:
 def create_app(settings: Settings | None = None) -> Flask:
     """Application factory for the LLM service."""
     settings = settings or Settings.from_env()
-    app = create_service_app("llm_service", settings)
-    loader = Loader("LLM service", lambda: load_generator(settings)).start()
-
-    @app.get("/ping")
-    def ping():
-        return loader.ping()
+    app, loader = create_loading_app("llm_service", settings, "LLM service", lambda: load_generator(settings))
 
     def parse():
         data = parse_json_object(request.get_data(cache=False))

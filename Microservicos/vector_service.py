@@ -8,18 +8,13 @@ from flask import Flask, g, request
 
 from rag.pipeline import load_retriever, parse_json_object, validate_query, validate_top_k
 from rag.settings import Settings
-from serving.web import Loader, create_service_app, json_response
+from serving.web import create_loading_app, json_response
 
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Application factory for the vector service."""
     settings = settings or Settings.from_env()
-    app = create_service_app("vector_service", settings)
-    loader = Loader("vector service", lambda: load_retriever(settings)).start()
-
-    @app.get("/ping")
-    def ping():
-        return loader.ping()
+    app, loader = create_loading_app("vector_service", settings, "vector service", lambda: load_retriever(settings))
 
     @app.post("/retrieve")
     def retrieve():

@@ -8,20 +8,13 @@ from flask import Flask
 
 from rag.pipeline import RagPipeline, load_generator, load_retriever
 from rag.settings import Settings
-from serving.web import Loader, add_invocations, create_service_app
+from serving.web import add_invocations, create_loading_app
 
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Application factory: models load in the background; /ping is 503 until they have."""
     settings = settings or Settings.from_env()
-    app = create_service_app("monolith", settings)
-    loader = Loader("monolith pipeline", lambda: RagPipeline(
-        load_retriever(settings), load_generator(settings), "monolith")).start()
-    app.extensions["rag_loader"] = loader
-
-    @app.get("/ping")
-    def ping():
-        return loader.ping()
-
+    app, loader = create_loading_app("monolith", settings, "monolith pipeline", lambda: RagPipeline(
+        load_retriever(settings), load_generator(settings), "monolith"))
     add_invocations(app, settings, loader.get)
     return app

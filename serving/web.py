@@ -182,6 +182,14 @@ def stream_events(events, what: str) -> Response:
     return Response(stream_with_context(body()), mimetype="application/jsonlines")
 
 
+def create_loading_app(name: str, settings: Settings, what: str, load: Callable[[], T]) -> tuple[Flask, Loader[T]]:
+    """A service app whose models load in the background, with `GET /ping` reporting the loader's state."""
+    app = create_service_app(name, settings)
+    loader = Loader(what, load).start()
+    app.add_url_rule("/ping", "ping", loader.ping)
+    return app, loader
+
+
 def add_invocations(app: Flask, settings: Settings, get_pipeline: Callable) -> None:
     """`POST /invocations` and its streaming twin: the request handlers both architectures share."""
     from rag.pipeline import QueryRequest

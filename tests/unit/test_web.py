@@ -7,7 +7,7 @@ from rag.errors import RequestTimeout
 from rag.index import Passage
 from rag.pipeline import RagPipeline, Retriever
 from rag.settings import Settings
-from serving.web import Loader, add_invocations, create_service_app
+from serving.web import add_invocations, create_loading_app, create_service_app
 from tests.fakes import FakeGenerator
 
 
@@ -68,9 +68,7 @@ def test_loader_ping_states(outcome, status, state):
             raise RuntimeError("weights missing")
         return object()
 
-    loader = Loader("thing", load).start()
+    app, loader = create_loading_app("test", Settings(), "thing", load)
     loader._thread.join(timeout=5)
-    app = create_service_app("test", Settings())
-    app.add_url_rule("/ping", view_func=loader.ping)
     response = app.test_client().get("/ping")
     assert response.status_code == status and response.get_json()["status"] == state
