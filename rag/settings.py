@@ -26,31 +26,27 @@ def _usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def env_int(env: dict, name: str, default: int, low: int, high: int) -> int:
-    """Integer variable `name` from `env`, `default` when unset; a bad value raises ConfigError naming it."""
+def _bounded(env: dict, name: str, default, low, high, cast, wrong_type: str):
+    """Variable `name` cast by `cast` and checked against [low, high]; errors name the variable."""
     raw = env.get(name, "").strip()
     if not raw:
         return default
     try:
-        value = int(raw)
+        value = cast(raw)
     except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not an integer; set it to a whole number between {low} and {high}")
+        raise ConfigError(f"{name}={raw!r} is not {wrong_type} between {low} and {high}")
     if not low <= value <= high:
         raise ConfigError(f"{name}={value} is out of range; set it between {low} and {high}")
     return value
+
+
+def env_int(env: dict, name: str, default: int, low: int, high: int) -> int:
+    """Integer variable `name` from `env`, `default` when unset; a bad value raises ConfigError naming it."""
+    return _bounded(env, name, default, low, high, int, "an integer; set it to a whole number")
 
 
 def _float(env: dict, name: str, default: float, low: float, high: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number; set it between {low} and {high}")
-    if not low <= value <= high:
-        raise ConfigError(f"{name}={value} is out of range; set it between {low} and {high}")
-    return value
+    return _bounded(env, name, default, low, high, float, "a number; set it")
 
 
 def _url(env: dict, name: str, default: str) -> str:

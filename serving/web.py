@@ -54,7 +54,6 @@ class Loader(Generic[T]):
         self.value: T | None = None
         self.error: str | None = None
         self.started = time.monotonic()
-        self.load_seconds: float | None = None
         self._thread = threading.Thread(target=self._run, name=f"load-{what}", daemon=True)
 
     def start(self) -> "Loader[T]":
@@ -64,8 +63,7 @@ class Loader(Generic[T]):
     def _run(self) -> None:
         try:
             self.value = self._load()
-            self.load_seconds = time.monotonic() - self.started
-            log.info("%s ready after %.1f s", self.what, self.load_seconds)
+            log.info("%s ready after %.1f s", self.what, time.monotonic() - self.started)
         except errors.RagError as exc:
             self.error = exc.message
             log.error("%s failed to load: %s", self.what, exc.message)
