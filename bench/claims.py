@@ -2,7 +2,7 @@
 figure for each architecture, a verdict derived from the numbers, and the chart that shows it."""
 from __future__ import annotations
 
-CHART_DIR = "bench/results/latest"
+CHART_DIR = "../bench/results/latest"  # relative to docs/bench.md, where the table is published
 SMALL_SHARE = 0.10  # below this share of a replica's memory or a request's time, a saving is "small here"
 
 

@@ -1,5 +1,5 @@
 """The Markdown report of one results file, its charts, and publishing: bench/results/latest/ plus the
-README's comparison table between its markers."""
+comparison table in docs/bench.md between its markers."""
 from __future__ import annotations
 
 import json
@@ -11,10 +11,10 @@ from bench.charts import LABELS, write_charts
 from bench.claims import claims_table
 from bench.config import DEFAULT_RESULTS_DIR, REPO_ROOT
 
-README = REPO_ROOT / "README.md"
+README = REPO_ROOT / "docs" / "bench.md"  # the published page; the README links to it
 LATEST = DEFAULT_RESULTS_DIR / "latest"
 BEGIN, END, PLACEHOLDER = "<!-- bench:begin -->", "<!-- bench:end -->", "<!-- section:bench -->"
-README_INTRO = f"""## Monolith vs microservices: measured
+README_INTRO = f"""# Monolith vs microservices: measured
 
 `make bench` starts both architectures with the same entrypoints as `make serve` (loopback, free ports),
 drives them and an in-process baseline (the same retrieval and generation in one Python process, no HTTP)
@@ -26,7 +26,7 @@ clients see when a worker is killed under load. It takes about 15 minutes on 2 C
 `bench/results/latest/` and this table from the newest results file (`BENCH_RESULTS_DIR` moves the
 results; `BENCH_*` variables in `bench/config.py` change the workload). The cost figures are an
 estimate: measured CPU throughput times the prices and the stated GPU assumption in `bench/prices.json`. The figures below come from one machine (its CPU,
-load average and every setting are in the [report](bench/results/latest/report.md)); the machine was shared,
+load average and every setting are in the [report](../bench/results/latest/report.md)); the machine was shared,
 so read small differences against the confidence intervals, and measure on your own hardware.
 
 {BEGIN}

@@ -20,7 +20,8 @@ import requests
 from tests.support import ROOT, free_port
 
 ARCHES = ("monolito", "microservicos")
-IMAGE_TAG = "container-test"
+# Two checkouts testing at once on one daemon (worktrees) set their own tag, so neither runs the other's image.
+IMAGE_TAG = os.environ.get("RAG_TEST_IMAGE_TAG", "container-test")
 # A slow, shared CI machine loads two torch processes at once: be generous, the deadlines only
 # bound a failure.
 STARTUP_DEADLINE_S = 300.0
