@@ -6,6 +6,7 @@ and loading checks it against the configured embedding model.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass
@@ -17,8 +18,38 @@ import numpy as np
 
 from rag.errors import ConfigError, IndexMismatchError
 
+log = logging.getLogger(__name__)
+
 FORMAT_VERSION = 1
 MANIFEST, FAISS_FILE, CHUNKS_FILE = "manifest.json", "faiss.index", "chunks.jsonl"
+# Everything an index directory may hold. Replacing an index deletes only a directory made of these.
+ARTIFACT_FILES = frozenset({MANIFEST, FAISS_FILE, CHUNKS_FILE})
+
+
+def check_index_target(directory: Path, docs: Path | None = None) -> None:
+    """Refuse a target that `write_index` could not replace without destroying something it did not make:
+    an existing folder that is not an index (no manifest.json, or files an index never holds), the
+    documents folder itself, or a folder that contains it."""
+    directory = Path(directory).expanduser().resolve()
+    if docs is not None:
+        docs = Path(docs).expanduser().resolve()
+        if directory == docs or directory in docs.parents:
+            raise ConfigError(f"INDEX={directory} is DOCS or contains it; writing the index there would replace "
+                              "your documents. Choose another INDEX folder")
+    if directory.is_symlink() or (directory.exists() and not directory.is_dir()):
+        raise ConfigError(f"INDEX={directory} exists and is not a folder; choose another INDEX")
+    if not directory.exists():
+        return
+    contents = {entry.name for entry in directory.iterdir()}
+    if not contents:
+        return
+    if MANIFEST not in contents:
+        raise ConfigError(f"INDEX={directory} is an existing folder that is not an index (no {MANIFEST}); "
+                          "it is left untouched. Choose a new or empty folder for INDEX")
+    foreign = sorted(contents - ARTIFACT_FILES)
+    if foreign:
+        raise ConfigError(f"INDEX={directory} holds files an index never has ({', '.join(foreign[:5])}); "
+                          "rebuilding would delete them. Move them out, or choose another INDEX")
 
 
 @dataclass(frozen=True)
@@ -100,8 +131,10 @@ class VectorIndex:
 
 
 def write_index(directory: Path, chunks: list[Chunk], vectors: np.ndarray, manifest: dict) -> Path:
-    """Write the artifact atomically: into a temporary sibling directory, then renamed into place."""
-    directory = Path(directory).resolve()
+    """Write the artifact atomically: into a temporary sibling directory, then renamed into place.
+    An existing target is replaced only when it is an index (check_index_target), else refused."""
+    directory = Path(directory).expanduser().resolve()
+    check_index_target(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
     try:
@@ -122,14 +155,31 @@ def write_index(directory: Path, chunks: list[Chunk], vectors: np.ndarray, manif
         }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         staging.chmod(0o755)
-        old = None
-        if directory.exists():
-            old = directory.with_name(f".{directory.name}-old-{staging.name}")
-            directory.rename(old)
-        staging.rename(directory)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
     except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)  # our own temporary folder, nothing else
+        raise
+    _swap_into_place(staging, directory)
+    return directory
+
+
+def _swap_into_place(staging: Path, directory: Path) -> None:
+    """Rename `staging` to `directory`. An index already there is moved aside first and, once the new one
+    is in place, only its known artifact files are deleted: a stray file makes the old folder stay."""
+    old = None
+    if directory.exists():
+        old = directory.with_name(f".{directory.name}-old-{staging.name}")
+        directory.rename(old)
+    try:
+        staging.rename(directory)
+    except BaseException:
+        if old is not None:
+            old.rename(directory)
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return directory
+    if old is not None:
+        for name in ARTIFACT_FILES:
+            (old / name).unlink(missing_ok=True)
+        try:
+            old.rmdir()
+        except OSError:
+            log.warning("kept %s: it held files an index never has", old)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import sys
 import time
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from rag.embedder import Embedder
 from rag.errors import IngestError, RagError
-from rag.index import Chunk, write_index
+from rag.index import Chunk, check_index_target, write_index
 from rag.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -83,13 +84,51 @@ def read_document(path: Path) -> str:
 
 
 def find_documents(folder: Path) -> list[Path]:
-    """Every indexable file under `folder`, recursively, in a stable order."""
+    """Every indexable file under `folder`, recursively, in a stable order.
+
+    Hidden files and folders (a name starting with ".") are skipped, and so is anything whose real path
+    lies outside `folder`: a link such as notes.txt -> ~/.aws/credentials must never be indexed, served
+    in `sources` or uploaded. Each skip is logged with its reason.
+    """
     if not folder.is_dir():
         raise IngestError(f"DOCS={folder} is not a folder; point DOCS at a folder of .md, .txt or .html files")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in EXTENSIONS and not p.is_dir())
+    root = folder.resolve()
+    files = []
+    # os.walk does not follow linked folders; linked files are resolved and checked one by one below.
+    for directory, subdirs, names in os.walk(root):
+        here = Path(directory)
+        for name in [d for d in subdirs if d.startswith(".")]:
+            log.warning("skipping hidden folder %s", (here / name).relative_to(root))
+        subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
+        for name in names:
+            path = here / name
+            reason = _skip_reason(path, root)
+            if reason:
+                if reason != "not a document":
+                    log.warning("skipping %s: %s", path.relative_to(root), reason)
+                continue
+            files.append(path)
+    files.sort()
     if not files:
         raise IngestError(f"DOCS={folder} holds no .md, .txt or .html files; add documents or point DOCS elsewhere")
     return files
+
+
+def _skip_reason(path: Path, root: Path) -> str | None:
+    """Why `path` is not indexed, or None when it is a document to read."""
+    if path.name.startswith("."):
+        return "hidden file"
+    if path.is_symlink():
+        target = path.resolve()
+        if target != root and root not in target.parents:
+            return "a link to a file outside DOCS"
+        if target.suffix.lower() not in EXTENSIONS or not target.is_file():
+            return "a link to something that is not a .md, .txt or .html file"
+        if any(part.startswith(".") for part in target.relative_to(root).parts):
+            return "a link to a hidden file"
+    if path.suffix.lower() not in EXTENSIONS or not path.is_file():
+        return "not a document"
+    return None
 
 
 def _break_point(text: str, start: int, end: int) -> int:
@@ -124,6 +163,7 @@ def chunk_text(text: str, size: int, overlap: int) -> list[str]:
 def build_index(docs: Path, index_dir: Path, embedder: Embedder, settings: Settings, progress: bool = True) -> dict:
     """Read, chunk, embed and write an index; returns the manifest written."""
     docs = Path(docs).resolve()
+    check_index_target(index_dir, docs)
     files = find_documents(docs)
     chunks: list[Chunk] = []
     documents = 0
@@ -162,7 +202,9 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings.from_env()
         from rag.pipeline import load_embedder  # heavy imports only once arguments are valid
 
-        find_documents(args.docs.resolve())  # fail before loading the model when the folder is wrong
+        # Fail before loading the model when a folder is wrong, and never index into the documents.
+        find_documents(args.docs.resolve())
+        check_index_target(args.index, args.docs)
         manifest = build_index(args.docs, args.index, load_embedder(settings), settings)
     except RagError as exc:
         log.error("%s", exc.message)

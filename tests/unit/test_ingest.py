@@ -1,5 +1,6 @@
 """Ingestion and the index artifact, with the fake embedder."""
 import json
+import logging
 import os
 
 import numpy as np
@@ -144,3 +145,78 @@ def test_embed_normalises_and_batches():
     assert vectors.shape == (10, 256) and vectors.dtype == np.float32
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0)
     assert embedder.calls == 3  # batch_size 4
+
+
+# --- Nothing outside an index is ever deleted, and nothing outside DOCS is ever read ----------------
+
+def test_existing_folder_that_is_not_an_index_is_refused_and_kept(tmp_path):
+    docs, home = tmp_path / "docs", tmp_path / "home"
+    write(docs, "a.md", "alpha")
+    write(home, "thesis.tex", "years of work")
+    with pytest.raises(ConfigError, match="not an index"):
+        build_index(docs, home, FakeEmbedder(), SETTINGS, progress=False)
+    assert (home / "thesis.tex").read_text() == "years of work"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["docs", "home"]  # no staging folder left either
+
+
+@pytest.mark.parametrize("target", ["docs", "."])
+def test_index_into_docs_or_a_folder_containing_it_is_refused(tmp_path, target):
+    docs = tmp_path / "docs"
+    write(docs, "a.md", "alpha")
+    with pytest.raises(ConfigError, match="is DOCS or contains it"):
+        build_index(docs, tmp_path / target, FakeEmbedder(), SETTINGS, progress=False)
+    assert (docs / "a.md").read_text() == "alpha"
+
+
+def test_index_with_a_stray_file_is_not_replaced(tmp_path):
+    docs, index = tmp_path / "docs", tmp_path / "index"
+    write(docs, "a.md", "alpha")
+    build_index(docs, index, FakeEmbedder(), SETTINGS, progress=False)
+    write(index, "notes.txt", "mine")
+    with pytest.raises(ConfigError, match="notes.txt"):
+        build_index(docs, index, FakeEmbedder(), SETTINGS, progress=False)
+    assert (index / "notes.txt").read_text() == "mine" and (index / "manifest.json").exists()
+
+
+def test_empty_existing_folder_is_a_valid_target(tmp_path):
+    docs, index = tmp_path / "docs", tmp_path / "index"
+    write(docs, "a.md", "alpha")
+    index.mkdir()
+    build_index(docs, index, FakeEmbedder(), SETTINGS, progress=False)
+    assert (index / "manifest.json").exists()
+
+
+def test_make_index_cli_refuses_a_foreign_folder_before_loading_a_model(tmp_path):
+    from rag.ingest import main
+
+    write(tmp_path / "docs", "a.md", "alpha")
+    write(tmp_path / "keep", "data.csv", "1,2,3")
+    assert main(["--docs", str(tmp_path / "docs"), "--index", str(tmp_path / "keep")]) == 2
+    assert (tmp_path / "keep" / "data.csv").read_text() == "1,2,3"
+
+
+def test_links_out_of_docs_and_hidden_files_are_skipped_and_logged(tmp_path, caplog):
+    docs, secrets = tmp_path / "docs", tmp_path / "secrets"
+    write(docs, "a.md", "alpha")
+    write(docs, ".hidden.md", "hidden")
+    write(docs, ".git/notes.md", "inside a hidden folder")
+    write(secrets, "credentials", "aws_secret_access_key = AKIA...")
+    write(secrets, "notes.md", "outside")
+    (docs / "notes.txt").symlink_to(secrets / "credentials")  # the suffix is on the link's name only
+    (docs / "outside.md").symlink_to(secrets / "notes.md")
+    (docs / "linked-folder").symlink_to(secrets, target_is_directory=True)
+    (docs / "alias.md").symlink_to(docs / "a.md")  # a link that stays inside DOCS is fine
+    caplog.set_level(logging.WARNING)
+    found = [p.relative_to(docs).as_posix() for p in find_documents(docs)]
+    assert found == ["a.md", "alias.md"]
+    logged = caplog.text
+    assert "notes.txt: a link to a file outside DOCS" in logged and "outside.md" in logged
+    assert ".hidden.md: hidden file" in logged and "hidden folder .git" in logged
+
+
+def test_a_link_to_a_non_document_inside_docs_is_skipped(tmp_path):
+    docs = tmp_path / "docs"
+    write(docs, "a.md", "alpha")
+    write(docs, "data.bin", "x")
+    (docs / "data.txt").symlink_to(docs / "data.bin")
+    assert [p.name for p in find_documents(docs)] == ["a.md"]
