@@ -19,7 +19,7 @@ PYTEST_ARGS ?=
 
 export PYTHONPATH := $(ROOT)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: help setup models sample-index serve index check check-fast
+.PHONY: help setup models sample-index serve index eval check check-fast
 
 help: ## List every target
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sort -u \
@@ -53,6 +53,15 @@ serve: ## Run ARCH=monolito|microservicos in the foreground on PORT (default 808
 
 index: ## Index DOCS=<folder> into INDEX=<dir> (manifest.json, faiss.index, chunks.jsonl)
 	$(PY) -m rag.ingest --docs "$(DOCS)" --index "$(INDEX)"
+
+# make eval: in-process on RAG_INDEX_DIR unless URL is given on the command line or in the environment
+# (the URL default above is for make invoke). Thresholds are optional: each one set can fail the run.
+QUESTIONS ?= $(ROOT)/data/sample.questions.jsonl
+eval: ## Evaluate retrieval and answers on QUESTIONS=<file.jsonl> [URL=...] [MIN_ACCURACY= MIN_REFUSAL= MIN_HIT1=]
+	$(PY) -m rag.evaluate --questions "$(QUESTIONS)" \
+	  $(if $(filter command line environment,$(origin URL)),--url "$(URL)") \
+	  $(if $(MIN_ACCURACY),--min-accuracy "$(MIN_ACCURACY)") $(if $(MIN_REFUSAL),--min-refusal "$(MIN_REFUSAL)") \
+	  $(if $(MIN_HIT1),--min-hit1 "$(MIN_HIT1)") $(if $(EVAL_OUT),--out "$(EVAL_OUT)")
 
 check: ## Run the whole test suite (the README's test command)
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -67,13 +67,20 @@ class Passage:
     chunk: int
     score: float
     text: str
+    # What of `text` the prompt gets (rag/context.py): None when context focus is off, "" when dropped.
+    excerpt: str | None = None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        if self.excerpt is None:
+            del data["excerpt"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "Passage":
-        return cls(int(data["rank"]), str(data["source"]), int(data["chunk"]), float(data["score"]), str(data["text"]))
+        excerpt = data.get("excerpt")
+        return cls(int(data["rank"]), str(data["source"]), int(data["chunk"]), float(data["score"]), str(data["text"]),
+                   None if excerpt is None else str(excerpt))
 
 
 class VectorIndex:

@@ -12,6 +12,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Iterator
 
+from rag.context import ContextSettings, focus_passages, prompt_passages
 from rag.embedder import Embedder
 from rag.errors import InvalidJSON, InvalidRequest, UnsupportedMediaType
 from rag.generator import Answer, GenerationParams, Generator
@@ -126,15 +127,17 @@ class Retriever(ABC):
 
 
 class LocalRetriever(Retriever):
-    """Embeds the query in-process and searches a FAISS index."""
+    """Embeds the query in-process, searches a FAISS index and focuses the passages' context."""
 
-    def __init__(self, embedder: Embedder, index: VectorIndex):
+    def __init__(self, embedder: Embedder, index: VectorIndex, context: ContextSettings | None = None):
         self.embedder = embedder
         self.index = index
+        self.context = context or ContextSettings(focus="off")
         self.model_name = embedder.name
 
     def retrieve(self, query, top_k, deadline=None):
-        return self.index.search(self.embedder.embed([query])[0], top_k)
+        vector = self.embedder.embed([query])[0]
+        return focus_passages(vector, self.index.search(vector, top_k), self.embedder, self.context)
 
 
 def _ms(seconds: float) -> float:
@@ -154,7 +157,7 @@ class RagPipeline:
         started = time.perf_counter()
         passages = self.retriever.retrieve(request.query, request.top_k, deadline)
         retrieved = time.perf_counter()
-        answer = self.generator.generate(request.query, passages, request.generation, deadline)
+        answer = self.generator.generate(request.query, prompt_passages(passages), request.generation, deadline)
         return self._response(passages, answer, started, retrieved)
 
     def stream(self, request: QueryRequest, deadline: float | None = None) -> Iterator[dict]:
@@ -167,7 +170,7 @@ class RagPipeline:
         def events() -> Iterator[dict]:
             yield {"event": "sources", "sources": [passage.to_dict() for passage in passages]}
             answer = None
-            for piece in self.generator.stream(request.query, passages, request.generation, deadline):
+            for piece in self.generator.stream(request.query, prompt_passages(passages), request.generation, deadline):
                 if isinstance(piece, Answer):
                     answer = piece
                 else:
@@ -208,7 +211,7 @@ def load_retriever(settings: Settings) -> LocalRetriever:
     index = VectorIndex.load(settings.index_dir, embedder.name, embedder.dimension)
     log.info("index %s: %d chunks from %s documents", settings.index_dir, len(index.chunks),
              index.manifest.get("documents"))
-    return LocalRetriever(embedder, index)
+    return LocalRetriever(embedder, index, settings.context)
 
 
 def load_generator(settings: Settings) -> Generator:

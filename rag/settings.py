@@ -83,6 +83,11 @@ class Settings:
     chunk_size: int = 800  # characters: about 3-4 sentences, well under MiniLM's 256-token window
     chunk_overlap: int = 120  # keeps a fact that straddles a boundary whole in one of the chunks
     embed_batch_size: int = 32
+    # Focused context (rag/context.py): the defaults were chosen with `make eval` (docs/evaluation.md).
+    context_focus: str = "off"
+    context_max_tokens: int = 160
+    context_score_gap: float = 0.15
+    context_window: int = 0
     vector_url: str = "http://127.0.0.1:5001"
     llm_url: str = "http://127.0.0.1:5002"
     port: int = 8080
@@ -91,6 +96,13 @@ class Settings:
     threads: int = 8  # gthread threads per worker: /ping stays answerable while a request generates
     server_timeout: int = 120  # gunicorn's worker heartbeat timeout; request deadlines are our own
     log_level: str = "INFO"
+
+    @property
+    def context(self):
+        """The focused-context settings, as rag/context.py takes them."""
+        from rag.context import ContextSettings
+
+        return ContextSettings(self.context_focus, self.context_max_tokens, self.context_score_gap, self.context_window)
 
     @classmethod
     def from_env(cls, env: dict | None = None) -> "Settings":
@@ -107,6 +119,9 @@ class Settings:
         if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(f"RAG_LOG_LEVEL={log_level!r} is not valid; use DEBUG, INFO, WARNING or ERROR")
         chunk_size = env_int(env, "RAG_CHUNK_SIZE", 800, 100, 20000)
+        context_focus = env.get("RAG_CONTEXT_FOCUS", "").strip().lower() or cls.context_focus
+        if context_focus not in ("sentences", "off"):
+            raise ConfigError(f"RAG_CONTEXT_FOCUS={context_focus!r} is not valid; use sentences or off")
         settings = cls(
             index_dir=index_dir,
             embedding_model=env.get("RAG_EMBEDDING_MODEL", "").strip() or EMBEDDED_EMBEDDING_MODEL,
@@ -119,6 +134,10 @@ class Settings:
             chunk_size=chunk_size,
             chunk_overlap=env_int(env, "RAG_CHUNK_OVERLAP", min(120, chunk_size // 4), 0, chunk_size // 2),
             embed_batch_size=env_int(env, "RAG_EMBED_BATCH_SIZE", 32, 1, 4096),
+            context_focus=context_focus,
+            context_max_tokens=env_int(env, "RAG_CONTEXT_MAX_TOKENS", cls.context_max_tokens, 16, 8192),
+            context_score_gap=_float(env, "RAG_CONTEXT_SCORE_GAP", cls.context_score_gap, 0.0, 2.0),
+            context_window=env_int(env, "RAG_CONTEXT_WINDOW", cls.context_window, 0, 10),
             vector_url=_url(env, "RAG_VECTOR_URL", "http://127.0.0.1:5001"),
             llm_url=_url(env, "RAG_LLM_URL", "http://127.0.0.1:5002"),
             port=env_int(env, "SAGEMAKER_BIND_TO_PORT", 8080, 1, 65535),

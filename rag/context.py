@@ -1,0 +1,123 @@
+"""Focused context: give the model the few sentences of the retrieved passages that answer the question.
+
+A small model answers better from three relevant sentences than from three whole chunks, and on a CPU
+most of a request's time is the prefill of its prompt. So, after retrieval, each passage's sentences are
+scored by cosine similarity to the query with the same embedder, and the best ones (with their
+neighbours) are kept within a token budget. Passages far below the best score are dropped. Sources keep
+their whole text: only what the prompt sees changes (`Passage.excerpt`).
+
+This runs where the embedder lives: in the monolith's process, and in the microservices' vector service,
+so the LLM service gets short passages and needs no embedder.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from rag.embedder import Embedder
+from rag.index import Passage
+
+CHARS_PER_TOKEN = 4  # the budget is estimated from characters, the same way in every process
+GAP = " ... "  # marks sentences that were not adjacent in the passage
+
+# A sentence ends at . ! or ? followed by a space and a capital, a digit or a quote; a line break always ends one
+# (headings, list items). "Dr. Marrow" or "4.2 km" do not split.
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[A-Z0-9])|\n+")
+_MARKUP = re.compile(r"^\s*(#+|[-*+>]|\d+[.)])\s+")
+_EMPHASIS = re.compile(r"(\*\*|__|`)")
+_RULE = re.compile(r"^[\W_]+$")  # "=====" under a plain-text title, "---", "***": no words
+
+
+@dataclass(frozen=True)
+class ContextSettings:
+    """How much of the retrieved text reaches the prompt."""
+
+    focus: str = "sentences"  # "sentences": the best sentences; "off": whole passages, as retrieved
+    max_tokens: int = 160  # budget for all excerpts together (estimated as characters / 4)
+    score_gap: float = 0.15  # drop passages whose retrieval score is this far below the best one
+    window: int = 0  # sentences kept on each side of a selected sentence
+
+
+_ABBREVIATION = re.compile(r"\b(Dr|Mr|Mrs|Ms|Prof|St|Mt|No|Nos|Fig|Vol|vs|etc|approx|ca|Jr|Sr|Inc|Ltd|Co)\.$")
+
+
+def split_sentences(text: str) -> list[str]:
+    """The sentences (and list lines) of a passage, in order, without markup and without headings."""
+    sentences: list[str] = []
+    joined = False
+    for piece in _SENTENCE_END.split(text):
+        heading = piece.lstrip().startswith("#")
+        piece = _EMPHASIS.sub("", _MARKUP.sub("", piece)).strip()
+        if joined and piece:  # the previous piece ended in "Dr." or the like: same sentence
+            sentences[-1] = f"{sentences[-1]} {piece}"
+        elif piece and not heading and not _RULE.match(piece) and not _is_title(piece):
+            sentences.append(piece)
+        else:
+            continue
+        joined = bool(_ABBREVIATION.search(sentences[-1]))
+    return sentences
+
+
+def _is_title(piece: str) -> bool:
+    """A short line with no sentence punctuation and no number: a plain-text heading, not a fact."""
+    return len(piece.split()) <= 8 and not re.search(r"[.!?:;,\d]", piece)
+
+
+def _estimate_tokens(text: str) -> int:
+    return -(-len(text) // CHARS_PER_TOKEN)
+
+
+def _clip(text: str, tokens: int) -> str:
+    """At most `tokens` (estimated) of `text`, cut at a word boundary."""
+    limit = tokens * CHARS_PER_TOKEN
+    if len(text) <= limit:
+        return text
+    cut = text.rfind(" ", 0, limit)
+    return text[:cut if cut > 0 else limit].rstrip(" ,;:")
+
+
+def focus_passages(query_vector: np.ndarray, passages: list[Passage], embedder: Embedder,
+                   settings: ContextSettings) -> list[Passage]:
+    """The passages with `excerpt` set: their best sentences within the budget, "" when dropped."""
+    if settings.focus == "off" or not passages:
+        return passages
+    best = max(p.score for p in passages)
+    kept = [i for i, p in enumerate(passages) if p.score >= best - settings.score_gap]
+    sentences = [(i, j, s) for i in kept for j, s in enumerate(split_sentences(passages[i].text))]
+    if not sentences:
+        return [replace(p, excerpt="") for p in passages]
+    vectors = embedder.embed([text for _, _, text in sentences])
+    similarity = vectors @ np.asarray(query_vector, dtype=np.float32).reshape(-1)
+    chosen: set[tuple[int, int]] = set()
+    used = 0
+    per_passage = {i: len(split_sentences(passages[i].text)) for i in kept}
+    # Best sentence first; ties keep retrieval order, so the result is deterministic.
+    for position in sorted(range(len(sentences)), key=lambda n: (-float(similarity[n]), n)):
+        i, j, _ = sentences[position]
+        group = [(i, k) for k in range(max(0, j - settings.window), min(per_passage[i], j + settings.window + 1))
+                 if (i, k) not in chosen]
+        cost = sum(_estimate_tokens(text) + 1 for (a, b, text) in sentences if (a, b) in group)
+        if used + cost > settings.max_tokens:
+            if not chosen:  # the best sentence alone is over budget: keep the start of it
+                chosen.add((i, j))
+                used = settings.max_tokens
+            continue
+        chosen.update(group)
+        used += cost
+    text_of = {(i, j): text for i, j, text in sentences}
+    focused = []
+    for i, passage in enumerate(passages):
+        picked = sorted(j for (a, j) in chosen if a == i)
+        excerpt = ""
+        for previous, j in zip([None, *picked], picked):
+            joiner = "" if previous is None else (" " if j == previous + 1 else GAP)
+            excerpt += joiner + text_of[(i, j)]
+        focused.append(replace(passage, excerpt=_clip(excerpt, settings.max_tokens)))
+    return focused
+
+
+def prompt_passages(passages: list[Passage]) -> list[Passage]:
+    """What the generator sees: each passage's excerpt as its text, dropped passages left out."""
+    return [p if p.excerpt is None else replace(p, text=p.excerpt, excerpt=None) for p in passages if p.excerpt != ""]

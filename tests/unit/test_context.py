@@ -1,0 +1,123 @@
+"""Focused context (rag/context.py) with the fake embedder: which sentences reach the prompt."""
+from dataclasses import replace
+
+import pytest
+
+from rag.context import GAP, ContextSettings, focus_passages, prompt_passages, split_sentences
+from rag.index import Passage
+from tests.fakes import FakeEmbedder
+
+TRAM = ("# The Tramway\n\nThe tramway opened on 14 May 1889. Its first line was designed by Ilse Marrow. "
+        "Horses pulled the cars. The fare was one copper penny.\n\n## Today\n\nToday there are 7 lines.")
+BRIDGE = "The Glass Bridge opened in 1936. It crosses the River Ossa. Its architect was Dr. Anton Vell."
+FERRY = "Ferries sail every twenty minutes. The F1 route crosses the harbour."
+
+
+def passages(*scores):
+    texts = (TRAM, BRIDGE, FERRY)
+    return [Passage(rank, f"doc{rank}.md", 0, score, texts[rank - 1]) for rank, score in enumerate(scores, start=1)]
+
+
+def focus(query, items, **settings):
+    embedder = FakeEmbedder()
+    return focus_passages(embedder.embed([query])[0], items, embedder, ContextSettings(**settings))
+
+
+def test_sentences_split_on_ends_and_lines_without_markup():
+    assert split_sentences(TRAM) == ["The tramway opened on 14 May 1889.",
+                                     "Its first line was designed by Ilse Marrow.", "Horses pulled the cars.",
+                                     "The fare was one copper penny.", "Today there are 7 lines."]
+    assert split_sentences("GREYHOOK LIGHT\n=====\nDr. Vell measured 4.2 km. Then **Single fare:** 2.40.\n"
+                           "- item one, with a comma\nHistory\n") == [
+        "Dr. Vell measured 4.2 km.", "Then Single fare: 2.40.", "item one, with a comma"]
+
+
+def test_off_leaves_passages_untouched():
+    items = passages(0.8, 0.7)
+    assert focus("who designed the first line", items, focus="off") == items
+    assert prompt_passages(items) == items
+
+
+def test_best_sentences_within_budget_and_sources_intact():
+    items = passages(0.80, 0.75, 0.70)
+    focused = focus("first line designed by marrow", items, max_tokens=30, score_gap=0.5)
+    assert [p.text for p in focused] == [p.text for p in items]  # sources keep the whole chunk
+    assert "Its first line was designed by Ilse Marrow." in focused[0].excerpt
+    total = sum(len(p.excerpt) for p in focused)
+    assert total <= 30 * 4  # the budget, estimated as 4 characters per token
+    assert all(p.excerpt is not None for p in focused)
+
+
+def test_passages_far_below_the_best_are_dropped():
+    focused = focus("when did the tramway open", passages(0.80, 0.70, 0.50), max_tokens=200, score_gap=0.15)
+    assert focused[0].excerpt and focused[2].excerpt == ""
+    assert [p.rank for p in prompt_passages(focused)] == [1, 2] if focused[1].excerpt else [1]
+
+
+def test_excerpt_keeps_document_order_and_marks_gaps():
+    focused = focus("tramway opened 1889 fare copper penny", passages(0.9), max_tokens=30, score_gap=0.0)
+    excerpt = focused[0].excerpt
+    assert excerpt.index("1889") < excerpt.index("penny") and GAP in excerpt
+
+
+def test_window_adds_neighbours():
+    narrow = focus("horses pulled the cars", passages(0.9), max_tokens=8, window=0)[0].excerpt
+    wide = focus("horses pulled the cars", passages(0.9), max_tokens=30, window=1)[0].excerpt
+    assert narrow == "Horses pulled the cars."
+    assert wide == "Its first line was designed by Ilse Marrow. Horses pulled the cars. The fare was one copper penny."
+
+
+def test_an_over_budget_best_sentence_is_clipped_not_lost():
+    long = Passage(1, "long.md", 0, 0.9, "Marrow " + "designed the line and " * 30 + "retired.")
+    focused = focus("who designed the line", [long], max_tokens=16)
+    assert focused[0].excerpt.startswith("Marrow designed") and len(focused[0].excerpt) <= 16 * 4
+
+
+def test_prompt_passages_use_excerpts_and_skip_dropped():
+    items = [replace(p, excerpt=e) for p, e in zip(passages(0.9, 0.8, 0.1), ["one.", "two.", ""])]
+    assert [(p.rank, p.text, p.excerpt) for p in prompt_passages(items)] == [(1, "one.", None), (2, "two.", None)]
+
+
+def test_passage_json_round_trip_with_and_without_excerpt():
+    plain = passages(0.9)[0]
+    assert "excerpt" not in plain.to_dict() and Passage.from_dict(plain.to_dict()) == plain
+    focused = replace(plain, excerpt="")
+    assert Passage.from_dict(focused.to_dict()) == focused
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"RAG_CONTEXT_FOCUS": "words"}, "RAG_CONTEXT_FOCUS"),
+    ({"RAG_CONTEXT_MAX_TOKENS": "8"}, "RAG_CONTEXT_MAX_TOKENS"),
+    ({"RAG_CONTEXT_SCORE_GAP": "-1"}, "RAG_CONTEXT_SCORE_GAP"),
+    ({"RAG_CONTEXT_WINDOW": "x"}, "RAG_CONTEXT_WINDOW"),
+])
+def test_context_settings_are_validated(env, message):
+    from rag.errors import ConfigError
+    from rag.settings import Settings
+
+    with pytest.raises(ConfigError, match=message):
+        Settings.from_env(env)
+
+
+def test_pipeline_gives_the_generator_excerpts_and_the_client_whole_sources():
+    from rag.index import VectorIndex
+    from rag.pipeline import LocalRetriever, QueryRequest, RagPipeline
+    from tests.fakes import FakeGenerator
+
+    embedder = FakeEmbedder()
+
+    class Index(VectorIndex):
+        def __init__(self):
+            pass
+
+        def search(self, vector, top_k):
+            return passages(0.9, 0.85, 0.1)[:top_k]
+
+    generator = FakeGenerator()
+    retriever = LocalRetriever(embedder, Index(), ContextSettings(max_tokens=60, score_gap=0.2))
+    body = RagPipeline(retriever, generator, "test").answer(QueryRequest("who designed the first line", 3))
+    seen = generator.seen[0][1]
+    assert [p.rank for p in seen] == [1, 2] and all(p.excerpt is None for p in seen)
+    assert "Marrow" in seen[0].text and len(seen[0].text) < len(TRAM)
+    assert [s["text"] for s in body["sources"]] == [TRAM, BRIDGE, FERRY]
+    assert body["sources"][2]["excerpt"] == "" and "Marrow" in body["sources"][0]["excerpt"]
