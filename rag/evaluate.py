@@ -116,14 +116,23 @@ _DASHES = str.maketrans({"\u2010": "-", "\u2011": "-", "\u2012": "-", "\u2013": 
                          "\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"'})
 
 
+_NUMBER_WORDS = {word: str(value) for value, word in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen twenty".split())}
+_NUMBER_WORD = re.compile(r"\b(" + "|".join(_NUMBER_WORDS) + r")\b")
+_PERCENT = re.compile(r"\s*(%|per cent\b)")
+
+
 def normalise(text: str) -> str:
-    """Lower case, unicode-compatible forms, one space, and numbers without thousands separators."""
+    """Lower case, unicode-compatible forms, one space, numbers without thousands separators, number words
+    up to twenty as digits ("eleven weeks" = "11 weeks") and "%" as "percent"."""
     text = unicodedata.normalize("NFKC", text).translate(_DASHES).lower()
     while True:  # "1,234,567": each pass removes the separators it can see
         joined = _THOUSANDS.sub("", text)
         if joined == text:
             break
         text = joined
+    text = _PERCENT.sub(" percent", _NUMBER_WORD.sub(lambda m: _NUMBER_WORDS[m.group(1)], text))
     return re.sub(r"\s+", " ", text).strip()
 
 

@@ -31,6 +31,11 @@ def response(answer, sources=("tramway.md", "metro.md"), prompt=120, completion=
     ("It is 4.2 km long", (("4.2 kilometres",), ("4.2 km",)), True),  # any alternative
     ("Costs 2.40 crowns", (("2,40",),), False),  # a decimal comma is not a thousands separator
     ("the Harbour\u2013Line", (("harbour-line",),), True),  # dashes normalised
+    ("It took eleven weeks", (("11 weeks",),), True),  # number words up to twenty
+    ("Seven lines run today", (("7 lines",),), True),
+    ("Cycling is 9% of trips", (("9 percent",),), True),
+    ("Cycling is 9 per cent of trips", (("9%",),), True),
+    ("someone said 10", (("one",),), False),  # words only, not parts of words
 ])
 def test_accuracy_is_case_and_number_normalised(answer, accepted, expected):
     assert is_correct(answer, accepted) is expected
