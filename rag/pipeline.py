@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Iterator
 
-from rag.context import ContextSettings, focus_passages, prompt_passages
+from rag.context import CHARS_PER_TOKEN, ContextSettings, focus_passages, prompt_passages
 from rag.embedder import Embedder
 from rag.errors import InvalidJSON, InvalidRequest, UnsupportedMediaType
 from rag.generator import Answer, GenerationParams, Generator
@@ -219,5 +219,14 @@ def load_generator(settings: Settings) -> Generator:
     from rag.generator import TransformersGenerator
     from rag.models import llm_model_path
 
-    return TransformersGenerator(settings.llm_model, llm_model_path(settings.llm_model), settings.device,
-                                 settings.torch_threads)
+    generator = TransformersGenerator(settings.llm_model, llm_model_path(settings.llm_model), settings.device,
+                                      settings.torch_threads)
+    generator.warm_up(warm_up_context_chars(settings))
+    return generator
+
+
+def warm_up_context_chars(settings: Settings) -> int:
+    """How much passage text a typical request puts in the prompt, under these settings."""
+    if settings.context_focus == "off":
+        return settings.top_k * settings.chunk_size
+    return settings.context_max_tokens * CHARS_PER_TOKEN

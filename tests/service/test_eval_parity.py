@@ -1,0 +1,46 @@
+"""Both architectures give the same answer and the same sources for every question of both dev sets.
+
+The question files are the ones `make eval` uses (data/*.questions.jsonl). Context focus runs in the
+monolith's process and in the microservices' vector service, the prompt in the LLM service: any drift
+between the two paths shows up here as a different answer or excerpt.
+"""
+import subprocess
+import sys
+
+import pytest
+
+from rag.evaluate import load_questions
+from tests.service.conftest import start_architecture
+from tests.support import ROOT, base_env
+
+pytestmark = pytest.mark.slow
+
+
+def _compare(monolith, microservices, questions_file):
+    differences = []
+    for question in load_questions(questions_file):
+        payload = {"query": question.question}
+        mono, micro = monolith.invoke(payload), microservices.invoke(payload)
+        assert mono.status_code == micro.status_code == 200, (question.question, mono.text, micro.text)
+        mono, micro = mono.json(), micro.json()
+        if (mono["answer"], mono["sources"], mono["usage"]) != (micro["answer"], micro["sources"], micro["usage"]):
+            differences.append((question.line, question.question, mono["answer"], micro["answer"]))
+    assert not differences, differences
+
+
+def test_sample_set_identical_on_both(monolith, microservices):
+    _compare(monolith, microservices, ROOT / "data" / "sample.questions.jsonl")
+
+
+def test_held_out_set_identical_on_both(tmp_path):
+    index = tmp_path / "harbourline-index"
+    subprocess.run([sys.executable, "-m", "rag.ingest", "--docs", str(ROOT / "data" / "harbourline"),
+                    "--index", str(index)], check=True, env=base_env(), capture_output=True)
+    services = [start_architecture(arch, tmp_path, index) for arch in ("monolito", "microservicos")]
+    try:
+        for service in services:
+            service.wait_ready()
+        _compare(*services, ROOT / "data" / "harbourline.questions.jsonl")
+    finally:
+        for service in services:
+            service.server.stop()
