@@ -11,6 +11,8 @@
     ├── NotReady               503 not_ready
     ├── UpstreamUnavailable    503 upstream_unavailable
     ├── RequestTimeout         504 timeout
+    ├── Overloaded             429 overloaded (with Retry-After)
+    ├── ClientGone             499 client_closed (logged only: nobody is left to read it)
     └── InternalError          500 internal
 
 Messages say what went wrong and how to fix it; they are turned into responses only at the edge.
@@ -89,6 +91,23 @@ class RequestTimeout(RagError):
     status = 504
 
 
+class Overloaded(RagError):
+    """Admission control turned the request away at once: the model already has as many requests
+    waiting or running as RAG_MAX_CONCURRENT_REQUESTS allows. The client should retry after
+    `retry_after_s` seconds (sent as the Retry-After header)."""
+
+    error_type = "overloaded"
+    status = 429
+    retry_after_s = 1  # a slot frees when any admitted request ends; most take seconds, not minutes
+
+
+class ClientGone(RagError):
+    """The client disconnected while its request waited or generated; the request was dropped."""
+
+    error_type = "client_closed"
+    status = 499  # nginx's code for it; it only ever reaches the request log
+
+
 class InternalError(RagError):
     error_type = "internal"
     status = 500
@@ -96,7 +115,7 @@ class InternalError(RagError):
 
 _BY_TYPE = {cls.error_type: cls for cls in (
     InvalidRequest, InvalidJSON, UnsupportedMediaType, PayloadTooLarge, NotFound, MethodNotAllowed,
-    NotReady, UpstreamUnavailable, RequestTimeout, InternalError,
+    NotReady, UpstreamUnavailable, RequestTimeout, Overloaded, InternalError,
 )}
 
 

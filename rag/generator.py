@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Iterator
 
-from rag.errors import InvalidRequest, RequestTimeout
+from rag.batching import BatchEngine, Job
+from rag.errors import InvalidRequest
 from rag.index import Passage
 
 log = logging.getLogger(__name__)
@@ -76,31 +76,50 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def decoding_kwargs(params: GenerationParams) -> dict:
+    """Every per-request decoding argument, as `model.generate` takes them; the batched decoder builds
+    transformers' own logits processors from them (rag/decoder.py), so one request decodes the same alone
+    or in a batch."""
+    kwargs: dict = {"max_new_tokens": params.max_new_tokens}
+    if params.temperature > 0:
+        kwargs.update(do_sample=True, temperature=params.temperature)
+    else:
+        kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+    return kwargs
+
+
 class TransformersGenerator(Generator):
-    """A causal LM with its chat template. bf16 on CUDA, float32 on CPU; one generation at a time."""
+    """A causal LM with its chat template, served by a BatchEngine (rag/batching.py): one thread owns the
+    model and decodes all admitted requests together. Request threads only encode, enqueue and wait."""
 
-    def __init__(self, name: str, path: str, device: str = "auto", threads: int = 1):
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+    def __init__(self, name: str, path: str, device: str = "auto", threads: int = 1, *, dtype: str = "auto",
+                 quantize: str = "none", max_batch_size: int = 8, batch_wait_ms: int = 0,
+                 max_concurrent_requests: int = 16):
+        from transformers import AutoTokenizer
 
-        self._torch = torch
-        torch.set_num_threads(threads)
+        from rag.decoder import TransformersDecoder
+
         self.name = name
-        self.device = resolve_device(device)
-        dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(self.device).eval()
-        self.context_length = int(getattr(self.model.config, "max_position_embeddings", 2048) or 2048)
-        # One generation at a time: concurrent generate() calls on one CPU only fight over the cores,
-        # and on a GPU they would need batching, which this service does not do.
-        self._lock = threading.Lock()
-        eos = self.model.generation_config.eos_token_id
-        self._eos_ids = set(eos if isinstance(eos, list) else [eos]) | {self.tokenizer.eos_token_id}
-        log.info("LLM %s loaded on %s (%s, %d threads)", name, self.device, dtype, threads)
+        self.tokenizer = AutoTokenizer.from_pretrained(path)  # request threads encode and decode; no torch there
+        self.engine = BatchEngine(
+            name, lambda: TransformersDecoder(path, device, threads, dtype, quantize, self.tokenizer),
+            max_batch_size=max_batch_size, batch_wait_s=batch_wait_ms / 1000.0, max_concurrent=max_concurrent_requests)
+        decoder = self.engine.backend
+        self.device, self.dtype, self.context_length = decoder.device, decoder.dtype, decoder.context_length
+        if self.device == "cpu":
+            _single_threaded_elsewhere()
+
+    @classmethod
+    def from_settings(cls, settings, path: str) -> "TransformersGenerator":
+        """The generator that RAG_LLM_* and the batching settings describe, loaded from `path`."""
+        return cls(settings.llm_model, path, settings.device, settings.torch_threads, dtype=settings.llm_dtype,
+                   quantize=settings.llm_quantize, max_batch_size=settings.max_batch_size,
+                   batch_wait_ms=settings.batch_wait_ms, max_concurrent_requests=settings.max_concurrent_requests)
 
     def warm_up(self, prompt_chars: int, new_tokens: int = 8) -> None:
         """One request shaped like real traffic, so the first user's request is as fast as the tenth: the
-        first passes at a new prompt length pay one-off kernel and memory setup (seen: 5 s instead of 2.5)."""
+        first passes at a new prompt length pay one-off kernel and memory setup (seen: 5 s instead of 2.5).
+        It runs on the model's thread, like every request."""
         started = time.perf_counter()
         sentence = "The harbour office keeps the records of every vessel, its owner and its last inspection. "
         filler = (sentence * (prompt_chars // len(sentence) + 1))[:prompt_chars]
@@ -109,71 +128,65 @@ class TransformersGenerator(Generator):
                           GenerationParams(max_new_tokens=tokens))
         log.info("LLM warm-up with a %d-character context took %.2f s", prompt_chars, time.perf_counter() - started)
 
-    def _encode(self, query: str, passages: list[Passage]):
+    def _encode(self, query: str, passages: list[Passage]) -> list[int]:
         messages = build_messages(query, passages)
         if self.tokenizer.chat_template:
-            encoded = self.tokenizer.apply_chat_template(
-                messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+            encoded = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)
         else:  # a base model without a chat template still gets the same instructions
             text = "\n\n".join(m["content"] for m in messages) + "\n\nAnswer:"
-            encoded = self.tokenizer(text, return_tensors="pt")
-        return {key: value.to(self.device) for key, value in encoded.items()}
+            encoded = self.tokenizer(text)
+        return list(encoded["input_ids"])
 
-    def generate(self, query, passages, params, deadline=None, streamer=None):
-        torch = self._torch
-        inputs = self._encode(query, passages)
-        prompt_tokens = int(inputs["input_ids"].shape[1])
-        if prompt_tokens + params.max_new_tokens > self.context_length:
+    def _job(self, query, passages, params: GenerationParams, deadline, stream: bool) -> Job:
+        prompt = self._encode(query, passages)
+        if len(prompt) + params.max_new_tokens > self.context_length:
             raise InvalidRequest(
-                f"the prompt ({prompt_tokens} tokens) plus max_new_tokens ({params.max_new_tokens}) exceeds the "
+                f"the prompt ({len(prompt)} tokens) plus max_new_tokens ({params.max_new_tokens}) exceeds the "
                 f"model's context of {self.context_length} tokens; lower top_k or max_new_tokens")
-        wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-        if not self._lock.acquire(timeout=-1 if wait is None else wait):
-            raise RequestTimeout("the request timed out waiting for the model; retry, or lower the load")
-        try:
-            kwargs = dict(max_new_tokens=params.max_new_tokens, pad_token_id=self.tokenizer.eos_token_id)
-            if params.temperature > 0:
-                kwargs.update(do_sample=True, temperature=params.temperature)
-            else:
-                kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-            if deadline is not None:
-                # generate() checks max_time after each token, so a slow request stops on time.
-                kwargs["max_time"] = max(0.01, deadline - time.monotonic())
-            if streamer is not None:
-                kwargs["streamer"] = streamer
-            with torch.inference_mode():
-                output = self.model.generate(**inputs, **kwargs)
-        finally:
-            self._lock.release()
-        new_tokens = output[0, prompt_tokens:]
-        completion = int(new_tokens.shape[0])
-        # Generation ends at an end-of-sequence token or at max_new_tokens; anything shorter was cut by max_time.
-        finished = completion >= params.max_new_tokens or (completion > 0 and int(new_tokens[-1]) in self._eos_ids)
-        if deadline is not None and not finished:
-            raise RequestTimeout("generation did not finish before the request deadline (RAG_REQUEST_TIMEOUT); "
-                                 "lower max_new_tokens or raise the timeout")
-        text = self.tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
-        return Answer(text, prompt_tokens, completion)
+        options = decoding_kwargs(params)
+        return Job(prompt, options.pop("max_new_tokens"), deadline, decoding=options, stream=stream)
+
+    def _answer(self, job: Job) -> Answer:
+        text = self.tokenizer.decode(job.tokens, skip_special_tokens=True).strip()
+        return Answer(text, len(job.prompt), len(job.tokens))
+
+    def generate(self, query, passages, params, deadline=None):
+        job = self._job(query, passages, params, deadline, stream=False)
+        for _ in self.engine.run(job):
+            pass
+        return self._answer(job)
 
     def stream(self, query, passages, params, deadline=None):
-        from transformers import TextIteratorStreamer
+        job = self._job(query, passages, params, deadline, stream=True)
+        tokens = self.engine.run(job)  # admitted now: a 429 comes before any byte of the stream
+        return self._pieces(job, tokens)
 
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        outcome: dict = {}
+    def _pieces(self, job: Job, tokens) -> Iterator["str | Answer"]:
+        ids: list[int] = []
+        sent = ""
+        try:
+            for token in tokens:
+                ids.append(token)
+                text = self.tokenizer.decode(ids, skip_special_tokens=True)
+                # Hold back a piece that ends inside a multi-byte character, or that would rewrite text
+                # already sent; the next token completes it.
+                if text.startswith(sent) and len(text) > len(sent) and not text.endswith("\ufffd"):
+                    yield text[len(sent):]
+                    sent = text
+        finally:
+            tokens.close()  # the consumer stopped early (client gone): the row leaves the batch
+        rest = self.tokenizer.decode(ids, skip_special_tokens=True)
+        if rest.startswith(sent) and len(rest) > len(sent):
+            yield rest[len(sent):]
+        yield self._answer(job)
 
-        def run():
-            try:
-                outcome["answer"] = self.generate(query, passages, params, deadline, streamer)
-            except BaseException as exc:  # noqa: BLE001 - handed to the consumer below
-                outcome["error"] = exc
-                streamer.end()  # unblock the consumer even if generate() failed before streaming
 
-        worker = threading.Thread(target=run, name="generate-stream", daemon=True)
-        worker.start()
-        for text in streamer:
-            if text:
-                yield text
-        worker.join()
-        if "error" in outcome:
-            raise outcome["error"]
-        yield outcome["answer"]
+def _single_threaded_elsewhere() -> None:
+    """From now on, a thread that first calls torch (a request thread embedding a query, say) runs it
+    with one thread. Each thread that runs torch in parallel gets its own OpenMP team; once the process has
+    more team threads than cores, libgomp stops spinning between parallel regions, and the model's
+    hundreds of small regions per token each pay a sleep and a wake-up (1.5x slower, docs/performance.md).
+    The model's thread fixed its own team size when it started, so this leaves it alone."""
+    import torch
+
+    torch.set_num_threads(1)

@@ -219,8 +219,7 @@ def load_generator(settings: Settings) -> Generator:
     from rag.generator import TransformersGenerator
     from rag.models import llm_model_path
 
-    generator = TransformersGenerator(settings.llm_model, llm_model_path(settings.llm_model), settings.device,
-                                      settings.torch_threads)
+    generator = TransformersGenerator.from_settings(settings, llm_model_path(settings.llm_model))
     generator.warm_up(warm_up_context_chars(settings))
     return generator
 

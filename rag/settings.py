@@ -18,6 +18,14 @@ EMBEDDED_LLM_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 MAX_QUERY_CHARS = 4000  # the API contract (DESIGN.md §3)
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024  # SageMaker's own real-time limit
 
+# Batching and admission (docs/performance.md). The defaults were chosen with the concurrency sweep of `make bench`.
+DEFAULT_MAX_BATCH_SIZE = 8
+DEFAULT_MAX_CONCURRENT_REQUESTS = 16
+# Gunicorn threads beyond the admitted requests: they turn extra requests away (429) and answer /ping.
+SPARE_SERVER_THREADS = 4
+LLM_DTYPES = ("auto", "float32", "bfloat16", "float16")
+LLM_QUANTIZATIONS = ("none", "int8")
+
 
 def _usable_cpus() -> int:
     try:
@@ -91,9 +99,17 @@ class Settings:
     vector_url: str = "http://127.0.0.1:5001"
     llm_url: str = "http://127.0.0.1:5002"
     port: int = 8080
+    # Batching and admission, per model (one model per worker): rag/batching.py, docs/performance.md.
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE  # requests decoded together, one token each per step
+    batch_wait_ms: int = 0  # an idle engine starts at once: per-request prefill gains nothing from waiting
+    max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS  # waiting or running; past it, 429
+    llm_dtype: str = "auto"  # auto: bfloat16 on CUDA, float32 on CPU (docs/performance.md has the measurements)
+    llm_quantize: str = "none"  # int8: dynamic quantization of the Linear layers (CPU only)
     # One worker per model copy: each gunicorn worker loads its own models, so more workers cost RAM.
     workers: int = 1
-    threads: int = 8  # gthread threads per worker: /ping stays answerable while a request generates
+    # gthread threads per worker: every admitted request may hold one, and the spare ones keep /ping and
+    # the fast 429s answering however busy the model is.
+    threads: int = DEFAULT_MAX_CONCURRENT_REQUESTS + SPARE_SERVER_THREADS
     server_timeout: int = 120  # gunicorn's worker heartbeat timeout; request deadlines are our own
     log_level: str = "INFO"
 
@@ -142,11 +158,37 @@ class Settings:
             llm_url=_url(env, "RAG_LLM_URL", "http://127.0.0.1:5002"),
             port=env_int(env, "SAGEMAKER_BIND_TO_PORT", 8080, 1, 65535),
             workers=env_int(env, "MODEL_SERVER_WORKERS", 1, 1, 64),
-            threads=env_int(env, "RAG_SERVER_THREADS", 8, 1, 256),
+            **_batching(env),
             server_timeout=env_int(env, "MODEL_SERVER_TIMEOUT", 120, 1, 3600),
             log_level=log_level,
         )
         return settings
+
+
+def _choice(env: dict, name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = env.get(name, "").strip().lower() or default
+    if value not in allowed:
+        raise ConfigError(f"{name}={value!r} is not valid; use {', '.join(allowed)}")
+    return value
+
+
+def _batching(env: dict) -> dict:
+    """Batching, admission, LLM precision and the server threads that depend on them."""
+    admitted = env_int(env, "RAG_MAX_CONCURRENT_REQUESTS", DEFAULT_MAX_CONCURRENT_REQUESTS, 1, 1024)
+    least_threads = admitted + 2  # one more request to turn away, and /ping
+    threads = env_int(env, "RAG_SERVER_THREADS", admitted + SPARE_SERVER_THREADS, 1, 4096)
+    if threads < least_threads:
+        raise ConfigError(f"RAG_SERVER_THREADS={threads} would let RAG_MAX_CONCURRENT_REQUESTS={admitted} admitted "
+                          f"requests take every thread, so /ping and the 429s would wait; set it to at least "
+                          f"{least_threads}, or leave it unset")
+    return {
+        "max_batch_size": env_int(env, "RAG_MAX_BATCH_SIZE", DEFAULT_MAX_BATCH_SIZE, 1, 256),
+        "batch_wait_ms": env_int(env, "RAG_BATCH_WAIT_MS", 0, 0, 1000),
+        "max_concurrent_requests": admitted,
+        "llm_dtype": _choice(env, "RAG_LLM_DTYPE", "auto", LLM_DTYPES),
+        "llm_quantize": _choice(env, "RAG_LLM_QUANTIZE", "none", LLM_QUANTIZATIONS),
+        "threads": threads,
+    }
 
 
 def main() -> int:
