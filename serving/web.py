@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import sys
 import threading
 import time
@@ -17,6 +18,7 @@ from flask import Flask, Response, g, request, stream_with_context
 from werkzeug.exceptions import HTTPException
 
 from rag import errors
+from rag.batching import Admission, client_gone
 from rag.remote import DEADLINE_HEADER
 from rag.settings import MAX_PAYLOAD_BYTES, Settings
 
@@ -112,6 +114,24 @@ def _check_custom_attributes() -> str | None:
     return value
 
 
+def _client_probe() -> Callable[[], bool]:
+    """Whether this request's client has closed its connection: a peek at the socket reads end-of-file.
+    A waiting request polls it, so a client that gave up is dropped from the batch (rag/batching.py)."""
+    sock = request.environ.get("gunicorn.socket")
+    if sock is None:  # not under gunicorn (Flask's test client): nothing to watch
+        return lambda: False
+
+    def gone() -> bool:
+        try:
+            return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except (BlockingIOError, InterruptedError):
+            return False  # connected, nothing to read
+        except OSError:
+            return True
+
+    return gone
+
+
 def create_service_app(name: str, settings: Settings) -> Flask:
     """A Flask app with JSON errors, the 6 MB payload limit and one log line per request."""
     configure_logging(settings.log_level)
@@ -124,6 +144,7 @@ def create_service_app(name: str, settings: Settings) -> Flask:
         g.started = time.monotonic()
         g.request_id = request.headers.get("X-Amzn-RequestId") or request.headers.get("X-Request-Id") or uuid.uuid4().hex
         g.timings = None
+        client_gone.set(_client_probe())
         if request.path != "/ping":
             log.debug("request_id=%s %s %s started", g.request_id, request.method, request.path)
 
@@ -141,7 +162,10 @@ def create_service_app(name: str, settings: Settings) -> Flask:
 
     @app.errorhandler(errors.RagError)
     def _rag_error(exc: errors.RagError):
-        return json_response(exc.to_dict(), exc.status)
+        response = json_response(exc.to_dict(), exc.status)
+        if isinstance(exc, errors.Overloaded):
+            response.headers["Retry-After"] = str(exc.retry_after_s)
+        return response
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
@@ -189,14 +213,24 @@ def create_loading_app(name: str, settings: Settings, what: str, load: Callable[
 
 
 def add_invocations(app: Flask, settings: Settings, get_pipeline: Callable) -> None:
-    """`POST /invocations` and its streaming twin: the request handlers both architectures share."""
+    """`POST /invocations` and its streaming twin: the request handlers both architectures share.
+
+    Admission comes first, before retrieval: past RAG_MAX_CONCURRENT_REQUESTS a request costs no
+    embedding and no model time, and its 429 leaves at once. With one model per worker, as here, this is
+    the count per model; the model's own count (rag/batching.py) still guards direct callers."""
     from rag.pipeline import QueryRequest
+
+    admission = Admission(settings.max_concurrent_requests, "server")
 
     @app.post("/invocations")
     def invocations():
         _check_custom_attributes()
         query = QueryRequest.from_body(request.get_data(cache=False), request.content_type, settings)
-        result = get_pipeline().answer(query, request_deadline(settings))
+        admission.enter()
+        try:
+            result = get_pipeline().answer(query, request_deadline(settings))
+        finally:
+            admission.leave()
         g.timings = result["timings_ms"]
         return json_response(result)
 
@@ -204,4 +238,36 @@ def add_invocations(app: Flask, settings: Settings, get_pipeline: Callable) -> N
     def invocations_stream():
         _check_custom_attributes()
         query = QueryRequest.from_body(request.get_data(cache=False), request.content_type, settings)
-        return stream_events(get_pipeline().stream(query, request_deadline(settings)), "invocation")
+        admission.enter()
+        try:
+            events = get_pipeline().stream(query, request_deadline(settings))
+        except BaseException:
+            admission.leave()
+            raise
+        return stream_events(_HoldSlot(events, admission), "invocation")
+
+
+class _HoldSlot:
+    """The events of a stream, holding an admission slot until the last one, or until the stream is
+    closed or dropped (the client went away, even before the body started)."""
+
+    def __init__(self, events, admission: Admission):
+        self._events, self._admission, self._held = iter(events), admission, True
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        try:
+            return next(self._events)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self._held:
+            self._held = False
+            self._admission.leave()
+            getattr(self._events, "close", lambda: None)()
+
+    __del__ = close

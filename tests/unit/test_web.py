@@ -1,8 +1,12 @@
 """The HTTP edge (serving/web.py) with fakes: JSON errors, streaming, loader states. No model, no server."""
 import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from rag import errors
 from rag.errors import RequestTimeout
 from rag.index import Passage
 from rag.pipeline import RagPipeline, Retriever
@@ -72,3 +76,56 @@ def test_loader_ping_states(outcome, status, state):
     loader._thread.join(timeout=5)
     response = app.test_client().get("/ping")
     assert response.status_code == status and response.get_json()["status"] == state
+
+
+class BlockingGenerator(FakeGenerator):
+    """Holds each request inside generate until the test releases it."""
+
+    def __init__(self):
+        super().__init__()
+        self.inside, self.release = threading.Event(), threading.Event()
+
+    def generate(self, query, passages, params, deadline=None):
+        self.inside.set()
+        assert self.release.wait(10)
+        return super().generate(query, passages, params, deadline)
+
+
+def limited_app(generator, limit=1):
+    settings = Settings(max_concurrent_requests=limit)
+    app = create_service_app("test", settings)
+    add_invocations(app, settings, lambda: RagPipeline(OneRetriever(), generator, "monolith"))
+    return app
+
+
+def test_past_the_limit_invocations_answer_429_at_once_with_retry_after():
+    generator = BlockingGenerator()
+    app = limited_app(generator)
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(lambda: app.test_client().post("/invocations", json={"query": "q"}))
+        assert generator.inside.wait(10)
+        started = time.monotonic()
+        refused = app.test_client().post("/invocations", json={"query": "q"})
+        streamed = app.test_client().post("/invocations-response-stream", json={"query": "q"})
+        assert time.monotonic() - started < 0.5
+        generator.release.set()
+        assert first.result(10).status_code == 200
+    for response in (refused, streamed):
+        assert response.status_code == 429 and response.headers["Retry-After"] == "1"
+        assert response.get_json()["error_type"] == "overloaded"
+    assert len(generator.seen) == 1  # the refused requests cost no model time
+    assert app.test_client().post("/invocations", json={"query": "q"}).status_code == 200  # the slot came back
+
+
+def test_a_stream_gives_its_slot_back_when_it_ends_or_is_dropped():
+    app = limited_app(FakeGenerator())
+    client = app.test_client()
+    assert lines(client.post("/invocations-response-stream", json={"query": "q"}))[-1]["event"] == "done"
+    unread = client.post("/invocations-response-stream", json={"query": "q"}, buffered=False)
+    unread.close()  # the client went away before reading the body
+    assert client.post("/invocations", json={"query": "q"}).status_code == 200
+
+
+def test_an_upstream_429_keeps_its_type():
+    error = errors.from_dict({"error": "full", "error_type": "overloaded"}, 429)
+    assert isinstance(error, errors.Overloaded) and error.status == 429 and error.message == "full"
