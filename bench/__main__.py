@@ -5,7 +5,10 @@ import argparse
 import logging
 import sys
 
+from bench.config import REPO_ROOT
 from rag.errors import ConfigError
+
+PERFORMANCE_DOC = REPO_ROOT / "docs" / "performance.md"  # its sweep table is generated (bench/sweep.py)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from bench.config import BenchSettings
     from bench.report import find_results, publish, write_report
+    from bench.sweep import update_sweep_doc, write_sweep
 
     try:
         settings = BenchSettings.from_env()
@@ -33,15 +37,19 @@ def main(argv: list[str] | None = None) -> int:
 
         path = run_bench(settings)
         report_path = write_report(path)
+        write_sweep(path)
         sys.stderr.write(f"results: {path}\nreport:  {report_path}\n")
         if args.publish and not settings.quick:
             sys.stderr.write(f"published: {publish(path)}\n")
+            update_sweep_doc(path, PERFORMANCE_DOC)
         return 0
     path = find_results(settings.results_dir, args.results)
     report_path = write_report(path)
+    write_sweep(path)
     sys.stderr.write(f"report: {report_path}\n")
     if not args.no_publish:
         sys.stderr.write(f"published: {publish(path)}\n")
+        update_sweep_doc(path, PERFORMANCE_DOC)
     return 0
 
 

@@ -28,6 +28,7 @@ from bench.config import REPO_ROOT, BenchSettings
 from bench.faults import run_fault
 from bench.inprocess import load_pipeline
 from bench.processes import MemorySampler, Served, child_env
+from bench.sweep import SweepSettings, run_sweep
 from bench.workload import HttpTarget, InProcessTarget, cpu_stall_ms, load_questions, payloads, run_block
 
 ARCHITECTURES = ("monolito", "microservicos")
@@ -188,6 +189,10 @@ def run(settings: BenchSettings) -> Path:
         results["service_log"] = live["microservicos"].service_times(latency_started, time.time())
         results["memory_peak_mib"] = {arch: sampler.peak_mib for arch, sampler in samplers.items()}
         results["memory_steady"] = steady_memory(live)
+        sweep = SweepSettings.from_env(os.environ, settings.quick)
+        if sweep.enabled:
+            results["sweep"] = run_sweep(targets, live, sweep, questions, settings.max_new_tokens, settings.top_k,
+                                         samplers.get)
         results["faults"] = fault_phase(live, settings, questions) if settings.faults else []
     finally:
         for pool in pools.values():

@@ -84,3 +84,18 @@ def test_report_regenerates_and_publishes_into_readme_markers(quick_run, tmp_pat
     assert {p.name for p in latest.iterdir()} >= {"results.json", "report.md", *(f"{c}.png" for c in CHARTS)}
     publish(quick_run, latest=latest, readme=readme)  # a second publish replaces the table, no second copy
     assert readme.read_text() == first
+
+
+def test_the_sweep_is_measured_and_charted(quick_run):
+    results = json.loads(quick_run.read_text())
+    sweep = results["sweep"]
+    assert sorted(sweep["levels"], key=int) == ["1", "4"]
+    for level, targets in sweep["levels"].items():
+        assert set(targets) == {"baseline", "monolito", "microservicos"}, level
+        for name, row in targets.items():
+            assert row["ok"] >= 1 and row["errors"] == 0 and row["throughput_rps"] > 0, (level, name, row)
+            assert ("ping" in row) == (name != "baseline")
+    assert set(sweep["rss_before_mib"]) == set(sweep["rss_after_mib"]) == {"monolito", "microservicos"}
+    folder = quick_run.parent / quick_run.stem
+    assert (folder / "sweep.png").read_bytes().startswith(PNG_MAGIC)
+    assert "| 4 | monolith |" in (folder / "sweep.md").read_text()
