@@ -17,8 +17,6 @@ matters on a CPU). This module knows nothing about torch: the model side is a `D
 from __future__ import annotations
 
 import contextvars
-import ctypes
-import ctypes.util
 import logging
 import queue
 import threading
@@ -308,18 +306,3 @@ class BatchEngine:
         if ended:
             self.backend.remove(ended)
             running[:] = [job for job in running if not job.done]
-
-
-_libc = None
-
-
-def release_free_memory() -> None:
-    """Hand freed heap memory back to the OS (glibc malloc_trim). After a batch, the KV caches and
-    activations of 8 or 16 rows are free but stay in the process's heap; without this, RSS stays at
-    the high-water mark of the busiest moment. A no-op where glibc is not the allocator."""
-    global _libc
-    if _libc is None:
-        name = ctypes.util.find_library("c")
-        _libc = ctypes.CDLL(name) if name else False
-    if _libc and hasattr(_libc, "malloc_trim"):
-        _libc.malloc_trim(0)

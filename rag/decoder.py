@@ -21,8 +21,9 @@ from dataclasses import dataclass
 
 import torch
 
-from rag.batching import DecodeBackend, Job, release_free_memory
+from rag.batching import DecodeBackend, Job
 from rag.errors import ConfigError
+from rag.runtime import release_free_memory
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,58 @@
+"""Process-wide CPU settings that must be in place before torch loads: OpenMP spinning and malloc arenas.
+
+OpenMP (libgomp, bundled with torch) reads its environment once, when torch is imported, so these are
+applied when the `rag` package is first imported (rag/__init__.py), which every entry point does first.
+A value the user set in the environment always wins.
+
+- GOMP_SPINCOUNT: how long an idle OpenMP thread spins before it sleeps. A decode step runs hundreds of
+  small parallel regions; spinning between them saves a sleep and a wake-up each (the issue measured
+  1.5x on a quiet machine), but when other processes want the same cores, a spinning thread burns the
+  time slice the thread it waits for needs. Measured here on 2 shared cores (load 5, 16 new tokens,
+  median of 3): libgomp's default of 300,000 spins took 37.5 s, 30,000 took 10.2 s, 3,000 took 4.7 s and
+  no spinning 4.1 s (docs/performance.md). 3,000 spins (tens of microseconds) cover the gap between two
+  regions of one step without letting a shared machine collapse.
+- MALLOC_ARENA_MAX: glibc gives each thread that allocates its own arena (up to 8 per core); freed memory
+  in many arenas fragments and RSS grows under concurrent load. The model allocates on one thread now;
+  two arenas are plenty for the rest.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import sys
+
+SPIN_COUNT = "3000"
+ARENA_MAX = 2
+_M_ARENA_MAX = -8  # glibc's mallopt parameter number
+
+
+_libc = None
+
+
+def _glibc(function: str):
+    """A glibc function through ctypes, or None where the C library has no such function."""
+    global _libc
+    if _libc is None:
+        name = ctypes.util.find_library("c")
+        _libc = ctypes.CDLL(name) if name else False
+    return getattr(_libc, function, None) if _libc else None
+
+
+def configure_process(env: dict | None = None) -> None:
+    """Default GOMP_SPINCOUNT and the malloc arena limit, unless the user set them or torch is loaded."""
+    env = os.environ if env is None else env
+    if "torch" not in sys.modules and "GOMP_SPINCOUNT" not in env and "OMP_WAIT_POLICY" not in env:
+        env["GOMP_SPINCOUNT"] = SPIN_COUNT
+    mallopt = _glibc("mallopt")
+    if "MALLOC_ARENA_MAX" not in env and mallopt is not None:
+        mallopt(_M_ARENA_MAX, ARENA_MAX)
+
+
+def release_free_memory() -> None:
+    """Hand freed heap memory back to the OS (glibc malloc_trim). After a busy batch, the KV caches and
+    activations of 8 or 16 rows are free but stay in the heap; without this, RSS stays at the high-water
+    mark of the busiest moment. A no-op where glibc is not the allocator."""
+    trim = _glibc("malloc_trim")
+    if trim is not None:
+        trim(0)

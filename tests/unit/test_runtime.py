@@ -1,0 +1,31 @@
+"""CPU runtime defaults applied when the rag package loads, before torch (rag/runtime.py)."""
+import subprocess
+import sys
+
+import pytest
+
+from tests.support import ROOT, base_env
+
+PROBE = "import os, rag; print(os.environ.get('GOMP_SPINCOUNT'), os.environ.get('OMP_WAIT_POLICY'))"
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({}, "3000 None"),  # the bounded spin
+    ({"GOMP_SPINCOUNT": "200000"}, "200000 None"),  # the user's value wins
+    ({"OMP_WAIT_POLICY": "PASSIVE"}, "None PASSIVE"),  # so does a wait policy
+])
+def test_spin_default_unless_the_user_chose(env, expected):
+    clean = {key: value for key, value in base_env().items() if key not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    output = subprocess.run([sys.executable, "-c", PROBE], cwd=ROOT, env={**clean, **env}, capture_output=True,
+                            text=True, timeout=120, check=True).stdout.strip()
+    assert output == expected
+
+
+def test_nothing_is_changed_once_torch_is_loaded():
+    from rag.runtime import configure_process
+
+    import torch  # noqa: F401 - loaded: libgomp has read its environment already
+
+    env = {}
+    configure_process(env)
+    assert "GOMP_SPINCOUNT" not in env
