@@ -8,14 +8,30 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 
 
 def load_pipeline(settings):
-    """The monolith's pipeline, built with the same functions the monolith's loader calls."""
+    """The monolith's pipeline, built with the same functions the monolith's loader calls, and like it on
+    a thread that then ends: a thread that ran torch keeps an idle OpenMP team while it lives, and one more
+    team than cores slows the model's own (docs/performance.md)."""
     from rag.pipeline import RagPipeline, load_generator, load_retriever
 
-    return RagPipeline(load_retriever(settings), load_generator(settings), "baseline")
+    built: dict = {}
+
+    def load():
+        try:
+            built["pipeline"] = RagPipeline(load_retriever(settings), load_generator(settings), "baseline")
+        except BaseException as exc:  # noqa: BLE001 - raised again on the calling thread
+            built["error"] = exc
+
+    loader = threading.Thread(target=load, name="load-baseline")
+    loader.start()
+    loader.join()
+    if "error" in built:
+        raise built["error"]
+    return built["pipeline"]
 
 
 def main() -> int:
