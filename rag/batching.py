@@ -31,6 +31,7 @@ from rag.errors import ClientGone, Overloaded, RagError, RequestTimeout
 log = logging.getLogger(__name__)
 
 POLL_S = 0.1  # how often a waiting request thread checks its deadline and its client
+IDLE_S = 1.0  # how long the model waits without work before it hands freed memory back
 _END = object()  # the last item of a streaming job's token queue
 
 # The HTTP edge sets a probe that says whether this request's client has disconnected (serving/web.py).
@@ -130,7 +131,7 @@ class DecodeBackend(ABC):
         """Whether `token` ends `job`'s answer (end of sequence, or a stop rule)."""
 
     def idle(self) -> None:
-        """Called when the last row has left and nothing waits: a moment to release memory."""
+        """Called when the model has had nothing to do for IDLE_S: a moment to release memory."""
 
 
 class Follow:
@@ -233,8 +234,6 @@ class BatchEngine:
             self._start(running, waiting)
             if running:
                 self._step(running)
-            if not running and not waiting:
-                self.backend.idle()
         for job in [*running, *waiting]:
             job.finish("error", RagError("the model was stopped"))
 
@@ -242,7 +241,7 @@ class BatchEngine:
         """Move queued jobs to `waiting`; when idle, block for the first one (then the batch window)."""
         try:
             if block:
-                waiting.append(self._queue.get())
+                waiting.append(self._first_job())
                 window_end = time.monotonic() + self.batch_wait_s
                 while len(waiting) < self.max_batch_size and (left := window_end - time.monotonic()) > 0:
                     waiting.append(self._queue.get(timeout=left))
@@ -254,6 +253,15 @@ class BatchEngine:
             waiting.remove(None)
             return False
         return True
+
+    def _first_job(self):
+        """The next job for an idle model. After IDLE_S with none, the backend may release memory first:
+        not between the requests of a busy client, where it would only be faulted back in."""
+        try:
+            return self._queue.get(timeout=IDLE_S)
+        except queue.Empty:
+            self.backend.idle()
+            return self._queue.get()
 
     def _start(self, running: list[Job], waiting: deque) -> None:
         """Prefill waiting jobs, oldest first, while the batch has room."""

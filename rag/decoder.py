@@ -56,7 +56,7 @@ def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
         # torch.ao's quantized tensors are deprecated in favour of torchao, which has no comparable
         # CPU kernel without torch.compile yet; this path still runs fbgemm's int8 GEMMs.
         warnings.simplefilter("ignore")
-        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
 
 
 @dataclass
