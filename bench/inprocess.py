@@ -13,9 +13,9 @@ import time
 
 def load_pipeline(settings):
     """The monolith's pipeline, built with the same functions the monolith's loader calls."""
-    from rag.pipeline import RagPipeline, load_generator, load_retriever
+    from rag.pipeline import load_local_pipeline
 
-    return RagPipeline(load_retriever(settings), load_generator(settings), "baseline")
+    return load_local_pipeline(settings, "baseline")
 
 
 def main() -> int:

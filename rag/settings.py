@@ -49,6 +49,15 @@ def _float(env: dict, name: str, default: float, low: float, high: float) -> flo
     return _bounded(env, name, default, low, high, float, "a number; set it")
 
 
+def _switch(env: dict, name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw not in ("on", "off", "1", "0", "true", "false"):
+        raise ConfigError(f"{name}={raw!r} is not valid; use on or off")
+    return raw in ("on", "1", "true")
+
+
 def _url(env: dict, name: str, default: str) -> str:
     value = env.get(name, "").strip() or default
     if not value.startswith(("http://", "https://")):
@@ -88,6 +97,7 @@ class Settings:
     context_max_tokens: int = 160
     context_score_gap: float = 0.15
     context_window: int = 0
+    grounding_check: bool = False  # rag/grounding.py: refuse answers stating numbers or names not in the context
     vector_url: str = "http://127.0.0.1:5001"
     llm_url: str = "http://127.0.0.1:5002"
     port: int = 8080
@@ -138,6 +148,7 @@ class Settings:
             context_max_tokens=env_int(env, "RAG_CONTEXT_MAX_TOKENS", cls.context_max_tokens, 16, 8192),
             context_score_gap=_float(env, "RAG_CONTEXT_SCORE_GAP", cls.context_score_gap, 0.0, 2.0),
             context_window=env_int(env, "RAG_CONTEXT_WINDOW", cls.context_window, 0, 10),
+            grounding_check=_switch(env, "RAG_GROUNDING_CHECK", cls.grounding_check),
             vector_url=_url(env, "RAG_VECTOR_URL", "http://127.0.0.1:5001"),
             llm_url=_url(env, "RAG_LLM_URL", "http://127.0.0.1:5002"),
             port=env_int(env, "SAGEMAKER_BIND_TO_PORT", 8080, 1, 65535),
