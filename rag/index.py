@@ -142,7 +142,7 @@ class VectorIndex:
     def search(self, vector: np.ndarray, top_k: int) -> list[Passage]:
         """The `top_k` chunks nearest to one query vector, best first."""
         query = np.ascontiguousarray(vector.reshape(1, -1), dtype=np.float32)
-        scores, ids = self.index.search(query, min(top_k, len(self.chunks)))
+        scores, ids = index_types.search_one_thread(self.index, query, min(top_k, len(self.chunks)))
         passages = []
         for score, chunk_id in zip(scores[0], ids[0]):
             if chunk_id < 0:  # FAISS pads with -1 when it has fewer results than asked
