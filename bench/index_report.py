@@ -11,6 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 
 BEGIN, END = "<!-- bench-index:begin -->", "<!-- bench-index:end -->"
+SUMMARY_BEGIN, SUMMARY_END = "<!-- bench-index-summary:begin -->", "<!-- bench-index-summary:end -->"
 CHART = "index-types.png"
 COLORS = {"flat": "#7f7f7f", "hnsw": "#1f77b4", "ivf": "#ff7f0e"}
 
@@ -57,6 +58,21 @@ def render(results: dict) -> str:
     return "\n".join(lines)
 
 
+def render_summary(results: dict) -> str:
+    """The README's lines: every type at the largest size measured, against the issue's targets."""
+    largest = max(row["size"] for row in results["types"])
+    lines = [f"| {_size(largest)} chunks | search p95 | recall@10 | build | load | 2nd worker adds |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for row in (row for row in results["types"] if row["size"] == largest):
+        share = 100 * row["second_worker_added_mb"] / max(row["index_mb"], 1e-9)
+        lines.append(f"| {row['type']} ({_params(row)}) | {row['p95_ms']:.2f} ms | {row['recall_at_10']:.3f} | "
+                     f"{row['build_s']:.0f} s | {row['load_s']:.3f} s | {row['second_worker_added_mb']:.1f} MB "
+                     f"({share:.1f} % of {row['index_mb']:.0f} MB) |")
+    lines += ["", f"Embedding: {results['embedding']['chunks_per_s']:.0f} chunks/s on this machine "
+                  f"({results['started_at'][:10]}, load average at start {' '.join(results['machine']['loadavg_start'])})."]
+    return "\n".join(lines)
+
+
 def chart(results: dict, path: Path) -> Path:
     """p95 latency (log scale) and recall@10 against corpus size, one line per index type."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
@@ -80,22 +96,25 @@ def chart(results: dict, path: Path) -> Path:
     return path
 
 
-def replace_section(document: Path, body: str) -> None:
-    """Put `body` between the bench-index markers of `document`."""
+def replace_section(document: Path, body: str, begin: str = BEGIN, end: str = END) -> None:
+    """Put `body` between the `begin` and `end` markers of `document`."""
     text = document.read_text()
-    if BEGIN not in text or END not in text:
-        raise ValueError(f"{document} lacks the {BEGIN} / {END} markers where the table belongs")
-    head, rest = text.split(BEGIN, 1)
-    tail = rest.split(END, 1)[1]
-    document.write_text(f"{head}{BEGIN}\n{body}\n{END}{tail}")
+    if begin not in text or end not in text:
+        raise ValueError(f"{document} lacks the {begin} / {end} markers where the table belongs")
+    head, rest = text.split(begin, 1)
+    tail = rest.split(end, 1)[1]
+    document.write_text(f"{head}{begin}\n{body}\n{end}{tail}")
 
 
-def publish(results_path: Path, folder: Path, document: Path) -> Path:
-    """Copy the results to `folder`, draw the chart there, and regenerate the table in `document`."""
+def publish(results_path: Path, folder: Path, document: Path, readme: Path | None = None) -> Path:
+    """Copy the results to `folder`, draw the chart there, and regenerate the tables in `document` and
+    (when given) the README's summary."""
     results = json.loads(Path(results_path).read_text())
     folder.mkdir(parents=True, exist_ok=True)
     if Path(results_path).resolve() != (folder / "results.json").resolve():
         shutil.copyfile(results_path, folder / "results.json")
     chart(results, folder / CHART)
     replace_section(document, render(results))
+    if readme is not None:
+        replace_section(readme, render_summary(results), SUMMARY_BEGIN, SUMMARY_END)
     return folder
