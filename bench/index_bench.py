@@ -102,12 +102,12 @@ def measure_size(size: int) -> list[dict]:
     return [measure_type(size, kind, documents, vectors, queries, exact) for kind in TYPES]
 
 
-def flat_threshold(sizes=THRESHOLD_SIZES) -> dict:
+def flat_threshold() -> dict:
     """Exact-search p95 latency by corpus size, and the largest size still within LATENCY_BUDGET_MS."""
     import faiss
 
     rows = []
-    for size in sizes:
+    for size in THRESHOLD_SIZES:
         index = faiss.IndexFlatIP(corpus.DIMENSION)
         index.add(corpus.corpus_vectors(size))
         latencies = []
@@ -121,19 +121,19 @@ def flat_threshold(sizes=THRESHOLD_SIZES) -> dict:
             "auto_flat_max_chunks": index_types.AUTO_FLAT_MAX_CHUNKS}
 
 
-def embedding_throughput(count: int = EMBED_TEXTS) -> dict:
+def embedding_throughput() -> dict:
     """Chunks per second embedded by the configured model (RAG_EMBEDDING_MODEL) on generated text."""
     from rag.pipeline import load_embedder
     from rag.settings import Settings
 
     settings = Settings.from_env()
     embedder = load_embedder(settings)
-    texts = corpus.texts(count, seed=7)
+    texts = corpus.texts(EMBED_TEXTS, seed=7)
     started = time.perf_counter()
     embedder.embed(texts)
     seconds = time.perf_counter() - started
-    return {"model": embedder.name, "chunks": count, "batch_size": settings.embed_batch_size,
-            "threads": settings.torch_threads, "chunks_per_s": round(count / seconds, 1)}
+    return {"model": embedder.name, "chunks": EMBED_TEXTS, "batch_size": settings.embed_batch_size,
+            "threads": settings.torch_threads, "chunks_per_s": round(EMBED_TEXTS / seconds, 1)}
 
 
 def run(sizes: list[int]) -> Path:

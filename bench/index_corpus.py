@@ -5,10 +5,12 @@ measured on vectors drawn from a distribution shaped like sentence embeddings, a
 is measured separately, with the real model, on generated text.
 
 Distribution (dimension 384, as all-MiniLM-L6-v2): `topics = count // 200` topic centres drawn uniformly on
-the unit sphere; each chunk is its topic's centre plus isotropic Gaussian noise of the same norm,
-renormalised (`normalize(c + z)`, |z| ~ 1). Two chunks of one topic then have cosine ~0.5 and a chunk
-is at ~0.7 of its centre, close to what MiniLM gives related passages; unrelated chunks are near 0.
-Queries are drawn the same way from random topics, so they are never stored vectors.
+the unit sphere. Each chunk has a main and a secondary topic, both random, and is
+`normalize(c_main + 0.5 * c_second + z)` with isotropic Gaussian noise z of norm ~1. A chunk then has
+cosine ~0.67 to its main topic and ~0.33 to its secondary one, two chunks of one main topic ~0.45, and
+unrelated chunks ~0: like passages under MiniLM, related ones cluster without forming clean islands
+(topics overlap, which is what makes approximate search miss). Queries are drawn the same way, so they
+are never stored vectors.
 Texts: ~700 characters of words from a fixed vocabulary, so chunks.jsonl has a real chunk's size.
 """
 from __future__ import annotations
@@ -19,6 +21,7 @@ from rag.index import IndexedDocument
 
 DIMENSION = 384
 CHUNKS_PER_TOPIC = 200
+SECONDARY_WEIGHT = 0.5
 CHUNKS_PER_DOCUMENT = 10
 TEXT_WORDS = 100  # ~700 characters
 VOCABULARY = ("harbour tram bridge ferry fare council station lantern festival flood wall quay lighthouse keeper "
@@ -37,13 +40,14 @@ def topic_centres(count: int, seed: int = 0) -> np.ndarray:
 
 
 def around(centres: np.ndarray, count: int, seed: int) -> np.ndarray:
-    """`count` unit vectors, each a random centre plus noise of norm ~1 (in blocks, to bound memory)."""
+    """`count` unit vectors drawn as the module says (in blocks, to bound memory)."""
     rng = np.random.default_rng(seed)
     out = np.empty((count, DIMENSION), dtype=np.float32)
     for start in range(0, count, 100_000):
         size = min(100_000, count - start)
         noise = rng.standard_normal((size, DIMENSION)).astype(np.float32) / np.sqrt(DIMENSION)
-        out[start:start + size] = _unit(centres[rng.integers(0, len(centres), size)] + noise)
+        main, second = (centres[rng.integers(0, len(centres), size)] for _ in range(2))
+        out[start:start + size] = _unit(main + SECONDARY_WEIGHT * second + noise)
     return out
 
 

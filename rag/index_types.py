@@ -3,8 +3,8 @@
     flat   IndexFlatIP: exact; every query reads every vector (~0.12 ms per 1,000 chunks here).
     hnsw   IndexHNSWFlat: a navigable graph over the same vectors; ~0.3 ms at a million chunks.
     ivf    IndexIVFFlat: vectors clustered into lists, a query scans `nprobe` of them; fastest to build.
-    auto   flat up to AUTO_FLAT_MAX_CHUNKS, hnsw beyond (`make bench-index` measured where flat stops
-           being fast enough; docs/large-corpora.md has the figures).
+    auto   flat up to AUTO_FLAT_MAX_CHUNKS (25,000), hnsw beyond (`make bench-index` measured where flat
+           stops being fast enough; docs/large-corpora.md has the figures).
 
 At build time the approximate types are tuned: the smallest efSearch (hnsw) or nprobe (ivf) whose recall@10
 against exact search reaches RECALL_TARGET on a sample of queries is kept, with the recall it measured,
@@ -27,10 +27,11 @@ from rag.settings import INDEX_TYPES
 
 log = logging.getLogger(__name__)
 
-# Measured by `make bench-index` on a 2-core machine: exact search over 50,000 384-dimensional chunks
-# takes ~5 ms per query (p95), the latency the approximate types keep at a million chunks. Past it,
-# exact search costs more than the query's own embedding; below it, exact is fast and loses nothing.
-AUTO_FLAT_MAX_CHUNKS = 50_000
+# Measured by `make bench-index` on this 2-core machine: exact search over 384-dimensional chunks
+# passes 5 ms per query (the latency hnsw keeps at a million chunks) between 20,000 and 30,000 chunks
+# with the cores busy (p50; ~40,000 when idle, at 0.12 ms per 1,000 chunks). Below, exact search is
+# fast and loses nothing; above, it costs more than embedding the query.
+AUTO_FLAT_MAX_CHUNKS = 25_000
 RECALL_TARGET = 0.95  # recall@10 against exact search that tuning aims for
 RECALL_QUERIES = 200  # sample queries for tuning and for the recall recorded in the manifest
 RECALL_K = 10
