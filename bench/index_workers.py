@@ -47,7 +47,7 @@ def mapped_pss_kb(pid: int, directory: Path) -> int:
     return total
 
 
-def worker(index_dir: Path, dimension: int, mmap: bool) -> None:
+def worker(index_dir: Path, dimension: int, mmap: bool, nprobe: int | None = None) -> None:
     """Load, warm with queries, print one JSON line, then wait for stdin to close."""
     import numpy as np
 
@@ -55,7 +55,8 @@ def worker(index_dir: Path, dimension: int, mmap: bool) -> None:
 
     before = rollup()
     started = time.perf_counter()
-    index = VectorIndex.load(index_dir, read_manifest(index_dir)["embedding_model"], dimension, mmap=mmap)
+    index = VectorIndex.load(index_dir, read_manifest(index_dir)["embedding_model"], dimension, mmap=mmap,
+                             nprobe=nprobe)
     load_s = time.perf_counter() - started
     queries = np.random.default_rng(1).standard_normal((WARM_QUERIES, dimension)).astype(np.float32)
     for query in queries / np.linalg.norm(queries, axis=1, keepdims=True):
@@ -76,12 +77,14 @@ def index_bytes(index_dir: Path) -> int:
 
 
 def measure_workers(index_dir: Path, dimension: int, count: int = 2, mmap: bool = True,
-                    timeout_s: float = 300.0) -> list[dict]:
+                    nprobe: int | None = None, timeout_s: float = 300.0) -> list[dict]:
     """Start `count` workers one after the other; after each is warm, record every live worker's index
-    PSS. Returns one row per step: {"workers": n, "index_pss_kb": [per worker], "load_s": [...]}."""
+    PSS. Returns one row per step: {"workers": n, "index_pss_kb": [per worker], "load_s": [...]}.
+    `nprobe` overrides an ivf index's (a large one makes every list resident)."""
     procs, loads, steps = [], [], []
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     argv = [sys.executable, "-m", "bench.index_workers", str(index_dir), str(dimension)] + ([] if mmap else ["--no-mmap"])
+    argv += ["--nprobe", str(nprobe)] if nprobe else []
     try:
         for _ in range(count):
             proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
@@ -126,5 +129,6 @@ if __name__ == "__main__":
     parser.add_argument("index_dir", type=Path)
     parser.add_argument("dimension", type=int)
     parser.add_argument("--no-mmap", action="store_true", help="load a private heap copy (the old behaviour)")
+    parser.add_argument("--nprobe", type=int, help="override an ivf index's nprobe")
     arguments = parser.parse_args()
-    worker(arguments.index_dir, arguments.dimension, not arguments.no_mmap)
+    worker(arguments.index_dir, arguments.dimension, not arguments.no_mmap, arguments.nprobe)
