@@ -16,8 +16,8 @@ DIMENSION = 384
 
 @pytest.fixture(scope="module", params=["flat", "ivf"])
 def big_index(request, tmp_path_factory):
-    """About 120 MB of vectors: large next to the few MB a Python process's memory moves by itself."""
-    count = 80_000
+    """About 75 MB of vectors: large next to the few MB a Python process's memory moves by itself."""
+    count = 50_000
     vectors = corpus_vectors(count)  # clustered like embeddings (bench/index_corpus.py)
     documents = [IndexedDocument(f"doc{n}.md", f"{n:064x}", [f"text of chunk {n}"], [None], vectors[n:n + 1])
                  for n in range(count)]
