@@ -49,6 +49,9 @@ def current_host(resource_config: Path = RESOURCE_CONFIG) -> str:
 def build_shard(input_dir: Path, output_dir: Path, settings: Settings, strict: bool = False,
                 host: str | None = None, embedder=None) -> Path | None:
     """Index this instance's documents into output_dir/shard-<host>; None when it received none."""
+    if not Path(input_dir).is_dir():
+        raise IngestError(f"{input_dir} does not exist: the job needs a ProcessingInput downloaded there "
+                          "(`make index-job` sets it up)")
     try:
         find_documents(input_dir)
     except IngestError:

@@ -68,6 +68,8 @@ def test_an_instance_without_documents_writes_no_shard(tmp_path):
     (tmp_path / "in").mkdir()
     assert build_shard(tmp_path / "in", tmp_path / "out", SETTINGS, host="algo-3", embedder=FakeEmbedder()) is None
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    with pytest.raises(IngestError, match="does not exist"):
+        build_shard(tmp_path / "missing", tmp_path / "out", SETTINGS, host="algo-3", embedder=FakeEmbedder())
 
 
 def test_merge_refuses_overlapping_or_mismatched_shards(tmp_path):
