@@ -11,5 +11,5 @@ index-job: ## Index DOCS_S3=s3://... on SageMaker Processing over INSTANCE_COUNT
 index-merge: ## Merge the newest index job's shards (or SHARDS_S3) into model.tar.gz at MODEL_DATA_URL (WAIT=1 waits)
 	@$(PY) -m sagemaker_lifecycle index-merge
 
-bench-index: ## Measure flat/hnsw/ivf on synthetic corpora of 10k, 100k, 1M chunks (BENCH_INDEX_SIZES=...; ~40 min)
+bench-index: ## Measure flat/hnsw/ivf on synthetic corpora of 10k, 100k, 1M chunks (BENCH_INDEX_SIZES=...; ~1 h)
 	$(PY) -m bench.index_bench --publish
