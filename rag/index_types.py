@@ -1,7 +1,7 @@
 """FAISS index types, chosen by corpus size: exact search while it is fast, approximate beyond.
 
     flat   IndexFlatIP: exact; every query reads every vector (~0.12 ms per 1,000 chunks here).
-    hnsw   IndexHNSWFlat: a navigable graph over the same vectors; ~0.3 ms at a million chunks.
+    hnsw   IndexHNSWFlat: a navigable graph over the same vectors; ~0.5 ms at 100,000 chunks here.
     ivf    IndexIVFFlat: vectors clustered into lists, a query scans `nprobe` of them; fastest to build.
     auto   flat up to AUTO_FLAT_MAX_CHUNKS (25,000), hnsw beyond (`make bench-index` measured where flat
            stops being fast enough; docs/large-corpora.md has the figures).
@@ -28,7 +28,7 @@ from rag.settings import INDEX_TYPES
 log = logging.getLogger(__name__)
 
 # Measured by `make bench-index` on this 2-core machine: exact search over 384-dimensional chunks
-# passes 5 ms per query (the latency hnsw keeps at a million chunks) between 20,000 and 30,000 chunks
+# passes 5 ms per query (the search target at a million chunks) between 20,000 and 30,000 chunks
 # with the cores busy (p50; ~40,000 when idle, at 0.12 ms per 1,000 chunks). Below, exact search is
 # fast and loses nothing; above, it costs more than embedding the query.
 AUTO_FLAT_MAX_CHUNKS = 25_000
