@@ -42,6 +42,8 @@ def render(results: dict) -> str:
                      f"{row['p95_ms']:.2f} | {row['recall_at_10']:.3f} | {row['build_s']:.1f} | {row['load_s']:.3f} | "
                      f"{row['index_mb']:.0f} | {row['first_worker_index_pss_mb']:.0f} | "
                      f"{row['second_worker_added_mb']:.1f} |")
+    if results.get("note"):
+        lines += ["", results["note"]]
     sweep = ", ".join(f"{_size(row['size'])}: {row['p95_ms']:.2f} ms" for row in threshold["rows"])
     lines += [
         "",
