@@ -69,3 +69,4 @@ check: ## Run the whole test suite (the README's test command)
 -include $(ROOT)/mk/aws.mk
 -include $(ROOT)/mk/containers.mk
 -include $(ROOT)/mk/bench.mk
+-include $(ROOT)/mk/index.mk

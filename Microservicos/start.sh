@@ -4,6 +4,11 @@
 # service with exponential backoff, and exits when the orchestrator does. It never sleeps for a fixed
 # time: readiness is polled, with a deadline (RAG_STARTUP_TIMEOUT, default 600 s).
 set -uo pipefail
+# `index [build|merge]`: the SageMaker Processing steps (rag/processing.py), not a server.
+if [[ "${1:-}" == index ]]; then
+  shift; cd "$(dirname "$(readlink -f "$0")")/.."
+  PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 exec python -m rag.processing "$@"
+fi
 if [[ $# -gt 0 && "$1" != "serve" ]]; then
   echo "usage: start.sh [serve]" >&2
   exit 2

@@ -216,7 +216,8 @@ def load_embedder(settings: Settings) -> Embedder:
 def load_retriever(settings: Settings) -> LocalRetriever:
     """Embedder plus the index at RAG_INDEX_DIR, checked against each other."""
     embedder = load_embedder(settings)
-    index = VectorIndex.load(settings.index_dir, embedder.name, embedder.dimension)
+    index = VectorIndex.load(settings.index_dir, embedder.name, embedder.dimension,
+                             ef_search=settings.index_ef_search, nprobe=settings.index_nprobe)
     log.info("index %s: %d chunks from %s documents", settings.index_dir, len(index.chunks),
              index.manifest.get("documents"))
     return LocalRetriever(embedder, index, settings.context)

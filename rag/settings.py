@@ -17,6 +17,7 @@ EMBEDDED_LLM_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 MAX_QUERY_CHARS = 4000  # the API contract (DESIGN.md §3)
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024  # SageMaker's own real-time limit
+INDEX_TYPES = ("auto", "flat", "hnsw", "ivf")  # RAG_INDEX_TYPE; rag/index_types.py says what each is
 
 
 def _usable_cpus() -> int:
@@ -106,6 +107,11 @@ class Settings:
     threads: int = 8  # gthread threads per worker: /ping stays answerable while a request generates
     server_timeout: int = 120  # gunicorn's worker heartbeat timeout; request deadlines are our own
     log_level: str = "INFO"
+    # Index types (rag/index_types.py): the type `make index` builds, and serve-time search overrides
+    # of the efSearch / nprobe tuned at build time (None: the manifest's tuned value).
+    index_type: str = "auto"
+    index_ef_search: int | None = None
+    index_nprobe: int | None = None
 
     @property
     def context(self):
@@ -132,6 +138,9 @@ class Settings:
         context_focus = env.get("RAG_CONTEXT_FOCUS", "").strip().lower() or cls.context_focus
         if context_focus not in ("sentences", "off"):
             raise ConfigError(f"RAG_CONTEXT_FOCUS={context_focus!r} is not valid; use sentences or off")
+        index_type = env.get("RAG_INDEX_TYPE", "").strip().lower() or "auto"
+        if index_type not in INDEX_TYPES:
+            raise ConfigError(f"RAG_INDEX_TYPE={index_type!r} is not valid; use {', '.join(INDEX_TYPES)}")
         settings = cls(
             index_dir=index_dir,
             embedding_model=env.get("RAG_EMBEDDING_MODEL", "").strip() or EMBEDDED_EMBEDDING_MODEL,
@@ -156,6 +165,9 @@ class Settings:
             threads=env_int(env, "RAG_SERVER_THREADS", 8, 1, 256),
             server_timeout=env_int(env, "MODEL_SERVER_TIMEOUT", 120, 1, 3600),
             log_level=log_level,
+            index_type=index_type,
+            index_ef_search=env_int(env, "RAG_INDEX_EF_SEARCH", None, 1, 4096),
+            index_nprobe=env_int(env, "RAG_INDEX_NPROBE", None, 1, 65536),
         )
         return settings
 

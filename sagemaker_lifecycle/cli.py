@@ -14,6 +14,7 @@ from .config import VARIABLES, Config
 from .deploy import run_deploy
 from .endpoint_status import describe_endpoint, run_status
 from .errors import ConfigError, EndpointFailed, EndpointNotFound, LifecycleError
+from .index_job import run_index_job, run_index_merge
 from .logs import run_logs
 from .push import run_push
 from .session import Aws
@@ -31,6 +32,8 @@ COMMANDS = {
     "invoke": "ask the local server at URL the question Q and print the answer and sources",
     "logs": "print recent CloudWatch events of the endpoint; FOLLOW=1 tails them",
     "clean": "delete the endpoint, its configs and models (DELETE_S3=1, DELETE_ECR=1 for more)",
+    "index-job": "index DOCS_S3 on SageMaker Processing, sharded over INSTANCE_COUNT instances",
+    "index-merge": "merge the newest index job's shards (or SHARDS_S3) into model.tar.gz at MODEL_DATA_URL",
 }
 
 
@@ -87,7 +90,7 @@ def dispatch(command: str, config: Config) -> int:
             raise ConfigError("invoke posts to a local server: set URL, e.g. URL=http://127.0.0.1:8080")
         return run_test(config)
     handler = {"push": run_push, "upload": run_upload, "deploy": run_deploy, "status": run_status,
-               "logs": run_logs, "clean": run_clean}[command]
+               "logs": run_logs, "clean": run_clean, "index-job": run_index_job, "index-merge": run_index_merge}[command]
     return handler(Aws(config))
 
 

@@ -48,6 +48,11 @@ VARIABLES: dict[str, str] = {
     "URL": "local server for test/invoke instead of the endpoint",
     "DELETE_S3": "1: clean also deletes s3://$BUCKET_NAME/$S3_PREFIX/",
     "DELETE_ECR": "1: clean also deletes the ECR repository IMAGE_NAME",
+    # index-job / index-merge (index_job.py); they also use INSTANCE_TYPE, INSTANCE_COUNT and WAIT.
+    "DOCS_S3": "index-job: s3:// prefix of the documents to index",
+    "SHARDS_S3": "index-merge: s3:// prefix of the shards (default: the newest completed index job's)",
+    "VOLUME_SIZE": "index-job/index-merge: GB of disk per instance (default 30)",
+    "STRICT": "1: an unreadable document stops indexing instead of being skipped",
 }
 _LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$")
 
