@@ -19,7 +19,7 @@ PYTEST_ARGS ?=
 
 export PYTHONPATH := $(ROOT)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: help setup models sample-index serve index eval check check-fast
+.PHONY: help setup models sample-index serve index eval eval-report check check-fast
 
 help: ## List every target
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sort -u \
@@ -62,6 +62,9 @@ eval: ## Evaluate retrieval and answers on QUESTIONS=<file.jsonl> [URL=...] [MIN
 	  $(if $(filter command line environment,$(origin URL)),--url "$(URL)") \
 	  $(if $(MIN_ACCURACY),--min-accuracy "$(MIN_ACCURACY)") $(if $(MIN_REFUSAL),--min-refusal "$(MIN_REFUSAL)") \
 	  $(if $(MIN_HIT1),--min-hit1 "$(MIN_HIT1)") $(if $(EVAL_OUT),--out "$(EVAL_OUT)")
+
+eval-report: ## Measure quality on both dev sets and both architectures (BENCH_PREVIOUS_REF=<commit> adds "before"); publish to docs/evaluation.md
+	$(PY) -m bench.quality --publish
 
 check: ## Run the whole test suite (the README's test command)
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -60,7 +60,8 @@ def role_of(proc: psutil.Process) -> str:
 class Served:
     """One running architecture: its public URL, internal ports and process tree."""
 
-    def __init__(self, arch: str, log_path: Path, env: dict):
+    def __init__(self, arch: str, log_path: Path, env: dict, root: Path = REPO_ROOT):
+        """`root` is the checkout whose entrypoint runs (bench/previous.py gives an earlier commit's)."""
         self.arch = arch
         self.ports = {"public": free_port(), "vector": free_port(), "llm": free_port()}
         self.url = f"http://127.0.0.1:{self.ports['public']}"
@@ -71,7 +72,9 @@ class Served:
             RAG_LLM_URL=f"http://127.0.0.1:{self.ports['llm']}", **env)
         self._log = open(log_path, "wb")
         self.started = time.monotonic()
-        self.proc = subprocess.Popen([str(ENTRYPOINTS[arch]), "serve"], cwd=REPO_ROOT, env=environment,
+        environment["PYTHONPATH"] = str(root)
+        entrypoint = root / ENTRYPOINTS[arch].relative_to(REPO_ROOT)
+        self.proc = subprocess.Popen([str(entrypoint), "serve"], cwd=root, env=environment,
                                      stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
         self._seen: dict[int, psutil.Process] = {}
 
