@@ -69,3 +69,9 @@ check: ## Run the whole test suite (the README's test command)
 -include $(ROOT)/mk/containers.mk
 -include $(ROOT)/mk/bench.mk
 
+# `make invoke Q=""` (or a Q of spaces) is a mistake, not a request for the sample question: refuse it
+# before anything is sent. The sample question is only the default when Q is not given at all.
+test invoke: question-given
+.PHONY: question-given
+question-given:
+	@$(if $(strip $(Q)),:,echo 'Q is empty: pass a question, e.g. make invoke Q="When did the tramway open?"' >&2; exit 2)

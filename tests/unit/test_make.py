@@ -47,6 +47,21 @@ def recorder_url():
         server.server_close()
 
 
+@pytest.mark.parametrize("target", ["invoke", "test"])
+@pytest.mark.parametrize("question", ["", "   "])
+def test_empty_question_is_refused_not_replaced_by_the_sample(recorder_url, target, question):
+    result = make(target, f"URL={recorder_url}", f"Q={question}")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Q is empty" in result.stderr
+    assert Recorder.asked == [], "a question was sent anyway"
+
+
+def test_a_given_question_is_sent(recorder_url):
+    result = make("invoke", f"URL={recorder_url}", "Q=When did it open?")
+    assert result.returncode == 0, result.stderr
+    assert Recorder.asked and b"When did it open?" in Recorder.asked[0]
+
+
 def test_values_with_shell_syntax_are_data(tmp_path):
     marker = tmp_path / "ran"
     # Each would run `touch` if a recipe pasted the value into the shell unquoted or in double quotes.
