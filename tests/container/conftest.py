@@ -1,6 +1,7 @@
 """Container layer: both images built once per session with `make build OFFLINE=1`, and containers
 run the way SageMaker runs them. Tests that need the daemon are marked `docker` and skipped, with the
-reason, when no Docker daemon answers, so `make check` passes on a machine without one.
+reason, when no Docker daemon answers, so `make check` passes on a machine without one (unless
+RAG_REQUIRE_DOCKER=1, which CI sets: then they fail).
 
 Measurements (build and startup times, `docker stop` times, what memory limits did) are gathered
 in `observations`, written to build/container-observations.json and printed after the run.
@@ -8,6 +9,7 @@ in `observations`, written to build/container-observations.json and printed afte
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -35,9 +37,15 @@ def pytest_terminal_summary(terminalreporter):
     terminalreporter.write_line(f"(written to {OBSERVATIONS_FILE.relative_to(ROOT)})")
 
 
+# CI sets it (.ci/run): there the container tests are meant to run, so no daemon is a failure, not a skip.
+REQUIRE_DOCKER = "RAG_REQUIRE_DOCKER"
+
+
 @pytest.fixture(scope="session")
 def docker_ready() -> None:
     reason = daemon_problem()
+    if reason and os.environ.get(REQUIRE_DOCKER, "").strip() not in ("", "0"):
+        pytest.fail(f"{reason}, and {REQUIRE_DOCKER}=1 says the container tests must run", pytrace=False)
     if reason:
         pytest.skip(f"{reason}; start dockerd (see .ci/run) to run the container tests")
 
