@@ -37,11 +37,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.publish and not settings.quick:
             sys.stderr.write(f"published: {publish(path)}\n")
         return 0
-    path = find_results(settings.results_dir, args.results)
-    report_path = write_report(path)
-    sys.stderr.write(f"report: {report_path}\n")
-    if not args.no_publish:
-        sys.stderr.write(f"published: {publish(path)}\n")
+    try:
+        path = find_results(settings.results_dir, args.results)
+        report_path = write_report(path)
+        sys.stderr.write(f"report: {report_path}\n")
+        if not args.no_publish:
+            sys.stderr.write(f"published: {publish(path)}\n")
+    except (FileNotFoundError, ValueError) as exc:
+        sys.stderr.write(f"bench report: {exc}\n")
+        return 2
     return 0
 
 
