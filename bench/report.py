@@ -30,6 +30,18 @@ estimate: measured CPU throughput times the prices and the stated GPU assumption
 load average and every setting are in the [report](../bench/results/latest/report.md)); the machine was shared,
 so read small differences against the confidence intervals, and measure on your own hardware.
 
+How to read the verdicts: each comparison is a median difference with a 95 % bootstrap interval (at
+concurrency 1, twin requests, the same question seconds apart on each target, are paired). A claim is
+"confirmed" or "refuted", and a target "met" or "missed", only when the whole interval lies on one side;
+otherwise the verdict is "inconclusive" and quotes the interval. A block during which runnable tasks
+waited more than 250 ms per second for a CPU (Linux PSI, every process on the machine; quiet blocks here
+stall 20 to 40 ms/s) ran under someone else's load: the report's latency table counts it, and no interval
+or verdict uses it. Memory is read twice (idle after warm-up, steady after the latency phase) and gets a
+verdict only when both readings agree. A worker is killed once per architecture, so the fault rows give
+outage seconds and time-weighted availability (the share of the experiment during which the latest
+request to finish had succeeded) without a verdict. `make bench-report` publishes full runs only; a quick
+run is refused.
+
 {BEGIN}
 {END}"""
 
