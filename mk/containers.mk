@@ -41,8 +41,8 @@ build: $(if $(OFFLINE),$(ROOT)/$(WHEELHOUSE)/.complete) ## docker build ARCH's i
 wheels: $(ROOT)/$(WHEELHOUSE)/.complete ## Download every wheel the images need into WHEELHOUSE (TORCH_VARIANT=cpu|cuda); again when requirements change
 
 # The stamp is written only after a full download, and goes stale when the requirements change.
-$(ROOT)/$(WHEELHOUSE)/.complete: $(ROOT)/requirements.txt $(ROOT)/docker/wheels.sh
-	PIP=$(call q,$(PY) -m pip) $(call q,$(ROOT)/docker/wheels.sh) $(call q,$(ROOT)/$(WHEELHOUSE)) $(call q,$(TORCH_VARIANT))
+$(ROOT)/$(WHEELHOUSE)/.complete: $(ROOT)/requirements.txt $(ROOT)/docker/wheels.sh $(ROOT)/docker/pip-torch.sh
+	PIP=$(call q,$(PY) -m pip) TORCH_INDEX_URL=$(call q,$(TORCH_INDEX_URL)) $(call q,$(ROOT)/docker/wheels.sh) $(call q,$(ROOT)/$(WHEELHOUSE)) $(call q,$(TORCH_VARIANT))
 	touch $(call q,$@)
 
 base-image: ## Build LOCAL_BASE_IMAGE (Debian bookworm + python3 via debootstrap), for hosts that cannot pull python:3.11-slim
