@@ -64,8 +64,11 @@ def images(docker_ready, tmp_path_factory, observations) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def empty_model_dir(tmp_path_factory) -> Path:
-    """SageMaker always mounts /opt/ml/model; with no index in it the built-in sample index serves."""
-    return tmp_path_factory.mktemp("opt-ml-model-empty")
+    """SageMaker always mounts /opt/ml/model; with no index in it the built-in sample index serves.
+    Readable by all, as SageMaker's is (pytest makes 0700 folders; the workers do not run as root)."""
+    folder = tmp_path_factory.mktemp("opt-ml-model-empty")
+    folder.chmod(0o755)
+    return folder
 
 
 @pytest.fixture(scope="module")

@@ -32,6 +32,7 @@ def model_dir(tmp_path_factory):
     for name, text in DOCUMENTS.items():
         (docs / name).write_text(text)
     model = tmp_path_factory.mktemp("opt-ml-model")
+    model.chmod(0o755)  # readable by all, as SageMaker's is: the workers do not run as root
     subprocess.run([sys.executable, "-m", "rag.ingest", "--docs", str(docs), "--index", str(model / "index")],
                    cwd=ROOT, env=base_env(), check=True, capture_output=True, timeout=600)
     return model
