@@ -3,9 +3,12 @@
 gthread workers: a request that generates for seconds occupies one thread, and /ping is answered
 by another, so the health check stays under SageMaker's 2 s even during inference.
 """
+import json as _json
 import os as _os
 import pwd as _pwd
 import sys as _sys
+
+from gunicorn import util as _gunicorn_util
 
 from rag.errors import ConfigError
 from rag.settings import Settings
@@ -144,3 +147,20 @@ def post_fork(server, worker):
             "%d workers died in the last minute; waiting %d s before loading again", recent, delay)
         _time.sleep(delay)
 
+
+# Gunicorn answers a request it cannot parse (414 URI too long, 400 bad header bytes, 431 too many
+# headers...) itself, before the app runs, with an HTML page. The API promises JSON errors, so its one
+# error writer is replaced by a JSON one (the module function its workers call; gunicorn is pinned).
+def write_json_error(sock, status_int: int, reason: str, mesg: str) -> None:
+    """Gunicorn's own error answers as {"error", "error_type"}: `internal` for 500, else `invalid_request`."""
+    if status_int >= 500 and status_int != 501:
+        body = {"error": "internal error; see the service log", "error_type": "internal"}
+    else:
+        body = {"error": f"{reason}: {mesg}" if mesg else reason, "error_type": "invalid_request"}
+    payload = _json.dumps(body).encode("ascii")  # ASCII escapes: the message may quote the client's raw bytes
+    head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(payload)}\r\n\r\n")
+    _gunicorn_util.write_nonblock(sock, head.encode("latin-1") + payload)
+
+
+_gunicorn_util.write_error = write_json_error

@@ -1,16 +1,18 @@
-"""serving/gunicorn_conf.py: who the workers run as (every branch), and what they can read."""
+"""serving/gunicorn_conf.py: who the workers run as (every branch), and Gunicorn's own errors as JSON."""
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 
 import pytest
 
 from rag.errors import ConfigError
-from serving.gunicorn_conf import unreadable_for, worker_account
+from serving.gunicorn_conf import unreadable_for, worker_account, write_json_error
 
 NOBODY = pwd.getpwnam("nobody")
 
@@ -30,6 +32,29 @@ def test_nothing_to_switch(environ, euid):
 def test_a_bad_user_is_refused_by_name(name, fragment):
     with pytest.raises(ConfigError, match=f"RAG_WORKER_USER='{name}' {fragment}"):
         worker_account({"RAG_WORKER_USER": name}, euid=0)
+
+
+@pytest.mark.parametrize("status, reason, mesg, error_type", [
+    (414, "URI Too Long", "Request Line is too large (10008 > 4094)", "invalid_request"),
+    (400, "Bad Request", "Invalid header value 'a\x01\xe9'", "invalid_request"),
+    (501, "Not Implemented", "", "invalid_request"),
+    (500, "Internal Server Error", "", "internal"),
+])
+def test_gunicorn_errors_are_written_as_json(status, reason, mesg, error_type):
+    left, right = socket.socketpair()
+    with left, right:
+        write_json_error(left, status, reason, mesg)
+        left.close()
+        data = b"".join(iter(lambda: right.recv(4096), b""))
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(f"HTTP/1.1 {status} {reason}\r\n".encode())
+    assert b"Content-Type: application/json" in head and f"Content-Length: {len(body)}".encode() in head
+    error = json.loads(body)
+    assert error["error_type"] == error_type and error["error"]
+    if error_type == "internal":
+        assert error["error"] == "internal error; see the service log"
+    else:
+        assert error["error"].startswith(reason) and mesg in error["error"]
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="switching to another user needs root")

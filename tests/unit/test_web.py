@@ -81,3 +81,9 @@ def test_deeply_nested_json_is_invalid_json_not_a_500(body):
     response = app_with(FakeGenerator()).post("/invocations", data=body, content_type="application/json")
     assert response.status_code == 400
     assert response.get_json()["error_type"] == "invalid_json"
+
+
+def test_method_not_allowed_is_json_and_lists_the_allowed_methods():
+    response = app_with(FakeGenerator()).put("/invocations", json={"query": "q"})
+    assert response.status_code == 405 and response.get_json()["error_type"] == "method_not_allowed"
+    assert set(response.headers["Allow"].replace(" ", "").split(",")) >= {"POST"}
