@@ -1,6 +1,6 @@
 # Front door of the project. `make help` lists every target with its one-line description.
-# Targets that talk to AWS live in mk/aws.mk, container targets in mk/containers.mk and the
-# benchmark in mk/bench.mk; they are included here so that this stays the one entry point.
+# Targets that talk to AWS live in mk/aws.mk, container targets in mk/containers.mk, the benchmark in
+# mk/bench.mk, fuzzing and soak in mk/trust.mk; they are included here so that this stays the one entry point.
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -72,6 +72,7 @@ check: ## Run the whole test suite (the README's test command)
 -include $(ROOT)/mk/aws.mk
 -include $(ROOT)/mk/containers.mk
 -include $(ROOT)/mk/bench.mk
+-include $(ROOT)/mk/trust.mk
 
 # `make invoke Q=""` (or a Q of spaces) is a mistake, not a request for the sample question: refuse it
 # before anything is sent. The sample question is only the default when Q is not given at all.

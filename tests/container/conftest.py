@@ -8,14 +8,13 @@ in `observations`, written to build/container-observations.json and printed afte
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import pytest
 
 from tests.container.docker_support import ARCHES, Container, build_image, daemon_problem, start_ready
-from tests.support import ROOT
+from tests.support import ROOT, report_figures
 
 OBSERVATIONS_FILE = ROOT / "build" / "container-observations.json"
 _observations: dict = {}
@@ -28,13 +27,7 @@ def observations() -> dict:
 
 
 def pytest_terminal_summary(terminalreporter):
-    if not _observations:
-        return
-    OBSERVATIONS_FILE.parent.mkdir(parents=True, exist_ok=True)
-    OBSERVATIONS_FILE.write_text(json.dumps(_observations, indent=2, sort_keys=True) + "\n")
-    terminalreporter.section("container observations")
-    terminalreporter.write_line(json.dumps(_observations, indent=2, sort_keys=True))
-    terminalreporter.write_line(f"(written to {OBSERVATIONS_FILE.relative_to(ROOT)})")
+    report_figures(terminalreporter, "container observations", _observations, OBSERVATIONS_FILE)
 
 
 # CI sets it (.ci/run): there the container tests are meant to run, so no daemon is a failure, not a skip.

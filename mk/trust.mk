@@ -1,0 +1,13 @@
+# Trust targets (included by the top-level Makefile): Schemathesis fuzzing against the OpenAPI
+# descriptions in docs/, and a soak with chaos. Both run long; `make check` runs their short versions
+# (tests/fuzz/ with few examples, tests/bench/test_soak_smoke.py).
+
+# Examples per operation and phase: 3,200 gives about 11,000 requests on the public API.
+FUZZ_EXAMPLES     ?= 3200
+FUZZ_MIN_REQUESTS ?= 10000
+
+.PHONY: fuzz
+
+fuzz: ## Fuzz both architectures (real servers) with Schemathesis against docs/openapi*.yaml; at least FUZZ_MIN_REQUESTS each
+	FUZZ_EXAMPLES=$(call q,$(FUZZ_EXAMPLES)) FUZZ_MIN_REQUESTS=$(call q,$(FUZZ_MIN_REQUESTS)) \
+	  $(PYQ) -m pytest $(call q,$(ROOT)/tests/fuzz) -p no:cacheprovider $(PYTEST_ARGS)
