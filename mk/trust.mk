@@ -5,9 +5,13 @@
 # Examples per operation and phase: 3,200 gives about 11,000 requests on the public API.
 FUZZ_EXAMPLES     ?= 3200
 FUZZ_MIN_REQUESTS ?= 10000
+SOAK_MINUTES      ?= 30
 
-.PHONY: fuzz
+.PHONY: fuzz soak
 
 fuzz: ## Fuzz both architectures (real servers) with Schemathesis against docs/openapi*.yaml; at least FUZZ_MIN_REQUESTS each
 	FUZZ_EXAMPLES=$(call q,$(FUZZ_EXAMPLES)) FUZZ_MIN_REQUESTS=$(call q,$(FUZZ_MIN_REQUESTS)) \
 	  $(PYQ) -m pytest $(call q,$(ROOT)/tests/fuzz) -p no:cacheprovider $(PYTEST_ARGS)
+
+soak: ## SOAK_MINUTES (30) of load per architecture, services killed, SIGTERM at the end; soak.json + soak.png
+	SOAK_MINUTES=$(call q,$(SOAK_MINUTES)) $(PYQ) -m bench soak

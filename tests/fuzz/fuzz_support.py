@@ -64,7 +64,8 @@ def fuzz(spec: Path, url: str, report_dir: Path, *, paths: str | None = None, ex
                "--request-timeout", "60", "--report", "har", "--report-har-path", str(report_dir / "fuzz.har")]
     if paths:
         command += ["--include-path-regex", paths]
-    completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout_s)
+    # In the report folder: Schemathesis keeps its replay store (.schemathesis/) in the working directory.
+    completed = subprocess.run(command, cwd=report_dir, capture_output=True, text=True, timeout=timeout_s)
     run = FuzzRun(completed.returncode, completed.stdout[-20000:] + completed.stderr[-5000:])
     har = report_dir / "fuzz.har"
     if har.exists():
