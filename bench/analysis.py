@@ -75,7 +75,8 @@ def floor_difference(latency: dict, level: str, a: str, b: str, stage: str | Non
     questions = sorted(set(fa) & set(fb))
     diffs = [fb[q] - fa[q] for q in questions]
     if not diffs:
-        return {"difference": None, "low": None, "high": None, "questions": 0}
+        return {"difference": None, "low": None, "high": None, "relative": None, "relative_low": None,
+                "relative_high": None, "questions": 0, "slower": 0, "faster": 0, "p_slower": None, "p_faster": None}
     slower, faster = sum(d > 0 for d in diffs), sum(d < 0 for d in diffs)
     absolute = median_interval(diffs)
     relative = median_interval([fb[q] / fa[q] - 1 for q in questions])

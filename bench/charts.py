@@ -52,9 +52,11 @@ def overhead_chart(results: dict, path: Path) -> Path:
         diffs = [summary["overhead"][level][arch]["p50_vs_baseline"] for level in levels]
         # Percent of the baseline median, so that every concurrency fits one scale.
         bases = [summary["latency"]["baseline"][level]["e2e_ms"]["p50"] / 100 for level in levels]
-        centres = [d["difference"] / b for d, b in zip(diffs, bases)]
-        errors = [[c - d["low"] / b for c, d, b in zip(centres, diffs, bases)],
-                  [d["high"] / b - c for c, d, b in zip(centres, diffs, bases)]]
+        # A level with no usable pair (every block stalled) has no difference: no bar, no error bar.
+        usable = [d["difference"] is not None and bool(b) for d, b in zip(diffs, bases)]
+        centres = [d["difference"] / b if ok else float("nan") for d, b, ok in zip(diffs, bases, usable)]
+        errors = [[c - d["low"] / b if ok else 0.0 for c, d, b, ok in zip(centres, diffs, bases, usable)],
+                  [d["high"] / b - c if ok else 0.0 for c, d, b, ok in zip(centres, diffs, bases, usable)]]
         left.bar([i + offset for i in range(len(levels))], centres, width, yerr=errors, capsize=4,
                  color=COLORS[arch], label=LABELS[arch])
     left.axhline(0, color="black", linewidth=0.8)

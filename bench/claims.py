@@ -41,7 +41,7 @@ def _decide(interval: dict, above: str, below: str, unit: str = " ms", digits: i
 
 def _latency_rows(s: dict) -> list[dict]:
     level = str(s["targets"]["concurrency"])
-    mono, micro = (s["latency"][a][level]["clean_e2e_ms"]["p50"] for a in ("monolito", "microservicos"))
+    mono, micro = (s["latency"][a][level]["clean_e2e_ms"].get("p50") for a in ("monolito", "microservicos"))
     paired = s["overhead"][level]["microservicos_vs_monolito"]
     floor = s["overhead"][level]["floor_microservicos_vs_monolito"]
     generate = s["latency"]["monolito"][level]["stages_ms"]["generate"]["p50"]
@@ -58,7 +58,8 @@ def _latency_rows(s: dict) -> list[dict]:
         hop_verdict = (_decide({**total, "difference": total["estimate"]}, "confirmed", "refuted") +
                        f" per request for both hops at the median (retrieve hop {hop['/retrieve']['p50']:.1f} ms, "
                        f"generate hop {hop['/generate']['p50']:.1f} ms: orchestrator stage time minus the service's "
-                       f"own logged time), {100 * (total['estimate'] or 0.0) / mono:.2f} % of a median request")
+                       f"own logged time)" + (f", {100 * (total['estimate'] or 0.0) / mono:.2f} % of a median request"
+                                                if mono else ""))
     else:
         hops = s["overhead"][level]["floor_hops_ms"]
         both = [side_of(hops[stage].get("low"), hops[stage].get("high")) for stage in ("retrieve", "generate")]

@@ -181,3 +181,20 @@ def test_hop_verdict_without_service_logs_uses_the_floors():
     results["service_log"] = []
     verdict = rows(results)["Microservices: pay network overhead"]
     assert verdict.split(":")[0] in ("confirmed", "inconclusive") and "retrieve hop adds" in verdict
+
+
+def test_a_run_where_every_block_stalled_decides_nothing_and_still_renders(tmp_path):
+    from bench.charts import write_charts
+    from bench.report import render
+
+    results = copy.deepcopy(PUBLISHED)
+    for levels in results["latency"].values():
+        for data in levels.values():
+            data["block_cpu_stall_ms"] = [5000.0 * wall for wall in data["block_wall_s"]]
+    results["summary"] = summary_of(results)
+    targets = results["summary"]["targets"]
+    assert targets["monolith_vs_baseline"]["verdict"] == targets["microservices_vs_monolith"]["verdict"] == "inconclusive"
+    assert rows(results)["Monolith: lower internal latency (no HTTP calls)"].startswith("inconclusive")
+    assert "*inconclusive*" in render(results)
+    write_charts(results, tmp_path)
+    assert (tmp_path / "overhead.png").exists()
