@@ -169,6 +169,8 @@ def soak_chart(report: dict, path: Path) -> Path:
             buckets[key] = buckets.get(key, 0) + 1
         for ok, shade in ((True, STATUS_COLORS[200]), (False, STATUS_COLORS[503])):
             xs = sorted(b for b, good in buckets if good == ok)
+            if not xs:
+                continue
             load.bar([x * 10 / 60 for x in xs], [buckets[(x, ok)] for x in xs], width=10 / 60, color=shade,
                      alpha=0.8, label="answered" if ok else "failed", align="edge")
         for kill in entry["kills"]:

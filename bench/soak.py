@@ -25,6 +25,7 @@ import psutil
 from bench.config import DEFAULT_RESULTS_DIR
 from bench.processes import Served, role_of
 from bench.workload import HttpTarget, load_questions, payloads
+from rag.errors import ConfigError
 from rag.settings import env_int
 
 MAX_RSS_GROWTH = 0.05
@@ -51,8 +52,6 @@ class SoakSettings:
         env = dict(os.environ if env is None else env)
         arch = env.get("SOAK_ARCH", "").strip()
         if arch and arch not in ("monolito", "microservicos"):
-            from rag.errors import ConfigError
-
             raise ConfigError(f"SOAK_ARCH={arch!r} must be monolito or microservicos (unset: both)")
         results = env.get("BENCH_RESULTS_DIR", "").strip()
         return cls(minutes=env_int(env, "SOAK_MINUTES", 30, 1, 24 * 60),
@@ -162,7 +161,8 @@ def soak_architecture(arch: str, settings: SoakSettings, folder: Path) -> dict:
                 tape.kills.append((time.monotonic(), service, kill_service(served, service)))
                 next_kill += settings.kill_every_s
             stop.wait(min(0.5, max(0.0, end - time.monotonic())))
-        tape.rss.append((time.monotonic(), served.memory()["rss_mib"], served.memory()["by_role_mib"]))
+        final = served.memory()  # the last sample, at the end of the load
+        tape.rss.append((time.monotonic(), final["rss_mib"], final["by_role_mib"]))
         sigterm = _sigterm_in_flight(served, tape, stop)
         for thread in threads:
             thread.join(timeout=130)
