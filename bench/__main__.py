@@ -17,6 +17,8 @@ def main(argv: list[str] | None = None) -> int:
     report = commands.add_parser("report", help="rebuild report, charts and the README table from a results file")
     report.add_argument("results", nargs="?", help="a results JSON (default: the newest full run, else latest/)")
     report.add_argument("--no-publish", action="store_true", help="only the report next to the results file")
+    commands.add_parser("soak", help="steady load with kills and a final SIGTERM (SOAK_* variables); "
+                                     "writes soak-<timestamp>/soak.json and soak.png; non-zero when a target is missed")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
@@ -25,9 +27,15 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         settings = BenchSettings.from_env()
+        if args.command == "soak":
+            from bench.soak import SoakSettings, run as run_soak
+
+            soak_settings = SoakSettings.from_env()
     except ConfigError as exc:
         sys.stderr.write(f"configuration error: {exc.message}\n")
         return 2
+    if args.command == "soak":
+        return _soak(run_soak(soak_settings))
     if args.command == "run":
         from bench.run import run as run_bench
 
@@ -37,12 +45,29 @@ def main(argv: list[str] | None = None) -> int:
         if args.publish and not settings.quick:
             sys.stderr.write(f"published: {publish(path)}\n")
         return 0
-    path = find_results(settings.results_dir, args.results)
-    report_path = write_report(path)
-    sys.stderr.write(f"report: {report_path}\n")
-    if not args.no_publish:
-        sys.stderr.write(f"published: {publish(path)}\n")
+    try:
+        path = find_results(settings.results_dir, args.results)
+        report_path = write_report(path)
+        sys.stderr.write(f"report: {report_path}\n")
+        if not args.no_publish:
+            sys.stderr.write(f"published: {publish(path)}\n")
+    except (FileNotFoundError, ValueError) as exc:
+        sys.stderr.write(f"bench report: {exc}\n")
+        return 2
     return 0
+
+
+def _soak(folder) -> int:
+    """Print each architecture's targets; 0 only when every one was met."""
+    import json
+
+    report = json.loads((folder / "soak.json").read_text())
+    for entry in report["architectures"]:
+        verdicts = ", ".join(f"{name} {'met' if met else 'MISSED'}" for name, met in entry["verdicts"].items())
+        sys.stderr.write(f"{entry['architecture']}: {entry['requests']} requests, failed {entry['failed_by_status']}, "
+                         f"recoveries {[k['recovery_s'] for k in entry['kills']]}: {verdicts}\n")
+    sys.stderr.write(f"soak: {folder / 'soak.json'}, {folder / 'soak.png'}\n")
+    return 0 if report["met"] else 1
 
 
 if __name__ == "__main__":

@@ -12,6 +12,9 @@ from rag.errors import InvalidRequest, RequestTimeout
 from rag.index import Passage
 
 log = logging.getLogger(__name__)
+# Below this, sampling is greedy decoding in all but name, and dividing the logits by it overflows
+# float32 (inf, then NaN probabilities: a 500). Found by the fuzzer with temperature 6e-145.
+MIN_SAMPLING_TEMPERATURE = 1e-5
 
 # Measured on the sample questions with SmolLM2-135M: this short, direct wording answered 5 of 8
 # correctly where a longer one with citation rules answered 4; the 135M model follows few instructions.
@@ -132,7 +135,7 @@ class TransformersGenerator(Generator):
             raise RequestTimeout("the request timed out waiting for the model; retry, or lower the load")
         try:
             kwargs = dict(max_new_tokens=params.max_new_tokens, pad_token_id=self.tokenizer.eos_token_id)
-            if params.temperature > 0:
+            if params.temperature >= MIN_SAMPLING_TEMPERATURE:
                 kwargs.update(do_sample=True, temperature=params.temperature)
             else:
                 kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)

@@ -73,6 +73,8 @@ def parse_json_object(body: bytes) -> dict:
         data = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise InvalidJSON(f"the body is not valid UTF-8 JSON ({exc}); send a JSON object like {{\"query\": \"...\"}}")
+    except RecursionError:  # thousands of nested [ or {: the decoder's recursion limit, not a server fault
+        raise InvalidJSON("the body nests JSON too deeply; send a flat JSON object like {\"query\": \"...\"}")
     if not isinstance(data, dict):
         raise InvalidRequest("the body must be a JSON object like {\"query\": \"...\"}")
     return data

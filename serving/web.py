@@ -153,7 +153,10 @@ def create_service_app(name: str, settings: Settings) -> Flask:
             error = cls(f"{exc.name}: {exc.description}")
         else:
             return json_response({"error": exc.name, "error_type": f"http_{exc.code}"}, exc.code or 500)
-        return json_response(error.to_dict(), error.status)
+        response = json_response(error.to_dict(), error.status)
+        if getattr(exc, "valid_methods", None):  # a 405 must say which methods the route takes (RFC 9110)
+            response.headers["Allow"] = ", ".join(exc.valid_methods)
+        return response
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):

@@ -85,3 +85,11 @@ def test_cuda_without_gpu_names_the_variable():
         from rag.generator import resolve_device
 
         resolve_device("cuda")
+
+
+def test_a_vanishing_temperature_decodes_greedily_instead_of_failing(retriever, generator):
+    # Dividing the logits by 6e-145 overflows float32 and sampling then raised on NaN probabilities (a 500).
+    passages = retriever.retrieve(QUESTIONS[0]["question"], top_k=1)
+    greedy = generator.generate(QUESTIONS[0]["question"], passages, GenerationParams(max_new_tokens=6))
+    tiny = generator.generate(QUESTIONS[0]["question"], passages, GenerationParams(max_new_tokens=6, temperature=6.34e-145))
+    assert tiny.text == greedy.text

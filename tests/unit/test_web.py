@@ -72,3 +72,18 @@ def test_loader_ping_states(outcome, status, state):
     loader._thread.join(timeout=5)
     response = app.test_client().get("/ping")
     assert response.status_code == status and response.get_json()["status"] == state
+
+
+@pytest.mark.parametrize("body", [b"[" * 100_000 + b"]" * 100_000, b'{"a":' * 5_000 + b"1" + b"}" * 5_000],
+                         ids=["lists", "objects"])
+def test_deeply_nested_json_is_invalid_json_not_a_500(body):
+    # The decoder's recursion limit raises RecursionError, which is not a ValueError.
+    response = app_with(FakeGenerator()).post("/invocations", data=body, content_type="application/json")
+    assert response.status_code == 400
+    assert response.get_json()["error_type"] == "invalid_json"
+
+
+def test_method_not_allowed_is_json_and_lists_the_allowed_methods():
+    response = app_with(FakeGenerator()).put("/invocations", json={"query": "q"})
+    assert response.status_code == 405 and response.get_json()["error_type"] == "method_not_allowed"
+    assert set(response.headers["Allow"].replace(" ", "").split(",")) >= {"POST"}
