@@ -10,14 +10,14 @@ if [[ $# -gt 0 && "$1" != "serve" ]]; then
 fi
 cd "$(dirname "$(readlink -f "$0")")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-python -m rag.settings >/dev/null || exit 2
+# Validated values only: nothing from the environment reaches a bind address or bash arithmetic raw.
+CONFIG=$(python -m rag.settings --get public_bind startup_timeout_s) || exit 2
+read -r PUBLIC_BIND STARTUP_TIMEOUT <<<"$CONFIG"
 
 port_of() { local rest=${1#*://}; rest=${rest%%/*}; echo "${rest##*:}"; }
 export RAG_VECTOR_URL=${RAG_VECTOR_URL:-http://127.0.0.1:5001} RAG_LLM_URL=${RAG_LLM_URL:-http://127.0.0.1:5002}
 VECTOR_PORT=$(port_of "$RAG_VECTOR_URL")
 LLM_PORT=$(port_of "$RAG_LLM_URL")
-PUBLIC_BIND="${RAG_BIND_HOST:-0.0.0.0}:${SAGEMAKER_BIND_TO_PORT:-8080}"
-STARTUP_TIMEOUT=${RAG_STARTUP_TIMEOUT:-600}
 GUNICORN=(gunicorn --config python:serving.gunicorn_conf)
 
 # Job control puts each service in its own process group, so a crashed service's orphaned

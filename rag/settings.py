@@ -1,7 +1,9 @@
 """Configuration, read from the environment in one place and validated before anything loads."""
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,6 +58,21 @@ def _url(env: dict, name: str, default: str) -> str:
     return value.rstrip("/")
 
 
+_HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*")
+
+
+def _bind_host(env: dict) -> str:
+    """An IP address or a plain host name: it goes into Gunicorn's --bind, so nothing else is let through."""
+    value = env.get("RAG_BIND_HOST", "").strip() or "0.0.0.0"
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        pass
+    if not _HOSTNAME.fullmatch(value):
+        raise ConfigError(f"RAG_BIND_HOST={value!r} is not an IP address or host name; set it like 0.0.0.0 or 127.0.0.1")
+    return value
+
+
 def _default_index_dir() -> Path:
     sagemaker_index = SAGEMAKER_MODEL_DIR / "index"
     return sagemaker_index if (sagemaker_index / "manifest.json").exists() else SAMPLE_INDEX_DIR
@@ -86,6 +103,8 @@ class Settings:
     vector_url: str = "http://127.0.0.1:5001"
     llm_url: str = "http://127.0.0.1:5002"
     port: int = 8080
+    bind_host: str = "0.0.0.0"  # all interfaces, as SageMaker needs; tests bind loopback only
+    startup_timeout_s: int = 600  # how long start.sh waits for its internal services before saying so
     # One worker per model copy: each gunicorn worker loads its own models, so more workers cost RAM.
     workers: int = 1
     threads: int = 8  # gthread threads per worker: /ping stays answerable while a request generates
@@ -122,6 +141,8 @@ class Settings:
             vector_url=_url(env, "RAG_VECTOR_URL", "http://127.0.0.1:5001"),
             llm_url=_url(env, "RAG_LLM_URL", "http://127.0.0.1:5002"),
             port=env_int(env, "SAGEMAKER_BIND_TO_PORT", 8080, 1, 65535),
+            bind_host=_bind_host(env),
+            startup_timeout_s=env_int(env, "RAG_STARTUP_TIMEOUT", 600, 1, 86400),
             workers=env_int(env, "MODEL_SERVER_WORKERS", 1, 1, 64),
             threads=env_int(env, "RAG_SERVER_THREADS", 8, 1, 256),
             server_timeout=env_int(env, "MODEL_SERVER_TIMEOUT", 120, 1, 3600),
@@ -129,16 +150,39 @@ class Settings:
         )
         return settings
 
+    @property
+    def public_bind(self) -> str:
+        """Gunicorn's --bind for the public port (an IPv6 address goes in brackets)."""
+        host = f"[{self.bind_host}]" if ":" in self.bind_host else self.bind_host
+        return f"{host}:{self.port}"
 
-def main() -> int:
-    """`python -m rag.settings`: validate the environment before a server starts; one line on error."""
+
+# What `python -m rag.settings --get NAME ...` may print, for the shell entrypoints: validated values
+# only, so that no raw environment value reaches bash arithmetic or a bind address.
+SHELL_VALUES = ("public_bind", "startup_timeout_s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m rag.settings [--get NAME ...]`: validate the environment; one line on error.
+
+    With --get, print the validated values named (from SHELL_VALUES) on one line, space-separated.
+    """
     import sys
 
+    argv = sys.argv[1:] if argv is None else argv
+    wanted = argv[1:] if argv[:1] == ["--get"] else []
+    unknown = [name for name in wanted if name not in SHELL_VALUES] + ([argv[0]] if argv and argv[0] != "--get" else [])
+    if unknown:
+        sys.stderr.write(f"usage: python -m rag.settings [--get {'|'.join(SHELL_VALUES)} ...]; got {unknown}\n")
+        return 2
     try:
         settings = Settings.from_env()
     except ConfigError as exc:
         sys.stderr.write(f"configuration error: {exc.message}\n")
         return 2
+    if wanted:
+        sys.stdout.write(" ".join(str(getattr(settings, name)) for name in wanted) + "\n")
+        return 0
     sys.stdout.write(f"configuration ok: index={settings.index_dir} llm={settings.llm_model} "
                      f"device={settings.device} threads={settings.torch_threads}\n")
     return 0
