@@ -11,18 +11,24 @@ from rag.errors import InvalidRequest
 from rag.generator import Answer
 from rag.index import Passage
 from rag.pipeline import load_generator, parse_json_object, validate_generation, validate_query
-from rag.settings import Settings
+from rag.settings import MAX_CHUNK_CHARS, MAX_PASSAGES, Settings
 from serving.web import create_loading_app, json_response, request_deadline, stream_events
 
 
 def _passages(data: dict) -> list[Passage]:
     raw = data.get("passages", [])
-    if not isinstance(raw, list) or len(raw) > 20:
-        raise InvalidRequest("'passages' must be a list of at most 20 passages")
+    if not isinstance(raw, list) or len(raw) > MAX_PASSAGES:
+        raise InvalidRequest(f"'passages' must be a list of at most {MAX_PASSAGES} passages")
     try:
-        return [Passage.from_dict(item) for item in raw]
+        passages = [Passage.from_dict(item) for item in raw]
     except (KeyError, TypeError, ValueError):
         raise InvalidRequest("each passage needs rank, source, chunk, score and text")
+    # Checked before tokenizing: a 6 MB body of passages would otherwise cost seconds of CPU first.
+    longest = max((max(len(passage.text), len(passage.source)) for passage in passages), default=0)
+    if longest > MAX_CHUNK_CHARS:
+        raise InvalidRequest(f"a passage's text or source has {longest} characters; the limit is {MAX_CHUNK_CHARS} "
+                             "(the largest RAG_CHUNK_SIZE)")
+    return passages
 
 
 def create_app(settings: Settings | None = None) -> Flask:

@@ -19,6 +19,8 @@ EMBEDDED_LLM_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 MAX_QUERY_CHARS = 4000  # the API contract (DESIGN.md §3)
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024  # SageMaker's own real-time limit
+MAX_CHUNK_CHARS = 20000  # the largest RAG_CHUNK_SIZE: no passage an index holds is longer
+MAX_PASSAGES = 20  # the largest top_k
 
 
 def _usable_cpus() -> int:
@@ -125,7 +127,7 @@ class Settings:
         log_level = env.get("RAG_LOG_LEVEL", "INFO").strip().upper() or "INFO"
         if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(f"RAG_LOG_LEVEL={log_level!r} is not valid; use DEBUG, INFO, WARNING or ERROR")
-        chunk_size = env_int(env, "RAG_CHUNK_SIZE", 800, 100, 20000)
+        chunk_size = env_int(env, "RAG_CHUNK_SIZE", 800, 100, MAX_CHUNK_CHARS)
         settings = cls(
             index_dir=index_dir,
             embedding_model=env.get("RAG_EMBEDDING_MODEL", "").strip() or EMBEDDED_EMBEDDING_MODEL,
