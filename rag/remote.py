@@ -56,8 +56,11 @@ class ServiceClient:
         return body
 
     def post_lines(self, path: str, payload: dict, deadline: float | None) -> Iterator[dict]:
-        """POST JSON and yield each JSON line of a streamed answer; an error line raises its RagError."""
-        response = self._send(path, payload, deadline, stream=True)
+        """POST JSON now, so that a refusal raises here, before anything is streamed to the client;
+        then iterate over the JSON lines of the answer (an error line raises its RagError)."""
+        return self._lines(self._send(path, payload, deadline, stream=True))
+
+    def _lines(self, response: requests.Response) -> Iterator[dict]:
         with response:
             try:
                 for line in response.iter_lines():
@@ -122,9 +125,10 @@ class RemoteGenerator(Generator):
         return self._answer(self.client.post("/generate", self._payload(query, passages, params), deadline))
 
     def stream(self, query, passages, params: GenerationParams, deadline=None):
-        payload = self._payload(query, passages, params)
-        for event in self.client.post_lines("/generate-stream", payload, deadline):
-            yield event["text"] if "text" in event else self._answer(event)
+        # Not a generator function: the request goes out now, so a service that is down is refused
+        # with a JSON 503 before the first event, as in the monolith.
+        events = self.client.post_lines("/generate-stream", self._payload(query, passages, params), deadline)
+        return (event["text"] if "text" in event else self._answer(event) for event in events)
 
     @staticmethod
     def _payload(query: str, passages: list[Passage], params: GenerationParams) -> dict:

@@ -1,5 +1,5 @@
 """Both architectures answer /ping with the same body in every state, apart from the microservices'
-`services` map, and never with exception text."""
+`services` map, and never with exception text; and both refuse a stream they cannot answer before it starts."""
 import time
 
 import pytest
@@ -43,6 +43,8 @@ def test_loading_and_degraded_bodies_are_identical_and_hold_no_exception_text(sa
                 for arch in ARCHES if not (tmp_path / arch).mkdir()}
     try:
         history = {arch: watch_until_degraded(service) for arch, service in services.items()}
+        streams = {arch: requests.post(f"{service.url}/invocations-response-stream", json={"query": "Who?"}, timeout=30)
+                   for arch, service in services.items()}
     finally:
         for service in services.values():
             service.server.stop()
@@ -57,3 +59,6 @@ def test_loading_and_degraded_bodies_are_identical_and_hold_no_exception_text(sa
         assert str(missing) not in degraded["error"] and "Error" not in degraded["error"], (arch, degraded)
         assert "failed to load" in degraded["error"]
     assert history["microservicos"][-1][1]["services"]["llm"] == "degraded"
+    for arch, response in streams.items():
+        assert response.status_code == 503 and response.headers["Content-Type"] == "application/json", (arch, response.text)
+        assert response.json()["error_type"] == "not_ready", (arch, response.text)
