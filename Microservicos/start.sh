@@ -11,22 +11,28 @@ fi
 cd "$(dirname "$(readlink -f "$0")")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 # Validated values only: nothing from the environment reaches a bind address or bash arithmetic raw.
-CONFIG=$(python -m rag.settings --get public_bind startup_timeout_s) || exit 2
-read -r PUBLIC_BIND STARTUP_TIMEOUT <<<"$CONFIG"
-
-port_of() { local rest=${1#*://}; rest=${rest%%/*}; echo "${rest##*:}"; }
-export RAG_VECTOR_URL=${RAG_VECTOR_URL:-http://127.0.0.1:5001} RAG_LLM_URL=${RAG_LLM_URL:-http://127.0.0.1:5002}
-VECTOR_PORT=$(port_of "$RAG_VECTOR_URL")
-LLM_PORT=$(port_of "$RAG_LLM_URL")
+CONFIG=$(python -m rag.settings --get public_bind startup_timeout_s vector_port llm_port) || exit 2
+read -r PUBLIC_BIND STARTUP_TIMEOUT VECTOR_PORT LLM_PORT <<<"$CONFIG"
 GUNICORN=(gunicorn --config python:serving.gunicorn_conf)
+
+log() { echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) start.sh: $*"; }
+
+# A service already listening on an internal port (another instance, or one left over) would answer
+# in place of this instance's own, from its own index: refuse to start instead.
+port_in_use() { { exec 3<>"/dev/tcp/127.0.0.1/$1"; } 2>/dev/null || return 1; exec 3<&- 3>&-; }
+for check in "vector $VECTOR_PORT RAG_VECTOR_URL" "llm $LLM_PORT RAG_LLM_URL"; do
+  read -r name port variable <<<"$check"
+  if port_in_use "$port"; then
+    log "port $port of the $name service is already in use (another instance?); set $variable to a free port, e.g. $variable=http://127.0.0.1:<port>" >&2
+    exit 1
+  fi
+done
 
 # Job control puts each service in its own process group, so a crashed service's orphaned
 # workers can be killed with it before it is restarted.
 set -m
 declare -A PID=() STARTED=() FAILURES=()
 STOPPING=0
-
-log() { echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) start.sh: $*"; }
 
 start_service() {
   case "$1" in

@@ -6,6 +6,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from rag.errors import ConfigError
 
@@ -55,9 +56,18 @@ def _float(env: dict, name: str, default: float, low: float, high: float) -> flo
 
 def _url(env: dict, name: str, default: str) -> str:
     value = env.get(name, "").strip() or default
-    if not value.startswith(("http://", "https://")):
+    try:
+        valid = value.startswith(("http://", "https://")) and bool(urlsplit(value).hostname) and _port_of(value) > 0
+    except ValueError:  # a port that is not a number, or out of range
+        valid = False
+    if not valid:
         raise ConfigError(f"{name}={value!r} is not an http(s) URL; set it like http://127.0.0.1:5001")
     return value.rstrip("/")
+
+
+def _port_of(url: str) -> int:
+    parts = urlsplit(url)
+    return parts.port or (443 if parts.scheme == "https" else 80)
 
 
 _HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*")
@@ -72,6 +82,13 @@ def _bind_host(env: dict) -> str:
         pass
     if not _HOSTNAME.fullmatch(value):
         raise ConfigError(f"RAG_BIND_HOST={value!r} is not an IP address or host name; set it like 0.0.0.0 or 127.0.0.1")
+    return value
+
+
+def _instance_token(env: dict) -> str:
+    value = env.get("RAG_INSTANCE_TOKEN", "").strip()
+    if not re.fullmatch(r"[A-Za-z0-9-]{0,64}", value):
+        raise ConfigError("RAG_INSTANCE_TOKEN must be at most 64 letters, digits and hyphens (start.sh sets it)")
     return value
 
 
@@ -107,6 +124,8 @@ class Settings:
     port: int = 8080
     bind_host: str = "0.0.0.0"  # all interfaces, as SageMaker needs; tests bind loopback only
     startup_timeout_s: int = 600  # how long start.sh waits for its internal services before saying so
+    # Set by start.sh for its three services: each refuses a caller that carries another instance's token.
+    instance_token: str = ""
     # One worker per model copy: each gunicorn worker loads its own models, so more workers cost RAM.
     workers: int = 1
     threads: int = 8  # gthread threads per worker: /ping stays answerable while a request generates
@@ -145,6 +164,7 @@ class Settings:
             port=env_int(env, "SAGEMAKER_BIND_TO_PORT", 8080, 1, 65535),
             bind_host=_bind_host(env),
             startup_timeout_s=env_int(env, "RAG_STARTUP_TIMEOUT", 600, 1, 86400),
+            instance_token=_instance_token(env),
             workers=env_int(env, "MODEL_SERVER_WORKERS", 1, 1, 64),
             threads=env_int(env, "RAG_SERVER_THREADS", 8, 1, 256),
             server_timeout=env_int(env, "MODEL_SERVER_TIMEOUT", 120, 1, 3600),
@@ -158,10 +178,20 @@ class Settings:
         host = f"[{self.bind_host}]" if ":" in self.bind_host else self.bind_host
         return f"{host}:{self.port}"
 
+    @property
+    def vector_port(self) -> int:
+        """The loopback port start.sh binds the vector service to (from RAG_VECTOR_URL)."""
+        return _port_of(self.vector_url)
+
+    @property
+    def llm_port(self) -> int:
+        """The loopback port start.sh binds the LLM service to (from RAG_LLM_URL)."""
+        return _port_of(self.llm_url)
+
 
 # What `python -m rag.settings --get NAME ...` may print, for the shell entrypoints: validated values
 # only, so that no raw environment value reaches bash arithmetic or a bind address.
-SHELL_VALUES = ("public_bind", "startup_timeout_s")
+SHELL_VALUES = ("public_bind", "startup_timeout_s", "vector_port", "llm_port")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,53 @@
+"""One instance never answers from another's services: taken internal ports stop the start, services
+check that their caller belongs to their own instance, and they die with their supervisor."""
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+
+import pytest
+
+from tests.service.conftest import start_architecture
+from tests.support import ROOT, ServerProcess, base_env, free_port
+
+pytestmark = pytest.mark.slow
+
+
+def accepting(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def wait_until(predicate, deadline_s: float, what: str) -> None:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise TimeoutError(what)
+
+
+def test_a_second_instance_on_taken_internal_ports_refuses_to_start(sample_index, tmp_path):
+    first = start_architecture("microservicos", tmp_path, sample_index)
+    second = None
+    try:
+        wait_until(lambda: accepting(first.ports["vector"]) and accepting(first.ports["llm"]), 120,
+                   "the first instance's services never listened")
+        env = base_env(RAG_BIND_HOST="127.0.0.1", SAGEMAKER_BIND_TO_PORT=str(free_port()),
+                       RAG_VECTOR_URL=f"http://127.0.0.1:{first.ports['vector']}",
+                       RAG_LLM_URL=f"http://127.0.0.1:{first.ports['llm']}")
+        second = ServerProcess([str(ROOT / "Microservicos" / "start.sh"), "serve"], env, tmp_path / "second.log")
+        try:
+            code = second.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            code = None
+        log = second.log()
+    finally:
+        if second is not None:
+            second.stop()
+        first.server.stop()
+    assert code == 1, f"the second instance kept running (exit {code}):\n{log[-3000:]}"
+    assert f"port {first.ports['vector']} of the vector service is already in use" in log
+    assert "set RAG_VECTOR_URL to a free port" in log
