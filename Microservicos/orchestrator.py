@@ -19,7 +19,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     """Application factory for the orchestrator; it loads no model."""
     settings = settings or Settings.from_env()
     app = create_service_app("orchestrator", settings)
-    pipeline = RagPipeline(RemoteRetriever(settings.vector_url), RemoteGenerator(settings.llm_url), "microservices")
+    token = settings.instance_token
+    pipeline = RagPipeline(RemoteRetriever(settings.vector_url, token), RemoteGenerator(settings.llm_url, token),
+                           "microservices")
     clients = {"vector": pipeline.retriever.client, "llm": pipeline.generator.client}
     pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ping")
     started = time.monotonic()

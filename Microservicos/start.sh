@@ -14,6 +14,9 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 CONFIG=$(python -m rag.settings --get public_bind startup_timeout_s vector_port llm_port) || exit 2
 read -r PUBLIC_BIND STARTUP_TIMEOUT VECTOR_PORT LLM_PORT <<<"$CONFIG"
 GUNICORN=(gunicorn --config python:serving.gunicorn_conf)
+# Shared by this instance's three services only: each refuses a caller carrying another instance's token.
+RAG_INSTANCE_TOKEN=$(python -c 'import secrets; print(secrets.token_hex(16))') || exit 1
+export RAG_INSTANCE_TOKEN
 
 log() { echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) start.sh: $*"; }
 

@@ -21,15 +21,20 @@ from rag.pipeline import Retriever
 CONNECT_TIMEOUT_S = 1.0  # loopback: a service that does not accept within 1 s is down or restarting
 DEFAULT_READ_TIMEOUT_S = 55.0
 DEADLINE_HEADER = "X-Rag-Timeout-S"  # remaining seconds, so the service stops generating in time
+# The caller's RAG_INSTANCE_TOKEN: a service of another instance (on a port this one expected to own)
+# refuses the call instead of answering from its own index.
+INSTANCE_HEADER = "X-Rag-Instance"
 
 
 class ServiceClient:
     """A small JSON-over-HTTP client of one internal service."""
 
-    def __init__(self, name: str, base_url: str, pool_size: int = 16):
+    def __init__(self, name: str, base_url: str, pool_size: int = 16, instance_token: str = ""):
         self.name = name
         self.base_url = base_url.rstrip("/")
         self.session = requests.Session()
+        if instance_token:
+            self.session.headers[INSTANCE_HEADER] = instance_token
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
@@ -104,8 +109,8 @@ class ServiceClient:
 class RemoteRetriever(Retriever):
     """The vector service behind `POST /retrieve`."""
 
-    def __init__(self, base_url: str):
-        self.client = ServiceClient("vector", base_url)
+    def __init__(self, base_url: str, instance_token: str = ""):
+        self.client = ServiceClient("vector", base_url, instance_token=instance_token)
         self.model_name = "unknown"
 
     def retrieve(self, query, top_k, deadline=None):
@@ -117,8 +122,8 @@ class RemoteRetriever(Retriever):
 class RemoteGenerator(Generator):
     """The LLM service behind `POST /generate`."""
 
-    def __init__(self, base_url: str):
-        self.client = ServiceClient("llm", base_url)
+    def __init__(self, base_url: str, instance_token: str = ""):
+        self.client = ServiceClient("llm", base_url, instance_token=instance_token)
         self.name = "unknown"
 
     def generate(self, query, passages, params: GenerationParams, deadline=None):

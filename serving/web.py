@@ -17,7 +17,7 @@ from flask import Flask, Response, g, request, stream_with_context
 from werkzeug.exceptions import HTTPException
 
 from rag import errors
-from rag.remote import DEADLINE_HEADER
+from rag.remote import DEADLINE_HEADER, INSTANCE_HEADER
 from rag.settings import MAX_PAYLOAD_BYTES, Settings
 
 log = logging.getLogger("rag.http")
@@ -142,6 +142,13 @@ def create_service_app(name: str, settings: Settings) -> Flask:
         g.timings = None
         if request.path != "/ping":
             log.debug("request_id=%s %s %s started", g.request_id, request.method, request.path)
+        caller = request.headers.get(INSTANCE_HEADER)
+        if settings.instance_token and caller is not None and caller != settings.instance_token:
+            message = (f"the {name} on this port belongs to another instance; give each instance its own "
+                       "internal ports (RAG_VECTOR_URL, RAG_LLM_URL)")
+            if request.path == "/ping":
+                return json_response({"status": "foreign", "error": message}, 503)
+            raise errors.UpstreamUnavailable(message)
 
     @app.after_request
     def _finish(response: Response):

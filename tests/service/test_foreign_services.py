@@ -7,9 +7,10 @@ import subprocess
 import time
 
 import pytest
+import requests
 
 from tests.service.conftest import start_architecture
-from tests.support import ROOT, ServerProcess, base_env, free_port
+from tests.support import ROOT, VENV_BIN, ServerProcess, base_env, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -51,3 +52,28 @@ def test_a_second_instance_on_taken_internal_ports_refuses_to_start(sample_index
     assert code == 1, f"the second instance kept running (exit {code}):\n{log[-3000:]}"
     assert f"port {first.ports['vector']} of the vector service is already in use" in log
     assert "set RAG_VECTOR_URL to a free port" in log
+
+
+def test_services_refuse_an_orchestrator_of_another_instance(microservices, tmp_path):
+    """A real orchestrator of another instance (its own token) pointed at this instance's services, as
+    after its own service died and this one's took the port: it must not answer from them."""
+    port = free_port()
+    env = base_env(RAG_INSTANCE_TOKEN="another-instance",
+                   RAG_VECTOR_URL=f"http://127.0.0.1:{microservices.ports['vector']}",
+                   RAG_LLM_URL=f"http://127.0.0.1:{microservices.ports['llm']}")
+    orchestrator = ServerProcess([str(VENV_BIN / "gunicorn"), "--config", "python:serving.gunicorn_conf",
+                                  "--bind", f"127.0.0.1:{port}", "Microservicos.orchestrator:create_app()"],
+                                 env, tmp_path / "orchestrator.log")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: accepting(port), 60, "the orchestrator never listened")
+        ping = requests.get(f"{url}/ping", timeout=2)
+        answer = requests.post(f"{url}/invocations", json={"query": "When did the tramway open?"}, timeout=60)
+    finally:
+        orchestrator.stop()
+    assert ping.status_code == 503, ping.text
+    assert ping.json()["status"] == "degraded" and ping.json()["services"] == {"vector": "foreign", "llm": "foreign"}
+    assert "another instance" in ping.json()["error"]
+    assert answer.status_code == 503 and answer.json()["error_type"] == "upstream_unavailable", answer.text[:300]
+    # This instance's own orchestrator is unaffected.
+    assert microservices.invoke({"query": "When did the tramway open?", "max_new_tokens": 4}).status_code == 200
