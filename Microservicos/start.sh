@@ -13,7 +13,8 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 # Validated values only: nothing from the environment reaches a bind address or bash arithmetic raw.
 CONFIG=$(python -m rag.settings --get public_bind startup_timeout_s vector_port llm_port) || exit 2
 read -r PUBLIC_BIND STARTUP_TIMEOUT VECTOR_PORT LLM_PORT <<<"$CONFIG"
-GUNICORN=(gunicorn --config python:serving.gunicorn_conf)
+# Each service gets SIGTERM if start.sh dies, even by SIGKILL, instead of living on with its port.
+GUNICORN=(python -m Microservicos.tied_to_parent "$$" gunicorn --config python:serving.gunicorn_conf)
 # Shared by this instance's three services only: each refuses a caller carrying another instance's token.
 RAG_INSTANCE_TOKEN=$(python -c 'import secrets; print(secrets.token_hex(16))') || exit 1
 export RAG_INSTANCE_TOKEN
@@ -75,11 +76,21 @@ ping_ok() {
   [[ "$line" == *" 200 "* ]]
 }
 
+# True while this subshell's parent is still start.sh (Linux /proc; elsewhere assumed).
+supervisor_alive() {
+  local stat
+  read -r stat <"/proc/$BASHPID/stat" 2>/dev/null || return 0
+  stat=${stat##*) }
+  [[ ${stat#* } == "$$ "* ]]
+}
+
 # Logs when every service is ready, or that the deadline passed (the orchestrator's /ping says which).
+# It ends with start.sh, like the services.
 watch_readiness() {
   local deadline=$((SECONDS + STARTUP_TIMEOUT)) port
   for port in "$VECTOR_PORT" "$LLM_PORT"; do
     until ping_ok "$port"; do
+      supervisor_alive || return 1
       if ((SECONDS >= deadline)); then log "not ready after ${STARTUP_TIMEOUT}s (RAG_STARTUP_TIMEOUT)"; return 1; fi
       read -r -t 0.2 <> <(:) || true  # a 0.2 s poll interval without forking sleep
     done

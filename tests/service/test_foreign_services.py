@@ -2,10 +2,13 @@
 check that their caller belongs to their own instance, and they die with their supervisor."""
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import time
 
+import psutil
 import pytest
 import requests
 
@@ -19,6 +22,14 @@ def accepting(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.5)
         return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def running(proc: psutil.Process) -> bool:
+    """Alive and not a zombie (an exited process whose parent, here init, has not reaped it yet)."""
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def wait_until(predicate, deadline_s: float, what: str) -> None:
@@ -77,3 +88,27 @@ def test_services_refuse_an_orchestrator_of_another_instance(microservices, tmp_
     assert answer.status_code == 503 and answer.json()["error_type"] == "upstream_unavailable", answer.text[:300]
     # This instance's own orchestrator is unaffected.
     assert microservices.invoke({"query": "When did the tramway open?", "max_new_tokens": 4}).status_code == 200
+
+
+def test_services_exit_when_start_sh_is_killed(sample_index, tmp_path):
+    service = start_architecture("microservicos", tmp_path, sample_index)
+    family = []
+    try:
+        wait_until(lambda: all(accepting(service.ports[name]) for name in ("public", "vector", "llm")), 120,
+                   "the services never listened")
+        family = service.server.descendants()
+        assert len(family) >= 6, family  # three gunicorn masters and their workers
+        os.kill(service.server.pid, signal.SIGKILL)
+        # Gunicorn drains for at most its graceful timeout (25 s) once its master gets SIGTERM.
+        end = time.monotonic() + 40
+        while (alive := [proc for proc in family if running(proc)]) and time.monotonic() < end:
+            time.sleep(0.1)
+    finally:
+        service.server.stop()
+        for proc in family:  # whatever outlived start.sh is killed here, never left behind
+            try:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
+    assert not alive, f"{alive} outlived start.sh:\n{service.server.log()[-3000:]}"
+    assert not any(accepting(service.ports[name]) for name in ("public", "vector", "llm"))
