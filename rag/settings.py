@@ -135,7 +135,7 @@ class Settings:
     @classmethod
     def from_env(cls, env: dict | None = None) -> "Settings":
         """Build settings from environment variables; a wrong value raises ConfigError naming it."""
-        env = dict(os.environ if env is None else env)
+        env = env if isinstance(env, _RecordedReads) else dict(os.environ if env is None else env)
         device = env.get("RAG_DEVICE", "auto").strip().lower() or "auto"
         if device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"RAG_DEVICE={device!r} is not valid; use auto, cpu or cuda")
@@ -187,6 +187,26 @@ class Settings:
     def llm_port(self) -> int:
         """The loopback port start.sh binds the LLM service to (from RAG_LLM_URL)."""
         return _port_of(self.llm_url)
+
+
+class _RecordedReads(dict):
+    """An environment that remembers every name looked up in it."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.names: set[str] = set()
+
+    def get(self, key, default=None):
+        self.names.add(key)
+        return super().get(key, default)
+
+
+def variable_names() -> frozenset[str]:
+    """Every environment variable Settings.from_env reads, found by running it: the one list of names
+    the services understand (deploy checks the RAG_* variables it forwards against it)."""
+    env = _RecordedReads()
+    Settings.from_env(env)
+    return frozenset(env.names)
 
 
 # What `python -m rag.settings --get NAME ...` may print, for the shell entrypoints: validated values

@@ -3,7 +3,7 @@
 A variable is looked up, first match wins, in: `KEY=VALUE` arguments of the CLI (what `make` passes on
 its command line arrives through the environment), the environment, then the optional config file
 (`DEPLOY_CONFIG`, default `.deploy.env` in the working directory) in `KEY=VALUE` lines. Variables not
-listed in VARIABLES are ignored, except `RAG_*`, which deploy passes to the container.
+listed in VARIABLES are ignored, except `RAG_*`, which deploy checks and passes to the container.
 """
 from __future__ import annotations
 
@@ -48,6 +48,11 @@ VARIABLES: dict[str, str] = {
     "URL": "local server for test/invoke instead of the endpoint",
     "DELETE_S3": "1: clean also deletes s3://$BUCKET_NAME/$S3_PREFIX/",
     "DELETE_ECR": "1: clean also deletes the ECR repository IMAGE_NAME",
+}
+# RAG_* variables that make sense on a workstation but would break an endpoint.
+NOT_FORWARDED = {
+    "RAG_BIND_HOST": "the container must listen on every interface, where SageMaker connects",
+    "RAG_INSTANCE_TOKEN": "start.sh makes one for each container",
 }
 _LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$")
 
@@ -175,8 +180,25 @@ class Config:
         return f"s3://{self.require('BUCKET_NAME')}/{self.s3_prefix}/model.tar.gz"
 
     def container_environment(self) -> dict[str, str]:
-        """The RAG_* variables the user set, passed to the container unchanged."""
-        return {key: value for key, value in sorted(self.values.items()) if key.startswith("RAG_")}
+        """The RAG_* variables the user set, for the container: names the services read, values they
+        accept (checked by the services' own settings parser), none that would break an endpoint."""
+        from rag.errors import ConfigError as ServiceConfigError
+        from rag.settings import Settings, variable_names
+
+        chosen = {key: value for key, value in sorted(self.values.items()) if key.startswith("RAG_")}
+        known = sorted(name for name in variable_names() if name.startswith("RAG_"))
+        unknown = sorted(set(chosen) - set(known))
+        if unknown:
+            raise ConfigError(f"{', '.join(unknown)}: not a variable the services read, so deploy would pass it "
+                              f"for nothing; fix the name or unset it (known: {', '.join(known)})")
+        for name, why in NOT_FORWARDED.items():
+            if name in chosen:
+                raise ConfigError(f"{name} is not passed to an endpoint: {why}; unset it for deploy")
+        try:
+            Settings.from_env(chosen)
+        except ServiceConfigError as exc:
+            raise ConfigError(f"{exc.message} (a RAG_* variable that deploy passes to the container)") from None
+        return chosen
 
 
 def _wanted(key: str) -> bool:

@@ -88,6 +88,7 @@ def run_deploy(aws: Aws) -> int:
     model_data = config.model_data_url()
     name = f"{endpoint}-{new_version()}"
     variant = production_variant(config, name)
+    environment = config.container_environment()  # checked before anything is created
     image = resolve_image(aws)
     check_model_data(aws, model_data)
     current = describe_endpoint(aws, endpoint)
@@ -96,7 +97,9 @@ def run_deploy(aws: Aws) -> int:
         refuse_kind_change(aws, current, variant)
 
     tags = [{"Key": TAG_KEY, "Value": endpoint}]
-    container = {"Image": image, "ModelDataUrl": model_data, "Environment": config.container_environment()}
+    log.info("container environment: %s", ", ".join(f"{k}={v}" for k, v in environment.items()) or
+             "none (every RAG_* variable set here, on the command line or in the config file is passed)")
+    container = {"Image": image, "ModelDataUrl": model_data, "Environment": environment}
     aws.call(f"create model {name}", aws.sagemaker.create_model,
              ModelName=name, ExecutionRoleArn=role, PrimaryContainer=container, Tags=tags)
     log.info("created model %s (image %s, model data %s)", name, image, model_data)
