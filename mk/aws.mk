@@ -4,15 +4,18 @@
 # WAIT, FOLLOW, ...) from the command line and environment (make exports command-line variables) or
 # from .deploy.env / DEPLOY_CONFIG. Defaults live in one place, sagemaker_lifecycle/config.py.
 
-LIFECYCLE := $(PY) -m sagemaker_lifecycle
+# Values reach the CLI through the environment, never spliced into a shell command line, so quotes,
+# backticks or `$(...)` in a variable are data, not code.
+LIFECYCLE := "$(PY)" -m sagemaker_lifecycle
 
 .PHONY: push upload deploy status test invoke logs clean
 
 push: ## Push IMAGE_NAME:IMAGE_TAG to ECR (repository created if missing; REGISTRY=host:port overrides)
 	@$(LIFECYCLE) push
 
+upload: export INDEX := $(INDEX)
 upload: ## Pack INDEX (UPLOAD_LLM=1: and the LLM) into model.tar.gz and upload it to s3://BUCKET_NAME/
-	@$(LIFECYCLE) upload INDEX="$(INDEX)"
+	@$(LIFECYCLE) upload
 
 deploy: ## Create or update (in place) the SageMaker endpoint ENDPOINT_NAME for ARCH
 	@$(LIFECYCLE) deploy
