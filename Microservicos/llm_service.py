@@ -2,6 +2,9 @@
 
     POST /generate {"query", "passages", "max_new_tokens", "temperature"}  ->  {"answer", "usage", "model"}
     POST /generate-stream (same body)  ->  JSON lines {"text"} ..., then {"answer", "usage", "model"}
+
+As the public server of the split topology's LLM endpoint (RAG_SERVE=llm), `/invocations` is
+`/generate` and `/invocations-response-stream` is `/generate-stream`.
 """
 from __future__ import annotations
 
@@ -36,23 +39,33 @@ def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env()
     app, loader = create_loading_app("llm_service", settings, "LLM service", lambda: load_generator(settings))
 
-    def parse():
-        data = parse_json_object(request.get_data(cache=False))
+    def parse(data: dict):
         return validate_query(data.get("query")), _passages(data), validate_generation(data, settings.max_new_tokens)
 
     def final(answer: Answer) -> dict:
         return {"answer": answer.text, "usage": answer.usage(), "model": loader.get().name}
 
+    def body() -> dict:
+        return parse_json_object(request.get_data(cache=False))
+
     @app.post("/generate")
-    def generate():
-        query, passages, params = parse()
+    def generate(data: dict | None = None):
+        query, passages, params = parse(body() if data is None else data)
         return json_response(final(loader.get().generate(query, passages, params, request_deadline(settings))))
 
     @app.post("/generate-stream")
+    @app.post("/invocations-response-stream")  # the split topology's LLM endpoint (InvokeEndpointWithResponseStream)
     def generate_stream():
-        query, passages, params = parse()
+        query, passages, params = parse(body())
         pieces = loader.get().stream(query, passages, params, request_deadline(settings))
         events = (final(piece) if isinstance(piece, Answer) else {"text": piece} for piece in pieces)
         return stream_events(events, "generate")
+
+    @app.post("/invocations")
+    def invocations():
+        """The split topology's LLM endpoint: SageMaker Runtime reaches only /invocations, so it is
+        /generate, and `{"ping": true}` is the front's health probe, answered as /ping."""
+        data = body()
+        return loader.ping() if data == {"ping": True} else generate(data)
 
     return app

@@ -1,6 +1,8 @@
 """The orchestrator: the public /ping and /invocations, composing the two internal services over HTTP.
 
-It runs the same RagPipeline as the monolith, with HTTP clients in place of the local components.
+It runs the same RagPipeline as the monolith, with HTTP clients in place of the local components. In the
+split topology (RAG_LLM_URL=sagemaker://<endpoint>) the LLM is another endpoint, reached through
+SageMaker Runtime by a client of the same Generator interface.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from flask import Flask
 
 from rag.pipeline import RagPipeline
 from rag.remote import RemoteGenerator, RemoteRetriever
+from rag.sagemaker_runtime import SageMakerGenerator
 from rag.settings import Settings
 from serving.web import add_invocations, create_service_app, ping_response
 
@@ -20,9 +23,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env()
     app = create_service_app("orchestrator", settings)
     token = settings.instance_token
-    pipeline = RagPipeline(RemoteRetriever(settings.vector_url, token), RemoteGenerator(settings.llm_url, token),
-                           "microservices")
-    clients = {"vector": pipeline.retriever.client, "llm": pipeline.generator.client}
+    # Split topology: the LLM is another SageMaker endpoint, reached through SageMaker Runtime.
+    generator = SageMakerGenerator(settings.llm_endpoint) if settings.llm_endpoint else \
+        RemoteGenerator(settings.llm_url, token)
+    pipeline = RagPipeline(RemoteRetriever(settings.vector_url, token), generator, "microservices")
+    probes = {"vector": pipeline.retriever.client.ping, "llm": generator.ping}
+    local = set(settings.local_services.split(","))  # the services start.sh starts next to this one
     pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ping")
     started = time.monotonic()
     seen_ready: set[str] = set()
@@ -30,17 +36,17 @@ def create_app(settings: Settings | None = None) -> Flask:
     @app.get("/ping")
     def ping():
         # Both services are asked in parallel, each with a sub-second timeout: /ping stays under 2 s.
-        answers = dict(zip(clients, pool.map(lambda client: client.ping(), clients.values())))
+        answers = dict(zip(probes, pool.map(lambda probe: probe(), probes.values())))
         states = {name: body.get("status", "unavailable") for name, body in answers.items()}
         seen_ready.update(name for name, state in states.items() if state == "ready")
         if all(state == "ready" for state in states.values()):
             return ping_response("ready", services=states)
-        # A service that does not answer yet is still starting, until it has been ready once or the
-        # startup window has passed; after that, not answering means it is down.
+        # A local service that does not answer yet is still starting, until it has been ready once or
+        # the startup window has passed; after that, not answering means it is down.
         starting = time.monotonic() - started < settings.startup_timeout_s
         down = {name: answers[name].get("error") or f"the {name} service is not answering; it may be restarting"
-                for name, state in states.items()
-                if state not in ("ready", "loading") and (state != "unavailable" or name in seen_ready or not starting)}
+                for name, state in states.items() if state not in ("ready", "loading") and
+                (state != "unavailable" or name in seen_ready or name not in local or not starting)}
         if down:
             return ping_response("degraded", error="; ".join(down.values()), services=states)
         loading = [answers[name].get("elapsed_s", 0.0) for name, state in states.items() if state == "loading"]

@@ -54,6 +54,21 @@ def _float(env: dict, name: str, default: float, low: float, high: float) -> flo
     return _bounded(env, name, default, low, high, float, "a number; set it")
 
 
+SAGEMAKER_SCHEME = "sagemaker://"  # RAG_LLM_URL=sagemaker://<endpoint>: the LLM endpoint of the split topology
+# SageMaker's own rule for endpoint names.
+_ENDPOINT_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
+
+
+def _llm_url(env: dict) -> str:
+    value = env.get("RAG_LLM_URL", "").strip()
+    if not value.startswith(SAGEMAKER_SCHEME):
+        return _url(env, "RAG_LLM_URL", "http://127.0.0.1:5002")
+    if not _ENDPOINT_NAME.fullmatch(value[len(SAGEMAKER_SCHEME):]):
+        raise ConfigError(f"RAG_LLM_URL={value!r} does not name a SageMaker endpoint; set it like "
+                          "sagemaker://rag-split-llm (letters, digits and hyphens)")
+    return value
+
+
 def _url(env: dict, name: str, default: str) -> str:
     value = env.get(name, "").strip() or default
     try:
@@ -82,6 +97,13 @@ def _bind_host(env: dict) -> str:
         pass
     if not _HOSTNAME.fullmatch(value):
         raise ConfigError(f"RAG_BIND_HOST={value!r} is not an IP address or host name; set it like 0.0.0.0 or 127.0.0.1")
+    return value
+
+
+def _choice(env: dict, name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = env.get(name, "").strip().lower() or default
+    if value not in allowed:
+        raise ConfigError(f"{name}={value!r} is not valid; use {' or '.join(allowed)}")
     return value
 
 
@@ -126,6 +148,9 @@ class Settings:
     startup_timeout_s: int = 600  # how long start.sh waits for its internal services before saying so
     # Set by start.sh for its three services: each refuses a caller that carries another instance's token.
     instance_token: str = ""
+    # all: the three services of the microservices image; llm: the LLM service alone on the public port,
+    # which is the LLM endpoint of the split topology (deploy sets it there).
+    serve: str = "all"
     # One worker per model copy: each gunicorn worker loads its own models, so more workers cost RAM.
     workers: int = 1
     threads: int = 8  # gthread threads per worker: /ping stays answerable while a request generates
@@ -160,11 +185,12 @@ class Settings:
             chunk_overlap=env_int(env, "RAG_CHUNK_OVERLAP", min(120, chunk_size // 4), 0, chunk_size // 2),
             embed_batch_size=env_int(env, "RAG_EMBED_BATCH_SIZE", 32, 1, 4096),
             vector_url=_url(env, "RAG_VECTOR_URL", "http://127.0.0.1:5001"),
-            llm_url=_url(env, "RAG_LLM_URL", "http://127.0.0.1:5002"),
+            llm_url=_llm_url(env),
             port=env_int(env, "SAGEMAKER_BIND_TO_PORT", 8080, 1, 65535),
             bind_host=_bind_host(env),
             startup_timeout_s=env_int(env, "RAG_STARTUP_TIMEOUT", 600, 1, 86400),
             instance_token=_instance_token(env),
+            serve=_choice(env, "RAG_SERVE", "all", ("all", "llm")),
             workers=env_int(env, "MODEL_SERVER_WORKERS", 1, 1, 64),
             threads=env_int(env, "RAG_SERVER_THREADS", 8, 1, 256),
             server_timeout=env_int(env, "MODEL_SERVER_TIMEOUT", 120, 1, 3600),
@@ -184,9 +210,22 @@ class Settings:
         return _port_of(self.vector_url)
 
     @property
+    def llm_endpoint(self) -> str | None:
+        """The LLM endpoint's name when RAG_LLM_URL is sagemaker://<name> (split topology), else None."""
+        return self.llm_url[len(SAGEMAKER_SCHEME):] if self.llm_url.startswith(SAGEMAKER_SCHEME) else None
+
+    @property
     def llm_port(self) -> int:
-        """The loopback port start.sh binds the LLM service to (from RAG_LLM_URL)."""
-        return _port_of(self.llm_url)
+        """The loopback port start.sh binds the LLM service to (from RAG_LLM_URL; 0 for an endpoint)."""
+        return 0 if self.llm_endpoint else _port_of(self.llm_url)
+
+    @property
+    def local_services(self) -> str:
+        """The internal services start.sh runs, comma-separated: vector and llm, or vector alone when
+        the LLM is another endpoint, or llm alone when this container is that endpoint (RAG_SERVE=llm)."""
+        if self.serve == "llm":
+            return "llm"
+        return "vector" if self.llm_endpoint else "vector,llm"
 
 
 class _RecordedReads(dict):
@@ -211,7 +250,7 @@ def variable_names() -> frozenset[str]:
 
 # What `python -m rag.settings --get NAME ...` may print, for the shell entrypoints: validated values
 # only, so that no raw environment value reaches bash arithmetic or a bind address.
-SHELL_VALUES = ("public_bind", "startup_timeout_s", "vector_port", "llm_port")
+SHELL_VALUES = ("public_bind", "startup_timeout_s", "vector_port", "llm_port", "local_services")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,7 +17,7 @@ from flask import Flask, Response, g, request, stream_with_context
 from werkzeug.exceptions import HTTPException
 
 from rag import errors
-from rag.remote import DEADLINE_HEADER, INSTANCE_HEADER
+from rag.remote import DEADLINE_HEADER, INSTANCE_HEADER, timeout_from_attributes
 from rag.settings import MAX_PAYLOAD_BYTES, Settings
 
 log = logging.getLogger("rag.http")
@@ -116,6 +116,10 @@ def request_deadline(settings: Settings) -> float:
             budget = min(budget, max(0.0, float(raw)))
         except ValueError:
             pass
+    # Through SageMaker Runtime (the split topology's LLM endpoint) it arrives as a custom attribute.
+    attribute = timeout_from_attributes(request.headers.get(CUSTOM_ATTRIBUTES))
+    if attribute is not None:
+        budget = min(budget, attribute)
     return g.started + budget
 
 
