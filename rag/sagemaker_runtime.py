@@ -5,7 +5,8 @@ loopback RemoteGenerator, carried by InvokeEndpoint and InvokeEndpointWithRespon
 the execution role) and any `AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME` as usual. Errors become RagErrors as in
 the one-container microservices:
 
-    ModelError with the LLM service's JSON error   that error, with its type and status (timeout, ...)
+    ModelError with the LLM service's JSON error   that error, with its type and status (timeout, ...),
+                                                   except not_ready: 503 upstream_unavailable (the front is ready)
     ModelError without one (the container did not answer: status 0, a crash, a restart)
                                                    503 upstream_unavailable, not retried
     throttling, ServiceUnavailable, ModelNotReady, no connection to SageMaker Runtime
@@ -42,7 +43,13 @@ NOT_SENT = THROTTLED | {"ServiceUnavailable", "ModelNotReadyException"}
 # 504 arrives rather than a cut connection. Read timeouts come in steps, one cached client per step.
 READ_GRACE_S, READ_STEP_S, READ_MAX_S = 1.0, 5.0, 65.0
 PING_BODY = b'{"ping": true}'  # the LLM endpoint answers it as its /ping (SageMaker routes only /invocations)
-OBSERVATION_TTL_S = 5.0  # a real invocation's outcome stands in for a /ping probe this long
+# A real invocation's outcome stands in for a /ping probe this long; a failure for less, so that a
+# recovered endpoint is seen soon.
+READY_TTL_S, NOT_READY_TTL_S = 5.0, 1.0
+
+
+class EndpointLoading(errors.UpstreamUnavailable):
+    """The LLM endpoint answered not_ready: to the front's callers, an upstream not available yet."""
 
 
 def split_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
@@ -106,8 +113,10 @@ class SageMakerGenerator(LlmServiceGenerator):
         """A /ping-like body for the LLM endpoint: the outcome of a recent invocation when there is one
         (probes count as invocations, and would skew the scaling metric), else a probe."""
         observed = self._observed
-        if observed and time.monotonic() - observed[0] < OBSERVATION_TTL_S:
-            return observed[1]
+        if observed:
+            ttl = READY_TTL_S if observed[1]["status"] == "ready" else NOT_READY_TTL_S
+            if time.monotonic() - observed[0] < ttl:
+                return observed[1]
         try:
             # Sub-second timeouts: SageMaker gives the front's own /ping 2 s.
             response = self._call("invoke_endpoint", PING_BODY, 1.0, accept=JSON, connect_timeout=0.4, read_timeout=0.8)
@@ -175,7 +184,7 @@ class SageMakerGenerator(LlmServiceGenerator):
 
     def _observe(self, error: errors.RagError) -> None:
         """What a failed invocation says about the endpoint's health (a timeout says nothing)."""
-        if isinstance(error, errors.NotReady):
+        if isinstance(error, EndpointLoading):
             self._observed = (time.monotonic(), {"status": "loading", "elapsed_s": 0.0})
         elif isinstance(error, errors.UpstreamUnavailable):
             self._observed = (time.monotonic(), {"status": "unavailable", "error": error.message})
@@ -224,7 +233,10 @@ class SageMakerGenerator(LlmServiceGenerator):
         except ValueError:
             body = None
         if isinstance(body, dict) and "error_type" in body:
-            return errors.from_dict(body, status)
+            error = errors.from_dict(body, status)
+            if isinstance(error, errors.NotReady):  # the front is ready; its upstream is not, yet
+                return EndpointLoading(f"the LLM endpoint {self.endpoint_name} is still loading its model; retry shortly")
+            return error
         return errors.UpstreamUnavailable(f"the LLM endpoint {self.endpoint_name} did not answer (container status "
                                           f"{status}); it may be restarting, retry shortly")
 

@@ -93,7 +93,7 @@ def test_answer_and_deadline_travel_through_the_runtime(setup):
 
 @pytest.mark.parametrize("status, body, expected", [
     (400, {"error": "bad passages", "error_type": "invalid_request"}, errors.InvalidRequest),
-    (503, {"error": "still loading", "error_type": "not_ready"}, errors.NotReady),
+    (503, {"error": "still loading", "error_type": "not_ready"}, errors.UpstreamUnavailable),
     (504, {"error": "out of time", "error_type": "timeout"}, errors.RequestTimeout),
     (500, b"<html>Internal Server Error</html>", errors.UpstreamUnavailable),
 ])
@@ -103,8 +103,10 @@ def test_a_container_error_keeps_its_type(setup, status, body, expected):
     with pytest.raises(expected) as raised:
         generator.generate("When?", PASSAGES, PARAMS)
     assert len(container.requests) == 1  # the container answered: never retried
-    if isinstance(body, dict):
+    if isinstance(body, dict) and status != 503:
         assert raised.value.message == body["error"]
+    if status == 503:  # the front is ready, its upstream is loading: upstream_unavailable, and /ping says so
+        assert "still loading" in raised.value.message and generator.ping()["status"] == "loading"
 
 
 def test_throttling_is_retried_within_bounds(setup):
@@ -161,7 +163,7 @@ def test_stream_is_reassembled_across_event_boundaries(setup):
 def test_stream_errors_before_and_during(setup):
     container, runtime, generator = setup
     container.then(503, {"error": "still loading", "error_type": "not_ready"})
-    with pytest.raises(errors.NotReady):  # raised by the call itself, before any event is consumed
+    with pytest.raises(errors.UpstreamUnavailable):  # raised by the call itself, before any event is consumed
         generator.stream("When?", PASSAGES, PARAMS)
     container.then(200, b'{"text": "In "}\n', b'{"event": "error", "error": "late", "error_type": "timeout"}\n')
     events = generator.stream("When?", PASSAGES, PARAMS)
