@@ -85,7 +85,7 @@ def test_access_denied(moto, aws_env, account):
     finally:
         moto.enforce_iam(False)
     assert_one_line(result, "access denied while trying to describe endpoint rag-monolito",
-                    "not authorized to perform: sagemaker:DescribeEndpoint", "operator policy in README.md")
+                    "not authorized to perform: sagemaker:DescribeEndpoint", "operator policy in docs/deploy.md")
 
 
 def test_cli_refuses_an_unknown_variable(aws_env):
