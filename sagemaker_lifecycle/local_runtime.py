@@ -49,9 +49,16 @@ class LocalRuntime:
         self.endpoints = dict(endpoints)
         self.throttle = 0  # the next N invocations are refused with ThrottlingException (tests of retries)
         self.invocations = 0
+        self._local = threading.local()
         self.server = ThreadingHTTPServer((host, port), _handler(self))
         self.server.daemon_threads = True
         self._thread = threading.Thread(target=self.server.serve_forever, name="local-runtime", daemon=True)
+
+    def session(self) -> requests.Session:
+        """This thread's keep-alive session to the containers (SageMaker keeps its connections open too)."""
+        if not hasattr(self._local, "session"):
+            self._local.session = requests.Session()
+        return self._local.session
 
     @property
     def url(self) -> str:
@@ -97,8 +104,8 @@ def _handler(runtime: LocalRuntime):
             headers = {key: self.headers[key] for key in ("Content-Type", "Accept", CUSTOM_ATTRIBUTES) if self.headers.get(key)}
             stream = route == "invocations-response-stream"
             try:
-                answer = requests.post(f"{runtime.endpoints[name]}/{route}", data=body, headers=headers,
-                                       timeout=(2.0, INVOCATION_TIMEOUT_S), stream=stream)
+                answer = runtime.session().post(f"{runtime.endpoints[name]}/{route}", data=body, headers=headers,
+                                                timeout=(2.0, INVOCATION_TIMEOUT_S), stream=stream)
             except requests.RequestException:
                 return self._model_error(name, 0, f"Amazon SageMaker could not get a response from the {name} endpoint.")
             with answer:
