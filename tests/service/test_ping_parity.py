@@ -6,6 +6,7 @@ import pytest
 import requests
 
 from tests.service.conftest import start_architecture
+from tests.support import VENV_BIN, ServerProcess, base_env, free_port, wait_for_status
 
 pytestmark = pytest.mark.slow
 ARCHES = ("monolito", "microservicos")
@@ -52,7 +53,9 @@ def test_loading_and_degraded_bodies_are_identical_and_hold_no_exception_text(sa
         assert all(status == 503 for status, _ in answers), (arch, answers)
         bodies = [without_services(body) for _, body in answers]
         loading = [body for body in bodies if body["status"] == "loading"]
-        assert loading, f"{arch}: /ping never said loading before degraded: {bodies[:3]}"
+        # The monolith loads the embedder before failing on the LLM, so it always shows loading first; the
+        # microservices' LLM service may fail before the first /ping (see the orchestrator test below).
+        assert loading or arch == "microservicos", f"{arch}: /ping never said loading before degraded: {bodies[:3]}"
         assert all(set(body) == {"status", "elapsed_s"} for body in loading), (arch, loading[:3])
         degraded = bodies[-1]
         assert set(degraded) == {"status", "error"}, (arch, degraded)
@@ -62,3 +65,18 @@ def test_loading_and_degraded_bodies_are_identical_and_hold_no_exception_text(sa
     for arch, response in streams.items():
         assert response.status_code == 503 and response.headers["Content-Type"] == "application/json", (arch, response.text)
         assert response.json()["error_type"] == "not_ready", (arch, response.text)
+
+
+def test_orchestrator_loading_body_while_its_services_start(tmp_path):
+    """A real orchestrator whose services do not listen yet (as in the first seconds of start.sh): loading,
+    with the monolith's keys plus services, not degraded."""
+    port = free_port()
+    env = base_env(RAG_VECTOR_URL=f"http://127.0.0.1:{free_port()}", RAG_LLM_URL=f"http://127.0.0.1:{free_port()}")
+    orchestrator = ServerProcess([str(VENV_BIN / "gunicorn"), "--config", "python:serving.gunicorn_conf", "--bind",
+                                  f"127.0.0.1:{port}", "Microservicos.orchestrator:create_app()"], env, tmp_path / "o.log")
+    try:
+        body = wait_for_status(f"http://127.0.0.1:{port}/ping", 503, deadline_s=60, proc=orchestrator.proc).json()
+    finally:
+        orchestrator.stop()
+    assert without_services(body).keys() == {"status", "elapsed_s"} and body["status"] == "loading", body
+    assert body["services"] == {"vector": "unavailable", "llm": "unavailable"}

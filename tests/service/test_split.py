@@ -18,7 +18,9 @@ QUESTION = {"query": "When did the Velmora Tramway open, and who designed its fi
 
 @pytest.fixture(scope="module")
 def split(sample_index, tmp_path_factory):
-    topology = SplitTopology(tmp_path_factory.mktemp("split"), sample_index, RAG_MAX_NEW_TOKENS="40")
+    # One torch thread per process: the split adds two model processes to the session's, on shared cores.
+    topology = SplitTopology(tmp_path_factory.mktemp("split"), sample_index, RAG_MAX_NEW_TOKENS="40",
+                             RAG_TORCH_THREADS="1")
     try:
         wait_for_status(f"{topology.url}/ping", 200, deadline_s=300, proc=topology.front.proc)
         yield topology
