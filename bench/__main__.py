@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 
@@ -19,6 +20,9 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("--no-publish", action="store_true", help="only the report next to the results file")
     commands.add_parser("soak", help="steady load with kills and a final SIGTERM (SOAK_* variables); "
                                      "writes soak-<timestamp>/soak.json and soak.png; non-zero when a target is missed")
+    split = commands.add_parser("split", help="measure the split topology's extra hop against the one-container "
+                                "microservices (bench/split.py); write results/split-<timestamp>.json")
+    split.add_argument("--publish", action="store_true", help="also bench/results/latest/split.json and docs/bench.md")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
@@ -36,6 +40,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "soak":
         return _soak(run_soak(soak_settings))
+    if args.command == "split":
+        from bench.split import measure, publish as publish_split, table
+
+        path = measure(settings)
+        sys.stdout.write(table(json.loads(path.read_text())) + "\n")
+        sys.stderr.write(f"results: {path}\n")
+        if args.publish:
+            sys.stderr.write(f"published: {publish_split(path)}\n")
+        return 0
     if args.command == "run":
         from bench.run import run as run_bench
 

@@ -66,10 +66,11 @@ class Served:
         self.ports = {"public": free_port(), "vector": free_port(), "llm": free_port()}
         self.url = f"http://127.0.0.1:{self.ports['public']}"
         self.log_path = log_path
-        environment = child_env(
-            RAG_BIND_HOST="127.0.0.1", SAGEMAKER_BIND_TO_PORT=self.ports["public"],
-            RAG_VECTOR_URL=f"http://127.0.0.1:{self.ports['vector']}",
-            RAG_LLM_URL=f"http://127.0.0.1:{self.ports['llm']}", **env)
+        # `env` may override the wiring too (bench/split.py points RAG_LLM_URL at an endpoint).
+        environment = child_env(**{
+            "RAG_BIND_HOST": "127.0.0.1", "SAGEMAKER_BIND_TO_PORT": self.ports["public"],
+            "RAG_VECTOR_URL": f"http://127.0.0.1:{self.ports['vector']}",
+            "RAG_LLM_URL": f"http://127.0.0.1:{self.ports['llm']}", **env})
         self._log = open(log_path, "wb")
         self.started = time.monotonic()
         environment["PYTHONPATH"] = str(root)

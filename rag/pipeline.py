@@ -165,16 +165,18 @@ class RagPipeline:
         return self._response(request.query, passages, answer, started, retrieved)
 
     def stream(self, request: QueryRequest, deadline: float | None = None) -> Iterator[dict]:
-        """Retrieve now (errors raise before any byte is sent), then stream events as the answer grows:
+        """Retrieve and start generating now (errors raise before any byte is sent), then stream events:
         `sources`, one `token` per text piece, and `done` carrying the same body as answer()."""
         started = time.perf_counter()
         passages = self.retriever.retrieve(request.query, request.top_k, deadline)
         retrieved = time.perf_counter()
+        # Started here, not inside events(): a remote generator that is down refuses before any byte is sent.
+        pieces = self.generator.stream(request.query, prompt_passages(passages), request.generation, deadline)
 
         def events() -> Iterator[dict]:
             yield {"event": "sources", "sources": [passage.to_dict() for passage in passages]}
             answer = None
-            for piece in self.generator.stream(request.query, prompt_passages(passages), request.generation, deadline):
+            for piece in pieces:
                 if isinstance(piece, Answer):
                     answer = piece
                 else:
