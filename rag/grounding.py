@@ -15,7 +15,8 @@ import unicodedata
 REFUSAL = "The documents do not say."
 
 # Numbers: "1,400", "7.50", "2018", "4.2"; names: capitalised words, also inside a sentence.
-_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+# An ordinal ("19th century", "3rd") ranks or dates something loosely: not checked as a figure.
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*(?!\d|st\b|nd\b|rd\b|th\b)")
 _WORD = re.compile(r"[^\W\d_][\w'\-]*", re.UNICODE)
 _LIST_MARKER = re.compile(r"^\s*\d{1,2}[.)]\s+", re.MULTILINE)
 _SENTENCE = re.compile(r"(?<=[.!?:])\s+|\n+")

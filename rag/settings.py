@@ -150,11 +150,12 @@ class Settings:
     chunk_overlap: int = 120  # keeps a fact that straddles a boundary whole in one of the chunks
     embed_batch_size: int = 32
     # Focused context (rag/context.py): the defaults were chosen with `make eval` (docs/evaluation.md).
-    context_focus: str = "off"
+    context_focus: str = "sentences"
     context_max_tokens: int = 160
     context_score_gap: float = 0.15
     context_window: int = 0
-    grounding_check: bool = False  # rag/grounding.py: refuse answers stating numbers or names not in the context
+    context_lexical_weight: float = 0.3
+    grounding_check: bool = True  # rag/grounding.py: refuse answers stating numbers or names not in the context
     vector_url: str = "http://127.0.0.1:5001"
     llm_url: str = "http://127.0.0.1:5002"
     port: int = 8080
@@ -181,7 +182,8 @@ class Settings:
         """The focused-context settings, as rag/context.py takes them."""
         from rag.context import ContextSettings
 
-        return ContextSettings(self.context_focus, self.context_max_tokens, self.context_score_gap, self.context_window)
+        return ContextSettings(self.context_focus, self.context_max_tokens, self.context_score_gap, self.context_window,
+                               self.context_lexical_weight)
 
     @classmethod
     def from_env(cls, env: dict | None = None) -> "Settings":
@@ -220,6 +222,7 @@ class Settings:
             context_max_tokens=env_int(env, "RAG_CONTEXT_MAX_TOKENS", cls.context_max_tokens, 16, 8192),
             context_score_gap=_float(env, "RAG_CONTEXT_SCORE_GAP", cls.context_score_gap, 0.0, 2.0),
             context_window=env_int(env, "RAG_CONTEXT_WINDOW", cls.context_window, 0, 10),
+            context_lexical_weight=_float(env, "RAG_CONTEXT_LEXICAL_WEIGHT", cls.context_lexical_weight, 0.0, 10.0),
             grounding_check=_switch(env, "RAG_GROUNDING_CHECK", cls.grounding_check),
             vector_url=_url(env, "RAG_VECTOR_URL", "http://127.0.0.1:5001"),
             llm_url=_llm_url(env),

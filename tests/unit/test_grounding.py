@@ -23,6 +23,7 @@ CONTEXT = ("Velmora Central opened in 1878, designed by the architect Amalia Sol
     ("Approximately 1,400. Roughly half are electric.", []),  # sentence-initial words are not names
     ("Designed by Amalia Solvay, not Kross.", ["Kross"]),
     ("1. About 1,400 bikes\n2. A day pass", []),  # list numbers are not facts
+    ("Founded in the 19th century, on the 3rd floor.", []),  # ordinals are not checked
 ])
 def test_unsupported_numbers_and_names(answer, missing):
     assert unsupported(answer, "When did Velmora Central open?", CONTEXT) == missing

@@ -62,11 +62,12 @@ def test_greedy_is_deterministic(retriever, generator):
     assert first == second and first.completion_tokens <= 24
 
 
-def test_prompt_numbers_the_passages(retriever):
-    messages = build_messages("q?", retriever.retrieve(QUESTIONS[0]["question"], 2))
-    assert messages[0]["role"] == "system" and "only the passages" in messages[0]["content"]
-    assert "[1] (source: tramway.md)" in messages[1]["content"] and "[2]" in messages[1]["content"]
-    assert messages[1]["content"].endswith("Question: q?")
+def test_prompt_carries_the_question_twice_and_the_passages_text(retriever):
+    passages = retriever.retrieve(QUESTIONS[0]["question"], 2)
+    messages = build_messages("q?", passages)
+    assert messages[0]["role"] == "system" and "only the context" in messages[0]["content"]
+    assert messages[1]["content"].startswith("Question: q?") and messages[1]["content"].endswith("Question: q?")
+    assert all(p.text in messages[1]["content"] for p in passages)
 
 
 def test_deadline_stops_generation(retriever, generator):
