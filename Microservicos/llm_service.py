@@ -23,9 +23,11 @@ def _passages(data: dict) -> list[Passage]:
     if not isinstance(raw, list) or len(raw) > MAX_PASSAGES:
         raise InvalidRequest(f"'passages' must be a list of at most {MAX_PASSAGES} passages")
     try:
+        if not all(isinstance(item, dict) for item in raw):
+            raise TypeError("a passage is not a JSON object")
         passages = [Passage.from_dict(item) for item in raw]
-    except (KeyError, TypeError, ValueError):
-        raise InvalidRequest("each passage needs rank, source, chunk, score and text")
+    except (KeyError, TypeError, ValueError, OverflowError):
+        raise InvalidRequest("each passage must be a JSON object with rank, source, chunk, score and text")
     # Checked before tokenizing: a 6 MB body of passages would otherwise cost seconds of CPU first.
     longest = max((max(len(passage.text), len(passage.source)) for passage in passages), default=0)
     if longest > MAX_CHUNK_CHARS:

@@ -24,6 +24,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from rag.archive import readable_by_all
 from rag.errors import IngestError, RagError
 from rag.index import MANIFEST, IndexedDocument, read_manifest, write_index
 from rag.ingest import build_index, find_documents, strict_from_env
@@ -110,7 +111,7 @@ def merge_shards(input_dir: Path, output_dir: Path, settings: Settings, archive_
         archive = output_dir / archive_name
         with tarfile.open(archive, "w:gz", compresslevel=6) as tar:
             for path in sorted((staging / "index").iterdir()):
-                tar.add(path, arcname=f"index/{path.name}", recursive=False)
+                tar.add(path, arcname=f"index/{path.name}", recursive=False, filter=readable_by_all)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     log.info("merged %d shards: %d documents, %d chunks, %s index (recall@10 %s) -> %s", len(shards),

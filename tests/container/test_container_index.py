@@ -108,6 +108,7 @@ def single_model(corpus, tmp_path_factory):
     model = tmp_path_factory.mktemp("single-model")
     subprocess.run([sys.executable, "-m", "rag.ingest", "--docs", str(corpus), "--index", str(model / "index")],
                    cwd=ROOT, env=base_env(), check=True, capture_output=True, timeout=900)
+    model.chmod(0o755)  # pytest's folders are private; SageMaker's /opt/ml/model is readable by the workers
     return model
 
 

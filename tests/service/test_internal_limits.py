@@ -30,3 +30,14 @@ def test_generate_still_accepts_ordinary_passages(microservices):
     body = {"query": "What is this?", "max_new_tokens": 1, "passages": [passage(1, "x" * 100)]}
     response = requests.post(f"http://127.0.0.1:{microservices.ports['llm']}/generate", json=body, timeout=120)
     assert response.status_code == 200, response.text[:300]
+
+
+@pytest.mark.parametrize("passages", [[[None, None]], ["text"], [None], [{"rank": 1}],
+                                      [{**passage(1, "x"), "score": "high"}]])
+def test_generate_names_a_malformed_passage(microservices, passages):
+    # Found by make fuzz: a passage that is not an object was a 500 (the service's own bug, not the client's).
+    for route in ("generate", "generate-stream"):
+        response = requests.post(f"http://127.0.0.1:{microservices.ports['llm']}/{route}",
+                                 json={"query": "q", "max_new_tokens": 1, "passages": passages}, timeout=60)
+        assert response.status_code == 400, response.text[:300]
+        assert response.json()["error_type"] == "invalid_request" and "each passage" in response.json()["error"]
