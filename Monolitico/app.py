@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from rag.pipeline import RagPipeline, load_generator, load_retriever
+from rag.pipeline import load_local_pipeline
 from rag.settings import Settings
 from serving.web import add_invocations, create_loading_app
 
@@ -14,7 +14,7 @@ from serving.web import add_invocations, create_loading_app
 def create_app(settings: Settings | None = None) -> Flask:
     """Application factory: models load in the background; /ping is 503 until they have."""
     settings = settings or Settings.from_env()
-    app, loader = create_loading_app("monolith", settings, "monolith pipeline", lambda: RagPipeline(
-        load_retriever(settings), load_generator(settings), "monolith"))
+    app, loader = create_loading_app("monolith", settings, "monolith pipeline",
+                                     lambda: load_local_pipeline(settings, "monolith"))
     add_invocations(app, settings, loader.get)
     return app

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 
@@ -20,6 +21,11 @@ def main(argv: list[str] | None = None) -> int:
     report = commands.add_parser("report", help="rebuild report, charts and the README table from a results file")
     report.add_argument("results", nargs="?", help="a results JSON (default: the newest full run, else latest/)")
     report.add_argument("--no-publish", action="store_true", help="only the report next to the results file")
+    commands.add_parser("soak", help="steady load with kills and a final SIGTERM (SOAK_* variables); "
+                                     "writes soak-<timestamp>/soak.json and soak.png; non-zero when a target is missed")
+    split = commands.add_parser("split", help="measure the split topology's extra hop against the one-container "
+                                "microservices (bench/split.py); write results/split-<timestamp>.json")
+    split.add_argument("--publish", action="store_true", help="also bench/results/latest/split.json and docs/bench.md")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
@@ -29,9 +35,24 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         settings = BenchSettings.from_env()
+        if args.command == "soak":
+            from bench.soak import SoakSettings, run as run_soak
+
+            soak_settings = SoakSettings.from_env()
     except ConfigError as exc:
         sys.stderr.write(f"configuration error: {exc.message}\n")
         return 2
+    if args.command == "soak":
+        return _soak(run_soak(soak_settings))
+    if args.command == "split":
+        from bench.split import measure, publish as publish_split, table
+
+        path = measure(settings)
+        sys.stdout.write(table(json.loads(path.read_text())) + "\n")
+        sys.stderr.write(f"results: {path}\n")
+        if args.publish:
+            sys.stderr.write(f"published: {publish_split(path)}\n")
+        return 0
     if args.command == "run":
         from bench.run import run as run_bench
 
@@ -43,14 +64,31 @@ def main(argv: list[str] | None = None) -> int:
             sys.stderr.write(f"published: {publish(path)}\n")
             update_sweep_doc(path, PERFORMANCE_DOC)
         return 0
-    path = find_results(settings.results_dir, args.results)
-    report_path = write_report(path)
-    write_sweep(path)
-    sys.stderr.write(f"report: {report_path}\n")
-    if not args.no_publish:
-        sys.stderr.write(f"published: {publish(path)}\n")
-        update_sweep_doc(path, PERFORMANCE_DOC)
+    try:
+        path = find_results(settings.results_dir, args.results)
+        report_path = write_report(path)
+        write_sweep(path)
+        sys.stderr.write(f"report: {report_path}\n")
+        if not args.no_publish:
+            sys.stderr.write(f"published: {publish(path)}\n")
+            update_sweep_doc(path, PERFORMANCE_DOC)
+    except (FileNotFoundError, ValueError) as exc:
+        sys.stderr.write(f"bench report: {exc}\n")
+        return 2
     return 0
+
+
+def _soak(folder) -> int:
+    """Print each architecture's targets; 0 only when every one was met."""
+    import json
+
+    report = json.loads((folder / "soak.json").read_text())
+    for entry in report["architectures"]:
+        verdicts = ", ".join(f"{name} {'met' if met else 'MISSED'}" for name, met in entry["verdicts"].items())
+        sys.stderr.write(f"{entry['architecture']}: {entry['requests']} requests, failed {entry['failed_by_status']}, "
+                         f"recoveries {[k['recovery_s'] for k in entry['kills']]}: {verdicts}\n")
+    sys.stderr.write(f"soak: {folder / 'soak.json'}, {folder / 'soak.png'}\n")
+    return 0 if report["met"] else 1
 
 
 if __name__ == "__main__":

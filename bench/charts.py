@@ -52,9 +52,11 @@ def overhead_chart(results: dict, path: Path) -> Path:
         diffs = [summary["overhead"][level][arch]["p50_vs_baseline"] for level in levels]
         # Percent of the baseline median, so that every concurrency fits one scale.
         bases = [summary["latency"]["baseline"][level]["e2e_ms"]["p50"] / 100 for level in levels]
-        centres = [d["difference"] / b for d, b in zip(diffs, bases)]
-        errors = [[c - d["low"] / b for c, d, b in zip(centres, diffs, bases)],
-                  [d["high"] / b - c for c, d, b in zip(centres, diffs, bases)]]
+        # A level with no usable pair (every block stalled) has no difference: no bar, no error bar.
+        usable = [d["difference"] is not None and bool(b) for d, b in zip(diffs, bases)]
+        centres = [d["difference"] / b if ok else float("nan") for d, b, ok in zip(diffs, bases, usable)]
+        errors = [[c - d["low"] / b if ok else 0.0 for c, d, b, ok in zip(centres, diffs, bases, usable)],
+                  [d["high"] / b - c if ok else 0.0 for c, d, b, ok in zip(centres, diffs, bases, usable)]]
         left.bar([i + offset for i in range(len(levels))], centres, width, yerr=errors, capsize=4,
                  color=COLORS[arch], label=LABELS[arch])
     left.axhline(0, color="black", linewidth=0.8)
@@ -148,3 +150,34 @@ def write_charts(results: dict, folder: Path) -> dict[str, str]:
     charts = {"latency": latency_chart, "overhead": overhead_chart, "memory": memory_chart,
               "cold_start": cold_start_chart, "faults": fault_chart}
     return {name: draw(results, folder / f"{name}.png").name for name, draw in charts.items()}
+
+
+def soak_chart(report: dict, path: Path) -> Path:
+    """Per architecture: resident memory every sample, and answered/failed requests per 10 s, with the kills."""
+    entries = report["architectures"]
+    fig, axes = plt.subplots(2, len(entries), figsize=(6.5 * len(entries), 6.5), squeeze=False)
+    for column, entry in enumerate(entries):
+        arch, color = entry["architecture"], COLORS[entry["architecture"]]
+        memory, load = axes[0][column], axes[1][column]
+        memory.plot([t / 60 for t, _ in entry["rss_mib"]], [mib for _, mib in entry["rss_mib"]], marker="o", color=color)
+        memory.set_title(f"{LABELS[arch]}: RSS of the process tree (growth after warm-up "
+                         f"{100 * (entry['rss_growth_after_warmup'] or 0):+.1f} %)", fontsize=9)
+        memory.set_ylabel("MiB")
+        buckets: dict[tuple[int, bool], int] = {}
+        for _, finished, status in entry["timeline"]:
+            key = (int(finished // 10), status == 200)
+            buckets[key] = buckets.get(key, 0) + 1
+        for ok, shade in ((True, STATUS_COLORS[200]), (False, STATUS_COLORS[503])):
+            xs = sorted(b for b, good in buckets if good == ok)
+            if not xs:
+                continue
+            load.bar([x * 10 / 60 for x in xs], [buckets[(x, ok)] for x in xs], width=10 / 60, color=shade,
+                     alpha=0.8, label="answered" if ok else "failed", align="edge")
+        for kill in entry["kills"]:
+            for ax in (memory, load):
+                ax.axvline(kill["at_s"] / 60, color="#d62728", linestyle="--", linewidth=0.8)
+        load.axvline(entry["sigterm"]["at_s"] / 60, color="black", linestyle=":", linewidth=1)
+        load.set_xlabel("minutes (dashed: a service killed; dotted: SIGTERM)")
+        load.set_ylabel("requests per 10 s")
+        load.legend(fontsize=8)
+    return _save(fig, path)

@@ -1,6 +1,11 @@
 """The README's comparison table: one row per claim of the original README, each with the measured
-figure for each architecture, a verdict derived from the numbers, and the chart that shows it."""
+figure for each architecture, a verdict derived from the numbers, and the chart that shows it.
+
+A verdict says "confirmed" or "refuted" only when its 95 % interval lies wholly on one side; otherwise it
+says "inconclusive", with the interval. Figures with no interval (one kill per architecture) get none."""
 from __future__ import annotations
+
+from bench.stats import ABOVE, BELOW, INCONCLUSIVE, interval_text, side_of
 
 CHART_DIR = "../bench/results/latest"  # relative to docs/bench.md, where the table is published
 SMALL_SHARE = 0.10  # below this share of a replica's memory or a request's time, a saving is "small here"
@@ -22,39 +27,49 @@ def _consistency(floor: dict) -> str:
     return f"slower for {floor['slower']} of {floor['questions']} questions"
 
 
+def _decide(interval: dict, above: str, below: str, unit: str = " ms", digits: int = 1,
+            key: str = "difference") -> str:
+    """`above` / `below` when the 95 % interval lies wholly on that side of zero, else `inconclusive`;
+    the estimate and its interval always follow."""
+    side = side_of(interval.get("low"), interval.get("high"))
+    word = {ABOVE: above, BELOW: below, INCONCLUSIVE: "inconclusive"}[side]
+    value = interval.get(key)
+    estimate = "n/a" if value is None else f"{value:+,.{digits}f}{unit}"
+    return f"{word}: {estimate}, {interval_text(interval.get('low'), interval.get('high'), unit, digits)}" + (
+        " spans zero" if side == INCONCLUSIVE and value is not None else "")
+
+
 def _latency_rows(s: dict) -> list[dict]:
     level = str(s["targets"]["concurrency"])
-    mono, micro = (s["latency"][a][level]["e2e_ms"]["p50"] for a in ("monolito", "microservicos"))
+    mono, micro = (s["latency"][a][level]["clean_e2e_ms"].get("p50") for a in ("monolito", "microservicos"))
+    paired = s["overhead"][level]["microservicos_vs_monolito"]
     floor = s["overhead"][level]["floor_microservicos_vs_monolito"]
-    hops = s["overhead"][level]["floor_hops_ms"]
     generate = s["latency"]["monolito"][level]["stages_ms"]["generate"]["p50"]
-    where = f"per-question floors (best of the repeats) differ by {floor['difference']:+.1f} ms, {_consistency(floor)}"
-    if floor["p_slower"] < 0.05:
-        verdict = f"confirmed: microservices slower; {where} ({100 * floor['relative']:+.2f} %)"
-    elif floor["p_faster"] < 0.05:
-        verdict = f"refuted: microservices faster; {where}"
-    else:
-        verdict = (f"depends on generation time: no consistent difference ({where}); generation ({_ms(generate)}) "
-                   "dwarfs the two loopback hops")
-    logged = s.get("hops_from_logs", {}).get("hop_ms", {})
-    if logged.get("/retrieve", {}).get("n") and logged.get("/generate", {}).get("n"):
+    verdict = (_decide(paired, "confirmed, microservices slower", "refuted, microservices faster") +
+               f" (median of {paired.get('n', 0)} paired twins at c={level}, microservices minus monolith, "
+               f"{paired.get('left_out', 0)} pairs left out for CPU stall or errors); per-question floors "
+               f"{_decide(floor, 'slower', 'faster')} ({_consistency(floor)}); generation ({_ms(generate)}) "
+               "dwarfs the two loopback hops")
+    logged = s.get("hops_from_logs", {})
+    hop = logged.get("hop_ms", {})
+    if hop.get("/retrieve", {}).get("n") and hop.get("/generate", {}).get("n"):
         # Measured directly: the orchestrator's stage time minus the service's own logged time.
-        hop_total = logged["/retrieve"]["p50"] + logged["/generate"]["p50"]
-        hop_verdict = (("confirmed" if hop_total > 0 else "refuted") +
-                       f", and small: the two hops cost {hop_total:.1f} ms per request at the median (retrieve hop "
-                       f"{logged['/retrieve']['p50']:.1f} ms, generate hop {logged['/generate']['p50']:.1f} ms, p95 "
-                       f"{logged['/retrieve']['p95'] + logged['/generate']['p95']:.1f} ms: orchestrator stage time minus "
-                       f"the service's own logged time), {100 * hop_total / mono:.2f} % of a median request")
+        total = logged["total_ms"]
+        hop_verdict = (_decide({**total, "difference": total["estimate"]}, "confirmed", "refuted") +
+                       f" per request for both hops at the median (retrieve hop {hop['/retrieve']['p50']:.1f} ms, "
+                       f"generate hop {hop['/generate']['p50']:.1f} ms: orchestrator stage time minus the service's "
+                       f"own logged time)" + (f", {100 * (total['estimate'] or 0.0) / mono:.2f} % of a median request"
+                                                if mono else ""))
     else:
-        hop_total = hops["retrieve"]["difference"] + hops["generate"]["difference"]
-        consistent = any(hops[stage]["p_slower"] < 0.05 for stage in hops)
-        hop_verdict = (("confirmed" if consistent and hop_total > 0 else "depends (within noise)") +
-                       f": on the floors the hops add {hop_total:+.1f} ms (retrieve {hops['retrieve']['difference']:+.1f} "
-                       f"ms, {_consistency(hops['retrieve'])}; generate {hops['generate']['difference']:+.1f} ms, "
-                       f"{_consistency(hops['generate'])}), {100 * hop_total / mono:+.2f} % of a median request")
+        hops = s["overhead"][level]["floor_hops_ms"]
+        both = [side_of(hops[stage].get("low"), hops[stage].get("high")) for stage in ("retrieve", "generate")]
+        word = "confirmed" if both == [ABOVE, ABOVE] else "inconclusive"
+        hop_verdict = (f"{word}: on the floors the retrieve hop adds {_decide(hops['retrieve'], 'more', 'less')}, "
+                       f"the generate hop {_decide(hops['generate'], 'more', 'less')}")
     return [
         {"claim": "Monolith: lower internal latency (no HTTP calls)", "chart": "overhead.png",
-         "monolith": f"p50 {_ms(mono)} (c={level})", "microservices": f"p50 {_ms(micro)} (c={level})", "verdict": verdict},
+         "monolith": f"p50 {_ms(mono)} (c={level}, unstalled blocks)",
+         "microservices": f"p50 {_ms(micro)} (c={level}, unstalled blocks)", "verdict": verdict},
         {"claim": "Microservices: pay network overhead", "chart": "overhead.png",
          "monolith": f"retrieve p50 {_ms(s['latency']['monolito'][level]['stages_ms']['retrieve']['p50'])}",
          "microservices": f"retrieve p50 {_ms(s['latency']['microservicos'][level]['stages_ms']['retrieve']['p50'])} "
@@ -65,16 +80,37 @@ def _latency_rows(s: dict) -> list[dict]:
 def _boot_row(s: dict) -> dict:
     cold = s["cold_start"]
     mono, micro = cold["monolito"]["ready_s"], cold["microservicos"]["ready_s"]
-    if mono["max"] < micro["min"]:
-        verdict = f"confirmed: every monolith start was faster ({mono['p50'] - micro['p50']:+.1f} s at the median)"
-    elif micro["max"] < mono["min"]:
-        verdict = f"refuted: every microservices start was faster ({micro['p50'] - mono['p50']:+.1f} s)"
-    else:
-        verdict = (f"depends on the machine: the runs overlap (median difference {micro['p50'] - mono['p50']:+.1f} s); "
-                   "the three processes load in parallel, which helps with spare cores and hurts without")
+    difference = cold["microservices_minus_monolith_s"]
+    verdict = (_decide(difference, "confirmed, the monolith is ready sooner", "refuted, the microservices are ready "
+                       "sooner", " s") + f" (median microservices minus monolith, {mono['n']} starts each); the three "
+               "processes load in parallel, which helps with spare cores and hurts without")
     fmt = "median {p50:.1f} s (range {min:.1f}-{max:.1f}, n={n})"
     return {"claim": "Monolith: boots faster", "chart": "cold_start.png", "monolith": fmt.format(**mono),
             "microservices": fmt.format(**micro), "verdict": verdict}
+
+
+def _felt(f: dict) -> str:
+    """What clients felt: seconds down and availability over the experiment, and failed requests."""
+    whole = f.get("availability") or {}
+    down = whole.get("down_s")
+    return (f"down {down:.1f} s of {whole['window_s']:.0f} s, {100 * whole['availability']:.1f} % available "
+            if down is not None and whole.get("availability") is not None else "") + (
+        f"({f['failed']} requests failed: {', '.join(sorted(f['error_types']))}; first answer "
+        f"{f['first_answer_s'] or float('nan'):.1f} s after the kill)")
+
+
+# Probes that must keep answering while the other stage is down, for isolation to count as shown.
+MIN_PROBES_DURING_OUTAGE = 5
+
+
+def _isolation(f: dict, probe: str) -> str:
+    """`confirmed` when enough probes of the other stage ran during the outage and none failed, `refuted`
+    when one failed, else `inconclusive` (too few probes to tell)."""
+    during = f.get("during_outage", {}).get(probe, {"count": 0, "failed": 0})
+    if during["failed"]:
+        return f"refuted: {during['failed']} of {during['count']} {probe} probes failed during the outage"
+    word = "confirmed" if during["count"] >= MIN_PROBES_DURING_OUTAGE else "inconclusive (too few probes)"
+    return f"{word}: {during['count']} of {during['count']} {probe} probes answered during the outage"
 
 
 def _fault_rows(s: dict) -> list[dict]:
@@ -82,29 +118,21 @@ def _fault_rows(s: dict) -> list[dict]:
                          _fault(s, "microservicos", "vector_service"))
     if not (mono and llm and vector):
         return []
-
-    def outcome(f):
-        return (f"{f['failed']} requests failed ({', '.join(sorted(f['error_types']))}) for {f['outage_s']:.1f} s; "
-                f"first answer {f['first_answer_s'] or float('nan'):.1f} s after the kill; "
-                f"other stages down: {', '.join(f['other_stages_affected']) or 'none'}")
-
-    cascade = bool(mono["other_stages_affected"])
-    isolated = not llm["other_stages_affected"] and not vector["other_stages_affected"]
-    cascade_verdict = ((
-        f"confirmed for processes: the crash took {', '.join(mono['other_stages_affected'])} down with generation" if cascade
-        else "refuted: nothing but the killed stage went down") + "; but clients see an outage either way, since "
-        f"every request needs both stages ({mono['failed_after_kill_pct']:.0f} % vs {llm['failed_after_kill_pct']:.0f} % "
-        "of requests after the kill failed)")
-    isolation_verdict = (("confirmed" if isolated else "refuted") + ": killing the LLM worker left retrieval answering "
-                         f"({llm['probe_failures'].get('vector /retrieve', {}).get('count', 0)} failed direct /retrieve probes) "
-                         f"and restarted only {', '.join(llm['workers_restarted'])}; killing the vector worker restarted only "
-                         f"{', '.join(vector['workers_restarted'])}. Depends on the request: requests that need the dead "
-                         "stage still fail until it is back")
+    # That one process holds every stage is how the monolith is built, not a finding: what users feel is
+    # how long the service is down. One kill per architecture gives no interval, so no verdict.
+    outage_verdict = ("inconclusive (one kill per architecture, no interval): clients saw "
+                      f"{mono['availability']['down_s']:.1f} s down with the monolith and "
+                      f"{llm['availability']['down_s']:.1f} s with the LLM service killed; every request needs both "
+                      "stages, so a dead stage is an outage in both")
+    isolation_verdict = (f"LLM killed: {_isolation(llm, 'vector /retrieve')}; vector killed: "
+                         f"{_isolation(vector, 'llm /ping')}; restarted only {', '.join(llm['workers_restarted'])} and "
+                         f"{', '.join(vector['workers_restarted'])} respectively. Requests that need the dead stage "
+                         "still fail until it is back")
     return [
-        {"claim": "Monolith: cascading crashes", "chart": "faults.png", "monolith": outcome(mono),
-         "microservices": "LLM killed: " + outcome(llm), "verdict": cascade_verdict},
-        {"claim": "Microservices: fault isolation", "chart": "faults.png", "monolith": outcome(mono),
-         "microservices": "vector killed: " + outcome(vector), "verdict": isolation_verdict},
+        {"claim": "Monolith: cascading crashes", "chart": "faults.png", "monolith": _felt(mono),
+         "microservices": "LLM killed: " + _felt(llm), "verdict": outage_verdict},
+        {"claim": "Microservices: fault isolation", "chart": "faults.png", "monolith": _felt(mono),
+         "microservices": "vector killed: " + _felt(vector), "verdict": isolation_verdict},
     ]
 
 
@@ -112,7 +140,9 @@ def _resource_rows(s: dict) -> list[dict]:
     level = str(s["targets"]["concurrency"])
     memory, stages = s["memory"], s["latency"]["monolito"][level]["stages_ms"]
     roles = memory["microservicos"]["by_role_mib"]
+    idle_roles = memory["microservicos"].get("idle_by_role_mib") or roles
     mono_rss, llm_rss = memory["monolito"]["steady_rss_mib"], roles.get("llm_service", 0.0)
+    mono_idle, llm_idle = memory["monolito"]["idle_rss_mib"], idle_roles.get("llm_service", 0.0)
     # What retrieval adds to a replica: a monolith (master + worker, both models) against an LLM service
     # (master + worker, one model). The vector service's own RSS would overstate it: most of that is the
     # Python and torch runtime, which the monolith shares between the two models.
@@ -123,14 +153,22 @@ def _resource_rows(s: dict) -> list[dict]:
              f"added for LLM capacity also carries retrieval, {retrieval_mib:+,.0f} MiB ({100 * ram_share:+.1f} % of the "
              f"replica: monolith minus LLM service, steady RSS) and {100 * time_share:.1f} % of request time; a larger "
              "index or embedding model would change that")
-    extra_rss = memory["microservicos"]["steady_rss_mib"] - mono_rss
-    extra_pss = memory["microservicos"]["steady_pss_mib"] - memory["monolito"]["steady_pss_mib"]
-    saving = 1 - llm_rss / mono_rss
-    scaling = (f"{'confirmed' if saving >= SMALL_SHARE else 'depends on the stage sizes; no gain here'}: each LLM "
-               f"replica costs {_mib(llm_rss)} instead of {_mib(mono_rss)} ({100 * saving:+.1f} % saved) and retrieval "
-               f"keeps its own replica count; one vector service answers a retrieval in "
+    # Memory has no interval: the two readings (idle, steady) stand in for one, and must agree.
+    savings = [1 - llm_idle / mono_idle, 1 - llm_rss / mono_rss]
+    if min(savings) >= SMALL_SHARE:
+        word = "confirmed"
+    elif max(savings) < SMALL_SHARE:
+        word = "depends on the stage sizes; no gain here"
+    else:
+        word = "inconclusive (the two readings disagree)"
+    scaling = (f"{word}: each LLM replica costs {_mib(llm_rss)} instead of {_mib(mono_rss)} "
+               f"({100 * savings[1]:+.1f} % saved steady, {100 * savings[0]:+.1f} % idle) and retrieval keeps its own "
+               f"replica count; one vector service answers a retrieval in "
                f"{_ms(s['latency']['microservicos'][level]['stages_ms']['retrieve']['p50'])} (with its HTTP hop), so "
                "it can feed many LLM replicas")
+    extra = [memory["microservicos"]["idle_rss_mib"] - mono_idle, memory["microservicos"]["steady_rss_mib"] - mono_rss]
+    extra_pss = memory["microservicos"]["steady_pss_mib"] - memory["monolito"]["steady_pss_mib"]
+    base_word = "confirmed" if min(extra) > 0 else "refuted" if max(extra) < 0 else "inconclusive (the readings disagree)"
     return [
         {"claim": "Monolith: wasted hardware (scaling the LLM scales retrieval too)", "chart": "memory.png",
          "monolith": f"{_mib(mono_rss)} per replica (steady RSS)", "microservices": f"LLM service {_mib(llm_rss)} per LLM replica",
@@ -142,9 +180,9 @@ def _resource_rows(s: dict) -> list[dict]:
          "monolith": f"steady RSS {_mib(mono_rss)}, PSS {_mib(memory['monolito']['steady_pss_mib'])}",
          "microservices": f"steady RSS {_mib(memory['microservicos']['steady_rss_mib'])}, "
                           f"PSS {_mib(memory['microservicos']['steady_pss_mib'])}",
-         "verdict": ("confirmed" if extra_rss > 0 else "refuted") +
-                    f": {extra_rss:+,.0f} MiB RSS ({100 * extra_rss / mono_rss:+.0f} %), {extra_pss:+,.0f} MiB PSS: a second "
-                    "Python + torch runtime (the vector service) and the orchestrator"},
+         "verdict": f"{base_word}: {extra[1]:+,.0f} MiB RSS steady ({100 * extra[1] / mono_rss:+.0f} %), "
+                    f"{extra[0]:+,.0f} MiB idle, {extra_pss:+,.0f} MiB PSS: a second Python + torch runtime (the vector "
+                    "service) and the orchestrator"},
     ]
 
 

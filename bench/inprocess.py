@@ -13,16 +13,16 @@ import time
 
 
 def load_pipeline(settings):
-    """The monolith's pipeline, built with the same functions the monolith's loader calls, and like it on
+    """The monolith's pipeline, built with the same function the monolith's loader calls, and like it on
     a thread that then ends: a thread that ran torch keeps an idle OpenMP team while it lives, and one more
     team than cores slows the model's own (docs/performance.md)."""
-    from rag.pipeline import RagPipeline, load_generator, load_retriever
+    from rag.pipeline import load_local_pipeline
 
     built: dict = {}
 
     def load():
         try:
-            built["pipeline"] = RagPipeline(load_retriever(settings), load_generator(settings), "baseline")
+            built["pipeline"] = load_local_pipeline(settings, "baseline")
         except BaseException as exc:  # noqa: BLE001 - raised again on the calling thread
             built["error"] = exc
 

@@ -60,18 +60,22 @@ def role_of(proc: psutil.Process) -> str:
 class Served:
     """One running architecture: its public URL, internal ports and process tree."""
 
-    def __init__(self, arch: str, log_path: Path, env: dict):
+    def __init__(self, arch: str, log_path: Path, env: dict, root: Path = REPO_ROOT):
+        """`root` is the checkout whose entrypoint runs (bench/previous.py gives an earlier commit's)."""
         self.arch = arch
         self.ports = {"public": free_port(), "vector": free_port(), "llm": free_port()}
         self.url = f"http://127.0.0.1:{self.ports['public']}"
         self.log_path = log_path
-        environment = child_env(
-            RAG_BIND_HOST="127.0.0.1", SAGEMAKER_BIND_TO_PORT=self.ports["public"],
-            RAG_VECTOR_URL=f"http://127.0.0.1:{self.ports['vector']}",
-            RAG_LLM_URL=f"http://127.0.0.1:{self.ports['llm']}", **env)
+        # `env` may override the wiring too (bench/split.py points RAG_LLM_URL at an endpoint).
+        environment = child_env(**{
+            "RAG_BIND_HOST": "127.0.0.1", "SAGEMAKER_BIND_TO_PORT": self.ports["public"],
+            "RAG_VECTOR_URL": f"http://127.0.0.1:{self.ports['vector']}",
+            "RAG_LLM_URL": f"http://127.0.0.1:{self.ports['llm']}", **env})
         self._log = open(log_path, "wb")
         self.started = time.monotonic()
-        self.proc = subprocess.Popen([str(ENTRYPOINTS[arch]), "serve"], cwd=REPO_ROOT, env=environment,
+        environment["PYTHONPATH"] = str(root)
+        entrypoint = root / ENTRYPOINTS[arch].relative_to(REPO_ROOT)
+        self.proc = subprocess.Popen([str(entrypoint), "serve"], cwd=root, env=environment,
                                      stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
         self._seen: dict[int, psutil.Process] = {}
 

@@ -20,11 +20,8 @@ download() { "${pip[@]}" download --quiet --dest "$dest" --only-binary=:all: "$@
 
 case "$variant" in
   cpu)
-    # The CPU build is published as torch==X+cpu on the PyTorch index. Try the sources pip is
-    # already configured with (a local find-links mirror, say) first, then that index.
-    index="${TORCH_INDEX_URL:-https://download.pytorch.org/whl/cpu}"
-    download "torch==${torch_version}+cpu" \
-      || download --extra-index-url "$index" "torch==${torch_version}+cpu" ;;
+    # torch==X+cpu: the configured sources first, then the PyTorch CPU index (one rule, shared with make setup).
+    PIP="${pip[*]}" "$root/docker/pip-torch.sh" download --quiet --dest "$dest" --only-binary=:all: ;;
   cuda)
     # PyPI's Linux torch wheel is the CUDA build (with its nvidia-* wheels, several GB). Local
     # pip configuration is ignored so that a CPU wheel from a find-links folder cannot win.

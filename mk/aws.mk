@@ -4,21 +4,27 @@
 # WAIT, FOLLOW, ...) from the command line and environment (make exports command-line variables) or
 # from .deploy.env / DEPLOY_CONFIG. Defaults live in one place, sagemaker_lifecycle/config.py.
 
-LIFECYCLE := $(PY) -m sagemaker_lifecycle
+# Values reach the CLI through the environment, never spliced into a shell command line, so quotes,
+# backticks or `$(...)` in a variable are data, not code.
+LIFECYCLE := "$(PY)" -m sagemaker_lifecycle
 
-.PHONY: push upload deploy status test invoke logs clean
+.PHONY: push upload deploy status test invoke logs clean autoscale
 
 push: ## Push IMAGE_NAME:IMAGE_TAG to ECR (repository created if missing; REGISTRY=host:port overrides)
 	@$(LIFECYCLE) push
 
+upload: export INDEX := $(INDEX)
 upload: ## Pack INDEX (UPLOAD_LLM=1: and the LLM) into model.tar.gz and upload it to s3://BUCKET_NAME/
-	@$(LIFECYCLE) upload INDEX="$(INDEX)"
+	@$(LIFECYCLE) upload
 
-deploy: ## Create or update (in place) the SageMaker endpoint ENDPOINT_NAME for ARCH
+deploy: ## Create or update (in place) the SageMaker endpoint ENDPOINT_NAME for ARCH (split: ENDPOINT_NAME-llm first, then ENDPOINT_NAME)
 	@$(LIFECYCLE) deploy
 
-status: ## Print the endpoint status (WAIT=1: wait for InService/Failed, non-zero on Failed)
+status: ## Print the endpoint status and autoscaling (WAIT=1: wait for InService/Failed, non-zero on Failed)
 	@$(LIFECYCLE) status
+
+autoscale: ## Autoscale the endpoint(s): MIN_CAPACITY, MAX_CAPACITY, TARGET_INVOCATIONS [SCALE_IN_COOLDOWN, SCALE_OUT_COOLDOWN; LLM_* for split]
+	@$(LIFECYCLE) autoscale
 
 # Q and URL have defaults in the top-level Makefile; they reach the CLI through the environment so
 # that quotes in a question survive. `test` uses URL only when it was given (else the endpoint).
@@ -34,5 +40,5 @@ invoke: ## Ask the local server at URL (default http://127.0.0.1:PORT) the quest
 logs: ## Print recent CloudWatch logs of the endpoint (FOLLOW=1 tails, SINCE=minutes)
 	@$(LIFECYCLE) logs
 
-clean: ## Delete the endpoint, its configs and models (DELETE_S3=1, DELETE_ECR=1: also artifacts, repository)
+clean: ## Deregister autoscaling, delete the endpoint(s), configs and models (DELETE_S3=1, DELETE_ECR=1: also artifacts, repository)
 	@$(LIFECYCLE) clean

@@ -5,7 +5,7 @@
 .PHONY: bench bench-report
 
 bench: ## Measure both architectures and the in-process baseline (~15 min; BENCH_QUICK=1: ~2 min smoke run)
-	$(PY) -m bench run --publish
+	$(PYQ) -m bench run --publish
 
 bench-report: ## Regenerate the report, charts, bench/results/latest/ and the README table from the newest results
-	$(PY) -m bench report
+	$(PYQ) -m bench report

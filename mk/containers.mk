@@ -28,24 +28,25 @@ DOCKERFILE_microservicos := Microservicos/Dockerfile
 .PHONY: build wheels base-image test-container
 
 build: $(if $(OFFLINE),$(ROOT)/$(WHEELHOUSE)/.complete) ## docker build ARCH's image as IMAGE_NAME:IMAGE_TAG (OFFLINE=1: local base + wheelhouse, made when missing)
-	@test -n "$(DOCKERFILE_$(ARCH))" || { echo "ARCH must be monolito or microservicos, got '$(ARCH)'" >&2; exit 2; }
-	@if [ -n "$(OFFLINE)" ] && ! $(DOCKER) image inspect $(LOCAL_BASE_IMAGE) >/dev/null 2>&1; then \
+	@test -n $(call q,$(DOCKERFILE_$(ARCH))) || { echo "ARCH must be monolito or microservicos, got: "$(call q,$(ARCH)) >&2; exit 2; }
+	@if [ -n $(call q,$(OFFLINE)) ] && ! $(call q,$(DOCKER)) image inspect $(call q,$(LOCAL_BASE_IMAGE)) >/dev/null 2>&1; then \
 	  $(MAKE) --no-print-directory base-image; fi
 	@# Without OFFLINE a wheelhouse is used when `make wheels` has filled it, else the build uses PyPI.
-	cd $(ROOT) && DOCKER_BUILDKIT=1 $(DOCKER) build -f $(DOCKERFILE_$(ARCH)) \
-	  --build-arg BASE_IMAGE=$(BASE_IMAGE) --build-arg TORCH_VARIANT=$(TORCH_VARIANT) \
-	  --build-arg WHEELHOUSE=$(if $(wildcard $(ROOT)/$(WHEELHOUSE)/.complete),$(WHEELHOUSE),docker/no-wheelhouse) \
-	  $(DOCKER_BUILD_ARGS) -t $(IMAGE_NAME):$(IMAGE_TAG) .
+	@# DOCKER_BUILD_ARGS stays unquoted: it is several words on purpose (--no-cache --progress=plain).
+	cd $(call q,$(ROOT)) && DOCKER_BUILDKIT=1 $(call q,$(DOCKER)) build -f $(call q,$(DOCKERFILE_$(ARCH))) \
+	  --build-arg BASE_IMAGE=$(call q,$(BASE_IMAGE)) --build-arg TORCH_VARIANT=$(call q,$(TORCH_VARIANT)) \
+	  --build-arg WHEELHOUSE=$(call q,$(if $(wildcard $(ROOT)/$(WHEELHOUSE)/.complete),$(WHEELHOUSE),docker/no-wheelhouse)) \
+	  $(DOCKER_BUILD_ARGS) -t $(call q,$(IMAGE_NAME):$(IMAGE_TAG)) .
 
 wheels: $(ROOT)/$(WHEELHOUSE)/.complete ## Download every wheel the images need into WHEELHOUSE (TORCH_VARIANT=cpu|cuda); again when requirements change
 
 # The stamp is written only after a full download, and goes stale when the requirements change.
-$(ROOT)/$(WHEELHOUSE)/.complete: $(ROOT)/requirements.txt $(ROOT)/docker/wheels.sh
-	PIP="$(PY) -m pip" $(ROOT)/docker/wheels.sh $(ROOT)/$(WHEELHOUSE) $(TORCH_VARIANT)
-	touch $@
+$(ROOT)/$(WHEELHOUSE)/.complete: $(ROOT)/requirements.txt $(ROOT)/docker/wheels.sh $(ROOT)/docker/pip-torch.sh
+	PIP=$(call q,$(PY) -m pip) TORCH_INDEX_URL=$(call q,$(TORCH_INDEX_URL)) $(call q,$(ROOT)/docker/wheels.sh) $(call q,$(ROOT)/$(WHEELHOUSE)) $(call q,$(TORCH_VARIANT))
+	touch $(call q,$@)
 
 base-image: ## Build LOCAL_BASE_IMAGE (Debian bookworm + python3 via debootstrap), for hosts that cannot pull python:3.11-slim
-	$(ROOT)/docker/base-image.sh $(LOCAL_BASE_IMAGE)
+	$(call q,$(ROOT)/docker/base-image.sh) $(call q,$(LOCAL_BASE_IMAGE))
 
 test-container: ## Build both images offline and run the container tests against them (needs a Docker daemon)
-	$(PY) -m pytest $(ROOT)/tests/container -m docker $(PYTEST_ARGS)
+	$(PYQ) -m pytest $(call q,$(ROOT)/tests/container) -m docker $(PYTEST_ARGS)

@@ -249,12 +249,11 @@ class LocalTarget:
     """The in-process pipeline on RAG_INDEX_DIR, built exactly as the monolith builds it."""
 
     def __init__(self, settings):
-        from rag.pipeline import RagPipeline, load_generator, load_retriever
+        from rag.pipeline import load_local_pipeline
 
         self.settings = settings
-        retriever = load_retriever(settings)
-        self.index_sources = {chunk.source for chunk in retriever.index.chunks}
-        self.pipeline = RagPipeline(retriever, load_generator(settings), "in-process")
+        self.pipeline = load_local_pipeline(settings, "in-process")
+        self.index_sources = {chunk.source for chunk in self.pipeline.retriever.index.chunks}
         self.name = f"in-process ({settings.index_dir})"
 
     def ask(self, payload: dict) -> tuple[dict | None, str | None]:

@@ -1,4 +1,10 @@
-"""The index artifact: manifest.json, faiss.index and chunks.jsonl in one directory.
+"""The index artifact: one directory holding
+
+    manifest.json        what the artifact is: format, embedding model, index type, search params, recall
+    faiss.index          the FAISS index (flat, hnsw or ivf; rag/index_types.py), read memory-mapped
+    chunks.jsonl         one line per chunk: id, source, chunk number, text (and page for PDFs)
+    chunk_offsets.npy    where each line of chunks.jsonl starts (rag/chunk_store.py)
+    documents.jsonl      one line per document: source, sha256, first chunk id, chunk count
 
 Like a checkpoint that stores its model args, the artifact carries its own config in the manifest,
 and loading checks it against the configured embedding model.
@@ -9,21 +15,26 @@ import json
 import logging
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-import faiss
 import numpy as np
 
+from rag import index_types
+from rag.chunk_store import CHUNKS_FILE, OFFSETS_FILE, Chunk, ChunkStore, write_chunks
 from rag.errors import ConfigError, IndexMismatchError
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
-MANIFEST, FAISS_FILE, CHUNKS_FILE = "manifest.json", "faiss.index", "chunks.jsonl"
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # format 1: flat index, chunks.jsonl without offsets or documents.jsonl
+MANIFEST, FAISS_FILE, DOCUMENTS_FILE = "manifest.json", "faiss.index", "documents.jsonl"
 # Everything an index directory may hold. Replacing an index deletes only a directory made of these.
-ARTIFACT_FILES = frozenset({MANIFEST, FAISS_FILE, CHUNKS_FILE})
+ARTIFACT_FILES = frozenset({MANIFEST, FAISS_FILE, CHUNKS_FILE, OFFSETS_FILE, DOCUMENTS_FILE})
+
+__all__ = ["ARTIFACT_FILES", "Chunk", "IndexedDocument", "Passage", "VectorIndex", "check_index_target",
+           "read_manifest", "write_index"]
 
 
 def check_index_target(directory: Path, docs: Path | None = None) -> None:
@@ -53,61 +64,62 @@ def check_index_target(directory: Path, docs: Path | None = None) -> None:
 
 
 @dataclass(frozen=True)
-class Chunk:
-    id: int
-    source: str  # path relative to the indexed folder
-    chunk: int  # position of this chunk within its document
-    text: str
-
-
-@dataclass(frozen=True)
 class Passage:
     rank: int
     source: str
     chunk: int
     score: float
     text: str
+    page: int | None = None  # 1-based PDF page; absent from the JSON when the format has no pages
     # What of `text` the prompt gets (rag/context.py): None when context focus is off, "" when dropped.
     excerpt: str | None = None
 
     def to_dict(self) -> dict:
-        data = asdict(self)
-        if self.excerpt is None:
-            del data["excerpt"]
+        data = {"rank": self.rank, "source": self.source, "chunk": self.chunk, "score": self.score, "text": self.text}
+        if self.page is not None:
+            data["page"] = self.page
+        if self.excerpt is not None:
+            data["excerpt"] = self.excerpt
         return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "Passage":
-        excerpt = data.get("excerpt")
+        page, excerpt = data.get("page"), data.get("excerpt")
         return cls(int(data["rank"]), str(data["source"]), int(data["chunk"]), float(data["score"]), str(data["text"]),
-                   None if excerpt is None else str(excerpt))
+                   None if page is None else int(page), None if excerpt is None else str(excerpt))
+
+
+def read_manifest(directory: Path) -> dict:
+    """The manifest of an index directory, refused when missing or of a format this code cannot read."""
+    path = Path(directory) / MANIFEST
+    if not path.exists():
+        raise ConfigError(f"RAG_INDEX_DIR={directory} holds no {MANIFEST}; build an index with "
+                          f"`make index DOCS=<folder> INDEX={directory}` or point RAG_INDEX_DIR at one")
+    manifest = json.loads(path.read_text())
+    if manifest.get("format_version") not in READABLE_VERSIONS:
+        raise IndexMismatchError(f"index {directory} has format version {manifest.get('format_version')}, this "
+                                 f"service reads {', '.join(map(str, READABLE_VERSIONS))}; rebuild it with `make index`")
+    manifest.setdefault("index_type", "flat")  # format 1 only ever wrote exact indexes
+    manifest.setdefault("search_params", {})
+    return manifest
 
 
 class VectorIndex:
     """A loaded index: search a normalised query vector, get ranked passages."""
 
-    def __init__(self, directory: Path, manifest: dict, chunks: list[Chunk], index):
+    def __init__(self, directory: Path, manifest: dict, chunks: ChunkStore, index):
         self.directory = directory
         self.manifest = manifest
-        self.chunks = chunks
+        self.chunks = chunks  # a ChunkStore: len() and chunks[id], read from disk per hit
         self.index = index
 
     @classmethod
-    def load(cls, directory: Path, embedding_model: str, dimension: int) -> "VectorIndex":
-        """Load and verify an index; refuse one built with another embedding model."""
+    def load(cls, directory: Path, embedding_model: str, dimension: int, *, ef_search: int | None = None,
+             nprobe: int | None = None, mmap: bool = True) -> "VectorIndex":
+        """Load and verify an index (memory-mapped); refuse one built with another embedding model.
+        `ef_search`/`nprobe` override the search parameters tuned at build time."""
         directory = Path(directory)
-        manifest_path = directory / MANIFEST
-        if not manifest_path.exists():
-            raise ConfigError(
-                f"RAG_INDEX_DIR={directory} holds no {MANIFEST}; build an index with "
-                f"`make index DOCS=<folder> INDEX={directory}` or point RAG_INDEX_DIR at one"
-            )
-        manifest = json.loads(manifest_path.read_text())
-        if manifest.get("format_version") != FORMAT_VERSION:
-            raise IndexMismatchError(
-                f"index {directory} has format version {manifest.get('format_version')}, this service reads "
-                f"{FORMAT_VERSION}; rebuild it with `make index`"
-            )
+        manifest = read_manifest(directory)
         if manifest["embedding_model"] != embedding_model or int(manifest["dimension"]) != dimension:
             raise IndexMismatchError(
                 f"index {directory} was built with embedding model {manifest['embedding_model']} "
@@ -115,49 +127,79 @@ class VectorIndex:
                 f"(dimension {dimension}); set RAG_EMBEDDING_MODEL={manifest['embedding_model']} or rebuild "
                 f"the index with `make index`"
             )
-        with open(directory / CHUNKS_FILE, encoding="utf-8") as handle:
-            chunks = [Chunk(**json.loads(line)) for line in handle if line.strip()]
-        index = faiss.read_index(str(directory / FAISS_FILE))
+        chunks = ChunkStore.open(directory)
+        kind = manifest["index_type"]
+        index = index_types.read(directory / FAISS_FILE, kind, mmap=mmap)
         if index.ntotal != len(chunks):
             raise IndexMismatchError(
                 f"index {directory} is inconsistent: {index.ntotal} vectors but {len(chunks)} chunks; rebuild it"
             )
+        params = dict(manifest["search_params"])
+        overrides = {"ef_search": ef_search, "nprobe": nprobe}
+        name = index_types.search_parameter(kind)
+        if name and overrides[name]:
+            params[name] = overrides[name]
+        index_types.apply_search_params(index, kind, params)
+        log.info("index %s: %s, %d chunks, search %s", directory, kind, len(chunks), params or "exact")
         return cls(directory, manifest, chunks, index)
 
     def search(self, vector: np.ndarray, top_k: int) -> list[Passage]:
         """The `top_k` chunks nearest to one query vector, best first."""
         query = np.ascontiguousarray(vector.reshape(1, -1), dtype=np.float32)
-        scores, ids = self.index.search(query, min(top_k, len(self.chunks)))
+        scores, ids = index_types.search_one_thread(self.index, query, min(top_k, len(self.chunks)))
         passages = []
         for score, chunk_id in zip(scores[0], ids[0]):
             if chunk_id < 0:  # FAISS pads with -1 when it has fewer results than asked
                 continue
-            chunk = self.chunks[chunk_id]
-            passages.append(Passage(len(passages) + 1, chunk.source, chunk.chunk, round(float(score), 6), chunk.text))
+            chunk = self.chunks[int(chunk_id)]
+            passages.append(Passage(len(passages) + 1, chunk.source, chunk.chunk, round(float(score), 6), chunk.text,
+                                    chunk.page))
         return passages
 
 
-def write_index(directory: Path, chunks: list[Chunk], vectors: np.ndarray, manifest: dict) -> Path:
+@dataclass
+class IndexedDocument:
+    """One document's chunks and their vectors, ready to be written (freshly embedded or reused)."""
+
+    source: str
+    sha256: str
+    texts: list[str]
+    pages: list[int | None]
+    vectors: np.ndarray = field(repr=False)
+
+
+def write_index(directory: Path, documents: list[IndexedDocument], manifest: dict, index_type: str = "auto") -> dict:
     """Write the artifact atomically: into a temporary sibling directory, then renamed into place.
-    An existing target is replaced only when it is an index (check_index_target), else refused."""
+    Chunk ids follow the order of `documents`. An existing target is replaced only when it is an index
+    (check_index_target), else refused. Returns the manifest written."""
     directory = Path(directory).expanduser().resolve()
     check_index_target(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
+    dimension = int(manifest["dimension"])
+    vectors = np.vstack([doc.vectors for doc in documents] or [np.zeros((0, dimension), np.float32)])
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
     try:
-        index = faiss.IndexFlatIP(vectors.shape[1])
-        index.add(np.ascontiguousarray(vectors, dtype=np.float32))
-        faiss.write_index(index, str(staging / FAISS_FILE))
-        with open(staging / CHUNKS_FILE, "w", encoding="utf-8") as handle:
-            for chunk in chunks:
-                handle.write(json.dumps(asdict(chunk), ensure_ascii=False) + "\n")
+        kind = index_types.resolve_type(index_type, len(vectors))
+        index, described = index_types.build_tuned(vectors, kind)
+        index_types.write(index, staging / FAISS_FILE)
+        del index
+        count = write_chunks(staging, _chunks(documents))
+        with open(staging / DOCUMENTS_FILE, "w", encoding="utf-8") as handle:
+            first = 0
+            for doc in documents:
+                handle.write(json.dumps({"source": doc.source, "sha256": doc.sha256, "first": first,
+                                         "chunks": len(doc.texts)}, ensure_ascii=False) + "\n")
+                first += len(doc.texts)
         manifest = {
-            "format_version": FORMAT_VERSION,
             **manifest,
-            "dimension": int(vectors.shape[1]),
+            "format_version": FORMAT_VERSION,
+            "dimension": dimension,
             "metric": "inner_product",
             "normalized": True,
-            "chunks": len(chunks),
+            "documents": len(documents),
+            "chunks": count,
+            "requested_index_type": index_type,
+            **described,
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
@@ -166,7 +208,15 @@ def write_index(directory: Path, chunks: list[Chunk], vectors: np.ndarray, manif
         shutil.rmtree(staging, ignore_errors=True)  # our own temporary folder, nothing else
         raise
     _swap_into_place(staging, directory)
-    return directory
+    return manifest
+
+
+def _chunks(documents: list[IndexedDocument]):
+    next_id = 0
+    for doc in documents:
+        for number, (text, page) in enumerate(zip(doc.texts, doc.pages)):
+            yield Chunk(next_id, doc.source, number, text, page)
+            next_id += 1
 
 
 def _swap_into_place(staging: Path, directory: Path) -> None:

@@ -1,86 +1,38 @@
-"""Ingestion: read a folder of .md/.txt/.html files, chunk them with overlap, embed, write the index.
+"""Ingestion: read a folder of documents, chunk them with overlap, embed, write the index.
 
-    python -m rag.ingest --docs data/sample --index indexes/sample
+    python -m rag.ingest --docs data/sample --index indexes/sample [--strict]
+
+Re-indexing is incremental: a file whose content hash is already in the index keeps its chunks and
+vectors, only added or changed files are embedded, deleted ones are dropped, and the artifact is
+rewritten atomically. An unchanged folder embeds nothing and leaves the index as it is.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 import os
-import re
 import sys
 import time
-from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
+
 from rag.embedder import Embedder
-from rag.errors import IngestError, RagError
-from rag.index import Chunk, check_index_target, write_index
+from rag.errors import ConfigError, IngestError, RagError
+from rag.formats import DESCRIPTION, EXTENSIONS, UnreadableDocument, html_to_text, normalise, read_sections
+from rag.index import MANIFEST, IndexedDocument, check_index_target, read_manifest, write_index
 from rag.settings import Settings
+from rag.stored_documents import read_document_hashes, read_documents
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = (".md", ".markdown", ".txt", ".html", ".htm")
-_BLOCK_TAGS = {"p", "div", "br", "li", "ul", "ol", "h1", "h2", "h3", "h4", "h5", "h6", "tr", "table",
-               "section", "article", "header", "footer", "pre", "blockquote", "title"}
-
-
-class _HTMLText(HTMLParser):
-    """Visible text of an HTML page; script and style are dropped, block tags become line breaks."""
-
-    def __init__(self):
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self._skip = 0
-
-    def handle_starttag(self, tag, attrs):
-        if tag in ("script", "style", "noscript", "template"):
-            self._skip += 1
-        elif tag in _BLOCK_TAGS:
-            self.parts.append("\n\n")
-
-    def handle_endtag(self, tag):
-        if tag in ("script", "style", "noscript", "template"):
-            self._skip = max(0, self._skip - 1)
-        elif tag in _BLOCK_TAGS:
-            self.parts.append("\n\n")
-
-    def handle_data(self, data):
-        if not self._skip:
-            self.parts.append(data)
-
-
-def html_to_text(html: str) -> str:
-    """Visible text of an HTML document."""
-    parser = _HTMLText()
-    parser.feed(html)
-    parser.close()
-    return "".join(parser.parts)
-
-
-def normalise(text: str) -> str:
-    """Collapse runs of spaces and of blank lines; keep paragraph breaks, which chunking prefers."""
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    text = re.sub(r"[ \t\f\v]+", " ", text)
-    text = re.sub(r" *\n *", "\n", text)
-    return re.sub(r"\n{3,}", "\n\n", text).strip()
+__all__ = ["build_index", "chunk_text", "find_documents", "html_to_text", "normalise", "read_document"]
 
 
 def read_document(path: Path) -> str:
-    """The text of one file; binary or unreadable files raise IngestError naming the file."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise IngestError(f"cannot read {path}: {exc.strerror or exc}; fix its permissions or remove it")
-    if b"\x00" in data[:8192]:
-        raise IngestError(f"{path} looks like a binary file (it contains NUL bytes); remove it or convert it to text")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise IngestError(f"{path} is not UTF-8 text (bad byte at offset {exc.start}); re-save it as UTF-8")
-    if path.suffix.lower() in (".html", ".htm"):
-        text = html_to_text(text)
-    return normalise(text)
+    """The whole normalised text of one file; an unreadable file raises UnreadableDocument naming it."""
+    return "\n\n".join(section.text for section in read_sections(path))
 
 
 def find_documents(folder: Path) -> list[Path]:
@@ -91,7 +43,7 @@ def find_documents(folder: Path) -> list[Path]:
     in `sources` or uploaded. Each skip is logged with its reason.
     """
     if not folder.is_dir():
-        raise IngestError(f"DOCS={folder} is not a folder; point DOCS at a folder of .md, .txt or .html files")
+        raise IngestError(f"DOCS={folder} is not a folder; point DOCS at a folder of {DESCRIPTION} files")
     root = folder.resolve()
     files = []
     # os.walk does not follow linked folders; linked files are resolved and checked one by one below.
@@ -110,7 +62,7 @@ def find_documents(folder: Path) -> list[Path]:
             files.append(path)
     files.sort()
     if not files:
-        raise IngestError(f"DOCS={folder} holds no .md, .txt or .html files; add documents or point DOCS elsewhere")
+        raise IngestError(f"DOCS={folder} holds no {DESCRIPTION} files; add documents or point DOCS elsewhere")
     return files
 
 
@@ -123,7 +75,7 @@ def _skip_reason(path: Path, root: Path) -> str | None:
         if target != root and root not in target.parents:
             return "a link to a file outside DOCS"
         if target.suffix.lower() not in EXTENSIONS or not target.is_file():
-            return "a link to something that is not a .md, .txt or .html file"
+            return f"a link to something that is not a {DESCRIPTION} file"
         if any(part.startswith(".") for part in target.relative_to(root).parts):
             return "a link to a hidden file"
     if path.suffix.lower() not in EXTENSIONS or not path.is_file():
@@ -160,57 +112,121 @@ def chunk_text(text: str, size: int, overlap: int) -> list[str]:
     return chunks
 
 
-def build_index(docs: Path, index_dir: Path, embedder: Embedder, settings: Settings, progress: bool = True) -> dict:
-    """Read, chunk, embed and write an index; returns the manifest written."""
+def _reusable(index_dir: Path, embedder: Embedder, settings: Settings) -> dict[str, str]:
+    """source -> sha256 of the documents an existing index can lend to this build ({} when none).
+    An index built with another model or chunking cannot: everything is embedded again, and we say why."""
+    if not (Path(index_dir) / MANIFEST).exists():
+        return {}
+    manifest = read_manifest(index_dir)
+    built_with = (manifest["embedding_model"], manifest.get("chunk_size"), manifest.get("chunk_overlap"))
+    if built_with != (embedder.name, settings.chunk_size, settings.chunk_overlap):
+        log.info("re-embedding every document: %s was built with model %s, chunks %s/%s", index_dir, *built_with)
+        return {}
+    hashes = read_document_hashes(index_dir)
+    if hashes is None:
+        log.info("re-embedding every document: %s records no content hashes (format 1)", index_dir)
+        return {}
+    return hashes
+
+
+def _read(path: Path, source: str, data: bytes, settings: Settings, strict: bool) -> IndexedDocument | None:
+    """The chunks of one new or changed file, not yet embedded; None when it is skipped."""
+    try:
+        sections = read_sections(path, data)
+    except UnreadableDocument as exc:
+        if strict:
+            raise
+        log.warning("skipping: %s", exc.message)
+        return None
+    if not sections:
+        log.warning("skipping %s: it has no text", path)
+        return None
+    texts, pages = [], []
+    for section in sections:  # chunks never span two pages, so each one has one page
+        pieces = chunk_text(section.text, settings.chunk_size, settings.chunk_overlap)
+        texts += pieces
+        pages += [section.page] * len(pieces)
+    return IndexedDocument(source, hashlib.sha256(data).hexdigest(), texts, pages, np.zeros((0, 0), np.float32))
+
+
+def build_index(docs: Path, index_dir: Path, embedder: Embedder, settings: Settings, progress: bool = True,
+                strict: bool = False) -> dict:
+    """Read, chunk, embed and write an index, reusing what an existing one holds; returns its manifest."""
     docs = Path(docs).resolve()
     check_index_target(index_dir, docs)
     files = find_documents(docs)
-    chunks: list[Chunk] = []
-    documents = 0
+    known = _reusable(index_dir, embedder, settings)
+    kept: list[str] = []
+    fresh: dict[str, IndexedDocument] = {}
     for path in files:
-        text = read_document(path)
-        if not text:
-            log.warning("skipping %s: it has no text", path)
-            continue
-        documents += 1
         source = path.relative_to(docs).as_posix()
-        for number, piece in enumerate(chunk_text(text, settings.chunk_size, settings.chunk_overlap)):
-            chunks.append(Chunk(len(chunks), source, number, piece))
-    if not chunks:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            error = UnreadableDocument(f"cannot read {path}: {exc.strerror or exc}; fix its permissions or remove it")
+            if strict:
+                raise error
+            log.warning("skipping: %s", error.message)
+            continue
+        if known.get(source) == hashlib.sha256(data).hexdigest():
+            kept.append(source)
+            continue
+        document = _read(path, source, data, settings, strict)
+        if document is not None:
+            fresh[source] = document
+    removed = len(set(known) - set(kept))
+    if not kept and not fresh:
         raise IngestError(f"DOCS={docs} has files, but none holds any text; add documents with content")
-    log.info("%d documents, %d chunks; embedding with %s", documents, len(chunks), embedder.name)
-    vectors = embedder.embed([chunk.text for chunk in chunks], progress=progress)
-    manifest = {
-        "embedding_model": embedder.name,
-        "chunk_size": settings.chunk_size,
-        "chunk_overlap": settings.chunk_overlap,
-        "documents": documents,
-    }
-    write_index(index_dir, chunks, vectors, manifest)
-    return {**manifest, "chunks": len(chunks)}
+    texts = [text for document in fresh.values() for text in document.texts]
+    log.info("%d documents (%d unchanged, %d new or changed, %d removed); embedding %d chunks with %s",
+             len(kept) + len(fresh), len(kept), len(fresh), removed, len(texts), embedder.name)
+    if known and not fresh and not removed and read_manifest(index_dir).get("requested_index_type") == settings.index_type:
+        log.info("%s is up to date: nothing embedded, nothing rewritten", index_dir)
+        return read_manifest(index_dir)
+    vectors = embedder.embed(texts, progress=progress) if texts else np.zeros((0, embedder.dimension), np.float32)
+    start = 0
+    for document in fresh.values():
+        document.vectors = vectors[start:start + len(document.texts)]
+        start += len(document.texts)
+    reused = read_documents(index_dir, set(kept)) if kept else {}
+    documents = [fresh.get(source) or reused[source] for source in sorted({*kept, *fresh})]
+    manifest = {"embedding_model": embedder.name, "dimension": embedder.dimension,
+                "chunk_size": settings.chunk_size, "chunk_overlap": settings.chunk_overlap}
+    return write_index(index_dir, documents, manifest, settings.index_type)
+
+
+def strict_from_env(env: dict | None = None) -> bool:
+    """STRICT=1 makes an unreadable document fatal instead of a skipped file with a warning."""
+    value = (os.environ if env is None else env).get("STRICT", "").strip().lower()
+    if value not in ("", "0", "1", "true", "false", "yes", "no"):
+        raise ConfigError(f"STRICT={value!r} must be 1 or 0")
+    return value in ("1", "true", "yes")
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI for `make index DOCS=... INDEX=...`."""
+    """CLI for `make index DOCS=... INDEX=... [STRICT=1]`."""
     parser = argparse.ArgumentParser(prog="python -m rag.ingest", description=__doc__.splitlines()[0])
-    parser.add_argument("--docs", type=Path, required=True, help="folder of .md/.txt/.html files (recursive)")
+    parser.add_argument("--docs", type=Path, required=True, help=f"folder of {DESCRIPTION} files (recursive)")
     parser.add_argument("--index", type=Path, required=True, help="directory to write the index artifact to")
+    parser.add_argument("--strict", action="store_true", help="stop on an unreadable document (default: STRICT)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     started = time.monotonic()
     try:
         settings = Settings.from_env()
+        strict = args.strict or strict_from_env()
         from rag.pipeline import load_embedder  # heavy imports only once arguments are valid
 
         # Fail before loading the model when a folder is wrong, and never index into the documents.
         find_documents(args.docs.resolve())
         check_index_target(args.index, args.docs)
-        manifest = build_index(args.docs, args.index, load_embedder(settings), settings)
+        manifest = build_index(args.docs, args.index, load_embedder(settings), settings, strict=strict)
     except RagError as exc:
         log.error("%s", exc.message)
         return 2
-    log.info("wrote %s: %d documents, %d chunks in %.1f s", args.index, manifest["documents"],
-             manifest["chunks"], time.monotonic() - started)
+    log.info("%s: %d documents, %d chunks, %s index (recall@10 %s) in %.1f s", args.index, manifest["documents"],
+             manifest["chunks"], manifest.get("index_type", "flat"), manifest.get("recall_at_10", 1.0),
+             time.monotonic() - started)
     return 0
 
 

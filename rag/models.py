@@ -78,6 +78,7 @@ def prepare_embedded_llm(target: Path = EMBEDDED_LLM_DIR) -> Path:
     try:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
+        make_readable(staging)
         if target.exists():  # another process finished first
             shutil.rmtree(staging)
         else:
@@ -86,6 +87,14 @@ def prepare_embedded_llm(target: Path = EMBEDDED_LLM_DIR) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return target
+
+
+def make_readable(folder: Path) -> None:
+    """Let every user read `folder`: mkdtemp makes it 0700 and transformers writes its weights 0600,
+    but the serving workers run as an unprivileged user (serving/gunicorn_conf.py)."""
+    for item in folder.rglob("*"):
+        item.chmod(0o755 if item.is_dir() else 0o644)
+    folder.chmod(0o755)
 
 
 def main(argv: list[str] | None = None) -> int:

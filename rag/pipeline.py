@@ -14,6 +14,7 @@ from typing import Iterator
 
 from rag.context import CHARS_PER_TOKEN, ContextSettings, focus_passages, prompt_passages
 from rag.embedder import Embedder
+from rag.grounding import check_answer
 from rag.errors import InvalidJSON, InvalidRequest, UnsupportedMediaType
 from rag.generator import Answer, GenerationParams, Generator
 from rag.index import Passage, VectorIndex
@@ -72,6 +73,8 @@ def parse_json_object(body: bytes) -> dict:
         data = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise InvalidJSON(f"the body is not valid UTF-8 JSON ({exc}); send a JSON object like {{\"query\": \"...\"}}")
+    except RecursionError:  # thousands of nested [ or {: the decoder's recursion limit, not a server fault
+        raise InvalidJSON("the body nests JSON too deeply; send a flat JSON object like {\"query\": \"...\"}")
     if not isinstance(data, dict):
         raise InvalidRequest("the body must be a JSON object like {\"query\": \"...\"}")
     return data
@@ -137,7 +140,7 @@ class LocalRetriever(Retriever):
 
     def retrieve(self, query, top_k, deadline=None):
         vector = self.embedder.embed([query])[0]
-        return focus_passages(vector, self.index.search(vector, top_k), self.embedder, self.context)
+        return focus_passages(vector, self.index.search(vector, top_k), self.embedder, self.context, query)
 
 
 def _ms(seconds: float) -> float:
@@ -147,10 +150,11 @@ def _ms(seconds: float) -> float:
 class RagPipeline:
     """retrieve, then generate; returns the response body of the API contract."""
 
-    def __init__(self, retriever: Retriever, generator: Generator, architecture: str):
+    def __init__(self, retriever: Retriever, generator: Generator, architecture: str, check_grounding: bool = False):
         self.retriever = retriever
         self.generator = generator
         self.architecture = architecture
+        self.check_grounding = check_grounding  # rag/grounding.py: unsupported answers become a refusal
 
     def answer(self, request: QueryRequest, deadline: float | None = None) -> dict:
         """Answer one validated request, with sources, usage and stage timings."""
@@ -158,31 +162,39 @@ class RagPipeline:
         passages = self.retriever.retrieve(request.query, request.top_k, deadline)
         retrieved = time.perf_counter()
         answer = self.generator.generate(request.query, prompt_passages(passages), request.generation, deadline)
-        return self._response(passages, answer, started, retrieved)
+        return self._response(request.query, passages, answer, started, retrieved)
 
     def stream(self, request: QueryRequest, deadline: float | None = None) -> Iterator[dict]:
-        """Retrieve now (errors raise before any byte is sent), then stream events as the answer grows:
+        """Retrieve and start generating now (errors raise before any byte is sent), then stream events:
         `sources`, one `token` per text piece, and `done` carrying the same body as answer()."""
         started = time.perf_counter()
         passages = self.retriever.retrieve(request.query, request.top_k, deadline)
         retrieved = time.perf_counter()
+        # Started here, not inside events(): a remote generator that is down refuses before any byte is sent.
+        pieces = self.generator.stream(request.query, prompt_passages(passages), request.generation, deadline)
 
         def events() -> Iterator[dict]:
             yield {"event": "sources", "sources": [passage.to_dict() for passage in passages]}
             answer = None
-            for piece in self.generator.stream(request.query, prompt_passages(passages), request.generation, deadline):
+            for piece in pieces:
                 if isinstance(piece, Answer):
                     answer = piece
                 else:
                     yield {"event": "token", "text": piece}
-            yield {"event": "done", **self._response(passages, answer, started, retrieved)}
+            yield {"event": "done", **self._response(request.query, passages, answer, started, retrieved)}
 
         return events()
 
-    def _response(self, passages: list[Passage], answer: Answer, started: float, retrieved: float) -> dict:
+    def _response(self, query: str, passages: list[Passage], answer: Answer, started: float, retrieved: float) -> dict:
+        text = answer.text
+        if self.check_grounding:
+            context = "\n".join(p.text for p in prompt_passages(passages))
+            text, unsupported = check_answer(text, query, context)
+            if unsupported:
+                log.info("answer replaced by a refusal: %d unsupported number(s) or name(s)", len(unsupported))
         finished = time.perf_counter()
         return {
-            "answer": answer.text,
+            "answer": text,
             "sources": [passage.to_dict() for passage in passages],
             "architecture": self.architecture,
             "model": {"embedding": self.retriever.model_name, "llm": self.generator.name},
@@ -208,10 +220,16 @@ def load_embedder(settings: Settings) -> Embedder:
 def load_retriever(settings: Settings) -> LocalRetriever:
     """Embedder plus the index at RAG_INDEX_DIR, checked against each other."""
     embedder = load_embedder(settings)
-    index = VectorIndex.load(settings.index_dir, embedder.name, embedder.dimension)
+    index = VectorIndex.load(settings.index_dir, embedder.name, embedder.dimension,
+                             ef_search=settings.index_ef_search, nprobe=settings.index_nprobe)
     log.info("index %s: %d chunks from %s documents", settings.index_dir, len(index.chunks),
              index.manifest.get("documents"))
     return LocalRetriever(embedder, index, settings.context)
+
+
+def load_local_pipeline(settings: Settings, architecture: str) -> RagPipeline:
+    """Retrieval and generation in this process: the monolith, the in-process eval and bench baseline."""
+    return RagPipeline(load_retriever(settings), load_generator(settings), architecture, settings.grounding_check)
 
 
 def load_generator(settings: Settings) -> Generator:

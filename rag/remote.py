@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Iterator
+from abc import abstractmethod
+from typing import Iterable, Iterator
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -23,13 +24,37 @@ DEFAULT_READ_TIMEOUT_S = 55.0
 DEADLINE_HEADER = "X-Rag-Timeout-S"  # remaining seconds, so the service stops generating in time
 
 
+def deadline_attribute(remaining: float) -> str:
+    """The remaining seconds as a SageMaker custom attribute: the one header SageMaker Runtime forwards."""
+    return f"{DEADLINE_HEADER}={remaining:.3f}"
+
+
+def timeout_from_attributes(attributes: str | None) -> float | None:
+    """The `X-Rag-Timeout-S=<seconds>` entry of a custom-attributes header, if there is a valid one."""
+    for item in (attributes or "").replace(";", ",").split(","):
+        key, sep, value = item.partition("=")
+        if sep and key.strip().lower() == DEADLINE_HEADER.lower():
+            try:
+                return max(0.0, float(value))
+            except ValueError:
+                return None
+    return None
+
+
+# The caller's RAG_INSTANCE_TOKEN: a service of another instance (on a port this one expected to own)
+# refuses the call instead of answering from its own index.
+INSTANCE_HEADER = "X-Rag-Instance"
+
+
 class ServiceClient:
     """A small JSON-over-HTTP client of one internal service."""
 
-    def __init__(self, name: str, base_url: str, pool_size: int = 16):
+    def __init__(self, name: str, base_url: str, pool_size: int = 16, instance_token: str = ""):
         self.name = name
         self.base_url = base_url.rstrip("/")
         self.session = requests.Session()
+        if instance_token:
+            self.session.headers[INSTANCE_HEADER] = instance_token
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
@@ -56,17 +81,14 @@ class ServiceClient:
         return body
 
     def post_lines(self, path: str, payload: dict, deadline: float | None) -> Iterator[dict]:
-        """POST JSON and yield each JSON line of a streamed answer; an error line raises its RagError."""
-        response = self._send(path, payload, deadline, stream=True)
+        """POST JSON now, so that a refusal raises here, before anything is streamed to the client;
+        then iterate over the JSON lines of the answer (an error line raises its RagError)."""
+        return self._lines(self._send(path, payload, deadline, stream=True))
+
+    def _lines(self, response: requests.Response) -> Iterator[dict]:
         with response:
             try:
-                for line in response.iter_lines():
-                    if not line:
-                        continue
-                    event = json.loads(line)
-                    if "error_type" in event:
-                        raise errors.from_dict(event, 500)
-                    yield event
+                yield from decode_events(response.iter_lines())
             except requests.RequestException:
                 raise errors.UpstreamUnavailable(f"the {self.name} service stopped in the middle of a stream")
 
@@ -101,8 +123,8 @@ class ServiceClient:
 class RemoteRetriever(Retriever):
     """The vector service behind `POST /retrieve`."""
 
-    def __init__(self, base_url: str):
-        self.client = ServiceClient("vector", base_url)
+    def __init__(self, base_url: str, instance_token: str = ""):
+        self.client = ServiceClient("vector", base_url, instance_token=instance_token)
         self.model_name = "unknown"
 
     def retrieve(self, query, top_k, deadline=None):
@@ -111,20 +133,39 @@ class RemoteRetriever(Retriever):
         return [Passage.from_dict(item) for item in body["passages"]]
 
 
-class RemoteGenerator(Generator):
-    """The LLM service behind `POST /generate`."""
+def decode_events(lines: Iterable[bytes]) -> Iterator[dict]:
+    """The JSON objects of a JSON-lines stream; an error line (`error_type`) raises its RagError."""
+    for line in lines:
+        if not line.strip():
+            continue
+        event = json.loads(line)
+        if "error_type" in event:
+            raise errors.from_dict(event, 500)
+        yield event
 
-    def __init__(self, base_url: str):
-        self.client = ServiceClient("llm", base_url)
-        self.name = "unknown"
+
+class LlmServiceGenerator(Generator):
+    """A Generator answered by the LLM service's contract (`/generate` and its stream), wherever the
+    service runs: subclasses only carry a JSON request there and the JSON (lines) back."""
+
+    name = "unknown"
+
+    @abstractmethod
+    def _post(self, payload: dict, deadline: float | None) -> dict:
+        """Send one generation request; return the answer's JSON body or raise its RagError."""
+
+    @abstractmethod
+    def _post_lines(self, payload: dict, deadline: float | None) -> Iterator[dict]:
+        """Send one streaming request now (a refusal raises here); return an iterator of its events."""
 
     def generate(self, query, passages, params: GenerationParams, deadline=None):
-        return self._answer(self.client.post("/generate", self._payload(query, passages, params), deadline))
+        return self._answer(self._post(self._payload(query, passages, params), deadline))
 
     def stream(self, query, passages, params: GenerationParams, deadline=None):
-        payload = self._payload(query, passages, params)
-        for event in self.client.post_lines("/generate-stream", payload, deadline):
-            yield event["text"] if "text" in event else self._answer(event)
+        # Not a generator function: the request goes out now, so a service that is down is refused
+        # with a JSON 503 before the first event, as in the monolith.
+        events = self._post_lines(self._payload(query, passages, params), deadline)
+        return (event["text"] if "text" in event else self._answer(event) for event in events)
 
     @staticmethod
     def _payload(query: str, passages: list[Passage], params: GenerationParams) -> dict:
@@ -135,3 +176,20 @@ class RemoteGenerator(Generator):
         self.name = body.get("model", self.name)
         usage = body.get("usage", {})
         return Answer(body["answer"], int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)))
+
+
+class RemoteGenerator(LlmServiceGenerator):
+    """The LLM service behind `POST /generate` on loopback (the one-container microservices)."""
+
+    def __init__(self, base_url: str, instance_token: str = ""):
+        self.client = ServiceClient("llm", base_url, instance_token=instance_token)
+
+    def ping(self) -> dict:
+        """The LLM service's /ping body."""
+        return self.client.ping()
+
+    def _post(self, payload, deadline):
+        return self.client.post("/generate", payload, deadline)
+
+    def _post_lines(self, payload, deadline):
+        return self.client.post_lines("/generate-stream", payload, deadline)

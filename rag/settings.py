@@ -1,9 +1,12 @@
 """Configuration, read from the environment in one place and validated before anything loads."""
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from rag.errors import ConfigError
 
@@ -17,6 +20,9 @@ EMBEDDED_LLM_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 MAX_QUERY_CHARS = 4000  # the API contract (DESIGN.md §3)
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024  # SageMaker's own real-time limit
+INDEX_TYPES = ("auto", "flat", "hnsw", "ivf")  # RAG_INDEX_TYPE; rag/index_types.py says what each is
+MAX_CHUNK_CHARS = 20000  # the largest RAG_CHUNK_SIZE: no passage an index holds is longer
+MAX_PASSAGES = 20  # the largest top_k
 
 # Batching and admission (docs/performance.md). The defaults were chosen with the concurrency sweep of `make bench`.
 DEFAULT_MAX_BATCH_SIZE = 8
@@ -57,11 +63,71 @@ def _float(env: dict, name: str, default: float, low: float, high: float) -> flo
     return _bounded(env, name, default, low, high, float, "a number; set it")
 
 
+def _switch(env: dict, name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw not in ("on", "off", "1", "0", "true", "false"):
+        raise ConfigError(f"{name}={raw!r} is not valid; use on or off")
+    return raw in ("on", "1", "true")
+SAGEMAKER_SCHEME = "sagemaker://"  # RAG_LLM_URL=sagemaker://<endpoint>: the LLM endpoint of the split topology
+# SageMaker's own rule for endpoint names.
+_ENDPOINT_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
+
+
+def _llm_url(env: dict) -> str:
+    value = env.get("RAG_LLM_URL", "").strip()
+    if not value.startswith(SAGEMAKER_SCHEME):
+        return _url(env, "RAG_LLM_URL", "http://127.0.0.1:5002")
+    if not _ENDPOINT_NAME.fullmatch(value[len(SAGEMAKER_SCHEME):]):
+        raise ConfigError(f"RAG_LLM_URL={value!r} does not name a SageMaker endpoint; set it like "
+                          "sagemaker://rag-split-llm (letters, digits and hyphens)")
+    return value
+
+
 def _url(env: dict, name: str, default: str) -> str:
     value = env.get(name, "").strip() or default
-    if not value.startswith(("http://", "https://")):
+    try:
+        valid = value.startswith(("http://", "https://")) and bool(urlsplit(value).hostname) and _port_of(value) > 0
+    except ValueError:  # a port that is not a number, or out of range
+        valid = False
+    if not valid:
         raise ConfigError(f"{name}={value!r} is not an http(s) URL; set it like http://127.0.0.1:5001")
     return value.rstrip("/")
+
+
+def _port_of(url: str) -> int:
+    parts = urlsplit(url)
+    return parts.port or (443 if parts.scheme == "https" else 80)
+
+
+_HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*")
+
+
+def _bind_host(env: dict) -> str:
+    """An IP address or a plain host name: it goes into Gunicorn's --bind, so nothing else is let through."""
+    value = env.get("RAG_BIND_HOST", "").strip() or "0.0.0.0"
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        pass
+    if not _HOSTNAME.fullmatch(value):
+        raise ConfigError(f"RAG_BIND_HOST={value!r} is not an IP address or host name; set it like 0.0.0.0 or 127.0.0.1")
+    return value
+
+
+def _choice(env: dict, name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = env.get(name, "").strip().lower() or default
+    if value not in allowed:
+        raise ConfigError(f"{name}={value!r} is not valid; use {' or '.join(allowed)}")
+    return value
+
+
+def _instance_token(env: dict) -> str:
+    value = env.get("RAG_INSTANCE_TOKEN", "").strip()
+    if not re.fullmatch(r"[A-Za-z0-9-]{0,64}", value):
+        raise ConfigError("RAG_INSTANCE_TOKEN must be at most 64 letters, digits and hyphens (start.sh sets it)")
+    return value
 
 
 def _default_index_dir() -> Path:
@@ -92,10 +158,12 @@ class Settings:
     chunk_overlap: int = 120  # keeps a fact that straddles a boundary whole in one of the chunks
     embed_batch_size: int = 32
     # Focused context (rag/context.py): the defaults were chosen with `make eval` (docs/evaluation.md).
-    context_focus: str = "off"
+    context_focus: str = "sentences"
     context_max_tokens: int = 160
     context_score_gap: float = 0.15
     context_window: int = 0
+    context_lexical_weight: float = 0.3
+    grounding_check: bool = True  # rag/grounding.py: refuse answers stating numbers or names not in the context
     vector_url: str = "http://127.0.0.1:5001"
     llm_url: str = "http://127.0.0.1:5002"
     port: int = 8080
@@ -105,6 +173,13 @@ class Settings:
     max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS  # waiting or running; past it, 429
     llm_dtype: str = "auto"  # auto: bfloat16 on CUDA, float32 on CPU (docs/performance.md has the measurements)
     llm_quantize: str = "none"  # int8: dynamic quantization of the Linear layers (CPU only)
+    bind_host: str = "0.0.0.0"  # all interfaces, as SageMaker needs; tests bind loopback only
+    startup_timeout_s: int = 600  # how long start.sh waits for its internal services before saying so
+    # Set by start.sh for its three services: each refuses a caller that carries another instance's token.
+    instance_token: str = ""
+    # all: the three services of the microservices image; llm: the LLM service alone on the public port,
+    # which is the LLM endpoint of the split topology (deploy sets it there).
+    serve: str = "all"
     # One worker per model copy: each gunicorn worker loads its own models, so more workers cost RAM.
     workers: int = 1
     # gthread threads per worker: every admitted request may hold one, and the spare ones keep /ping and
@@ -112,18 +187,24 @@ class Settings:
     threads: int = DEFAULT_MAX_CONCURRENT_REQUESTS + SPARE_SERVER_THREADS
     server_timeout: int = 120  # gunicorn's worker heartbeat timeout; request deadlines are our own
     log_level: str = "INFO"
+    # Index types (rag/index_types.py): the type `make index` builds, and serve-time search overrides
+    # of the efSearch / nprobe tuned at build time (None: the manifest's tuned value).
+    index_type: str = "auto"
+    index_ef_search: int | None = None
+    index_nprobe: int | None = None
 
     @property
     def context(self):
         """The focused-context settings, as rag/context.py takes them."""
         from rag.context import ContextSettings
 
-        return ContextSettings(self.context_focus, self.context_max_tokens, self.context_score_gap, self.context_window)
+        return ContextSettings(self.context_focus, self.context_max_tokens, self.context_score_gap, self.context_window,
+                               self.context_lexical_weight)
 
     @classmethod
     def from_env(cls, env: dict | None = None) -> "Settings":
         """Build settings from environment variables; a wrong value raises ConfigError naming it."""
-        env = dict(os.environ if env is None else env)
+        env = env if isinstance(env, _RecordedReads) else dict(os.environ if env is None else env)
         device = env.get("RAG_DEVICE", "auto").strip().lower() or "auto"
         if device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"RAG_DEVICE={device!r} is not valid; use auto, cpu or cuda")
@@ -134,10 +215,13 @@ class Settings:
         log_level = env.get("RAG_LOG_LEVEL", "INFO").strip().upper() or "INFO"
         if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(f"RAG_LOG_LEVEL={log_level!r} is not valid; use DEBUG, INFO, WARNING or ERROR")
-        chunk_size = env_int(env, "RAG_CHUNK_SIZE", 800, 100, 20000)
+        chunk_size = env_int(env, "RAG_CHUNK_SIZE", 800, 100, MAX_CHUNK_CHARS)
         context_focus = env.get("RAG_CONTEXT_FOCUS", "").strip().lower() or cls.context_focus
         if context_focus not in ("sentences", "off"):
             raise ConfigError(f"RAG_CONTEXT_FOCUS={context_focus!r} is not valid; use sentences or off")
+        index_type = env.get("RAG_INDEX_TYPE", "").strip().lower() or "auto"
+        if index_type not in INDEX_TYPES:
+            raise ConfigError(f"RAG_INDEX_TYPE={index_type!r} is not valid; use {', '.join(INDEX_TYPES)}")
         settings = cls(
             index_dir=index_dir,
             embedding_model=env.get("RAG_EMBEDDING_MODEL", "").strip() or EMBEDDED_EMBEDDING_MODEL,
@@ -154,22 +238,73 @@ class Settings:
             context_max_tokens=env_int(env, "RAG_CONTEXT_MAX_TOKENS", cls.context_max_tokens, 16, 8192),
             context_score_gap=_float(env, "RAG_CONTEXT_SCORE_GAP", cls.context_score_gap, 0.0, 2.0),
             context_window=env_int(env, "RAG_CONTEXT_WINDOW", cls.context_window, 0, 10),
+            context_lexical_weight=_float(env, "RAG_CONTEXT_LEXICAL_WEIGHT", cls.context_lexical_weight, 0.0, 10.0),
+            grounding_check=_switch(env, "RAG_GROUNDING_CHECK", cls.grounding_check),
             vector_url=_url(env, "RAG_VECTOR_URL", "http://127.0.0.1:5001"),
-            llm_url=_url(env, "RAG_LLM_URL", "http://127.0.0.1:5002"),
+            llm_url=_llm_url(env),
             port=env_int(env, "SAGEMAKER_BIND_TO_PORT", 8080, 1, 65535),
+            bind_host=_bind_host(env),
+            startup_timeout_s=env_int(env, "RAG_STARTUP_TIMEOUT", 600, 1, 86400),
+            instance_token=_instance_token(env),
+            serve=_choice(env, "RAG_SERVE", "all", ("all", "llm")),
             workers=env_int(env, "MODEL_SERVER_WORKERS", 1, 1, 64),
             **_batching(env),
             server_timeout=env_int(env, "MODEL_SERVER_TIMEOUT", 120, 1, 3600),
             log_level=log_level,
+            index_type=index_type,
+            index_ef_search=env_int(env, "RAG_INDEX_EF_SEARCH", None, 1, 4096),
+            index_nprobe=env_int(env, "RAG_INDEX_NPROBE", None, 1, 65536),
         )
         return settings
 
+    @property
+    def public_bind(self) -> str:
+        """Gunicorn's --bind for the public port (an IPv6 address goes in brackets)."""
+        host = f"[{self.bind_host}]" if ":" in self.bind_host else self.bind_host
+        return f"{host}:{self.port}"
 
-def _choice(env: dict, name: str, default: str, allowed: tuple[str, ...]) -> str:
-    value = env.get(name, "").strip().lower() or default
-    if value not in allowed:
-        raise ConfigError(f"{name}={value!r} is not valid; use {', '.join(allowed)}")
-    return value
+    @property
+    def vector_port(self) -> int:
+        """The loopback port start.sh binds the vector service to (from RAG_VECTOR_URL)."""
+        return _port_of(self.vector_url)
+
+    @property
+    def llm_endpoint(self) -> str | None:
+        """The LLM endpoint's name when RAG_LLM_URL is sagemaker://<name> (split topology), else None."""
+        return self.llm_url[len(SAGEMAKER_SCHEME):] if self.llm_url.startswith(SAGEMAKER_SCHEME) else None
+
+    @property
+    def llm_port(self) -> int:
+        """The loopback port start.sh binds the LLM service to (from RAG_LLM_URL; 0 for an endpoint)."""
+        return 0 if self.llm_endpoint else _port_of(self.llm_url)
+
+    @property
+    def local_services(self) -> str:
+        """The internal services start.sh runs, comma-separated: vector and llm, or vector alone when
+        the LLM is another endpoint, or llm alone when this container is that endpoint (RAG_SERVE=llm)."""
+        if self.serve == "llm":
+            return "llm"
+        return "vector" if self.llm_endpoint else "vector,llm"
+
+
+class _RecordedReads(dict):
+    """An environment that remembers every name looked up in it."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.names: set[str] = set()
+
+    def get(self, key, default=None):
+        self.names.add(key)
+        return super().get(key, default)
+
+
+def variable_names() -> frozenset[str]:
+    """Every environment variable Settings.from_env reads, found by running it: the one list of names
+    the services understand (deploy checks the RAG_* variables it forwards against it)."""
+    env = _RecordedReads()
+    Settings.from_env(env)
+    return frozenset(env.names)
 
 
 def _batching(env: dict) -> dict:
@@ -191,15 +326,32 @@ def _batching(env: dict) -> dict:
     }
 
 
-def main() -> int:
-    """`python -m rag.settings`: validate the environment before a server starts; one line on error."""
+# What `python -m rag.settings --get NAME ...` may print, for the shell entrypoints: validated values
+# only, so that no raw environment value reaches bash arithmetic or a bind address.
+SHELL_VALUES = ("public_bind", "startup_timeout_s", "vector_port", "llm_port", "local_services")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m rag.settings [--get NAME ...]`: validate the environment; one line on error.
+
+    With --get, print the validated values named (from SHELL_VALUES) on one line, space-separated.
+    """
     import sys
 
+    argv = sys.argv[1:] if argv is None else argv
+    wanted = argv[1:] if argv[:1] == ["--get"] else []
+    unknown = [name for name in wanted if name not in SHELL_VALUES] + ([argv[0]] if argv and argv[0] != "--get" else [])
+    if unknown:
+        sys.stderr.write(f"usage: python -m rag.settings [--get {'|'.join(SHELL_VALUES)} ...]; got {unknown}\n")
+        return 2
     try:
         settings = Settings.from_env()
     except ConfigError as exc:
         sys.stderr.write(f"configuration error: {exc.message}\n")
         return 2
+    if wanted:
+        sys.stdout.write(" ".join(str(getattr(settings, name)) for name in wanted) + "\n")
+        return 0
     sys.stdout.write(f"configuration ok: index={settings.index_dir} llm={settings.llm_model} "
                      f"device={settings.device} threads={settings.torch_threads}\n")
     return 0

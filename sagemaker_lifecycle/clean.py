@@ -1,4 +1,5 @@
-"""clean: delete the endpoint, then its configs and models; optionally the S3 artifacts and ECR repository.
+"""clean: deregister autoscaling, delete the endpoint, then its configs and models (every endpoint of ARCH);
+optionally the S3 artifacts and ECR repository.
 
 Idempotent: whatever is already gone is skipped, and a run that finds nothing says so and succeeds.
 """
@@ -7,19 +8,42 @@ from __future__ import annotations
 import logging
 import time
 
+from .autoscale import deregister
 from .deploy import delete_quietly, list_names
 from .endpoint_status import describe_endpoint
 from .session import MISSING, Aws
+from .topology import Endpoint, endpoints
 
 log = logging.getLogger(__name__)
 
 
 def run_clean(aws: Aws) -> int:
-    """`clean`: remove everything deploy (and, with DELETE_S3/DELETE_ECR, upload and push) made."""
+    """`clean`: remove everything deploy (and, with DELETE_S3/DELETE_ECR, upload and push) made, for every
+    endpoint of ARCH (split: the front first, then the LLM endpoint it calls)."""
     config = aws.config
-    endpoint = config.endpoint_name
     deleted: list[str] = []
-    sagemaker = aws.sagemaker
+    for endpoint in reversed(endpoints(config)):
+        deleted += clean_endpoint(aws, endpoint)
+    if config.flag("DELETE_S3"):
+        deleted += delete_s3_prefix(aws, config.require("BUCKET_NAME"), config.s3_prefix)
+    if config.flag("DELETE_ECR"):
+        deleted += delete_repository(aws, config.image_name)
+
+    names = " and ".join(endpoint.name for endpoint in endpoints(config))
+    if deleted:
+        log.info("clean: removed %d resource(s) of endpoint %s", len(deleted), names)
+    else:
+        log.info("clean: nothing was left to delete for endpoint %s in %s", names, aws.region)
+    return 0
+
+
+def clean_endpoint(aws: Aws, target: Endpoint) -> list[str]:
+    """Deregister its autoscaling, delete the endpoint (and wait), then its configs and models."""
+    endpoint, sagemaker = target.name, aws.sagemaker
+    # Scaling first: a scalable target left behind would point at an endpoint that no longer exists.
+    deleted = deregister(aws, target)
+    for label in deleted:
+        log.info("deregistered %s", label)
     configs = set(list_names(aws, "endpoint configs", sagemaker.list_endpoint_configs, "EndpointConfigs", "EndpointConfigName", endpoint))
     models = set(list_names(aws, "models", sagemaker.list_models, "Models", "ModelName", endpoint))
 
@@ -36,16 +60,7 @@ def run_clean(aws: Aws) -> int:
     for label in delete_quietly(aws, configs=sorted(configs), models=sorted(models)):
         log.info("deleted %s", label)
         deleted.append(label)
-    if config.flag("DELETE_S3"):
-        deleted += delete_s3_prefix(aws, config.require("BUCKET_NAME"), config.s3_prefix)
-    if config.flag("DELETE_ECR"):
-        deleted += delete_repository(aws, config.image_name)
-
-    if deleted:
-        log.info("clean: removed %d resource(s) of endpoint %s", len(deleted), endpoint)
-    else:
-        log.info("clean: nothing was left to delete for endpoint %s in %s", endpoint, aws.region)
-    return 0
+    return deleted
 
 
 def models_of(aws: Aws, config_name: str) -> list[str]:

@@ -8,15 +8,18 @@ from __future__ import annotations
 import logging
 import sys
 
+from .autoscale import run_autoscale
 from .clean import run_clean
 from .client import format_result, invoke_endpoint
 from .config import VARIABLES, Config
 from .deploy import run_deploy
 from .endpoint_status import describe_endpoint, run_status
 from .errors import ConfigError, EndpointFailed, EndpointNotFound, LifecycleError
+from .index_job import run_index_job, run_index_merge
 from .logs import run_logs
 from .push import run_push
 from .session import Aws
+from .topology import endpoints
 from .upload import run_upload
 
 log = logging.getLogger("sagemaker_lifecycle")
@@ -30,7 +33,10 @@ COMMANDS = {
     "test": "ask the endpoint (or URL=...) the question Q and print the answer and sources",
     "invoke": "ask the local server at URL the question Q and print the answer and sources",
     "logs": "print recent CloudWatch events of the endpoint; FOLLOW=1 tails them",
-    "clean": "delete the endpoint, its configs and models (DELETE_S3=1, DELETE_ECR=1 for more)",
+    "index-job": "index DOCS_S3 on SageMaker Processing, sharded over INSTANCE_COUNT instances",
+    "index-merge": "merge the newest index job's shards (or SHARDS_S3) into model.tar.gz at MODEL_DATA_URL",
+    "clean": "deregister autoscaling, delete the endpoint, its configs and models (DELETE_S3=1, DELETE_ECR=1 for more)",
+    "autoscale": "register the endpoint(s) with Application Auto Scaling and put a target-tracking policy",
 }
 
 
@@ -66,16 +72,17 @@ def run_test(config: Config) -> int:
         result = invoke_endpoint(question, url=url)
     else:
         aws = Aws(config)
-        name = config.endpoint_name
-        description = describe_endpoint(aws, name)
-        if description is None:
-            raise EndpointNotFound(name, aws.region)
-        status = description["EndpointStatus"]
-        if status == "Failed":
-            raise EndpointFailed(name, description.get("FailureReason"))
-        if status != "InService":
-            raise LifecycleError(f"endpoint {name} is {status}, not InService: wait with `make status WAIT=1`")
-        result = invoke_endpoint(question, endpoint_name=name, region=aws.region)
+        for endpoint in endpoints(config):  # split: the LLM endpoint must be InService too
+            name = endpoint.name
+            description = describe_endpoint(aws, name)
+            if description is None:
+                raise EndpointNotFound(name, aws.region)
+            status = description["EndpointStatus"]
+            if status == "Failed":
+                raise EndpointFailed(name, description.get("FailureReason"))
+            if status != "InService":
+                raise LifecycleError(f"endpoint {name} is {status}, not InService: wait with `make status WAIT=1`")
+        result = invoke_endpoint(question, endpoint_name=config.endpoint_name, region=aws.region)
     log.info("Q: %s\n\n%s", question, format_result(result))
     return 0
 
@@ -87,7 +94,8 @@ def dispatch(command: str, config: Config) -> int:
             raise ConfigError("invoke posts to a local server: set URL, e.g. URL=http://127.0.0.1:8080")
         return run_test(config)
     handler = {"push": run_push, "upload": run_upload, "deploy": run_deploy, "status": run_status,
-               "logs": run_logs, "clean": run_clean}[command]
+               "logs": run_logs, "clean": run_clean, "autoscale": run_autoscale, "index-job": run_index_job,
+               "index-merge": run_index_merge}[command]
     return handler(Aws(config))
 
 

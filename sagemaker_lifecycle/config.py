@@ -3,7 +3,7 @@
 A variable is looked up, first match wins, in: `KEY=VALUE` arguments of the CLI (what `make` passes on
 its command line arrives through the environment), the environment, then the optional config file
 (`DEPLOY_CONFIG`, default `.deploy.env` in the working directory) in `KEY=VALUE` lines. Variables not
-listed in VARIABLES are ignored, except `RAG_*`, which deploy passes to the container.
+listed in VARIABLES are ignored, except `RAG_*`, which deploy checks and passes to the container.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Mapping
 
 from .errors import ConfigError, MissingVariable
 
-ARCHITECTURES = ("monolito", "microservicos")
+ARCHITECTURES = ("monolito", "microservicos", "split")
 ROOT = Path(__file__).resolve().parents[1]
 
 # name -> meaning; shown by `python -m sagemaker_lifecycle --help` and in missing-variable errors.
@@ -23,13 +23,28 @@ VARIABLES: dict[str, str] = {
     "ROLE_ARN": "IAM role SageMaker assumes to pull the image and model data",
     "BUCKET_NAME": "S3 bucket that holds model.tar.gz",
     "REGION": "AWS region, e.g. us-east-1 (default: the profile's region)",
-    "ARCH": "monolito or microservicos",
-    "IMAGE_NAME": "ECR repository / local image name (default rag-$ARCH)",
+    "ARCH": "monolito, microservicos, or split (LLM and front as two endpoints, from the microservices image)",
+    "IMAGE_NAME": "ECR repository / local image name (default rag-$ARCH; rag-microservicos for split)",
     "IMAGE_TAG": "image tag (default latest)",
     "IMAGE_URI": "full image URI, overriding the ECR lookup of IMAGE_NAME:IMAGE_TAG",
     "ENDPOINT_NAME": "SageMaker endpoint (default rag-$ARCH)",
     "INSTANCE_TYPE": "real-time instance type (default ml.m5.large)",
     "INSTANCE_COUNT": "real-time instance count (default 1)",
+    "LLM_INSTANCE_TYPE": "split: the LLM endpoint's instance type, e.g. ml.g5.xlarge (default INSTANCE_TYPE)",
+    "LLM_INSTANCE_COUNT": "split: the LLM endpoint's instance count (default 1)",
+    "LLM_IMAGE_TAG": "split: the LLM endpoint's image tag, e.g. a TORCH_VARIANT=cuda build (default IMAGE_TAG)",
+    "LLM_IMAGE_URI": "split: the LLM endpoint's full image URI, overriding IMAGE_NAME:LLM_IMAGE_TAG",
+    "SKIP_ROLE_CHECK": "1: split deploy skips checking that ROLE_ARN may invoke the LLM endpoint",
+    "MIN_CAPACITY": "autoscale: fewest instances (1..1000)",
+    "MAX_CAPACITY": "autoscale: most instances (MIN_CAPACITY..1000)",
+    "TARGET_INVOCATIONS": "autoscale: target invocations per instance per minute (make autoscale prints a suggestion)",
+    "SCALE_IN_COOLDOWN": "autoscale: seconds after a scale-in before the next (default 300)",
+    "SCALE_OUT_COOLDOWN": "autoscale: seconds after a scale-out before the next (default 60)",
+    "LLM_MIN_CAPACITY": "autoscale, split: MIN_CAPACITY of the LLM endpoint",
+    "LLM_MAX_CAPACITY": "autoscale, split: MAX_CAPACITY of the LLM endpoint",
+    "LLM_TARGET_INVOCATIONS": "autoscale, split: TARGET_INVOCATIONS of the LLM endpoint",
+    "LLM_SCALE_IN_COOLDOWN": "autoscale, split: SCALE_IN_COOLDOWN of the LLM endpoint",
+    "LLM_SCALE_OUT_COOLDOWN": "autoscale, split: SCALE_OUT_COOLDOWN of the LLM endpoint",
     "STARTUP_TIMEOUT": "ContainerStartupHealthCheckTimeoutInSeconds, 60..3600 (default 600)",
     "SERVERLESS_MEMORY": "serverless memory in MB, 1024..6144 in 1024 steps (selects serverless)",
     "SERVERLESS_CONCURRENCY": "serverless MaxConcurrency, 1..200 (default 5)",
@@ -48,6 +63,17 @@ VARIABLES: dict[str, str] = {
     "URL": "local server for test/invoke instead of the endpoint",
     "DELETE_S3": "1: clean also deletes s3://$BUCKET_NAME/$S3_PREFIX/",
     "DELETE_ECR": "1: clean also deletes the ECR repository IMAGE_NAME",
+    # index-job / index-merge (index_job.py); they also use INSTANCE_TYPE, INSTANCE_COUNT and WAIT.
+    "DOCS_S3": "index-job: s3:// prefix of the documents to index",
+    "SHARDS_S3": "index-merge: s3:// prefix of the shards (default: the newest completed index job's)",
+    "VOLUME_SIZE": "index-job/index-merge: GB of disk per instance (default 30)",
+    "STRICT": "1: an unreadable document stops indexing instead of being skipped",
+}
+# RAG_* variables that make sense on a workstation but would break an endpoint.
+NOT_FORWARDED = {
+    "RAG_BIND_HOST": "the container must listen on every interface, where SageMaker connects",
+    "RAG_INSTANCE_TOKEN": "start.sh makes one for each container",
+    "RAG_SERVE": "deploy sets it, for the LLM endpoint of ARCH=split",
 }
 _LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$")
 
@@ -139,23 +165,26 @@ class Config:
     def arch(self) -> str:
         arch = self.get("ARCH", "monolito")
         if arch not in ARCHITECTURES:
-            raise ConfigError(f"ARCH={arch!r} must be monolito or microservicos")
+            raise ConfigError(f"ARCH={arch!r} must be monolito, microservicos or split")
         return arch
 
     @property
     def endpoint_name(self) -> str:
         name = self.get("ENDPOINT_NAME") or f"rag-{self.arch}"
-        # Configs and models are named <endpoint>-<17-digit version>, and SageMaker allows 63 characters.
-        if not re.fullmatch(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,44}", name):
+        # Configs and models are named <endpoint>-<17-digit version>, and SageMaker allows 63 characters;
+        # the split topology's LLM endpoint adds "-llm".
+        longest = 41 if self.arch == "split" else 45
+        if not re.fullmatch(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,%d}" % (longest - 1), name):
             raise ConfigError(
-                f"ENDPOINT_NAME={name!r} must be 1 to 45 letters, digits and hyphens, starting and ending "
+                f"ENDPOINT_NAME={name!r} must be 1 to {longest} letters, digits and hyphens, starting and ending "
                 "with a letter or digit"
             )
         return name
 
     @property
     def image_name(self) -> str:
-        return self.get("IMAGE_NAME") or f"rag-{self.arch}"
+        # The split topology runs the microservices image on both of its endpoints.
+        return self.get("IMAGE_NAME") or ("rag-microservicos" if self.arch == "split" else f"rag-{self.arch}")
 
     @property
     def image_tag(self) -> str:
@@ -175,8 +204,25 @@ class Config:
         return f"s3://{self.require('BUCKET_NAME')}/{self.s3_prefix}/model.tar.gz"
 
     def container_environment(self) -> dict[str, str]:
-        """The RAG_* variables the user set, passed to the container unchanged."""
-        return {key: value for key, value in sorted(self.values.items()) if key.startswith("RAG_")}
+        """The RAG_* variables the user set, for the container: names the services read, values they
+        accept (checked by the services' own settings parser), none that would break an endpoint."""
+        from rag.errors import ConfigError as ServiceConfigError
+        from rag.settings import Settings, variable_names
+
+        chosen = {key: value for key, value in sorted(self.values.items()) if key.startswith("RAG_")}
+        known = sorted(name for name in variable_names() if name.startswith("RAG_"))
+        unknown = sorted(set(chosen) - set(known))
+        if unknown:
+            raise ConfigError(f"{', '.join(unknown)}: not a variable the services read, so deploy would pass it "
+                              f"for nothing; fix the name or unset it (known: {', '.join(known)})")
+        for name, why in NOT_FORWARDED.items():
+            if name in chosen:
+                raise ConfigError(f"{name} is not passed to an endpoint: {why}; unset it for deploy")
+        try:
+            Settings.from_env(chosen)
+        except ServiceConfigError as exc:
+            raise ConfigError(f"{exc.message} (a RAG_* variable that deploy passes to the container)") from None
+        return chosen
 
 
 def _wanted(key: str) -> bool:

@@ -1,4 +1,5 @@
-"""deploy: model + new versioned endpoint config, then create_endpoint or update_endpoint in place.
+"""deploy: model + new versioned endpoint config, then create_endpoint or update_endpoint in place, for
+each endpoint of ARCH (sagemaker_lifecycle/topology.py; split: the LLM endpoint first).
 
 Each deploy creates a model and an endpoint config both named `<endpoint>-<version>`, where the
 version is the UTC time to the millisecond. An existing endpoint is switched to the new config with
@@ -15,11 +16,12 @@ from datetime import datetime, timezone
 from .config import Config
 from .endpoint_status import describe_endpoint, wait_for
 from .errors import ConfigError, EndpointFailed, LifecycleError, NotFound, NotImplementedByApi
+from .role_check import check_invoke_permission
 from .session import MISSING, Aws
+from .topology import VARIANT, container_environment, endpoints
 
 log = logging.getLogger(__name__)
 
-VARIANT = "AllTraffic"
 TAG_KEY = "rag:endpoint"
 BUSY = {"Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting", "UpdateRollbackFailed"}
 
@@ -36,8 +38,9 @@ def versioned_names(endpoint_name: str, names: list[str]) -> list[str]:
     return sorted(name for name in names if pattern.fullmatch(name))
 
 
-def production_variant(config: Config, model_name: str) -> dict:
-    """The one production variant: serverless when SERVERLESS_MEMORY is set, else real-time instances."""
+def production_variant(config: Config, model_name: str, prefix: str = "") -> dict:
+    """The one production variant: serverless when SERVERLESS_MEMORY is set, else real-time instances.
+    `prefix` names the endpoint's own variables (LLM_INSTANCE_TYPE for the split topology's LLM endpoint)."""
     serverless = config.get("SERVERLESS_MEMORY") is not None
     if serverless and config.get("INSTANCE_TYPE"):
         raise ConfigError("set either INSTANCE_TYPE/INSTANCE_COUNT or SERVERLESS_MEMORY/SERVERLESS_CONCURRENCY, not both")
@@ -48,21 +51,24 @@ def production_variant(config: Config, model_name: str) -> dict:
             "MaxConcurrency": config.integer("SERVERLESS_CONCURRENCY", 5, 1, 200),
         }
     else:
+        instance_type = config.get("INSTANCE_TYPE", "ml.m5.large")
         variant.update(
-            InstanceType=config.get("INSTANCE_TYPE", "ml.m5.large"),
-            InitialInstanceCount=config.integer("INSTANCE_COUNT", 1, 1, 100),
+            InstanceType=config.get(f"{prefix}INSTANCE_TYPE", instance_type) if prefix else instance_type,
+            InitialInstanceCount=config.integer(f"{prefix}INSTANCE_COUNT", 1, 1, 100),
             # Set explicitly: the default window is too short for loading the models on a cold instance.
             ContainerStartupHealthCheckTimeoutInSeconds=config.integer("STARTUP_TIMEOUT", 600, 60, 3600),
         )
     return variant
 
 
-def resolve_image(aws: Aws) -> str:
-    """IMAGE_URI, else the ECR repository IMAGE_NAME with tag IMAGE_TAG, which must have been pushed."""
+def resolve_image(aws: Aws, prefix: str = "") -> str:
+    """IMAGE_URI, else the ECR repository IMAGE_NAME with tag IMAGE_TAG, which must have been pushed
+    (with `prefix`, its LLM_IMAGE_URI / LLM_IMAGE_TAG twins first)."""
     config = aws.config
-    if config.get("IMAGE_URI"):
-        return config.get("IMAGE_URI")
-    name, tag = config.image_name, config.image_tag
+    uri = config.get(f"{prefix}IMAGE_URI") or config.get("IMAGE_URI")
+    if uri:
+        return uri
+    name, tag = config.image_name, config.get(f"{prefix}IMAGE_TAG") or config.image_tag
     action, absent = f"look up image {name}:{tag} in ECR", ["RepositoryNotFoundException", "ImageNotFoundException"]
     repositories = aws.call(action, aws.ecr.describe_repositories, absent=absent, repositoryNames=[name])
     images = repositories and aws.call(
@@ -81,25 +87,41 @@ def check_model_data(aws: Aws, url: str) -> None:
 
 
 def run_deploy(aws: Aws) -> int:
-    """`deploy`: create the model and config, then create or update the endpoint."""
+    """`deploy`: every endpoint of ARCH (split: the LLM endpoint first, InService before the front)."""
     config = aws.config
-    endpoint = config.endpoint_name
     role = config.require("ROLE_ARN")
     model_data = config.model_data_url()
-    name = f"{endpoint}-{new_version()}"
-    variant = production_variant(config, name)
-    image = resolve_image(aws)
+    version = new_version()
+    # Everything is checked before anything is created.
+    plans = []
+    for endpoint in endpoints(config):
+        name = f"{endpoint.name}-{version}"
+        plans.append((endpoint, production_variant(config, name, endpoint.prefix),
+                      container_environment(endpoint, config, aws.region)))
+    images = {endpoint.name: resolve_image(aws, endpoint.prefix) for endpoint, _, _ in plans}
     check_model_data(aws, model_data)
+    if config.arch == "split":
+        check_invoke_permission(aws, role, plans[0][0].name)
+    for endpoint, variant, environment in plans:
+        container = {"Image": images[endpoint.name], "ModelDataUrl": model_data, "Environment": environment}
+        # The front must find its LLM endpoint InService: always wait for that one.
+        deploy_endpoint(aws, endpoint.name, variant, container, wait=endpoint.part == "llm" or config.flag("WAIT"))
+    return 0
+
+
+def deploy_endpoint(aws: Aws, endpoint: str, variant: dict, container: dict, wait: bool) -> None:
+    """Create the model and config `variant["ModelName"]`, then create the endpoint or update it in place."""
     current = describe_endpoint(aws, endpoint)
     if current is not None:
         refuse_busy(current)
         refuse_kind_change(aws, current, variant)
-
+    name, role = variant["ModelName"], aws.config.require("ROLE_ARN")
     tags = [{"Key": TAG_KEY, "Value": endpoint}]
-    container = {"Image": image, "ModelDataUrl": model_data, "Environment": config.container_environment()}
+    log.info("%s: container environment: %s", endpoint, ", ".join(f"{k}={v}" for k, v in container["Environment"].items())
+             or "none (every RAG_* variable set here, on the command line or in the config file is passed)")
     aws.call(f"create model {name}", aws.sagemaker.create_model,
              ModelName=name, ExecutionRoleArn=role, PrimaryContainer=container, Tags=tags)
-    log.info("created model %s (image %s, model data %s)", name, image, model_data)
+    log.info("created model %s (image %s, model data %s)", name, container["Image"], container["ModelDataUrl"])
     try:
         aws.call(f"create endpoint config {name}", aws.sagemaker.create_endpoint_config,
                  EndpointConfigName=name, ProductionVariants=[variant], Tags=tags)
@@ -112,10 +134,10 @@ def run_deploy(aws: Aws) -> int:
         aws.call(f"create endpoint {endpoint}", aws.sagemaker.create_endpoint,
                  EndpointName=endpoint, EndpointConfigName=name, Tags=tags)
         log.info("creating endpoint %s; follow it with `make status WAIT=1`", endpoint)
-        if config.flag("WAIT"):
+        if wait:
             wait_for(aws, endpoint)
-        return 0
-    return update_in_place(aws, endpoint, current["EndpointConfigName"], name)
+        return
+    update_in_place(aws, endpoint, current["EndpointConfigName"], name)
 
 
 def refuse_busy(current: dict) -> None:
@@ -140,7 +162,7 @@ def refuse_kind_change(aws: Aws, current: dict, variant: dict) -> None:
         )
 
 
-def update_in_place(aws: Aws, endpoint: str, old_config: str, new_config: str) -> int:
+def update_in_place(aws: Aws, endpoint: str, old_config: str, new_config: str) -> None:
     """UpdateEndpoint to the new config, wait for it, then delete the versions no longer in use."""
     request = {"EndpointName": endpoint, "EndpointConfigName": new_config}
     log.info("endpoint %s exists (config %s); UpdateEndpoint request: %s", endpoint, old_config, json.dumps(request))
@@ -160,7 +182,6 @@ def update_in_place(aws: Aws, endpoint: str, old_config: str, new_config: str) -
             f"{description.get('FailureReason') or 'see `make logs`'}",
         )
     prune_unused(aws, endpoint, keep=new_config)
-    return 0
 
 
 def prune_unused(aws: Aws, endpoint: str, keep: str) -> list[str]:

@@ -174,7 +174,7 @@ def _translate_client_error(exc: ClientError, action: str) -> LifecycleError:
     if code in _DENIED_CODES or http_status(exc) == 403 and code not in _BAD_CREDENTIAL_CODES:
         return AccessDenied(
             f"access denied while trying to {action}: {message or code}. Grant that permission to the "
-            "caller (see the operator policy in README.md, 'Deploy to SageMaker') or use another AWS_PROFILE"
+            "caller (see the operator policy in docs/deploy.md, IAM) or use another AWS_PROFILE"
         )
     if code in _BAD_CREDENTIAL_CODES:
         return CredentialsError(

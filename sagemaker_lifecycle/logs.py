@@ -41,22 +41,28 @@ def format_event(event: dict) -> str:
 
 
 def run_logs(aws: Aws) -> int:
-    """`logs`: print the last SINCE minutes; with FOLLOW=1 poll for new events until interrupted."""
+    """`logs`: print the last SINCE minutes of every endpoint of ARCH (split: both, each line naming its
+    endpoint); with FOLLOW=1 poll for new events until interrupted."""
+    from .topology import endpoints
+
     config = aws.config
-    group = log_group(config.endpoint_name)
-    start_ms = int((time.time() - config.integer("SINCE", 60, 1, 60 * 24 * 14) * 60) * 1000)
+    names = [endpoint.name for endpoint in endpoints(config)]
+    start = int((time.time() - config.integer("SINCE", 60, 1, 60 * 24 * 14) * 60) * 1000)
+    starts = dict.fromkeys(names, start)
     follow, poll = config.flag("FOLLOW"), config.number("POLL_SECONDS", 5.0)
     seen: set[str] = set()
     try:
         while True:
-            events = fetch(aws, group, start_ms, seen)
-            for event in events:
-                log.info("%s", format_event(event))
+            events = sorted(((name, event) for name in names for event in fetch(aws, log_group(name), starts[name], seen)),
+                            key=lambda item: (item[1]["timestamp"], item[1]["eventId"]))
+            for name, event in events:
+                log.info("%s%s", f"{name} " if len(names) > 1 else "", format_event(event))
                 seen.add(event["eventId"])
-                start_ms = max(start_ms, event["timestamp"])
+                starts[name] = max(starts[name], event["timestamp"])
             if not follow:
                 if not seen:
-                    log.info("no events in %s in the last %s minutes", group, config.get("SINCE", "60"))
+                    log.info("no events in %s in the last %s minutes", " or ".join(map(log_group, names)),
+                             config.get("SINCE", "60"))
                 return 0
             time.sleep(poll)
     except KeyboardInterrupt:

@@ -41,6 +41,8 @@ class Aws:
     s3 = property(lambda self: self.client("s3"))
     ecr = property(lambda self: self.client("ecr"))
     logs = property(lambda self: self.client("logs"))
+    iam = property(lambda self: self.client("iam"))
+    autoscaling = property(lambda self: self.client("application-autoscaling"))
 
     @staticmethod
     def call(action: str, function, /, *, absent: Iterable[str] = (), **kwargs):

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from boto3.s3.transfer import TransferConfig
 
+from rag.archive import readable_by_all
+
 from .config import ROOT, Config
 from .errors import ConfigError, NotFound
 from .session import Aws
@@ -48,7 +50,7 @@ def pack(members: dict[str, Path], target: Path) -> Path:
             for path in sorted(p for p in folder.rglob("*") if p.is_file()):
                 name = f"{top}/{path.relative_to(folder).as_posix()}"
                 log.info("packing %s (%s)", name, human_size(path.stat().st_size))
-                archive.add(path, arcname=name, recursive=False)
+                archive.add(path, arcname=name, recursive=False, filter=readable_by_all)
     log.info("model.tar.gz: %s", human_size(target.stat().st_size))
     return target
 

@@ -19,7 +19,7 @@ from werkzeug.exceptions import HTTPException
 
 from rag import errors
 from rag.batching import Admission, client_gone
-from rag.remote import DEADLINE_HEADER
+from rag.remote import DEADLINE_HEADER, INSTANCE_HEADER, timeout_from_attributes
 from rag.settings import MAX_PAYLOAD_BYTES, Settings
 
 log = logging.getLogger("rag.http")
@@ -47,6 +47,20 @@ def json_response(body: dict, status: int = 200) -> Response:
     return Response(json.dumps(body, ensure_ascii=False), status=status, mimetype="application/json")
 
 
+def ping_response(status: str, *, elapsed_s: float | None = None, error: str | None = None,
+                  services: dict | None = None) -> Response:
+    """The one /ping body of every architecture: `status`, plus `elapsed_s` while loading and `error`
+    when degraded (a sentence, never exception text); the orchestrator adds its `services` map."""
+    body: dict = {"status": status}
+    if status == "loading":
+        body["elapsed_s"] = round(elapsed_s or 0.0, 1)
+    if status == "degraded":
+        body["error"] = error or "not ready; see the service log"
+    if services is not None:
+        body["services"] = services
+    return json_response(body, 200 if status == "ready" else 503)
+
+
 class Loader(Generic[T]):
     """Loads heavy components in a background thread, so /ping can say 503 `loading` meanwhile."""
 
@@ -54,7 +68,7 @@ class Loader(Generic[T]):
         self.what = what
         self._load = load
         self.value: T | None = None
-        self.error: str | None = None
+        self.error: str | None = None  # what clients may see about a failed load
         self.started = time.monotonic()
         self._thread = threading.Thread(target=self._run, name=f"load-{what}", daemon=True)
 
@@ -63,14 +77,15 @@ class Loader(Generic[T]):
         return self
 
     def _run(self) -> None:
+        # The cause goes to the log only: exception text can hold file paths and other internals.
         try:
             self.value = self._load()
             log.info("%s ready after %.1f s", self.what, time.monotonic() - self.started)
         except errors.RagError as exc:
-            self.error = exc.message
+            self.error = f"the {self.what} failed to load ({exc.error_type}); the service log says why"
             log.error("%s failed to load: %s", self.what, exc.message)
-        except Exception as exc:  # noqa: BLE001 - reported through /ping, traceback in the log
-            self.error = f"{type(exc).__name__}: {exc}"
+        except Exception:  # noqa: BLE001 - reported through /ping, traceback in the log
+            self.error = f"the {self.what} failed to load; the service log says why"
             log.exception("%s failed to load", self.what)
 
     @property
@@ -80,17 +95,18 @@ class Loader(Generic[T]):
     def get(self) -> T:
         """The loaded value, or NotReady while loading (or after a failed load)."""
         if self.value is None:
-            state = f"failed to load: {self.error}" if self.error else "still loading"
-            raise errors.NotReady(f"the {self.what} is {state}; poll GET /ping until it answers 200")
+            if self.error:
+                raise errors.NotReady(self.error)
+            raise errors.NotReady(f"the {self.what} is still loading; poll GET /ping until it answers 200")
         return self.value
 
     def ping(self) -> Response:
         """200 ready, or 503 loading / degraded (with the reason)."""
         if self.value is not None:
-            return json_response({"status": "ready"})
+            return ping_response("ready")
         if self.error:
-            return json_response({"status": "degraded", "error": self.error}, 503)
-        return json_response({"status": "loading", "elapsed_s": round(time.monotonic() - self.started, 1)}, 503)
+            return ping_response("degraded", error=self.error)
+        return ping_response("loading", elapsed_s=time.monotonic() - self.started)
 
 
 def request_deadline(settings: Settings) -> float:
@@ -102,6 +118,10 @@ def request_deadline(settings: Settings) -> float:
             budget = min(budget, max(0.0, float(raw)))
         except ValueError:
             pass
+    # Through SageMaker Runtime (the split topology's LLM endpoint) it arrives as a custom attribute.
+    attribute = timeout_from_attributes(request.headers.get(CUSTOM_ATTRIBUTES))
+    if attribute is not None:
+        budget = min(budget, attribute)
     return g.started + budget
 
 
@@ -147,6 +167,13 @@ def create_service_app(name: str, settings: Settings) -> Flask:
         client_gone.set(_client_probe())
         if request.path != "/ping":
             log.debug("request_id=%s %s %s started", g.request_id, request.method, request.path)
+        caller = request.headers.get(INSTANCE_HEADER)
+        if settings.instance_token and caller is not None and caller != settings.instance_token:
+            message = (f"the {name} on this port belongs to another instance; give each instance its own "
+                       "internal ports (RAG_VECTOR_URL, RAG_LLM_URL)")
+            if request.path == "/ping":
+                return json_response({"status": "foreign", "error": message}, 503)
+            raise errors.UpstreamUnavailable(message)
 
     @app.after_request
     def _finish(response: Response):
@@ -177,7 +204,10 @@ def create_service_app(name: str, settings: Settings) -> Flask:
             error = cls(f"{exc.name}: {exc.description}")
         else:
             return json_response({"error": exc.name, "error_type": f"http_{exc.code}"}, exc.code or 500)
-        return json_response(error.to_dict(), error.status)
+        response = json_response(error.to_dict(), error.status)
+        if getattr(exc, "valid_methods", None):  # a 405 must say which methods the route takes (RFC 9110)
+            response.headers["Allow"] = ", ".join(exc.valid_methods)
+        return response
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):

@@ -5,6 +5,7 @@ so that no test leaves a process behind.
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -118,3 +119,14 @@ class ServerProcess:
         psutil.wait_procs(family, timeout=10)
         self._log.close()
         return code
+
+
+def report_figures(terminalreporter, title: str, figures: dict, path: Path) -> None:
+    """Write the figures a test layer measured to `path` (JSON) and print them after the run."""
+    if not figures:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(figures, indent=2, sort_keys=True) + "\n")
+    terminalreporter.section(title)
+    terminalreporter.write_line(json.dumps(figures, indent=2, sort_keys=True))
+    terminalreporter.write_line(f"(written to {path.relative_to(ROOT)})")

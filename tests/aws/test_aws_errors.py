@@ -40,7 +40,7 @@ def test_missing_variable_names_it(aws_env, account):
         (["SERVERLESS_MEMORY=2048", "SERVERLESS_CONCURRENCY=201"], "SERVERLESS_CONCURRENCY=201 must be an integer from 1 to 200"),
         (["SERVERLESS_MEMORY=2048", "INSTANCE_TYPE=ml.m5.large"], "not both"),
         (["STARTUP_TIMEOUT=30"], "STARTUP_TIMEOUT=30 must be an integer from 60 to 3600"),
-        (["ARCH=lambda"], "ARCH='lambda' must be monolito or microservicos"),
+        (["ARCH=lambda"], "ARCH='lambda' must be monolito, microservicos or split"),
     ],
 )
 def test_invalid_capacity_is_refused_before_any_call(aws_env, account, variables, fragment):
@@ -85,7 +85,7 @@ def test_access_denied(moto, aws_env, account):
     finally:
         moto.enforce_iam(False)
     assert_one_line(result, "access denied while trying to describe endpoint rag-monolito",
-                    "not authorized to perform: sagemaker:DescribeEndpoint", "operator policy in README.md")
+                    "not authorized to perform: sagemaker:DescribeEndpoint", "operator policy in docs/deploy.md")
 
 
 def test_cli_refuses_an_unknown_variable(aws_env):

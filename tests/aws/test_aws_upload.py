@@ -47,3 +47,13 @@ def test_upload_without_llm_and_bad_inputs(moto, aws_env, account, index_dir, tm
     no_bucket = make("upload", aws_env, *account.variables(f"INDEX={index_dir}", "BUCKET_NAME=no-such-bucket-here"))
     assert "bucket no-such-bucket-here does not exist" in no_bucket.stderr
     assert "Traceback" not in not_an_index.stderr + no_bucket.stderr
+
+
+def test_make_variables_never_reach_a_shell(aws_env, account, tmp_path):
+    """A value with quotes and backticks is a path to the CLI, not shell code (mk/aws.mk quotes nothing into a
+    command line: variables travel in the environment)."""
+    marker = tmp_path / "executed"
+    index = f'{tmp_path}/my "index" `touch {marker}`'
+    result = make("upload", aws_env, *account.variables(f"INDEX={index}"))
+    assert not marker.exists()
+    assert result.returncode == 2 and f"INDEX={index} is not an index" in result.stderr, result.stderr

@@ -1,7 +1,7 @@
 """`BENCH_QUICK=1` bench end to end: real servers, real models, a temporary results folder.
 
-It checks that the results file, the report and the charts are produced and well-formed, and that
-publishing fills the README markers. It asserts no timing: the machine may be busy.
+It checks that the results file, the report and the charts are produced and well-formed, and that a
+quick run is never published. It asserts no timing: the machine may be busy.
 """
 from __future__ import annotations
 
@@ -68,22 +68,18 @@ def test_report_and_charts_are_written(quick_run):
         assert f"({chart}.png)" in report
 
 
-def test_report_regenerates_and_publishes_into_readme_markers(quick_run, tmp_path):
-    from bench.report import BEGIN, END, PLACEHOLDER, publish
+def test_report_regenerates_but_a_quick_run_is_never_published(quick_run, tmp_path):
+    from bench.report import publish
 
     completed = subprocess.run([sys.executable, "-m", "bench", "report", str(quick_run), "--no-publish"], cwd=ROOT,
                                capture_output=True, text=True, timeout=300, env=base_env())
     assert completed.returncode == 0, completed.stderr[-4000:]
-    readme = tmp_path / "README.md"
-    readme.write_text(f"# Title\n\n{PLACEHOLDER}\n\n## Next section\n")
-    latest = publish(quick_run, latest=tmp_path / "latest", readme=readme)
-    first = readme.read_text()
-    assert PLACEHOLDER not in first and first.count(BEGIN) == 1 and first.endswith("## Next section\n")
-    table = first.split(BEGIN)[1].split(END)[0]
-    assert table.count("\n| ") >= 10 and "bench/results/latest/" in table
-    assert {p.name for p in latest.iterdir()} >= {"results.json", "report.md", *(f"{c}.png" for c in CHARTS)}
-    publish(quick_run, latest=latest, readme=readme)  # a second publish replaces the table, no second copy
-    assert readme.read_text() == first
+    refused = subprocess.run([sys.executable, "-m", "bench", "report", str(quick_run)], cwd=ROOT,
+                             capture_output=True, text=True, timeout=300, env=base_env())
+    assert refused.returncode == 2 and "is a quick run" in refused.stderr, refused.stderr[-2000:]
+    with pytest.raises(ValueError, match="only a full run"):
+        publish(quick_run, latest=tmp_path / "latest", readme=tmp_path / "README.md")
+    assert not (tmp_path / "latest").exists()
 
 
 def test_the_sweep_is_measured_and_charted(quick_run):

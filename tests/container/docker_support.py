@@ -94,7 +94,7 @@ class Container:
     """One container run as SageMaker runs it; `remove()` (or leaving the `with`) always deletes it."""
 
     def __init__(self, image: str, *, model_dir: Path | None = None, env: dict[str, str] | None = None,
-                 memory: str | None = None, container_port: int = 8080):
+                 memory: str | None = None, container_port: int = 8080, user: str | None = None):
         self.image = image
         self.port = free_port()
         args = ["run", "--detach", "--publish", f"127.0.0.1:{self.port}:{container_port}"]
@@ -104,6 +104,8 @@ class Container:
             args += ["--env", f"{name}={value}"]
         if memory is not None:
             args += ["--memory", memory, "--memory-swap", memory]  # no swap: the limit is the limit
+        if user is not None:
+            args += ["--user", user]  # SageMaker starts as root; this is how a normal user's start looks
         self.started = time.monotonic()
         self.id = docker(*args, image, "serve").stdout.strip()
 

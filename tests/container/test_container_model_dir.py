@@ -1,5 +1,6 @@
 """An index in /opt/ml/model (what SageMaker extracts model.tar.gz into) replaces the built-in one,
-and the SageMaker and RAG_* variables given through the model's Environment are honoured."""
+and the SageMaker and RAG_* variables given through the model's Environment are honoured; and an
+image started as a normal user (not as SageMaker does) serves as that user."""
 from __future__ import annotations
 
 import subprocess
@@ -32,6 +33,7 @@ def model_dir(tmp_path_factory):
     for name, text in DOCUMENTS.items():
         (docs / name).write_text(text)
     model = tmp_path_factory.mktemp("opt-ml-model")
+    model.chmod(0o755)  # readable by all, as SageMaker's is: the workers do not run as root
     subprocess.run([sys.executable, "-m", "rag.ingest", "--docs", str(docs), "--index", str(model / "index")],
                    cwd=ROOT, env=base_env(), check=True, capture_output=True, timeout=600)
     return model
@@ -55,3 +57,33 @@ def test_index_in_opt_ml_model_replaces_the_built_in_one(images, model_dir):
     finally:
         for container in containers.values():
             container.remove()
+
+
+def test_started_as_a_normal_user_it_serves_without_switching(images, model_dir):
+    # `make serve` by a normal user, in miniature: nothing to drop, so every process keeps that user.
+    containers = {}
+    try:
+        for arch in ARCHES:
+            containers[arch] = Container(images[arch], model_dir=model_dir, env={"RAG_TORCH_THREADS": "1"},
+                                         user="65534:65534")
+        start_ready(containers)
+        for arch, container in containers.items():
+            response = container.invoke({"query": "Who built the Orvane Beacon?", "max_new_tokens": 4})
+            assert response.status_code == 200, f"{arch}: {response.text[:300]}"
+            uids = container.exec_python(PROCESS_UIDS).stdout.split()
+            assert uids and set(uids) == {"65534"}, f"{arch}: {uids}"
+    finally:
+        for container in containers.values():
+            container.remove()
+
+
+# The real uid of every process in the container but this probe itself.
+PROCESS_UIDS = """
+import os
+for pid in filter(str.isdigit, os.listdir('/proc')):
+    if int(pid) != os.getpid():
+        try:
+            print(open(f'/proc/{pid}/status').read().split('Uid:')[1].split()[0])
+        except (OSError, IndexError):
+            pass
+"""

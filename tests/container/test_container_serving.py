@@ -148,6 +148,40 @@ def test_microservices_pid1_is_an_init_and_no_zombies_remain(served):
         f"zombies that nobody reaps: {processes()}"
 
 
+# Every gunicorn process with its parent, real/effective/saved uids and gids, and supplementary groups.
+GUNICORN_PROCESSES = """
+import json, os
+rows = []
+for pid in filter(str.isdigit, os.listdir('/proc')):
+    try:
+        cmdline = open(f'/proc/{pid}/cmdline', 'rb').read().split(b'\\0')
+        status = dict(line.split(':', 1) for line in open(f'/proc/{pid}/status').read().splitlines() if ':' in line)
+    except OSError:
+        continue
+    if any(b'gunicorn' in part for part in cmdline[:2]):
+        rows.append({'pid': int(pid), 'ppid': int(status['PPid']), 'uids': status['Uid'].split(),
+                     'gids': status['Gid'].split(), 'groups': status['Groups'].split(),
+                     'app': next((p.decode() for p in cmdline if b'create_app' in p), '')})
+print(json.dumps(rows))
+"""
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_no_worker_runs_as_root(served, arch):
+    container = served[0][arch]
+    assert container.invoke({**QUESTION, "max_new_tokens": 4}).status_code == 200  # workers have loaded and served
+    processes = json.loads(container.exec_python(GUNICORN_PROCESSES).stdout)
+    pids = {row["pid"] for row in processes}
+    masters = [row for row in processes if row["ppid"] not in pids]
+    workers = [row for row in processes if row["ppid"] in pids]
+    # One master and one worker per service: the monolith has one service, the microservices three.
+    assert len(masters) == len(workers) == (1 if arch == "monolito" else 3), processes
+    for master in masters:
+        assert set(master["uids"]) == {"0"}, f"the container starts as root, as SageMaker expects: {master}"
+    for worker in workers:
+        assert "0" not in worker["uids"] + worker["gids"] + worker["groups"], f"a worker kept root: {worker}"
+
+
 @pytest.mark.parametrize("arch", ARCHES)
 def test_sigterm_drains_the_request_in_flight_and_stops_in_time(served, arch, observations):
     container = served[0][arch]

@@ -52,15 +52,16 @@ class Service:
                              headers=headers, timeout=timeout)
 
 
-def start_architecture(arch: str, tmp_path, index_dir, **env) -> Service:
-    """Start one architecture exactly as `make serve` does, on loopback and free ports."""
+def start_architecture(arch: str, tmp_path, index_dir, *, prefix: tuple[str, ...] = (), **env) -> Service:
+    """Start one architecture exactly as `make serve` does, on loopback and free ports (`prefix`: a
+    command that execs the entrypoint, e.g. setpriv to start it as another user)."""
     ports = {"public": free_port(), "vector": free_port(), "llm": free_port()}
     environment = base_env(
         RAG_BIND_HOST="127.0.0.1", SAGEMAKER_BIND_TO_PORT=ports["public"], RAG_INDEX_DIR=index_dir,
         RAG_VECTOR_URL=f"http://127.0.0.1:{ports['vector']}", RAG_LLM_URL=f"http://127.0.0.1:{ports['llm']}",
         RAG_MAX_NEW_TOKENS=TEST_MAX_NEW_TOKENS, **env)
     entrypoint = ROOT / ("Monolitico/serve" if arch == "monolito" else "Microservicos/start.sh")
-    server = ServerProcess([str(entrypoint), "serve"], environment, tmp_path / f"{arch}.log")
+    server = ServerProcess([*prefix, str(entrypoint), "serve"], environment, tmp_path / f"{arch}.log")
     return Service(server, f"http://127.0.0.1:{ports['public']}", ports)
 
 

@@ -1,6 +1,7 @@
 """The public API of DESIGN.md §3 against real Gunicorn processes of both architectures."""
 import json
 import threading
+import time
 
 import pytest
 import requests
@@ -119,13 +120,28 @@ def test_deadline_gives_timeout_not_a_dropped_connection(architecture):
 
 
 def test_ping_answers_during_inference(architecture):
+    """Pings run until the answer is back; at least three must fall wholly inside the generation, which
+    the server's own timings place just before the answer arrived."""
     results = {}
-    worker = threading.Thread(target=lambda: results.update(
-        answer=architecture.invoke({"query": QUESTIONS[4]["question"], "max_new_tokens": 96})))
+
+    def ask():
+        results["answer"] = architecture.invoke({"query": QUESTIONS[4]["question"], "max_new_tokens": 96})
+        results["answered_at"] = time.monotonic()
+
+    worker = threading.Thread(target=ask)
     worker.start()
+    pings = []  # (sent, received, status)
     try:
-        pings = [requests.get(f"{architecture.url}/ping", timeout=2) for _ in range(5)]
+        while worker.is_alive():
+            sent = time.monotonic()
+            status = requests.get(f"{architecture.url}/ping", timeout=2).status_code
+            pings.append((sent, time.monotonic(), status))
+            time.sleep(0.05)
     finally:
         worker.join(timeout=120)
-    assert all(ping.status_code == 200 for ping in pings)
-    assert results["answer"].status_code == 200
+    answer = results["answer"]
+    assert answer.status_code == 200, answer.text
+    generation_started = results["answered_at"] - answer.json()["timings_ms"]["generate"] / 1000.0
+    during = [ping for ping in pings if generation_started <= ping[0] and ping[1] <= results["answered_at"]]
+    assert len(during) >= 3, f"only {len(during)} pings overlapped a {answer.json()['timings_ms']['generate']:.0f} ms generation"
+    assert all(status == 200 and received - sent < 2.0 for sent, received, status in pings)

@@ -1,8 +1,12 @@
 """`POST /invocations-response-stream`: HTTP/1.1 chunked JSON lines, the same answer as /invocations."""
 import json
+import sys
+from pathlib import Path
 
 import pytest
 import requests
+
+from tests.support import ServerProcess, base_env, free_port, wait_for_status
 
 pytestmark = pytest.mark.slow
 QUESTION = "In what year did the Glass Bridge over the River Ossa open?"
@@ -44,3 +48,24 @@ def test_stream_deadline_gives_timeout(architecture):
         events = [json.loads(line) for line in response.iter_lines() if line]
     assert events[-1]["event"] == "error" and events[-1]["error_type"] == "timeout"
     assert "done" not in [event["event"] for event in events]
+
+
+def test_stream_with_the_llm_service_down_is_refused_before_streaming(microservices, tmp_path):
+    """A real orchestrator whose LLM service is down (nothing listens on its port) but whose vector
+    service answers: the stream is refused with a JSON 503, as the monolith refuses it, not a 200
+    followed by `sources` and an error event."""
+    port = free_port()
+    env = base_env(RAG_VECTOR_URL=f"http://127.0.0.1:{microservices.ports['vector']}",
+                   RAG_LLM_URL=f"http://127.0.0.1:{free_port()}")
+    gunicorn = str(Path(sys.executable).parent / "gunicorn")
+    orchestrator = ServerProcess([gunicorn, "--config", "python:serving.gunicorn_conf", "--bind", f"127.0.0.1:{port}",
+                                  "Microservicos.orchestrator:create_app()"], env, tmp_path / "orchestrator.log")
+    try:
+        wait_for_status(f"http://127.0.0.1:{port}/ping", 503, deadline_s=60, proc=orchestrator.proc)
+        response = requests.post(f"http://127.0.0.1:{port}/invocations-response-stream", json={"query": QUESTION},
+                                 timeout=30)
+    finally:
+        orchestrator.stop()
+    assert response.status_code == 503, response.text[:300]
+    assert response.headers["Content-Type"] == "application/json"
+    assert response.json()["error_type"] == "upstream_unavailable"

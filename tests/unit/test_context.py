@@ -20,7 +20,8 @@ def passages(*scores):
 
 def focus(query, items, **settings):
     embedder = FakeEmbedder()
-    return focus_passages(embedder.embed([query])[0], items, embedder, ContextSettings(**settings))
+    settings = {"lexical_weight": 0.0, **settings}  # the fake embedder alone, unless a test asks for words
+    return focus_passages(embedder.embed([query])[0], items, embedder, ContextSettings(**settings), query)
 
 
 def test_sentences_split_on_ends_and_lines_without_markup():
@@ -71,6 +72,22 @@ def test_an_over_budget_best_sentence_is_clipped_not_lost():
     long = Passage(1, "long.md", 0, 0.9, "Marrow " + "designed the line and " * 30 + "retired.")
     focused = focus("who designed the line", [long], max_tokens=16)
     assert focused[0].excerpt.startswith("Marrow designed") and len(focused[0].excerpt) <= 16 * 4
+
+
+def test_shared_query_words_lift_a_sentence():
+    class Blind(FakeEmbedder):
+        def embed_batch(self, texts):  # every text the same vector: only the words can decide
+            return super().embed_batch(["same"] * len(texts))
+
+    embedder, items = Blind(), passages(0.9)
+    query = "how many died in the flood"
+    settings = ContextSettings(max_tokens=12, score_gap=0.0, lexical_weight=0.0)
+    first = focus_passages(embedder.embed([query])[0], items, embedder, settings, query)[0].excerpt
+    weighted = ContextSettings(max_tokens=12, score_gap=0.0, lexical_weight=0.5)
+    text = Passage(1, "flood.md", 0, 0.9, "The storm came at night. In total 127 people died in the flood.")
+    chosen = focus_passages(embedder.embed([query])[0], [text], embedder, weighted, query)[0].excerpt
+    assert first == "The tramway opened on 14 May 1889."  # ties keep document order
+    assert chosen == "In total 127 people died in the flood."
 
 
 def test_prompt_passages_use_excerpts_and_skip_dropped():

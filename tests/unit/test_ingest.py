@@ -52,13 +52,16 @@ def test_html_keeps_visible_text_only():
     assert "SENTINEL" not in text and "color" not in text
 
 
-def test_finds_md_txt_html_recursively_and_ignores_others(tmp_path):
+def test_finds_documents_recursively_and_ignores_others(tmp_path):
     write(tmp_path, "a.md", "alpha")
     write(tmp_path, "deep/b.txt", "beta")
     write(tmp_path, "deep/er/c.html", "<p>gamma</p>")
-    write(tmp_path, "d.pdf", "not indexed")
+    write(tmp_path, "d.pdf", "read later")
+    write(tmp_path, "e.DOCX", "read later")
+    write(tmp_path, "f.xlsx", "not indexed")
+    write(tmp_path, "g.doc", "not indexed")
     assert [p.relative_to(tmp_path).as_posix() for p in find_documents(tmp_path)] == \
-        ["a.md", "deep/b.txt", "deep/er/c.html"]
+        ["a.md", "d.pdf", "deep/b.txt", "deep/er/c.html", "e.DOCX"]
 
 
 @pytest.mark.parametrize("content, message", [
@@ -80,7 +83,7 @@ def test_unreadable_file_is_named(tmp_path):
 
 
 def test_empty_folder_is_refused(tmp_path):
-    with pytest.raises(IngestError, match="holds no .md, .txt or .html"):
+    with pytest.raises(IngestError, match="holds no .md, .txt, .html, .pdf or .docx"):
         find_documents(tmp_path)
     with pytest.raises(IngestError, match="not a folder"):
         find_documents(tmp_path / "nope")
@@ -106,12 +109,12 @@ def test_build_load_and_search(tmp_path):
     assert passages[0].source == "tram.md" and passages[0].score > passages[1].score
 
 
-def test_failed_build_leaves_no_partial_index(tmp_path):
+def test_failed_strict_build_leaves_no_partial_index(tmp_path):
     docs = tmp_path / "docs"
     write(docs, "good.md", "fine text")
     (docs / "bad.txt").write_bytes(b"\x00\x01\x02")
-    with pytest.raises(IngestError):
-        build_index(docs, tmp_path / "index", FakeEmbedder(), SETTINGS, progress=False)
+    with pytest.raises(IngestError, match="bad.txt"):
+        build_index(docs, tmp_path / "index", FakeEmbedder(), SETTINGS, progress=False, strict=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["docs"]
 
 

@@ -62,11 +62,12 @@ def test_greedy_is_deterministic(retriever, generator):
     assert first == second and first.completion_tokens <= 24
 
 
-def test_prompt_numbers_the_passages(retriever):
-    messages = build_messages("q?", retriever.retrieve(QUESTIONS[0]["question"], 2))
-    assert messages[0]["role"] == "system" and "only the passages" in messages[0]["content"]
-    assert "[1] (source: tramway.md)" in messages[1]["content"] and "[2]" in messages[1]["content"]
-    assert messages[1]["content"].endswith("Question: q?")
+def test_prompt_carries_the_question_twice_and_the_passages_text(retriever):
+    passages = retriever.retrieve(QUESTIONS[0]["question"], 2)
+    messages = build_messages("q?", passages)
+    assert messages[0]["role"] == "system" and "only the context" in messages[0]["content"]
+    assert messages[1]["content"].startswith("Question: q?") and messages[1]["content"].endswith("Question: q?")
+    assert all(p.text in messages[1]["content"] for p in passages)
 
 
 def test_deadline_stops_generation(retriever, generator):
@@ -85,3 +86,11 @@ def test_cuda_without_gpu_names_the_variable():
         from rag.generator import resolve_device
 
         resolve_device("cuda")
+
+
+def test_a_vanishing_temperature_decodes_greedily_instead_of_failing(retriever, generator):
+    # Dividing the logits by 6e-145 overflows float32 and sampling then raised on NaN probabilities (a 500).
+    passages = retriever.retrieve(QUESTIONS[0]["question"], top_k=1)
+    greedy = generator.generate(QUESTIONS[0]["question"], passages, GenerationParams(max_new_tokens=6))
+    tiny = generator.generate(QUESTIONS[0]["question"], passages, GenerationParams(max_new_tokens=6, temperature=6.34e-145))
+    assert tiny.text == greedy.text

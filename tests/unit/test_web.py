@@ -129,3 +129,18 @@ def test_a_stream_gives_its_slot_back_when_it_ends_or_is_dropped():
 def test_an_upstream_429_keeps_its_type():
     error = errors.from_dict({"error": "full", "error_type": "overloaded"}, 429)
     assert isinstance(error, errors.Overloaded) and error.status == 429 and error.message == "full"
+
+
+@pytest.mark.parametrize("body", [b"[" * 100_000 + b"]" * 100_000, b'{"a":' * 5_000 + b"1" + b"}" * 5_000],
+                         ids=["lists", "objects"])
+def test_deeply_nested_json_is_invalid_json_not_a_500(body):
+    # The decoder's recursion limit raises RecursionError, which is not a ValueError.
+    response = app_with(FakeGenerator()).post("/invocations", data=body, content_type="application/json")
+    assert response.status_code == 400
+    assert response.get_json()["error_type"] == "invalid_json"
+
+
+def test_method_not_allowed_is_json_and_lists_the_allowed_methods():
+    response = app_with(FakeGenerator()).put("/invocations", json={"query": "q"})
+    assert response.status_code == 405 and response.get_json()["error_type"] == "method_not_allowed"
+    assert set(response.headers["Allow"].replace(" ", "").split(",")) >= {"POST"}

@@ -1,0 +1,170 @@
+"""`make eval-report`: answer quality on both dev sets, both architectures, before and after, in one run.
+
+For each question set (data/<set>/ and data/<set>.questions.jsonl) it serves the set's index with the
+monolith and the microservices exactly as `make serve` does, runs `make eval`'s evaluation against each
+over HTTP, and checks that both gave the same answer and sources to every question. With
+BENCH_PREVIOUS_REF (a commit), the monolith of that commit answers the same questions too: the "before"
+column. Results go to bench/results/quality-<time>.json; --publish also copies them to
+bench/results/latest/quality.json and regenerates the table in docs/evaluation.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from contextlib import nullcontext
+from datetime import datetime, timezone
+from pathlib import Path
+
+from bench.config import DEFAULT_RESULTS_DIR, REPO_ROOT
+from bench.previous import build_index, previous_checkout
+from bench.processes import Served, child_env
+from rag.evaluate import HttpTarget, evaluate, load_questions, summarize
+
+SETS = ("sample", "harbourline")
+ARCHS = {"monolito": "monolith", "microservicos": "microservices"}
+DOC = REPO_ROOT / "docs" / "evaluation.md"
+BEGIN, END = "<!-- quality:begin -->", "<!-- quality:end -->"
+README = REPO_ROOT / "README.md"
+README_BEGIN, README_END = "<!-- quality-summary:begin -->", "<!-- quality-summary:end -->"
+
+
+def _serve_and_evaluate(arch: str, root: Path, index: Path, questions_file: Path, workdir: Path, label: str) -> dict:
+    served = Served(arch, workdir / f"{label}.log", {"RAG_INDEX_DIR": index}, root=root)
+    try:
+        served.wait_ready(deadline_s=600)
+        started = time.monotonic()
+        records = evaluate(load_questions(questions_file), HttpTarget(served.url), progress=True)
+        elapsed = time.monotonic() - started
+    finally:
+        served.stop()
+    summary = summarize(records, max((len(r["sources"]) for r in records), default=0))
+    return {"summary": summary, "records": records, "eval_s": round(elapsed, 1)}
+
+
+def _identical(first: list[dict], second: list[dict]) -> dict:
+    """How many questions got the same answer, sources, tokens from both architectures."""
+    def key(record):
+        return record["answer"], record["sources"], record["prompt_tokens"], record["completion_tokens"]
+
+    differing = [a["line"] for a, b in zip(first, second) if key(a) != key(b)]
+    return {"questions": len(first), "identical": len(first) - len(differing), "differing_lines": differing}
+
+
+def run(previous_ref: str | None, sets: tuple[str, ...] = SETS) -> dict:
+    """Measure every set on both architectures (and the previous commit's monolith)."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    workdir = DEFAULT_RESULTS_DIR / f"quality-{stamp}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    result = {"kind": "quality", "started_utc": stamp, "loadavg_start": os.getloadavg(),
+              "previous_ref": previous_ref, "sets": {}}
+    env = child_env()
+    with (previous_checkout(previous_ref) if previous_ref else nullcontext()) as previous_root:
+        for name in sets:
+            docs, questions = REPO_ROOT / "data" / name, REPO_ROOT / "data" / f"{name}.questions.jsonl"
+            index = build_index(REPO_ROOT, docs, workdir / f"index-{name}", env)
+            entry = {arch: _serve_and_evaluate(arch, REPO_ROOT, index, questions, workdir, f"{name}-{arch}")
+                     for arch in ARCHS}
+            entry["parity"] = _identical(entry["monolito"]["records"], entry["microservicos"]["records"])
+            if previous_root is not None:
+                old_index = build_index(previous_root, docs, workdir / f"index-{name}-previous", env)
+                entry["previous"] = _serve_and_evaluate("monolito", previous_root, old_index, questions, workdir,
+                                                        f"{name}-previous")
+            result["sets"][name] = entry
+    result["loadavg_end"] = os.getloadavg()
+    path = DEFAULT_RESULTS_DIR / f"quality-{stamp}.json"
+    path.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
+    return result | {"path": str(path)}
+
+
+def _pct(value) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f} %"
+
+
+def _ms(value) -> str:
+    return "n/a" if value is None else f"{value:,.0f}"
+
+
+def table(result: dict) -> str:
+    """The Markdown table of docs/evaluation.md: one row per set and configuration."""
+    rows = ["| question set | configuration | answer accuracy | refusal (unanswerable) | hit@1 | MRR | "
+            "prompt tokens p50 | latency p50 / p95 (ms) | same answers on both |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name, entry in result["sets"].items():
+        columns = [("previous", f"before ({(result['previous_ref'] or '')[:10]}, monolith)")] if "previous" in entry else []
+        columns += [("monolito", "now, monolith"), ("microservicos", "now, microservices")]
+        for key, label in columns:
+            s = entry[key]["summary"]
+            parity = entry["parity"]
+            same = f"{parity['identical']}/{parity['questions']}" if key != "previous" else ""
+            rows.append(f"| {name} ({s['answerable']} + {s['unanswerable']}) | {label} | {_pct(s['accuracy'])} | "
+                        f"{_pct(s['refusal'])} | {_pct(s['hit_at_1'])} | {s['mrr']:.3f} | {_ms(s['prompt_tokens_p50'])} | "
+                        f"{_ms(s['latency_ms_p50'])} / {_ms(s['latency_ms_p95'])} | {same} |")
+    load = result.get("loadavg_start", [None])[0]
+    rows.append("")
+    rows.append(f"Measured {result['started_utc']} on 2 CPU cores (load average {load:.1f} at the start; latency "
+                "is single-client and moves with the load, the quality figures do not: decoding is greedy).")
+    return "\n".join(rows)
+
+
+def summary_line(result: dict) -> str:
+    """The README's one-paragraph summary of the newest published run."""
+    parts = []
+    for name, entry in result["sets"].items():
+        now, before = entry["monolito"]["summary"], entry.get("previous", {}).get("summary")
+        text = f"**{name}**: answer accuracy {_pct(now['accuracy'])}"
+        if before:
+            text += f" (before: {_pct(before['accuracy'])})"
+        text += f", refusal of unanswerable questions {_pct(now['refusal'])}"
+        if before:
+            text += f" (before: {_pct(before['refusal'])})"
+        text += f", hit@1 {_pct(now['hit_at_1'])}"
+        parts.append(text)
+    return "; ".join(parts) + "."
+
+
+def _replace_between(path: Path, begin: str, end: str, body: str) -> None:
+    text = path.read_text()
+    if begin not in text or end not in text:
+        raise ValueError(f"{path} has no {begin} ... {end} markers; add them where the table belongs")
+    head, rest = text.split(begin, 1)
+    path.write_text(f"{head}{begin}\n{body}\n{end}{rest.split(end, 1)[1]}")
+
+
+def publish(result: dict, doc: Path = DOC, readme: Path = README) -> None:
+    """bench/results/latest/quality.json, the docs table and the README summary."""
+    latest = DEFAULT_RESULTS_DIR / "latest"
+    latest.mkdir(parents=True, exist_ok=True)
+    slim = {**result, "sets": {name: {key: ({k: v for k, v in value.items() if k != "records"}
+                                            | {"misses": [r for r in value["records"] if not r["correct"]]}
+                                            if isinstance(value, dict) and "records" in value else value)
+                                      for key, value in entry.items()} for name, entry in result["sets"].items()}}
+    (latest / "quality.json").write_text(json.dumps(slim, indent=1, ensure_ascii=False) + "\n")
+    _replace_between(doc, BEGIN, END, table(result))
+    _replace_between(readme, README_BEGIN, README_END, summary_line(result))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.quality", description=__doc__.splitlines()[0])
+    parser.add_argument("--publish", action="store_true", help="update bench/results/latest and docs/evaluation.md")
+    parser.add_argument("--report", help="only re-render the table from this results file")
+    parser.add_argument("--sets", default=",".join(SETS), help="comma-separated question sets (default: all)")
+    args = parser.parse_args(argv)
+    if args.report:
+        result = json.loads(Path(args.report).read_text())
+    else:
+        ref = os.environ.get("BENCH_PREVIOUS_REF", "").strip() or None
+        result = run(ref, tuple(s for s in args.sets.split(",") if s))
+    print(table(result))
+    parity = {name: entry["parity"] for name, entry in result["sets"].items()}
+    print(f"\nparity: {json.dumps(parity)}")
+    if args.publish:
+        publish(result)
+        print(f"published to {DOC.relative_to(REPO_ROOT)} and bench/results/latest/quality.json")
+    return 0 if all(p["identical"] == p["questions"] for p in parity.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

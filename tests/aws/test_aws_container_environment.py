@@ -1,0 +1,33 @@
+"""deploy passes the operator's RAG_* variables to the container only when the services would accept
+them, and says which it passes."""
+from __future__ import annotations
+
+import pytest
+
+from tests.aws.aws_support import make
+
+
+@pytest.mark.parametrize("variable, message", [
+    ("RAG_TOPK=4", "RAG_TOPK: not a variable the services read"),
+    ("RAG_TOP_K=99", "RAG_TOP_K=99 is out of range"),
+    ("RAG_DEVICE=tpu", "RAG_DEVICE='tpu' is not valid"),
+    ("RAG_BIND_HOST=127.0.0.1", "RAG_BIND_HOST is not passed to an endpoint"),
+])
+def test_deploy_refuses_a_variable_the_container_would_refuse(moto, aws_env, account, index_dir, variable, message):
+    assert make("upload", aws_env, *account.variables(f"INDEX={index_dir}")).returncode == 0
+    # Set in the operator's shell, not on the command line: the case that used to slip through.
+    name, _, value = variable.partition("=")
+    deploy = make("deploy", dict(aws_env, **{name: value}), *account.variables())
+    assert deploy.returncode == 2 and message in deploy.stderr, deploy.stdout + deploy.stderr
+    assert moto.client("sagemaker").list_models()["Models"] == []  # refused before anything was created
+
+
+def test_deploy_says_which_variables_it_passes(moto, aws_env, account, index_dir):
+    assert make("upload", aws_env, *account.variables(f"INDEX={index_dir}")).returncode == 0
+    deploy = make("deploy", dict(aws_env, RAG_LOG_LEVEL="debug"), *account.variables("RAG_TOP_K=4"))
+    assert deploy.returncode == 0, deploy.stderr
+    assert "container environment: RAG_LOG_LEVEL=debug, RAG_TOP_K=4" in deploy.stdout
+    sagemaker = moto.client("sagemaker")
+    model = sagemaker.list_models()["Models"][0]["ModelName"]
+    assert sagemaker.describe_model(ModelName=model)["PrimaryContainer"]["Environment"] == {
+        "RAG_LOG_LEVEL": "debug", "RAG_TOP_K": "4"}
