@@ -2,7 +2,8 @@
 
 The question files are the ones `make eval` uses (data/*.questions.jsonl). Context focus runs in the
 monolith's process and in the microservices' vector service, the prompt in the LLM service: any drift
-between the two paths shows up here as a different answer or excerpt.
+between the two paths shows up here as a different answer or excerpt. To keep CI short this asks every
+third question of each set (answerable and not, every kind); `make eval-report` compares all of them.
 """
 import subprocess
 import sys
@@ -14,11 +15,12 @@ from tests.service.conftest import start_architecture
 from tests.support import ROOT, base_env
 
 pytestmark = pytest.mark.slow
+EVERY = 3
 
 
 def _compare(monolith, microservices, questions_file):
     differences = []
-    for question in load_questions(questions_file):
+    for question in load_questions(questions_file)[::EVERY]:
         payload = {"query": question.question}
         mono, micro = monolith.invoke(payload), microservices.invoke(payload)
         assert mono.status_code == micro.status_code == 200, (question.question, mono.text, micro.text)
