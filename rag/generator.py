@@ -11,6 +11,7 @@ from rag.batching import BatchEngine, Job
 from rag.errors import InvalidRequest
 from rag.grounding import REFUSAL
 from rag.index import Passage
+from rag.runtime import single_threaded_from_now
 
 log = logging.getLogger(__name__)
 # Below this, sampling is greedy decoding in all but name, and dividing the logits by it overflows
@@ -114,7 +115,7 @@ class TransformersGenerator(Generator):
         decoder = self.engine.backend
         self.device, self.dtype, self.context_length = decoder.device, decoder.dtype, decoder.context_length
         if self.device == "cpu":
-            _single_threaded_elsewhere()
+            single_threaded_from_now()
 
     @classmethod
     def from_settings(cls, settings, path: str) -> "TransformersGenerator":
@@ -187,13 +188,3 @@ class TransformersGenerator(Generator):
             yield rest[len(sent):]
         yield self._answer(job)
 
-
-def _single_threaded_elsewhere() -> None:
-    """From now on, a thread that first calls torch (a request thread embedding a query, say) runs it
-    with one thread. Each thread that runs torch in parallel gets its own OpenMP team; once the process has
-    more team threads than cores, libgomp stops spinning between parallel regions, and the model's
-    hundreds of small regions per token each pay a sleep and a wake-up (1.5x slower, docs/performance.md).
-    The model's thread fixed its own team size when it started, so this leaves it alone."""
-    import torch
-
-    torch.set_num_threads(1)

@@ -18,6 +18,7 @@ from rag.grounding import check_answer
 from rag.errors import InvalidJSON, InvalidRequest, UnsupportedMediaType
 from rag.generator import Answer, GenerationParams, Generator
 from rag.index import Passage, VectorIndex
+from rag.runtime import single_threaded_from_now
 from rag.settings import MAX_QUERY_CHARS, Settings
 
 log = logging.getLogger(__name__)
@@ -224,6 +225,9 @@ def load_retriever(settings: Settings) -> LocalRetriever:
                              ef_search=settings.index_ef_search, nprobe=settings.index_nprobe)
     log.info("index %s: %d chunks from %s documents", settings.index_dir, len(index.chunks),
              index.manifest.get("documents"))
+    # Queries are embedded on request threads with one torch thread, in the monolith and in the vector
+    # service alike: the same sums in the same order, so both architectures give identical sources.
+    single_threaded_from_now()
     return LocalRetriever(embedder, index, settings.context)
 
 

@@ -56,3 +56,18 @@ def release_free_memory() -> None:
     trim = _glibc("malloc_trim")
     if trim is not None:
         trim(0)
+
+
+def single_threaded_from_now() -> None:
+    """From now on, a thread that first calls torch (a request thread embedding a query, say) runs it
+    with one thread. Each thread that runs torch in parallel gets its own OpenMP team; once the process has
+    more team threads than cores, libgomp stops spinning between parallel regions, and the model's
+    hundreds of small regions per token each pay a sleep and a wake-up (1.5x slower, docs/performance.md).
+    A model's thread fixed its own team size when it started, so this leaves it alone.
+
+    Serving processes that embed queries call it too (rag.pipeline.load_retriever): the monolith and the
+    vector service then embed with the same thread count, and so give bit-identical scores and excerpts
+    (a float sum's rounding depends on how many threads split it)."""
+    import torch
+
+    torch.set_num_threads(1)
