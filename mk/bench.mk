@@ -2,10 +2,13 @@
 # architectures. Settings come from BENCH_* variables (bench/config.py); BENCH_RESULTS_DIR says where
 # results go (default bench/results/, where only latest/ is committed).
 
-.PHONY: bench bench-report
+.PHONY: bench bench-report bench-split
 
 bench: ## Measure both architectures and the in-process baseline (~15 min; BENCH_QUICK=1: ~2 min smoke run)
 	$(PYQ) -m bench run --publish
 
 bench-report: ## Regenerate the report, charts, bench/results/latest/ and the README table from the newest results
 	$(PYQ) -m bench report
+
+bench-split: ## Measure what the split topology's extra hop adds per request, against the microservices (publishes to docs/bench.md)
+	$(PYQ) -m bench split --publish
