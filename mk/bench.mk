@@ -4,7 +4,7 @@
 
 .PHONY: bench bench-report bench-split
 
-bench: ## Measure both architectures and the in-process baseline (~15 min; BENCH_QUICK=1: ~2 min smoke run)
+bench: ## Measure both architectures and the in-process baseline, with the concurrency sweep (~17 min; BENCH_QUICK=1: ~2 min smoke run)
 	$(PYQ) -m bench run --publish
 
 bench-report: ## Regenerate the report, charts, bench/results/latest/ and the README table from the newest results
