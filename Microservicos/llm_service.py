@@ -23,8 +23,6 @@ def _passages(data: dict) -> list[Passage]:
     if not isinstance(raw, list) or len(raw) > MAX_PASSAGES:
         raise InvalidRequest(f"'passages' must be a list of at most {MAX_PASSAGES} passages")
     try:
-        if not all(isinstance(item, dict) for item in raw):
-            raise TypeError("a passage is not a JSON object")
         passages = [Passage.from_dict(item) for item in raw]
     except (KeyError, TypeError, ValueError, OverflowError):
         raise InvalidRequest("each passage must be a JSON object with rank, source, chunk, score and text")

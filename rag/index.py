@@ -84,6 +84,9 @@ class Passage:
 
     @classmethod
     def from_dict(cls, data: dict) -> "Passage":
+        """A passage from its JSON form; TypeError, KeyError, ValueError or OverflowError when malformed."""
+        if not isinstance(data, dict):
+            raise TypeError(f"a passage must be a JSON object, not {type(data).__name__}")
         page, excerpt = data.get("page"), data.get("excerpt")
         return cls(int(data["rank"]), str(data["source"]), int(data["chunk"]), float(data["score"]), str(data["text"]),
                    None if page is None else int(page), None if excerpt is None else str(excerpt))
