@@ -26,7 +26,7 @@ PYQ := $(call q,$(PY))
 
 export PYTHONPATH := $(ROOT)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: help setup models sample-index serve index eval eval-report check check-fast
+.PHONY: help setup models sample-index serve index eval eval-report gpu-check check check-fast
 
 help: ## List every target
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sort -u \
@@ -76,6 +76,17 @@ eval: ## Evaluate retrieval and answers on QUESTIONS=<file.jsonl> [URL=...] [MIN
 
 eval-report: ## Measure quality on both dev sets and both architectures (BENCH_PREVIOUS_REF=<commit> adds "before"); publish to docs/evaluation.md
 	$(PYQ) -m bench.quality --publish
+
+# make gpu-check: the LLM side on this machine's device (a CUDA GPU when one is visible), from passages that
+# a fresh index of each dev set retrieves; GPU_CHECK_REFERENCE=<an earlier run's JSON> counts identical answers.
+GPU_CHECK_DTYPES ?= float32,bfloat16
+GPU_CHECK_LEVELS ?= 8,32
+GPU_CHECK_OUT ?= $(ROOT)/bench/results/gpu-check.json
+gpu-check: ## The LLM on a CUDA GPU (or this CPU): accuracy, batched = alone, speed per dtype; docs/performance.md#gpu-cuda
+	$(PYQ) -m bench.gpu_check prompts --out $(call q,$(ROOT)/bench/results/gpu-prompts.json)
+	$(PYQ) -m bench.gpu_check run --prompts $(call q,$(ROOT)/bench/results/gpu-prompts.json) \
+	  --dtypes $(call q,$(GPU_CHECK_DTYPES)) --levels $(call q,$(GPU_CHECK_LEVELS)) --out $(call q,$(GPU_CHECK_OUT)) \
+	  $(if $(GPU_CHECK_REFERENCE),--reference $(call q,$(GPU_CHECK_REFERENCE)))
 
 # PYTEST_ARGS stays unquoted: it is several words on purpose (PYTEST_ARGS="-k EXPR -x").
 check: ## Run the whole test suite (the README's test command)

@@ -19,13 +19,20 @@ import logging
 import time
 from pathlib import Path
 
-import faiss
 import numpy as np
 
 from rag.errors import ConfigError
 from rag.settings import INDEX_TYPES
 
 log = logging.getLogger(__name__)
+
+
+def _faiss():
+    """FAISS, imported where an index is built or read: the LLM's side (the LLM service, a GPU endpoint,
+    `python -m bench.gpu_check run`) imports this module through rag.index and never needs FAISS."""
+    import faiss
+
+    return faiss
 
 # Measured by `make bench-index` on this 2-core machine: exact search over 384-dimensional chunks
 # passes 5 ms per query (the search target at a million chunks) between 20,000 and 30,000 chunks
@@ -61,6 +68,7 @@ def ivf_lists(count: int) -> int:
 
 def build(vectors: np.ndarray, index_type: str, seed: int = 0):
     """A FAISS index of `index_type` (flat, hnsw or ivf) holding `vectors`; returns (index, build params)."""
+    faiss = _faiss()
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     count, dimension = vectors.shape
     if index_type == "flat":
@@ -94,6 +102,7 @@ def sample_queries(vectors: np.ndarray, count: int = RECALL_QUERIES, seed: int =
 
 def exact_neighbours(queries: np.ndarray, vectors: np.ndarray, k: int = RECALL_K) -> np.ndarray:
     """Ids of the exact `k` nearest vectors (inner product) of each query."""
+    faiss = _faiss()
     return faiss.knn(np.ascontiguousarray(queries), np.ascontiguousarray(vectors), min(k, len(vectors)),
                      metric=faiss.METRIC_INNER_PRODUCT)[1]
 
@@ -158,6 +167,7 @@ def search_one_thread(index, queries: np.ndarray, k: int):
     when the cores are busy (the embedder, other requests) the threads' spin-waiting made exact search
     over 10,000 chunks take 24 ms instead of 0.6 ms here. OpenMP's thread count is per calling thread,
     so this leaves index building (and other threads) as they were."""
+    faiss = _faiss()
     threads = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(1)
     try:
@@ -168,6 +178,7 @@ def search_one_thread(index, queries: np.ndarray, k: int):
 
 def read(path: Path, index_type: str, mmap: bool = True):
     """Load a FAISS index, memory-mapped unless `mmap` is False (then a private heap copy)."""
+    faiss = _faiss()
     flags = 0
     if mmap:
         # IFC maps the codes of flat storage (flat, and hnsw's vectors and graph); IVF maps its lists.
@@ -177,6 +188,7 @@ def read(path: Path, index_type: str, mmap: bool = True):
 
 def all_vectors(index) -> np.ndarray:
     """Every stored vector in id order (exact for these flat-storage types), for re-indexing and merging."""
+    faiss = _faiss()
     if index.ntotal == 0:
         return np.zeros((0, index.d), dtype=np.float32)
     if isinstance(index, faiss.IndexIVF):
@@ -186,4 +198,5 @@ def all_vectors(index) -> np.ndarray:
 
 def write(index, path: Path) -> None:
     """Write a FAISS index file."""
+    faiss = _faiss()
     faiss.write_index(index, str(path))

@@ -105,12 +105,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
-        path = prepare_embedded_llm(args.target)
-    except ConfigError as exc:
+        print(f"embedded LLM ready in {prepare_embedded_llm(args.target)}")
+        print(f"embedded embedding model in {embedding_model_path(EMBEDDED_EMBEDDING_MODEL)}")
+    except ConfigError as exc:  # one line, also when only the embedding model's package is missing
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
-    print(f"embedded LLM ready in {path}")
-    print(f"embedded embedding model in {embedding_model_path(EMBEDDED_EMBEDDING_MODEL)}")
     return 0
 
 

@@ -147,7 +147,7 @@ class Settings:
     index_dir: Path = field(default_factory=_default_index_dir)
     embedding_model: str = EMBEDDED_EMBEDDING_MODEL
     llm_model: str = field(default_factory=_default_llm)
-    device: str = "auto"  # auto picks CUDA (bf16) when present, else CPU (float32)
+    device: str = "auto"  # auto picks CUDA when present, else CPU
     # One generation at a time uses every core; more threads than cores only adds contention.
     torch_threads: int = field(default_factory=_usable_cpus)
     top_k: int = 3
@@ -171,7 +171,7 @@ class Settings:
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE  # requests decoded together, one token each per step
     batch_wait_ms: int = 0  # an idle engine starts at once: per-request prefill gains nothing from waiting
     max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS  # waiting or running; past it, 429
-    llm_dtype: str = "auto"  # auto: bfloat16 on CUDA, float32 on CPU (docs/performance.md has the measurements)
+    llm_dtype: str = "auto"  # auto: float32 on CPU and CUDA (docs/performance.md has the measurements)
     llm_quantize: str = "none"  # int8: dynamic quantization of the Linear layers (CPU only)
     bind_host: str = "0.0.0.0"  # all interfaces, as SageMaker needs; tests bind loopback only
     startup_timeout_s: int = 600  # how long start.sh waits for its internal services before saying so
