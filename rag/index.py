@@ -34,7 +34,7 @@ MANIFEST, FAISS_FILE, DOCUMENTS_FILE = "manifest.json", "faiss.index", "document
 ARTIFACT_FILES = frozenset({MANIFEST, FAISS_FILE, CHUNKS_FILE, OFFSETS_FILE, DOCUMENTS_FILE})
 
 __all__ = ["ARTIFACT_FILES", "Chunk", "IndexedDocument", "Passage", "VectorIndex", "check_index_target",
-           "read_manifest", "write_index"]
+           "missing_files", "read_manifest", "write_index"]
 
 
 def check_index_target(directory: Path, docs: Path | None = None) -> None:
@@ -61,6 +61,18 @@ def check_index_target(directory: Path, docs: Path | None = None) -> None:
     if foreign:
         raise ConfigError(f"INDEX={directory} holds files an index never has ({', '.join(foreign[:5])}); "
                           "rebuilding would delete them. Move them out, or choose another INDEX")
+
+
+def missing_files(directory: Path) -> list[str]:
+    """The files an index at `directory` lacks to be served as it was built: format 1 needs the manifest,
+    the FAISS index and the chunks; format 2 also the chunk offsets (else every start scans the chunks)
+    and the documents list (else the next `make index` cannot update it incrementally)."""
+    directory = Path(directory)
+    needed = [MANIFEST, FAISS_FILE, CHUNKS_FILE]
+    if (directory / MANIFEST).is_file():
+        if read_manifest(directory).get("format_version") != 1:
+            needed += [OFFSETS_FILE, DOCUMENTS_FILE]
+    return [name for name in needed if not (directory / name).is_file()]
 
 
 @dataclass(frozen=True)

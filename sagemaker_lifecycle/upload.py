@@ -14,6 +14,8 @@ from pathlib import Path
 from boto3.s3.transfer import TransferConfig
 
 from rag.archive import readable_by_all
+from rag.errors import RagError
+from rag.index import missing_files
 
 from .config import ROOT, Config
 from .errors import ConfigError, NotFound
@@ -21,13 +23,14 @@ from .session import Aws
 
 log = logging.getLogger(__name__)
 
-INDEX_FILES = ("manifest.json", "faiss.index", "chunks.jsonl")
-
 
 def archive_members(config: Config) -> dict[str, Path]:
     """Top-level name in the archive -> local folder, validated before anything is packed."""
     index = Path(config.get("INDEX") or ROOT / "indexes" / "sample")
-    missing = [name for name in INDEX_FILES if not (index / name).is_file()]
+    try:
+        missing = missing_files(index)
+    except (RagError, ValueError) as exc:  # a manifest of an unknown format, or not JSON
+        raise ConfigError(f"INDEX={index}: {getattr(exc, 'message', exc)}") from exc
     if missing:
         raise ConfigError(
             f"INDEX={index} is not an index (missing {', '.join(missing)}): run `make setup` for the sample "

@@ -75,10 +75,10 @@ def aws_env(moto: Moto, tmp_path: Path) -> dict[str, str]:
 
 @pytest.fixture
 def index_dir(tmp_path: Path) -> Path:
-    """A tiny index folder: the three files upload packs, with dummy content."""
+    """A tiny format-1 index folder: the three files upload packs, with dummy content."""
     index = tmp_path / "index"
     index.mkdir()
-    (index / "manifest.json").write_text(json.dumps({"format": 1, "embedding_model": "dummy", "chunks": 2}))
+    (index / "manifest.json").write_text(json.dumps({"format_version": 1, "embedding_model": "dummy", "chunks": 2}))
     (index / "faiss.index").write_bytes(os.urandom(2048))
     (index / "chunks.jsonl").write_text(
         "\n".join(json.dumps({"id": i, "source": "velmora.md", "chunk": i, "text": f"chunk {i}"}) for i in range(2)) + "\n"

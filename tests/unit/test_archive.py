@@ -28,3 +28,24 @@ def test_the_filter_never_adds_write_permission():
         member = tarfile.TarInfo("x")
         member.mode, member.type = start, kind
         assert readable_by_all(member).mode == expected
+
+
+def test_missing_files_follow_the_index_format(tmp_path):
+    """`make upload` ships what the service and the next incremental `make index` need, per format."""
+    import json
+
+    import pytest
+
+    from rag.errors import IndexMismatchError
+    from rag.index import missing_files
+
+    assert missing_files(tmp_path) == ["manifest.json", "faiss.index", "chunks.jsonl"]
+    (tmp_path / "manifest.json").write_text(json.dumps({"format_version": 2}))
+    (tmp_path / "faiss.index").write_bytes(b"x")
+    (tmp_path / "chunks.jsonl").write_text("{}\n")
+    assert missing_files(tmp_path) == ["chunk_offsets.npy", "documents.jsonl"]
+    (tmp_path / "manifest.json").write_text(json.dumps({"format_version": 1}))
+    assert missing_files(tmp_path) == []
+    (tmp_path / "manifest.json").write_text(json.dumps({"format_version": 99}))
+    with pytest.raises(IndexMismatchError, match="format version 99"):
+        missing_files(tmp_path)
