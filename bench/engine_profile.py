@@ -286,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     _write("engine-profile", {"settings": {"torch_threads": settings.torch_threads,
                                              "max_batch_size": settings.max_batch_size,
                                              "max_new_tokens": MAX_NEW_TOKENS, "top_k": TOP_K,
-                                             "env": {k: v for k, v in os.environ.items() if k.startswith(("RAG_", "GOMP", "OMP", "MALLOC"))}},
+                                             "env": {k: v for k, v in os.environ.items()
+                                                     if k.startswith(("RAG_", "GOMP", "OMP", "MALLOC", "MKL"))}},
                                "blocks": blocks})
     return 0
 

@@ -1,10 +1,10 @@
 """A burst against a real served architecture: `python -m bench.overload_probe`.
 
-Starts the architecture as `make serve` does (bench/processes.py), warms it up, reads the worker's RSS
-(VmRSS) once the model has been idle, drives `--clients` closed-loop clients for `--seconds` (a client
-waits Retry-After after a 429, as in the sweep) while /ping is polled, then reads the RSS again right
-after the burst and after `--idle` seconds. Prints one JSON line: the 429s' and the 200s' latency,
-/ping's, and the RSS readings. Extra `--env NAME=VALUE` pairs go to the served processes, to compare
+Starts the architecture as `make serve` does (bench/processes.py), warms it up, reads the RSS (VmRSS) of
+the worker that holds the model once it has been idle, drives `--clients` closed-loop clients for
+`--seconds` (a client waits Retry-After after a 429, as in the sweep) while /ping is polled, then reads
+the RSS again right after the burst and after `--idle` seconds (and the whole process tree's, by role).
+Prints one JSON line: the 429s' latency (and when the slowest were sent), the 200s', /ping's, and the RSS. Extra `--env NAME=VALUE` pairs go to the served processes, to compare
 settings in one run.
 """
 from __future__ import annotations
@@ -40,7 +40,7 @@ def probe(arch: str, clients: int, seconds: float, idle_s: float, env: dict, max
             target.call(request)
         time.sleep(idle_s)  # past the engine's idle hook (rag/batching.py IDLE_S), as a quiet server would be
         role = "llm_service" if arch == "microservicos" else ROLE[arch]
-        before = worker_rss_mib(served, role)
+        before, tree_before = worker_rss_mib(served, role), served.memory()
         pings, stop = [], threading.Event()
         pinger = threading.Thread(target=_pinger, args=(served.url, stop, pings), daemon=True)
         pinger.start()
@@ -51,7 +51,7 @@ def probe(arch: str, clients: int, seconds: float, idle_s: float, env: dict, max
             pinger.join(timeout=10)
         right_after = worker_rss_mib(served, role)
         time.sleep(idle_s)
-        after = worker_rss_mib(served, role)
+        after, tree_after = worker_rss_mib(served, role), served.memory()
         refused = [o.latency_ms for o in outcomes if o.status == 429]
         ok = [o.latency_ms for o in outcomes if o.status == 200]
         answered = [ms for ms in pings if ms is not None]
@@ -64,9 +64,13 @@ def probe(arch: str, clients: int, seconds: float, idle_s: float, env: dict, max
             "refused_ms": {f"p{q}": _percentile(refused, q) for q in (50, 90, 99)},
             "slowest_refused": [[round(o.started - first, 2), round(o.latency_ms)] for o in slowest],
             "ok_ms": {f"p{q}": _percentile(ok, q) for q in (50, 99)},
-            "ping_ms": {"p50": _percentile(answered, 50), "p99": _percentile(answered, 99), "failed": len(pings) - len(answered)},
+            "ping_ms": {"p50": _percentile(answered, 50), "p99": _percentile(answered, 99),
+                        "failed": len(pings) - len(answered)},
             "rss_mib": {"before": round(before, 1), "right_after": round(right_after, 1), "after_idle": round(after, 1),
                         "change_after_idle": round(after / before - 1, 4)},
+            "tree_rss_mib": {"before": round(tree_before["rss_mib"], 1), "after_idle": round(tree_after["rss_mib"], 1),
+                             "by_role_before": {k: round(v, 1) for k, v in tree_before["by_role_mib"].items()},
+                             "by_role_after_idle": {k: round(v, 1) for k, v in tree_after["by_role_mib"].items()}},
         }
     finally:
         served.stop()

@@ -27,6 +27,7 @@ import ctypes
 import ctypes.util
 import os
 import sys
+import threading
 
 SPIN_COUNT = "3000"
 ARENA_MAX = 2
@@ -65,6 +66,43 @@ def release_free_memory() -> None:
     trim = _glibc("malloc_trim")
     if trim is not None:
         trim(0)
+
+
+class TrimWhenIdle:
+    """A context manager around work done on request threads (retrieval): once none has run for
+    `after_s`, freed heap memory is handed back (release_free_memory). The model's thread does the same
+    for the model (rag/batching.py); a vector service has no model, and without this its RSS kept what a
+    burst of concurrent embeddings had freed. Waiting `after_s` keeps a busy client's requests from paying
+    for memory faulted back in."""
+
+    def __init__(self, after_s: float, release=None):
+        self.after_s = after_s
+        self._release = release or release_free_memory
+        self._active = 0
+        self._started = 0  # counts every entry, so a timer knows whether work came after it was set
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> "TrimWhenIdle":
+        with self._lock:
+            self._active += 1
+            self._started += 1
+        return self
+
+    def __exit__(self, *exc) -> None:
+        with self._lock:
+            self._active -= 1
+            if self._active:
+                return
+            started = self._started
+        timer = threading.Timer(self.after_s, self._trim, args=(started,))
+        timer.daemon = True
+        timer.start()
+
+    def _trim(self, started: int) -> None:
+        with self._lock:
+            if self._active or self._started != started:
+                return
+        self._release()
 
 
 def single_threaded_from_now() -> None:

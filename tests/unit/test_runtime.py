@@ -38,3 +38,25 @@ def test_nothing_is_changed_once_torch_is_loaded():
     env = {}
     configure_process(env)
     assert "GOMP_SPINCOUNT" not in env and "MKL_DISABLE_FAST_MM" not in env
+
+
+def test_memory_is_handed_back_once_the_work_has_been_idle():
+    import threading
+    import time
+
+    from rag.runtime import TrimWhenIdle
+
+    released = threading.Event()
+    trim = TrimWhenIdle(0.2, release=released.set)
+    with trim:
+        with trim:  # two requests at once: the first one's end is not idle
+            pass
+        assert not released.wait(0.3)
+    with trim:  # work that comes back before the delay cancels that trim
+        pass
+    with trim:
+        assert not released.wait(0.3)
+    deadline = time.monotonic() + 5
+    while not released.is_set() and time.monotonic() < deadline:
+        released.wait(0.05)
+    assert released.is_set()
