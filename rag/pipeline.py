@@ -5,20 +5,23 @@ generator; the microservices orchestrator gives it HTTP clients of the same inte
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import threading
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Iterator
 
+from rag.batching import IDLE_S
 from rag.context import CHARS_PER_TOKEN, ContextSettings, focus_passages, prompt_passages
 from rag.embedder import Embedder
 from rag.grounding import check_answer
 from rag.errors import InvalidJSON, InvalidRequest, UnsupportedMediaType
 from rag.generator import Answer, GenerationParams, Generator
 from rag.index import Passage, VectorIndex
-from rag.runtime import single_threaded_from_now
+from rag.runtime import TrimWhenIdle, single_threaded_from_now
 from rag.settings import MAX_QUERY_CHARS, Settings
 
 log = logging.getLogger(__name__)
@@ -131,17 +134,23 @@ class Retriever(ABC):
 
 
 class LocalRetriever(Retriever):
-    """Embeds the query in-process, searches a FAISS index and focuses the passages' context."""
+    """Embeds the query in-process, searches a FAISS index and focuses the passages' context.
+    `concurrency` bounds how many requests retrieve at once (None: no bound); with `trim_idle_s`, freed
+    memory goes back to the OS once no request has retrieved for that long (rag.runtime.TrimWhenIdle)."""
 
-    def __init__(self, embedder: Embedder, index: VectorIndex, context: ContextSettings | None = None):
+    def __init__(self, embedder: Embedder, index: VectorIndex, context: ContextSettings | None = None,
+                 concurrency: int | None = None, trim_idle_s: float | None = None):
         self.embedder = embedder
         self.index = index
         self.context = context or ContextSettings(focus="off")
         self.model_name = embedder.name
+        self._slots = threading.BoundedSemaphore(concurrency) if concurrency else contextlib.nullcontext()
+        self._trim = TrimWhenIdle(trim_idle_s) if trim_idle_s else contextlib.nullcontext()
 
     def retrieve(self, query, top_k, deadline=None):
-        vector = self.embedder.embed([query])[0]
-        return focus_passages(vector, self.index.search(vector, top_k), self.embedder, self.context, query)
+        with self._trim, self._slots:
+            vector = self.embedder.embed([query])[0]
+            return focus_passages(vector, self.index.search(vector, top_k), self.embedder, self.context, query)
 
 
 def _ms(seconds: float) -> float:
@@ -218,8 +227,10 @@ def load_embedder(settings: Settings) -> Embedder:
                                        resolve_device(settings.device), settings.embed_batch_size)
 
 
-def load_retriever(settings: Settings) -> LocalRetriever:
-    """Embedder plus the index at RAG_INDEX_DIR, checked against each other."""
+def load_retriever(settings: Settings, concurrency: int | None = None,
+                   trim_idle_s: float | None = IDLE_S) -> LocalRetriever:
+    """Embedder plus the index at RAG_INDEX_DIR, checked against each other; `concurrency` and `trim_idle_s`
+    as LocalRetriever's (by default, memory is handed back after IDLE_S without a retrieval)."""
     embedder = load_embedder(settings)
     index = VectorIndex.load(settings.index_dir, embedder.name, embedder.dimension,
                              ef_search=settings.index_ef_search, nprobe=settings.index_nprobe)
@@ -228,12 +239,19 @@ def load_retriever(settings: Settings) -> LocalRetriever:
     # Queries are embedded on request threads with one torch thread, in the monolith and in the vector
     # service alike: the same sums in the same order, so both architectures give identical sources.
     single_threaded_from_now()
-    return LocalRetriever(embedder, index, settings.context)
+    return LocalRetriever(embedder, index, settings.context, concurrency, trim_idle_s)
 
 
 def load_local_pipeline(settings: Settings, architecture: str) -> RagPipeline:
-    """Retrieval and generation in this process: the monolith, the in-process eval and bench baseline."""
-    return RagPipeline(load_retriever(settings), load_generator(settings), architecture, settings.grounding_check)
+    """Retrieval and generation in this process: the monolith, the in-process eval and bench baseline.
+
+    One request retrieves at a time: the model's thread already keeps every core busy, and a burst of
+    admitted requests embedding their sentences all at once (16 threads on 2 cores) starved the threads
+    that answer /ping and turn requests away (429 p99 170 ms, 27 ms with one at a time; docs/performance.md).
+    Memory is handed back by the model's thread once the model is idle (rag/batching.py), for the whole
+    process; a trim when retrieval is idle would run during every request's generation."""
+    return RagPipeline(load_retriever(settings, concurrency=1, trim_idle_s=None), load_generator(settings),
+                       architecture, settings.grounding_check)
 
 
 def load_generator(settings: Settings) -> Generator:

@@ -138,3 +138,39 @@ def test_pipeline_gives_the_generator_excerpts_and_the_client_whole_sources():
     assert "Marrow" in seen[0].text and len(seen[0].text) < len(TRAM)
     assert [s["text"] for s in body["sources"]] == [TRAM, BRIDGE, FERRY]
     assert body["sources"][2]["excerpt"] == "" and "Marrow" in body["sources"][0]["excerpt"]
+
+
+@pytest.mark.parametrize("concurrency, most", [(1, 1), (None, 4)])
+def test_local_retriever_bounds_how_many_requests_retrieve_at_once(concurrency, most):
+    import threading
+
+    from rag.index import VectorIndex
+    from rag.pipeline import LocalRetriever
+
+    inside, peak, lock = 0, 0, threading.Lock()
+    all_in = threading.Barrier(4, timeout=1.0)  # without a bound, the four searches meet here
+
+    class Index(VectorIndex):
+        def __init__(self):
+            pass
+
+        def search(self, vector, top_k):
+            nonlocal inside, peak
+            with lock:
+                inside += 1
+                peak = max(peak, inside)
+            try:
+                all_in.wait()
+            except threading.BrokenBarrierError:  # bounded: the others are still waiting for a slot
+                pass
+            with lock:
+                inside -= 1
+            return passages(0.9)[:top_k]
+
+    retriever = LocalRetriever(FakeEmbedder(), Index(), ContextSettings(focus="off"), concurrency)
+    threads = [threading.Thread(target=retriever.retrieve, args=("who designed the first line", 1)) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert peak == most

@@ -21,6 +21,15 @@ def test_spin_default_unless_the_user_chose(env, expected):
     assert output == expected
 
 
+@pytest.mark.parametrize("env, expected", [({}, "1"), ({"MKL_DISABLE_FAST_MM": "0"}, "0")])
+def test_mkl_memory_pool_off_unless_the_user_chose(env, expected):
+    clean = {key: value for key, value in base_env().items() if key != "MKL_DISABLE_FAST_MM"}
+    probe = "import os, rag; print(os.environ.get('MKL_DISABLE_FAST_MM'))"
+    output = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env={**clean, **env}, capture_output=True,
+                            text=True, timeout=120, check=True).stdout.strip()
+    assert output == expected
+
+
 def test_nothing_is_changed_once_torch_is_loaded():
     from rag.runtime import configure_process
 
@@ -28,4 +37,26 @@ def test_nothing_is_changed_once_torch_is_loaded():
 
     env = {}
     configure_process(env)
-    assert "GOMP_SPINCOUNT" not in env
+    assert "GOMP_SPINCOUNT" not in env and "MKL_DISABLE_FAST_MM" not in env
+
+
+def test_memory_is_handed_back_once_the_work_has_been_idle():
+    import threading
+    import time
+
+    from rag.runtime import TrimWhenIdle
+
+    released = threading.Event()
+    trim = TrimWhenIdle(0.2, release=released.set)
+    with trim:
+        with trim:  # two requests at once: the first one's end is not idle
+            pass
+        assert not released.wait(0.3)
+    with trim:  # work that comes back before the delay cancels that trim
+        pass
+    with trim:
+        assert not released.wait(0.3)
+    deadline = time.monotonic() + 5
+    while not released.is_set() and time.monotonic() < deadline:
+        released.wait(0.05)
+    assert released.is_set()
