@@ -6,7 +6,7 @@ A client sends its next request as soon as it has an answer; after a 429 it firs
 Retry-After the server sent, as a well-behaved client does. Per level and target: throughput (200s per
 second of wall time), latency p50/p95/p99 of the 200s, the 429 rate and p99 of the 429s, /ping latency
 sampled meanwhile (served targets), and peak RSS. Each architecture's idle RSS is read before and after
-the sweep: batching must not leave memory behind.
+the sweep, 2 s after its last request (after the idle trim): batching must not leave memory behind.
 
     BENCH_SWEEP=0                 skip the sweep
     BENCH_SWEEP_LEVELS=1,2,4,...  client counts (default 1,2,4,8,16,32; quick: 1,4)
@@ -27,6 +27,7 @@ import requests
 from tqdm import tqdm
 
 from bench.workload import payloads
+from rag.batching import IDLE_S
 from rag.errors import ConfigError, Overloaded
 from rag.settings import env_int
 
@@ -154,6 +155,9 @@ def run_sweep(targets: dict, live: dict, sweep: SweepSettings, questions, max_ne
 
 
 def _idle_rss(served, samples: int = 3) -> float:
+    """Idle RSS: read once the services have been idle long enough to hand freed memory back (the model and
+    the vector service trim after IDLE_S without work); read sooner, it counts the last batch's buffers."""
+    time.sleep(IDLE_S + 1.0)
     readings = []
     for _ in range(samples):
         readings.append(served.memory()["rss_mib"])
