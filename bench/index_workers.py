@@ -49,6 +49,7 @@ def mapped_pss_kb(pid: int, directory: Path) -> int:
 
 def worker(index_dir: Path, dimension: int, mmap: bool, nprobe: int | None = None) -> None:
     """Load, warm with queries, print one JSON line, then wait for stdin to close."""
+    import faiss  # noqa: F401  before the baseline: rag imports FAISS on first use, and its own memory is not the index's
     import numpy as np
 
     from rag.index import VectorIndex, read_manifest
