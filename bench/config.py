@@ -1,8 +1,10 @@
 """Benchmark settings, read from BENCH_* environment variables in one place and stored in the results."""
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 from rag.errors import ConfigError
@@ -13,6 +15,16 @@ REPO_ROOT = BENCH_DIR.parent
 DEFAULT_RESULTS_DIR = BENCH_DIR / "results"
 QUESTIONS_FILE = REPO_ROOT / "tests" / "data" / "sample_questions.json"
 PRICES_FILE = BENCH_DIR / "prices.json"
+
+
+def write_results(name: str, data: dict, path: Path | None = None) -> Path:
+    """Write a measuring tool's JSON to `path`, by default bench/results/<name>-<UTC time>.json; print where."""
+    if path is None:
+        path = DEFAULT_RESULTS_DIR / f"{name}-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1))
+    print(f"wrote {path}")
+    return path
 
 
 def _levels(env: dict, default: tuple[int, ...]) -> tuple[int, ...]:

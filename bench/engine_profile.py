@@ -22,16 +22,13 @@ that transformers' DynamicCache spends concatenating (torch.cat) under torch's p
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
-from pathlib import Path
 
-from bench.config import DEFAULT_RESULTS_DIR
+from bench.config import write_results
 from bench.inprocess import load_pipeline
 from bench.workload import InProcessTarget, Outcome, cpu_stall_ms, load_questions, payloads, run_block
 
@@ -234,14 +231,6 @@ def step_profile(repeats: int) -> dict:
     return result
 
 
-def _write(name: str, data: dict) -> None:
-    DEFAULT_RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
-    path = Path(DEFAULT_RESULTS_DIR) / f"{name}-{stamp}.json"
-    path.write_text(json.dumps(data, indent=1))
-    print(f"wrote {path}")
-
-
 def main(argv: list[str] | None = None) -> int:
     """Profile the engine at each client count; print a table and write the JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -252,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", action="store_true", help="time decode steps alone instead")
     args = parser.parse_args(argv)
     if args.steps:
-        _write("engine-steps", step_profile(args.repeats))
+        write_results("engine-steps", step_profile(args.repeats))
         return 0
     from rag.settings import Settings
 
@@ -283,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
                     blocks.append(run_block_profiled(target, probe, requests, clients, pool))
                     print(_row(blocks[-1]), flush=True)
                 offset += args.requests
-    _write("engine-profile", {"settings": {"torch_threads": settings.torch_threads,
+    write_results("engine-profile", {"settings": {"torch_threads": settings.torch_threads,
                                              "max_batch_size": settings.max_batch_size,
                                              "max_new_tokens": MAX_NEW_TOKENS, "top_k": TOP_K,
                                              "env": {k: v for k, v in os.environ.items()

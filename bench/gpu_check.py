@@ -25,6 +25,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from bench.config import DEFAULT_RESULTS_DIR, write_results
 from rag.errors import RagError
 from rag.index import Passage
 from rag.pipeline import Retriever
@@ -68,8 +69,7 @@ def prompts(out: Path) -> dict:
             recorded["sets"].append({"name": name, "questions_file": questions_file, "top_k": settings.top_k,
                                      "items": items})
             print(f"{name}: {len(items)} questions retrieved from a fresh index of {docs}", flush=True)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(recorded, indent=1))
+    write_results("gpu-prompts", recorded, out)
     return recorded
 
 
@@ -86,33 +86,19 @@ def _machine() -> dict:
     return info
 
 
-def _ask_all(pipeline, settings: Settings, questions, clients: int) -> tuple[list[dict], float]:
-    """Every question through the pipeline from `clients` concurrent threads; the responses in order."""
-    from rag.pipeline import QueryRequest
-
-    def ask(question):
-        started = time.perf_counter()
-        try:
-            request = QueryRequest.from_dict({"query": question.question}, settings)
-            body, error = pipeline.answer(request, time.monotonic() + settings.request_timeout_s), None
-        except RagError as exc:
-            body, error = None, f"{exc.error_type}: {exc.message}"
-        return body, error, (time.perf_counter() - started) * 1000
-
+def _answers_together(target, questions, clients: int) -> tuple[list[str | None], float]:
+    """Every question asked of `target` from `clients` concurrent threads: the answers in order, and the wall time."""
     started = time.perf_counter()
-    if clients == 1:
-        results = [ask(q) for q in questions]
-    else:
-        with ThreadPoolExecutor(clients) as pool:
-            results = list(pool.map(ask, questions))
-    return results, time.perf_counter() - started
+    with ThreadPoolExecutor(clients) as pool:
+        bodies = list(pool.map(lambda question: target.ask({"query": question.question})[0], questions))
+    return [(body or {}).get("answer") for body in bodies], time.perf_counter() - started
 
 
 def run(recorded: dict, dtypes: list[str], levels: list[int], reference: dict | None) -> dict:
     """Load the LLM once per dtype and answer both sets, alone and from concurrent clients."""
     import torch
 
-    from rag.evaluate import load_questions, score, summarize
+    from rag.evaluate import LocalTarget, evaluate, load_questions, summarize
     from rag.pipeline import RagPipeline, load_generator
 
     report = {"machine": _machine(), "levels": levels, "runs": []}
@@ -132,16 +118,17 @@ def run(recorded: dict, dtypes: list[str], levels: list[int], reference: dict | 
             questions = load_questions(REPO_ROOT / recorded_set["questions_file"])
             pipeline = RagPipeline(ReplayRetriever(recorded_set["items"], recorded["embedding_model"]), generator,
                                    "gpu-check", settings.grounding_check)
-            alone, wall = _ask_all(pipeline, settings, questions, 1)
-            records = [score(q, body, error, ms) for q, (body, error, ms) in zip(questions, alone)]
+            target = LocalTarget(settings, pipeline)
+            started = time.perf_counter()
+            records = evaluate(questions, target, progress=False)  # one at a time, scored as `make eval` scores
+            wall = time.perf_counter() - started
             answers = [r["answer"] for r in records]
             result = {"name": recorded_set["name"], "summary": summarize(records, recorded_set["top_k"]),
                       "answers": answers, "throughput": {"1": round(len(questions) / wall, 2)}, "identical_batched": {}}
             for clients in levels:
-                together, wall = _ask_all(pipeline, settings, questions, clients)
+                together, wall = _answers_together(target, questions, clients)
                 result["throughput"][str(clients)] = round(len(questions) / wall, 2)
-                result["identical_batched"][str(clients)] = sum(
-                    (body or {}).get("answer") == answer for (body, _, _), answer in zip(together, answers))
+                result["identical_batched"][str(clients)] = sum(a == b for a, b in zip(together, answers))
             if reference is not None:
                 result["identical_to_reference"] = _identical(reference, recorded_set["name"], answers)
             entry["sets"].append(result)
@@ -203,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.gpu_check", description=__doc__.split("\n")[0])
     parser.add_argument("command", choices=["prompts", "run", "compare"])
     parser.add_argument("reports", nargs="*", type=Path, help="compare: run JSON files, the first is the reference")
-    parser.add_argument("--prompts", type=Path, default=REPO_ROOT / "bench" / "results" / "gpu-prompts.json")
+    parser.add_argument("--prompts", type=Path, default=DEFAULT_RESULTS_DIR / "gpu-prompts.json")
     parser.add_argument("--dtypes", default="auto,float32", help="RAG_LLM_DTYPE values to run, in order")
     parser.add_argument("--levels", default="8,32", help="concurrent clients after the one-at-a-time pass")
     parser.add_argument("--reference", type=Path, help="an earlier run's JSON to compare answers with")
@@ -228,10 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     except (RagError, OSError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    out = args.out or REPO_ROOT / "bench" / "results" / f"gpu-check-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1))
-    print(f"wrote {out}")
+    write_results("gpu-check", report, args.out)
     return 0
 
 

@@ -246,14 +246,18 @@ def format_table(summary: dict) -> str:
 
 
 class LocalTarget:
-    """The in-process pipeline on RAG_INDEX_DIR, built exactly as the monolith builds it."""
+    """The in-process pipeline on RAG_INDEX_DIR, built exactly as the monolith builds it, or `pipeline`
+    when one is given (bench/gpu_check.py's, which replays recorded passages and has no index to check)."""
 
-    def __init__(self, settings):
-        from rag.pipeline import load_local_pipeline
-
+    def __init__(self, settings, pipeline=None):
         self.settings = settings
-        self.pipeline = load_local_pipeline(settings, "in-process")
-        self.index_sources = {chunk.source for chunk in self.pipeline.retriever.index.chunks}
+        self.index_sources = None
+        if pipeline is None:
+            from rag.pipeline import load_local_pipeline
+
+            pipeline = load_local_pipeline(settings, "in-process")
+            self.index_sources = {chunk.source for chunk in pipeline.retriever.index.chunks}
+        self.pipeline = pipeline
         self.name = f"in-process ({settings.index_dir})"
 
     def ask(self, payload: dict) -> tuple[dict | None, str | None]:

@@ -26,14 +26,6 @@ from rag.settings import INDEX_TYPES
 
 log = logging.getLogger(__name__)
 
-
-def _faiss():
-    """FAISS, imported where an index is built or read: the LLM's side (the LLM service, a GPU endpoint,
-    `python -m bench.gpu_check run`) imports this module through rag.index and never needs FAISS."""
-    import faiss
-
-    return faiss
-
 # Measured by `make bench-index` on this 2-core machine: exact search over 384-dimensional chunks
 # passes 5 ms per query (the search target at a million chunks) between 20,000 and 30,000 chunks
 # with the cores busy (p50; ~40,000 when idle, at 0.12 ms per 1,000 chunks). Below, exact search is
@@ -49,6 +41,14 @@ HNSW_M = 32  # graph degree: 32 keeps recall high on 384-dimensional embeddings
 HNSW_EF_CONSTRUCTION = 120
 EF_SEARCH_CANDIDATES = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 IVF_TRAIN_PER_LIST = 50  # k-means training points per list (FAISS warns below 39)
+
+
+def _faiss():
+    """FAISS, imported where an index is built or read: the LLM's side (the LLM service, a GPU endpoint,
+    `python -m bench.gpu_check run`) imports this module through rag.index and never needs FAISS."""
+    import faiss
+
+    return faiss
 
 
 def resolve_type(requested: str, count: int) -> str:
