@@ -69,7 +69,7 @@ index: ## Index DOCS=<folder> into INDEX=<dir> (manifest.json, faiss.index, chun
 # (the URL default above is for make invoke). Thresholds are optional: each one set can fail the run.
 QUESTIONS ?= $(ROOT)/data/sample.questions.jsonl
 eval: ## Evaluate retrieval and answers on QUESTIONS=<file.jsonl> [URL=...] [MIN_ACCURACY= MIN_REFUSAL= MIN_HIT1=]
-	$(PYQ) -m rag.evaluate --questions $(call q,$(QUESTIONS)) \
+	$(PYQ) -m evaluation.evaluate --questions $(call q,$(QUESTIONS)) \
 	  $(if $(filter command line environment,$(origin URL)),--url $(call q,$(URL))) \
 	  $(if $(MIN_ACCURACY),--min-accuracy $(call q,$(MIN_ACCURACY))) $(if $(MIN_REFUSAL),--min-refusal $(call q,$(MIN_REFUSAL))) \
 	  $(if $(MIN_HIT1),--min-hit1 $(call q,$(MIN_HIT1))) $(if $(EVAL_OUT),--out $(call q,$(EVAL_OUT)))

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from flask import Flask, request
 
+from rag.api import parse_json_object, validate_generation, validate_query
 from rag.errors import InvalidRequest
-from rag.generator import Answer
-from rag.index import Passage
-from rag.pipeline import load_generator, parse_json_object, validate_generation, validate_query
+from rag.generation.generator import load_generator
 from rag.settings import MAX_CHUNK_CHARS, MAX_PASSAGES, Settings
+from rag.types import Answer, Passage
 from serving.web import create_loading_app, json_response, request_deadline, stream_events
 
 

@@ -11,9 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 from flask import Flask
 
+from rag.clients.http import RemoteGenerator, RemoteRetriever
+from rag.clients.sagemaker_runtime import SageMakerGenerator
 from rag.pipeline import RagPipeline
-from rag.remote import RemoteGenerator, RemoteRetriever
-from rag.sagemaker_runtime import SageMakerGenerator
 from rag.settings import Settings
 from serving.web import add_invocations, create_service_app, ping_response
 

@@ -6,10 +6,10 @@
 # Split topology: with RAG_LLM_URL=sagemaker://<endpoint> it runs no LLM service (the front endpoint),
 # and with RAG_SERVE=llm it runs only the LLM service, as the public server (the LLM endpoint).
 set -uo pipefail
-# `index [build|merge]`: the SageMaker Processing steps (rag/processing.py), not a server.
+# `index [build|merge]`: the SageMaker Processing steps (rag/ingest/processing.py), not a server.
 if [[ "${1:-}" == index ]]; then
   shift; cd "$(dirname "$(readlink -f "$0")")/.."
-  PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 exec python -m rag.processing "$@"
+  PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 exec python -m rag.ingest.processing "$@"
 fi
 if [[ $# -gt 0 && "$1" != "serve" ]]; then
   echo "usage: start.sh [serve]" >&2

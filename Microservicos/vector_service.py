@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from flask import Flask, g, request
 
-from rag.pipeline import load_retriever, parse_json_object, validate_query, validate_top_k
+from rag.api import parse_json_object, validate_query, validate_top_k
+from rag.retrieval.local import load_retriever
 from rag.settings import Settings
 from serving.web import create_loading_app, json_response
 

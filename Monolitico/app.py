@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from rag.pipeline import load_local_pipeline
+from rag.loading import load_local_pipeline
 from rag.settings import Settings
 from serving.web import add_invocations, create_loading_app
 

@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = BenchSettings.from_env()
         if args.command == "soak":
-            from bench.soak import SoakSettings, run as run_soak
+            from bench.soak import SoakSettings
+            from bench.soak import run as run_soak
 
             soak_settings = SoakSettings.from_env()
     except ConfigError as exc:
@@ -45,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "soak":
         return _soak(run_soak(soak_settings))
     if args.command == "split":
-        from bench.split import measure, publish as publish_split, table
+        from bench.split import measure, table
+        from bench.split import publish as publish_split
 
         path = measure(settings)
         sys.stdout.write(table(json.loads(path.read_text())) + "\n")

@@ -4,8 +4,17 @@ so `make bench-report` can recompute everything from a results file."""
 from __future__ import annotations
 
 from bench.cost import estimate_costs
-from bench.stats import (availability, median_difference, median_interval, paired_median_difference, percentile, ratio,
-                         sign_test, summarize, within_limit)
+from bench.stats import (
+    availability,
+    median_difference,
+    median_interval,
+    paired_median_difference,
+    percentile,
+    ratio,
+    sign_test,
+    summarize,
+    within_limit,
+)
 
 ARCHS = ("monolito", "microservicos")
 TARGETS = ("baseline", *ARCHS)

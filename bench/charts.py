@@ -109,7 +109,7 @@ def cold_start_chart(results: dict, path: Path) -> Path:
     series = [("model load (in-process)", [run["model_load_s"] for run in cold["baseline"]], COLORS["baseline"])]
     series += [(f"{LABELS[arch]} to /ping 200", [run["ready_s"] for run in cold[arch]], COLORS[arch]) for arch in ARCHS]
     fig, ax = plt.subplots(figsize=(7, 4))
-    for i, (label, values, color) in enumerate(series):
+    for i, (_label, values, color) in enumerate(series):
         ax.scatter([i] * len(values), values, color=color, s=40, zorder=3)
         ax.hlines(sorted(values)[len(values) // 2], i - 0.25, i + 0.25, color=color, linewidth=2)
     ax.set_xticks(range(len(series)), [label for label, _, _ in series], rotation=10)

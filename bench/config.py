@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from rag.errors import ConfigError
@@ -20,7 +20,7 @@ PRICES_FILE = BENCH_DIR / "prices.json"
 def write_results(name: str, data: dict, path: Path | None = None) -> Path:
     """Write a measuring tool's JSON to `path`, by default bench/results/<name>-<UTC time>.json; print where."""
     if path is None:
-        path = DEFAULT_RESULTS_DIR / f"{name}-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}.json"
+        path = DEFAULT_RESULTS_DIR / f"{name}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=1))
     print(f"wrote {path}")
@@ -70,7 +70,7 @@ class BenchSettings:
     memory_interval_s: float = 1.0  # RSS changes slowly (weights dominate); sampling costs CPU the servers want
 
     @classmethod
-    def from_env(cls, env: dict | None = None) -> "BenchSettings":
+    def from_env(cls, env: dict | None = None) -> BenchSettings:
         """Full defaults, or the smoke-test ones with BENCH_QUICK=1; every value can be overridden."""
         env = dict(os.environ if env is None else env)
         quick = env.get("BENCH_QUICK", "").strip() not in ("", "0", "false", "no")

@@ -96,8 +96,8 @@ class GenerateOnly:
         self.pipeline, self.retrieved = pipeline, retrieved
 
     def call(self, payload: dict) -> Outcome:
-        from rag.context import prompt_passages
-        from rag.generator import GenerationParams
+        from rag.retrieval.context import prompt_passages
+        from rag.types import GenerationParams
 
         started = time.monotonic()
         answer = self.pipeline.generator.generate(payload["query"], prompt_passages(self.retrieved[payload["query"]]),
@@ -185,12 +185,12 @@ def step_profile(repeats: int) -> dict:
 
     import torch
     from torch.profiler import ProfilerActivity, profile
+    from transformers import AutoTokenizer
 
-    from rag.batching import Job
-    from rag.decoder import TransformersDecoder
+    from rag.generation.batching import Job
+    from rag.generation.decoder import TransformersDecoder
     from rag.models import llm_model_path
     from rag.settings import Settings
-    from transformers import AutoTokenizer
 
     settings = Settings.from_env()
     path = llm_model_path(settings.llm_model)

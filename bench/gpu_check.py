@@ -27,9 +27,8 @@ from pathlib import Path
 
 from bench.config import DEFAULT_RESULTS_DIR, write_results
 from rag.errors import RagError
-from rag.index import Passage
-from rag.pipeline import Retriever
 from rag.settings import REPO_ROOT, Settings
+from rag.types import Passage, Retriever
 
 # The two evaluation sets of `make eval` / `make eval-report`: (name, documents, questions).
 SETS = (("sample", "data/sample", "data/sample.questions.jsonl"),
@@ -53,8 +52,8 @@ def prompts(out: Path) -> dict:
     import tempfile
 
     from bench.previous import build_index
-    from rag.evaluate import load_questions
-    from rag.pipeline import load_retriever
+    from evaluation.evaluate import load_questions
+    from rag.retrieval.local import load_retriever
 
     recorded = {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "sets": []}
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as workdir:
@@ -98,8 +97,9 @@ def run(recorded: dict, dtypes: list[str], levels: list[int], reference: dict | 
     """Load the LLM once per dtype and answer both sets, alone and from concurrent clients."""
     import torch
 
-    from rag.evaluate import LocalTarget, evaluate, load_questions, summarize
-    from rag.pipeline import RagPipeline, load_generator
+    from evaluation.evaluate import LocalTarget, evaluate, load_questions, summarize
+    from rag.generation.generator import load_generator
+    from rag.pipeline import RagPipeline
 
     report = {"machine": _machine(), "levels": levels, "runs": []}
     print(json.dumps(report["machine"]), flush=True)

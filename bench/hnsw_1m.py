@@ -1,7 +1,7 @@
 """HNSW at 1M chunks alone: `python -m bench.hnsw_1m` (about 11 min on 2 quiet cores, 3 GB of RAM).
 
 The same synthetic vectors and the same build and tuning as `make bench-index`'s hnsw row
-(bench/index_corpus.corpus_vectors, rag.index_types.build_tuned), then recall@10 against exact search on 500
+(bench/index_corpus.corpus_vectors, rag.index.faiss_types.build_tuned), then recall@10 against exact search on 500
 queries that are not stored vectors, and FAISS search latency one query at a time on one thread. Unlike
 `make bench-index` it writes no artifact, so the latency excludes reading the chunk texts from disk.
 Prints its progress and, last, one JSON line with the figures.
@@ -14,7 +14,7 @@ import time
 
 from bench import index_corpus as corpus
 from bench.index_bench import percentile
-from rag import index_types
+from rag.index import faiss_types
 
 SIZE = 1_000_000
 QUERIES = 500
@@ -25,14 +25,14 @@ def main() -> int:
     vectors = corpus.corpus_vectors(SIZE)
     sys.stderr.write(f"{SIZE:,} vectors in {time.perf_counter() - started:.1f} s; building hnsw (minutes)\n")
     started = time.perf_counter()
-    index, manifest = index_types.build_tuned(vectors, "hnsw")
+    index, manifest = faiss_types.build_tuned(vectors, "hnsw")
     build_s = time.perf_counter() - started
     queries = corpus.queries(SIZE, QUERIES)
-    recall = index_types.recall(index, queries, index_types.exact_neighbours(queries, vectors, 10))
+    recall = faiss_types.recall(index, queries, faiss_types.exact_neighbours(queries, vectors, 10))
     timings = []
     for query in queries:  # as the service searches: one query, on the calling thread alone
         began = time.perf_counter()
-        index_types.search_one_thread(index, query[None, :], 10)
+        faiss_types.search_one_thread(index, query[None, :], 10)
         timings.append((time.perf_counter() - began) * 1000)
     print(json.dumps({"chunks": SIZE, "build_and_tune_s": round(build_s, 1), "manifest": manifest,
                       "recall_at_10": round(recall, 4), "search_p50_ms": percentile(timings, 50),

@@ -19,15 +19,15 @@ import platform
 import shutil
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
 from bench import index_corpus as corpus
 from bench.index_workers import index_bytes, measure_workers
-from rag import index_types
-from rag.index import VectorIndex, write_index
+from rag.index import faiss_types
+from rag.index.artifact import VectorIndex, write_index
 
 log = logging.getLogger("bench.index")
 
@@ -72,7 +72,7 @@ def measure_type(size: int, index_type: str, documents, vectors: np.ndarray, que
         index = VectorIndex.load(directory, "synthetic", corpus.DIMENSION)
         timed_searches(index, queries[:20])  # fault the first pages in, as a warm-up request would
         latencies = timed_searches(index, queries)
-        measured_recall = index_types.recall(index.index, queries, exact)
+        measured_recall = faiss_types.recall(index.index, queries, exact)
         del index
         one, two = measure_workers(directory, corpus.DIMENSION, count=2)
         resident = index_bytes(directory)
@@ -98,7 +98,7 @@ def measure_size(size: int) -> list[dict]:
     vectors = corpus.corpus_vectors(size)
     documents = corpus.documents(vectors)
     queries = corpus.queries(size, SEARCH_QUERIES)
-    exact = index_types.exact_neighbours(queries, vectors)
+    exact = faiss_types.exact_neighbours(queries, vectors)
     return [measure_type(size, kind, documents, vectors, queries, exact) for kind in TYPES]
 
 
@@ -113,17 +113,17 @@ def flat_threshold() -> dict:
         latencies = []
         for query in corpus.queries(size, 300):
             started = time.perf_counter()
-            index_types.search_one_thread(index, query.reshape(1, -1), 10)
+            faiss_types.search_one_thread(index, query.reshape(1, -1), 10)
             latencies.append((time.perf_counter() - started) * 1000)
         rows.append({"size": size, "p50_ms": percentile(latencies, 50), "p95_ms": percentile(latencies, 95)})
     within = [row["size"] for row in rows if row["p95_ms"] <= LATENCY_BUDGET_MS]
     return {"budget_ms": LATENCY_BUDGET_MS, "rows": rows, "largest_within_budget": max(within, default=None),
-            "auto_flat_max_chunks": index_types.AUTO_FLAT_MAX_CHUNKS}
+            "auto_flat_max_chunks": faiss_types.AUTO_FLAT_MAX_CHUNKS}
 
 
 def embedding_throughput() -> dict:
     """Chunks per second embedded by the configured model (RAG_EMBEDDING_MODEL) on generated text."""
-    from rag.pipeline import load_embedder
+    from rag.retrieval.local import load_embedder
     from rag.settings import Settings
 
     settings = Settings.from_env()
@@ -140,7 +140,7 @@ def run(sizes: list[int]) -> Path:
     """Measure everything; write results/<stamp>.json and return its path."""
     started = time.monotonic()
     results = {
-        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "loadavg_start": open("/proc/loadavg").read().split()[:3]},
         "corpus": "bench/index_corpus.py: clustered unit vectors (dimension 384, 200 chunks per topic), "

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rag.index import IndexedDocument
+from rag.index.artifact import IndexedDocument
 
 DIMENSION = 384
 CHUNKS_PER_TOPIC = 200

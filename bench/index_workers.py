@@ -52,7 +52,7 @@ def worker(index_dir: Path, dimension: int, mmap: bool, nprobe: int | None = Non
     import faiss  # noqa: F401  before the baseline: rag imports FAISS on first use, and its own memory is not the index's
     import numpy as np
 
-    from rag.index import VectorIndex, read_manifest
+    from rag.index.artifact import VectorIndex, read_manifest
 
     before = rollup()
     started = time.perf_counter()
@@ -71,8 +71,8 @@ def worker(index_dir: Path, dimension: int, mmap: bool, nprobe: int | None = Non
 def index_bytes(index_dir: Path) -> int:
     """Bytes of the files a worker keeps resident: the FAISS index and the chunk offsets. (The chunk
     texts are read from the page cache per hit, and documents.jsonl only at indexing time.)"""
-    from rag.chunk_store import OFFSETS_FILE
-    from rag.index import FAISS_FILE
+    from rag.index.artifact import FAISS_FILE
+    from rag.index.chunk_store import OFFSETS_FILE
 
     return sum((Path(index_dir) / name).stat().st_size for name in (FAISS_FILE, OFFSETS_FILE))
 

@@ -16,7 +16,7 @@ def load_pipeline(settings):
     """The monolith's pipeline, built with the same function the monolith's loader calls, and like it on
     a thread that then ends: a thread that ran torch keeps an idle OpenMP team while it lives, and one more
     team than cores slows the model's own (docs/performance.md)."""
-    from rag.pipeline import load_local_pipeline
+    from rag.loading import load_local_pipeline
 
     built: dict = {}
 
@@ -37,7 +37,7 @@ def load_pipeline(settings):
 def main() -> int:
     """Measure model load in this fresh process; one JSON line on stdout."""
     started = time.monotonic()
-    from rag.pipeline import QueryRequest
+    from rag.api import QueryRequest
     from rag.settings import Settings
 
     settings = Settings.from_env()

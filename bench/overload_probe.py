@@ -38,7 +38,7 @@ def probe(arch: str, clients: int, seconds: float, idle_s: float, env: dict, max
         target = HttpTarget(arch, served.url, 120)
         for request in payloads(questions, 4, 0, max_new_tokens, 3):  # the bench's warm-up shape
             target.call(request)
-        time.sleep(idle_s)  # past the engine's idle hook (rag/batching.py IDLE_S), as a quiet server would be
+        time.sleep(idle_s)  # past the engine's idle hook (rag/generation/batching.py IDLE_S), as a quiet server would be
         role = "llm_service" if arch == "microservicos" else ROLE[arch]
         before, tree_before = worker_rss_mib(served, role), served.memory()
         pings, stop = [], threading.Event()

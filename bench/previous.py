@@ -10,8 +10,8 @@ import contextlib
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from bench.config import REPO_ROOT
 

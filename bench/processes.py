@@ -195,7 +195,7 @@ class MemorySampler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> "MemorySampler":
+    def __enter__(self) -> MemorySampler:
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name=f"memory-{self.served.arch}", daemon=True)
         self._thread.start()

@@ -15,13 +15,13 @@ import os
 import sys
 import time
 from contextlib import nullcontext
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.config import DEFAULT_RESULTS_DIR, REPO_ROOT
 from bench.previous import build_index, previous_checkout
 from bench.processes import Served, child_env
-from rag.evaluate import HttpTarget, evaluate, load_questions, summarize
+from evaluation.evaluate import HttpTarget, evaluate, load_questions, summarize
 
 SETS = ("sample", "harbourline")
 ARCHS = {"monolito": "monolith", "microservicos": "microservices"}
@@ -55,7 +55,7 @@ def _identical(first: list[dict], second: list[dict]) -> dict:
 
 def run(previous_ref: str | None, sets: tuple[str, ...] = SETS) -> dict:
     """Measure every set on both architectures (and the previous commit's monolith)."""
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     workdir = DEFAULT_RESULTS_DIR / f"quality-{stamp}"
     workdir.mkdir(parents=True, exist_ok=True)
     result = {"kind": "quality", "started_utc": stamp, "loadavg_start": os.getloadavg(),

@@ -116,8 +116,8 @@ def _targets_section(s: dict) -> list[str]:
     c = t["concurrency"]
     rows = [(f"monolith p50 within 5 % of the baseline (c={c})", t["monolith_vs_baseline"], " %", 2),
             (f"microservices p50 within 5 ms of the monolith (c={c})", t["microservices_vs_monolith"], " ms", 1),
-            (f"on the floors: monolith within 5 % of the baseline", t["on_floors"]["monolith_vs_baseline"], " %", 2),
-            (f"on the floors: microservices within 5 ms of the monolith", t["on_floors"]["microservices_vs_monolith"],
+            ("on the floors: monolith within 5 % of the baseline", t["on_floors"]["monolith_vs_baseline"], " %", 2),
+            ("on the floors: microservices within 5 ms of the monolith", t["on_floors"]["microservices_vs_monolith"],
              " ms", 1)]
     rows += [(f"{LABELS[arch]} cold start within 2 s of model load", t[f"cold_start_{arch}"], " s", 2) for arch in ARCHS]
     logs = s.get("hops_from_logs") or {}

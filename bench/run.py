@@ -17,7 +17,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
@@ -158,7 +158,7 @@ def run(settings: BenchSettings) -> Path:
     """Run every phase and write results/<timestamp>.json; returns its path."""
     from rag.settings import Settings
 
-    started_at = datetime.now(timezone.utc)
+    started_at = datetime.now(UTC)
     stamp = started_at.strftime("%Y%m%dT%H%M%SZ")
     workdir = settings.results_dir / stamp
     workdir.mkdir(parents=True, exist_ok=True)

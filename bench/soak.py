@@ -17,7 +17,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
@@ -48,7 +48,7 @@ class SoakSettings:
     results_dir: Path = DEFAULT_RESULTS_DIR
 
     @classmethod
-    def from_env(cls, env: dict | None = None) -> "SoakSettings":
+    def from_env(cls, env: dict | None = None) -> SoakSettings:
         env = dict(os.environ if env is None else env)
         arch = env.get("SOAK_ARCH", "").strip()
         if arch and arch not in ("monolito", "microservicos"):
@@ -218,7 +218,7 @@ def run(settings: SoakSettings) -> Path:
     """Soak every chosen architecture; write soak.json and soak.png; return the folder."""
     from bench.charts import soak_chart
 
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     folder = settings.results_dir / f"soak-{stamp}"
     folder.mkdir(parents=True, exist_ok=True)
     report = {"started_utc": stamp, "settings": {**asdict(settings), "results_dir": str(settings.results_dir)},

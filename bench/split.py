@@ -16,7 +16,7 @@ import json
 import os
 import re
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.config import REPO_ROOT, BenchSettings
@@ -44,7 +44,7 @@ def own_times(log_path: Path, path: str) -> list[tuple[float, float]]:
 
 def measure(settings: BenchSettings) -> Path:
     """Start both, alternate the same requests between them, and write split-<stamp>.json; return its path."""
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     workdir = settings.results_dir / f"split-{stamp}"
     workdir.mkdir(parents=True, exist_ok=True)
     env = {"RAG_MAX_NEW_TOKENS": settings.max_new_tokens, "RAG_TOP_K": settings.top_k}
@@ -53,7 +53,7 @@ def measure(settings: BenchSettings) -> Path:
     served: dict[str, Served] = {}
     runtime = None
     started, stall = time.monotonic(), cpu_stall_ms()
-    results = {"kind": "quick" if settings.quick else "full", "started_utc": datetime.now(timezone.utc).isoformat(),
+    results = {"kind": "quick" if settings.quick else "full", "started_utc": datetime.now(UTC).isoformat(),
                "loadavg_start": os.getloadavg(), "settings": settings.to_dict()}
     try:
         served["microservicos"] = Served("microservicos", workdir / "microservicos.log", env)

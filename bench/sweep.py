@@ -27,8 +27,8 @@ import requests
 from tqdm import tqdm
 
 from bench.workload import payloads
-from rag.batching import IDLE_S
 from rag.errors import ConfigError, Overloaded
+from rag.runtime import IDLE_S
 from rag.settings import env_int
 
 LEVELS = (1, 2, 4, 8, 16, 32)
@@ -43,7 +43,7 @@ class SweepSettings:
     seconds: int = 20
 
     @classmethod
-    def from_env(cls, env: dict, quick: bool) -> "SweepSettings":
+    def from_env(cls, env: dict, quick: bool) -> SweepSettings:
         """BENCH_SWEEP, BENCH_SWEEP_LEVELS and BENCH_SWEEP_SECONDS; quick runs sweep two short levels."""
         default = cls(levels=(1, 4), seconds=3) if quick else cls()
         raw = env.get("BENCH_SWEEP_LEVELS", "").strip()

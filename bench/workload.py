@@ -83,8 +83,8 @@ class InProcessTarget:
         self.pipeline, self.settings = pipeline, settings
 
     def call(self, payload: dict) -> Outcome:
+        from rag.api import QueryRequest
         from rag.errors import RagError
-        from rag.pipeline import QueryRequest
 
         started = time.monotonic()
         try:

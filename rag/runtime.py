@@ -29,9 +29,12 @@ import os
 import sys
 import threading
 
+from rag.errors import ConfigError
+
 SPIN_COUNT = "3000"
 ARENA_MAX = 2
 _M_ARENA_MAX = -8  # glibc's mallopt parameter number
+IDLE_S = 1.0  # how long a model or retriever waits without work before it hands freed memory back
 
 
 _libc = None
@@ -71,7 +74,7 @@ def release_free_memory() -> None:
 class TrimWhenIdle:
     """A context manager around work done on request threads (retrieval): once none has run for
     `after_s`, freed heap memory is handed back (release_free_memory). The model's thread does the same
-    for the model (rag/batching.py); a vector service has no model, and without this its RSS kept what a
+    for the model (rag/generation/batching.py); a vector service has no model, and without this its RSS kept what a
     burst of concurrent embeddings had freed. Waiting `after_s` keeps a busy client's requests from paying
     for memory faulted back in."""
 
@@ -82,7 +85,7 @@ class TrimWhenIdle:
         self._started = 0  # counts every entry, so a timer knows whether work came after it was set
         self._lock = threading.Lock()
 
-    def __enter__(self) -> "TrimWhenIdle":
+    def __enter__(self) -> TrimWhenIdle:
         with self._lock:
             self._active += 1
             self._started += 1
@@ -118,3 +121,14 @@ def single_threaded_from_now() -> None:
     import torch
 
     torch.set_num_threads(1)
+
+
+def resolve_device(device: str) -> str:
+    """`auto` becomes cuda when a GPU is visible, else cpu."""
+    import torch  # 3.0 s to import (measured): only processes that load a model pay it
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("RAG_DEVICE=cuda, but torch sees no CUDA device; use RAG_DEVICE=auto or cpu")
+    return device

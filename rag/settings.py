@@ -20,7 +20,7 @@ EMBEDDED_LLM_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 MAX_QUERY_CHARS = 4000  # the API contract (DESIGN.md §3)
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024  # SageMaker's own real-time limit
-INDEX_TYPES = ("auto", "flat", "hnsw", "ivf")  # RAG_INDEX_TYPE; rag/index_types.py says what each is
+INDEX_TYPES = ("auto", "flat", "hnsw", "ivf")  # RAG_INDEX_TYPE; rag/index/faiss_types.py says what each is
 MAX_CHUNK_CHARS = 20000  # the largest RAG_CHUNK_SIZE: no passage an index holds is longer
 MAX_PASSAGES = 20  # the largest top_k
 
@@ -63,13 +63,24 @@ def _float(env: dict, name: str, default: float, low: float, high: float) -> flo
     return _bounded(env, name, default, low, high, float, "a number; set it")
 
 
-def _switch(env: dict, name: str, default: bool) -> bool:
-    raw = env.get(name, "").strip().lower()
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def parse_bool(value: str | None, name: str, default: bool = False) -> bool:
+    """The one yes/no rule of the project (variables, make flags): 1/true/yes/on or 0/false/no/off, any case;
+    empty or unset is `default`; anything else stops with a message that names the variable."""
+    raw = (value or "").strip().lower()
     if not raw:
         return default
-    if raw not in ("on", "off", "1", "0", "true", "false"):
-        raise ConfigError(f"{name}={raw!r} is not valid; use on or off")
-    return raw in ("on", "1", "true")
+    if raw not in _TRUE + _FALSE:
+        raise ConfigError(f"{name}={raw!r} is not valid; use 1 or 0 (also true/false, yes/no, on/off)")
+    return raw in _TRUE
+
+
+def _switch(env: dict, name: str, default: bool) -> bool:
+    return parse_bool(env.get(name), name, default)
+
+
 SAGEMAKER_SCHEME = "sagemaker://"  # RAG_LLM_URL=sagemaker://<endpoint>: the LLM endpoint of the split topology
 # SageMaker's own rule for endpoint names.
 _ENDPOINT_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
@@ -140,6 +151,23 @@ def _default_llm() -> str:
     return str(sagemaker_llm) if (sagemaker_llm / "config.json").exists() else EMBEDDED_LLM_MODEL
 
 
+CHARS_PER_TOKEN = 4  # the budget is estimated from characters, the same way in every process
+
+
+@dataclass(frozen=True)
+class ContextSettings:
+    """How much of the retrieved text reaches the prompt."""
+
+    # The defaults are the settings' defaults, chosen with `make eval` on the sample set (docs/evaluation.md):
+    # at 160 tokens the excerpts held the answer for 87 % of the questions (80 tokens: 67 %, 240: 88 %),
+    # and adding the shared query words lifted that at small budgets; neighbours (window) only cost budget.
+    focus: str = "sentences"  # "sentences": the best sentences; "off": whole passages, as retrieved
+    max_tokens: int = 160  # budget for all excerpts together (estimated as characters / 4)
+    score_gap: float = 0.15  # drop passages whose retrieval score is this far below the best one
+    window: int = 0  # sentences kept on each side of a selected sentence
+    lexical_weight: float = 0.3  # weight of the share of query words a sentence contains, added to its similarity
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every knob of the service. Defaults suit the embedded models on a small CPU machine."""
@@ -157,17 +185,17 @@ class Settings:
     chunk_size: int = 800  # characters: about 3-4 sentences, well under MiniLM's 256-token window
     chunk_overlap: int = 120  # keeps a fact that straddles a boundary whole in one of the chunks
     embed_batch_size: int = 32
-    # Focused context (rag/context.py): the defaults were chosen with `make eval` (docs/evaluation.md).
+    # Focused context (rag/retrieval/context.py): the defaults were chosen with `make eval` (docs/evaluation.md).
     context_focus: str = "sentences"
     context_max_tokens: int = 160
     context_score_gap: float = 0.15
     context_window: int = 0
     context_lexical_weight: float = 0.3
-    grounding_check: bool = True  # rag/grounding.py: refuse answers stating numbers or names not in the context
+    grounding_check: bool = True  # rag/generation/grounding.py: refuse answers stating numbers or names not in the context
     vector_url: str = "http://127.0.0.1:5001"
     llm_url: str = "http://127.0.0.1:5002"
     port: int = 8080
-    # Batching and admission, per model (one model per worker): rag/batching.py, docs/performance.md.
+    # Batching and admission, per model (one model per worker): rag/generation/batching.py, docs/performance.md.
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE  # requests decoded together, one token each per step
     batch_wait_ms: int = 0  # an idle engine starts at once: per-request prefill gains nothing from waiting
     max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS  # waiting or running; past it, 429
@@ -187,22 +215,20 @@ class Settings:
     threads: int = DEFAULT_MAX_CONCURRENT_REQUESTS + SPARE_SERVER_THREADS
     server_timeout: int = 120  # gunicorn's worker heartbeat timeout; request deadlines are our own
     log_level: str = "INFO"
-    # Index types (rag/index_types.py): the type `make index` builds, and serve-time search overrides
+    # Index types (rag/index/faiss_types.py): the type `make index` builds, and serve-time search overrides
     # of the efSearch / nprobe tuned at build time (None: the manifest's tuned value).
     index_type: str = "auto"
     index_ef_search: int | None = None
     index_nprobe: int | None = None
 
     @property
-    def context(self):
-        """The focused-context settings, as rag/context.py takes them."""
-        from rag.context import ContextSettings
-
+    def context(self) -> ContextSettings:
+        """The focused-context settings, as rag.retrieval.context takes them."""
         return ContextSettings(self.context_focus, self.context_max_tokens, self.context_score_gap, self.context_window,
                                self.context_lexical_weight)
 
     @classmethod
-    def from_env(cls, env: dict | None = None) -> "Settings":
+    def from_env(cls, env: dict | None = None) -> Settings:
         """Build settings from environment variables; a wrong value raises ConfigError naming it."""
         env = env if isinstance(env, _RecordedReads) else dict(os.environ if env is None else env)
         device = env.get("RAG_DEVICE", "auto").strip().lower() or "auto"

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 from .errors import ConfigError, MissingVariable
 
@@ -101,7 +101,7 @@ class Config:
     values: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, overrides: Mapping[str, str] = (), environ: Mapping[str, str] | None = None) -> "Config":
+    def load(cls, overrides: Mapping[str, str] = (), environ: Mapping[str, str] | None = None) -> Config:
         """Merge the config file, the environment and the overrides (later wins)."""
         environ = os.environ if environ is None else environ
         overrides = dict(overrides)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from .config import Config
 from .endpoint_status import describe_endpoint, wait_for
@@ -28,7 +28,7 @@ BUSY = {"Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting", "Up
 
 def new_version(now: datetime | None = None) -> str:
     """A sortable 17-digit version: UTC time to the millisecond."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     return now.strftime("%Y%m%d%H%M%S") + f"{now.microsecond // 1000:03d}"
 
 

@@ -1,7 +1,7 @@
 """index-job and index-merge: index a big corpus in parallel on SageMaker Processing, then merge it.
 
     make index-job DOCS_S3=s3://bucket/docs/ INSTANCE_COUNT=4 [WAIT=1]
-        One Processing job on the project's image, running `index` (rag/processing.py) on INSTANCE_COUNT
+        One Processing job on the project's image, running `index` (rag/ingest/processing.py) on INSTANCE_COUNT
         instances. ShardedByS3Key gives each instance its share of the objects under DOCS_S3; each writes a
         partial index, and SageMaker uploads them to s3://$BUCKET_NAME/$S3_PREFIX/index-shards/<job>/.
     make index-merge [SHARDS_S3=s3://...] [WAIT=1]
@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from .config import Config
 from .deploy import TAG_KEY, resolve_image
@@ -32,7 +32,7 @@ FINISHED = {"Completed", "Failed", "Stopped"}
 
 def job_name(endpoint: str, step: str, now: datetime | None = None) -> str:
     """`<endpoint>-<step>-<yymmddHHMMSS>`, within SageMaker's 63 characters."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     return f"{endpoint[:44]}-{step}-{now:%y%m%d%H%M%S}"
 
 
@@ -55,7 +55,7 @@ def _job(config: Config, name: str, image: str, arguments: list[str], instance_c
     return {
         "ProcessingJobName": name,
         "RoleArn": config.require("ROLE_ARN"),
-        # The images' entrypoint (serve / start.sh) dispatches `index ...` to rag.processing.
+        # The images' entrypoint (serve / start.sh) dispatches `index ...` to rag.ingest.processing.
         "AppSpecification": {"ImageUri": image, "ContainerArguments": arguments},
         "ProcessingInputs": inputs,
         "ProcessingOutputConfig": {"Outputs": [{"OutputName": "index", "S3Output": {

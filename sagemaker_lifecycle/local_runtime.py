@@ -65,7 +65,7 @@ class LocalRuntime:
         host, port = self.server.server_address[:2]
         return f"http://{host}:{port}"
 
-    def start(self) -> "LocalRuntime":
+    def start(self) -> LocalRuntime:
         self._thread.start()
         return self
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from .errors import NotFound
 from .session import Aws
@@ -35,7 +35,7 @@ def fetch(aws: Aws, group: str, start_ms: int, seen: set[str]) -> list[dict]:
 
 def format_event(event: dict) -> str:
     """`2026-11-28T01:02:03Z stream | message`."""
-    when = datetime.fromtimestamp(event["timestamp"] / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    when = datetime.fromtimestamp(event["timestamp"] / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     stream = event.get("logStreamName", "").rsplit("/", 1)[-1]
     return f"{when} {stream} | {event['message'].rstrip()}"
 

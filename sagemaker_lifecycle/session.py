@@ -5,7 +5,7 @@ tests point everything at a moto server), so nothing here special-cases the emul
 """
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import boto3
 from botocore.exceptions import ClientError

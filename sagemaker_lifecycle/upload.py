@@ -13,9 +13,9 @@ from pathlib import Path
 
 from boto3.s3.transfer import TransferConfig
 
-from rag.archive import readable_by_all
 from rag.errors import RagError
-from rag.index import missing_files
+from rag.index.artifact import missing_files
+from rag.ingest.archive import readable_by_all
 
 from .config import ROOT, Config
 from .errors import ConfigError, NotFound

@@ -4,14 +4,17 @@ gthread workers: a request that generates for seconds occupies one thread, and /
 by another, so the health check stays under SageMaker's 2 s even during inference.
 """
 import json as _json
+import logging as _logging
 import os as _os
 import pwd as _pwd
 import sys as _sys
+import time as _time
 
 from gunicorn import util as _gunicorn_util
 
 from rag.errors import ConfigError
-from rag.settings import Settings
+from rag.models import EMBEDDED_LLM_DIR
+from rag.settings import EMBEDDED_LLM_MODEL, Settings
 
 _settings = Settings.from_env()
 
@@ -61,7 +64,7 @@ def unreadable_for(account, roots) -> list[str]:
             bad = []
             for root in roots:
                 if _os.path.isdir(root) and _os.access(root, _os.R_OK | _os.X_OK):
-                    for folder, _dirs, files in _os.walk(root, onerror=lambda error: bad.append(error.filename)):
+                    for folder, _dirs, files in _os.walk(root, onerror=lambda error: bad.append(error.filename)):  # noqa: B023 (one list)
                         bad += [_os.path.join(folder, name) for name in files
                                 if not _os.access(_os.path.join(folder, name), _os.R_OK)]
                 elif not _os.access(root, _os.R_OK):  # a file, or a folder it cannot even see into
@@ -81,9 +84,6 @@ def unreadable_for(account, roots) -> list[str]:
 
 def _model_paths(settings: Settings) -> list[str]:
     """What the workers load: /opt/ml/model, the index, and the models when they are local folders."""
-    from rag.models import EMBEDDED_LLM_DIR
-    from rag.settings import EMBEDDED_LLM_MODEL
-
     llm = str(EMBEDDED_LLM_DIR) if settings.llm_model == EMBEDDED_LLM_MODEL else settings.llm_model
     return ["/opt/ml/model", str(settings.index_dir),
             *(name for name in (llm, settings.embedding_model) if _os.path.isdir(name))]
@@ -115,9 +115,6 @@ control_socket_disable = True
 # little memory, a broken model) would then reload torch in a tight loop. The first restart in a
 # minute is immediate; later ones wait 1, 2, 4 ... 30 s. The wait happens in the new worker, after
 # the fork, so the master stays free to handle signals.
-import logging as _logging
-import time as _time
-
 _worker_deaths: list[float] = []
 BACKOFF_WINDOW_S = 60
 

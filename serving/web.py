@@ -12,14 +12,16 @@ import sys
 import threading
 import time
 import uuid
-from typing import Callable, Generic, TypeVar
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 from flask import Flask, Response, g, request, stream_with_context
 from werkzeug.exceptions import HTTPException
 
 from rag import errors
-from rag.batching import Admission, client_gone
-from rag.remote import DEADLINE_HEADER, INSTANCE_HEADER, timeout_from_attributes
+from rag.api import QueryRequest
+from rag.clients.protocol import DEADLINE_HEADER, INSTANCE_HEADER, timeout_from_attributes
+from rag.generation.batching import Admission, client_gone
 from rag.settings import MAX_PAYLOAD_BYTES, Settings
 
 log = logging.getLogger("rag.http")
@@ -72,7 +74,7 @@ class Loader(Generic[T]):
         self.started = time.monotonic()
         self._thread = threading.Thread(target=self._run, name=f"load-{what}", daemon=True)
 
-    def start(self) -> "Loader[T]":
+    def start(self) -> Loader[T]:
         self._thread.start()
         return self
 
@@ -136,7 +138,7 @@ def _check_custom_attributes() -> str | None:
 
 def _client_probe() -> Callable[[], bool]:
     """Whether this request's client has closed its connection: a peek at the socket reads end-of-file.
-    A waiting request polls it, so a client that gave up is dropped from the batch (rag/batching.py)."""
+    A waiting request polls it, so a client that gave up is dropped from the batch (rag/generation/batching.py)."""
     sock = request.environ.get("gunicorn.socket")
     if sock is None:  # not under gunicorn (Flask's test client): nothing to watch
         return lambda: False
@@ -247,8 +249,7 @@ def add_invocations(app: Flask, settings: Settings, get_pipeline: Callable) -> N
 
     Admission comes first, before retrieval: past RAG_MAX_CONCURRENT_REQUESTS a request costs no
     embedding and no model time, and its 429 leaves at once. With one model per worker, as here, this is
-    the count per model; the model's own count (rag/batching.py) still guards direct callers."""
-    from rag.pipeline import QueryRequest
+    the count per model; the model's own count (rag/generation/batching.py) still guards direct callers."""
 
     admission = Admission(settings.max_concurrent_requests, "server")
 

@@ -6,8 +6,8 @@ import re
 
 import numpy as np
 
-from rag.embedder import Embedder
-from rag.generator import Answer, Generator
+from rag.retrieval.embedder import Embedder
+from rag.types import Answer, Generator
 
 
 class FakeEmbedder(Embedder):

@@ -37,7 +37,7 @@ def test_derived_names_and_environment():
     assert (config.endpoint_name, config.image_name, config.s3_prefix) == ("rag-microservicos",) * 3
     assert config.container_environment() == {"RAG_DEVICE": "cpu", "RAG_TOP_K": "4"}
     with pytest.raises(ConfigError, match="1 to 45 letters"):
-        Config({"ENDPOINT_NAME": "x" * 46}).endpoint_name
+        Config({"ENDPOINT_NAME": "x" * 46}).endpoint_name  # noqa: B018 (the property raises)
     with pytest.raises(ConfigError, match="must be an s3:// URI"):
         Config({"MODEL_DATA_URL": "https://example.com/model.tar.gz"}).model_data_url()
 

@@ -12,7 +12,6 @@ from tests.aws.aws_support import make
 from tests.support import ServerProcess, free_port, wait_for_status
 
 
-
 def docker_daemon_problem() -> str | None:
     """Why docker cannot be used here, or None when a daemon answers."""
     if shutil.which("docker") is None:

@@ -109,7 +109,7 @@ class Container:
         self.started = time.monotonic()
         self.id = docker(*args, image, "serve").stdout.strip()
 
-    def __enter__(self) -> "Container":
+    def __enter__(self) -> Container:
         return self
 
     def __exit__(self, *exc) -> None:

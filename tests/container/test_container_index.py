@@ -18,8 +18,8 @@ import uuid
 import numpy as np
 import pytest
 
-from rag import index_types
-from rag.index import read_manifest
+from rag.index import faiss_types
+from rag.index.artifact import read_manifest
 from tests.container.docker_support import DOCKER, Container, docker, start_ready
 from tests.documents import docx_bytes, pdf_bytes
 from tests.support import ROOT, base_env
@@ -120,7 +120,7 @@ def test_merged_shards_are_the_single_machine_index(merged_model, single_model):
     first, second = read_manifest(merged), read_manifest(single)
     for key in ("embedding_model", "dimension", "documents", "chunks", "index_type", "chunk_size", "chunk_overlap"):
         assert first[key] == second[key], key
-    vectors = [index_types.all_vectors(index_types.read(path / "faiss.index", first["index_type"]))
+    vectors = [faiss_types.all_vectors(faiss_types.read(path / "faiss.index", first["index_type"]))
                for path in (merged, single)]
     # Embedded in a container and on the host, in other batches: the same vectors up to float rounding.
     assert np.allclose(vectors[0], vectors[1], atol=1e-5)

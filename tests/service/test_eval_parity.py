@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from rag.evaluate import load_questions
+from evaluation.evaluate import load_questions
 from tests.service.conftest import start_architecture
 from tests.support import ROOT, base_env
 

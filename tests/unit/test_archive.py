@@ -4,7 +4,7 @@ from __future__ import annotations
 import stat
 import tarfile
 
-from rag.archive import readable_by_all
+from rag.ingest.archive import readable_by_all
 from sagemaker_lifecycle.upload import pack
 
 
@@ -37,7 +37,7 @@ def test_missing_files_follow_the_index_format(tmp_path):
     import pytest
 
     from rag.errors import IndexMismatchError
-    from rag.index import missing_files
+    from rag.index.artifact import missing_files
 
     assert missing_files(tmp_path) == ["manifest.json", "faiss.index", "chunks.jsonl"]
     (tmp_path / "manifest.json").write_text(json.dumps({"format_version": 2}))

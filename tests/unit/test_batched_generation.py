@@ -8,10 +8,12 @@ import pytest
 import torch
 
 from rag.errors import RequestTimeout
-from rag.generator import GenerationParams, TransformersGenerator, build_messages, decoding_kwargs
+from rag.generation.generator import TransformersGenerator, decoding_kwargs
+from rag.generation.prompt import build_messages
 from rag.models import EMBEDDED_LLM_DIR, llm_model_path
-from rag.pipeline import load_retriever
+from rag.retrieval.local import load_retriever
 from rag.settings import EMBEDDED_LLM_MODEL, Settings
+from rag.types import GenerationParams
 from tests.support import ROOT
 
 pytestmark = pytest.mark.slow

@@ -1,4 +1,4 @@
-"""The batching engine (rag/batching.py) with a deterministic fake model: who runs together, who is
+"""The batching engine (rag/generation/batching.py) with a deterministic fake model: who runs together, who is
 turned away, and how a row leaves (its own length, deadline, cancellation, a failed step)."""
 import threading
 import time
@@ -6,8 +6,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from rag.batching import Admission, BatchEngine, DecodeBackend, Job, client_gone
 from rag.errors import ClientGone, Overloaded, RequestTimeout
+from rag.generation.batching import Admission, BatchEngine, DecodeBackend, Job, client_gone
 
 END = 0
 

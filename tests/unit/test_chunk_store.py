@@ -5,10 +5,10 @@ import faiss
 import numpy as np
 import pytest
 
-from rag.chunk_store import Chunk, ChunkStore, write_chunks
 from rag.errors import IndexMismatchError
-from rag.index import VectorIndex
-from rag.ingest import build_index
+from rag.index.artifact import VectorIndex
+from rag.index.chunk_store import Chunk, ChunkStore, write_chunks
+from rag.ingest.build import build_index
 from rag.settings import Settings
 from tests.fakes import FakeEmbedder
 

@@ -1,10 +1,11 @@
-"""Focused context (rag/context.py) with the fake embedder: which sentences reach the prompt."""
+"""Focused context (rag/retrieval/context.py) with the fake embedder: which sentences reach the prompt."""
 from dataclasses import replace
 
 import pytest
 
-from rag.context import GAP, ContextSettings, focus_passages, prompt_passages, split_sentences
-from rag.index import Passage
+from rag.retrieval.context import GAP, focus_passages, prompt_passages, split_sentences
+from rag.settings import ContextSettings
+from rag.types import Passage
 from tests.fakes import FakeEmbedder
 
 TRAM = ("# The Tramway\n\nThe tramway opened on 14 May 1889. Its first line was designed by Ilse Marrow. "
@@ -117,8 +118,10 @@ def test_context_settings_are_validated(env, message):
 
 
 def test_pipeline_gives_the_generator_excerpts_and_the_client_whole_sources():
-    from rag.index import VectorIndex
-    from rag.pipeline import LocalRetriever, QueryRequest, RagPipeline
+    from rag.api import QueryRequest
+    from rag.index.artifact import VectorIndex
+    from rag.pipeline import RagPipeline
+    from rag.retrieval.local import LocalRetriever
     from tests.fakes import FakeGenerator
 
     embedder = FakeEmbedder()
@@ -144,8 +147,8 @@ def test_pipeline_gives_the_generator_excerpts_and_the_client_whole_sources():
 def test_local_retriever_bounds_how_many_requests_retrieve_at_once(concurrency, most):
     import threading
 
-    from rag.index import VectorIndex
-    from rag.pipeline import LocalRetriever
+    from rag.index.artifact import VectorIndex
+    from rag.retrieval.local import LocalRetriever
 
     inside, peak, lock = 0, 0, threading.Lock()
     all_in = threading.Barrier(4, timeout=1.0)  # without a bound, the four searches meet here

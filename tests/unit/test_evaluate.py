@@ -3,8 +3,21 @@ import json
 
 import pytest
 
-from rag.evaluate import (QuestionFileError, format_table, is_correct, is_miss, is_refusal, load_questions, main,
-                          normalise, parse_question, score, source_rank, summarize, thresholds_failed)
+from evaluation.evaluate import (
+    QuestionFileError,
+    format_table,
+    is_correct,
+    is_miss,
+    is_refusal,
+    load_questions,
+    main,
+    normalise,
+    parse_question,
+    score,
+    source_rank,
+    summarize,
+    thresholds_failed,
+)
 
 
 def question(answers=("1889",), source="tramway.md", answerable=True, text="When did it open?"):

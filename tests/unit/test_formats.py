@@ -4,10 +4,11 @@ import logging
 import pytest
 
 from rag.errors import ConfigError
-from rag.formats import UnreadableDocument, read_sections
-from rag.index import Passage, VectorIndex
-from rag.ingest import build_index, strict_from_env
+from rag.index.artifact import VectorIndex
+from rag.ingest.build import build_index, strict_from_env
+from rag.ingest.formats import UnreadableDocument, read_sections
 from rag.settings import Settings
+from rag.types import Passage
 from tests.documents import docx_bytes, encrypt_pdf, pdf_bytes
 from tests.fakes import FakeEmbedder
 

@@ -7,8 +7,8 @@ import sys
 import pytest
 
 from bench.gpu_check import ReplayRetriever, compare
-from rag.index import Passage
 from rag.settings import REPO_ROOT
+from rag.types import Passage
 
 
 def _passage(rank: int, text: str) -> dict:
@@ -51,7 +51,7 @@ def test_the_llm_side_imports_without_faiss_or_sentence_transformers():
             "        if name.split('.')[0] in ('faiss', 'sentence_transformers'):\n"
             "            raise ImportError('blocked ' + name)\n"
             "sys.meta_path.insert(0, Block())\n"
-            "import rag.generator, rag.decoder, rag.pipeline, rag.evaluate, bench.gpu_check\n"
+            "import rag.generation.generator, rag.generation.decoder, rag.loading, evaluation.evaluate, bench.gpu_check\n"
             "print('ok')\n")
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -62,7 +62,7 @@ def test_auto_dtype_is_float32_on_cpu_and_cuda_and_an_explicit_dtype_is_kept():
     """`make gpu-check` on an H200: bfloat16 was slower for the embedded model and changed batched answers."""
     import torch
 
-    from rag.decoder import choose_dtype
+    from rag.generation.decoder import choose_dtype
 
     assert choose_dtype("auto", "cpu") == torch.float32
     assert choose_dtype("auto", "cuda") == torch.float32

@@ -1,9 +1,10 @@
-"""The grounding check (rag/grounding.py) and its place in the pipeline, with fakes."""
+"""The grounding check (rag/generation/grounding.py) and its place in the pipeline, with fakes."""
 import pytest
 
-from rag.grounding import REFUSAL, check_answer, unsupported
-from rag.index import Passage
-from rag.pipeline import QueryRequest, RagPipeline, Retriever
+from rag.api import QueryRequest
+from rag.generation.grounding import REFUSAL, check_answer, unsupported
+from rag.pipeline import RagPipeline
+from rag.types import Passage, Retriever
 from tests.fakes import FakeGenerator
 
 CONTEXT = ("Velmora Central opened in 1878, designed by the architect Amalia Solvay. About 1,400 bikes and "

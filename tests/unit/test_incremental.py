@@ -5,9 +5,9 @@ from dataclasses import replace
 
 import numpy as np
 
-from rag import index_types
-from rag.index import VectorIndex
-from rag.ingest import build_index
+from rag.index import faiss_types
+from rag.index.artifact import VectorIndex
+from rag.ingest.build import build_index
 from rag.settings import Settings
 from tests.fakes import FakeEmbedder
 
@@ -69,8 +69,8 @@ def test_only_added_or_changed_files_are_embedded_and_deleted_ones_dropped(tmp_p
     build_index(docs, fresh, FakeEmbedder(), SETTINGS, progress=False)
     assert (index / "chunks.jsonl").read_bytes() == (fresh / "chunks.jsonl").read_bytes()
     assert (index / "documents.jsonl").read_bytes() == (fresh / "documents.jsonl").read_bytes()
-    incremental = index_types.all_vectors(VectorIndex.load(index, "fake-embedder", 256).index)
-    assert np.array_equal(incremental, index_types.all_vectors(VectorIndex.load(fresh, "fake-embedder", 256).index))
+    incremental = faiss_types.all_vectors(VectorIndex.load(index, "fake-embedder", 256).index)
+    assert np.array_equal(incremental, faiss_types.all_vectors(VectorIndex.load(fresh, "fake-embedder", 256).index))
 
 
 def test_another_model_or_chunking_re_embeds_everything(tmp_path, caplog):

@@ -8,7 +8,7 @@ import pytest
 
 from bench.index_corpus import corpus_vectors
 from bench.index_workers import index_bytes, measure_workers
-from rag.index import IndexedDocument, write_index
+from rag.index.artifact import IndexedDocument, write_index
 
 pytestmark = pytest.mark.slow
 DIMENSION = 384

@@ -4,9 +4,9 @@ import json
 import numpy as np
 import pytest
 
-from rag import index_types
 from rag.errors import ConfigError
-from rag.index import IndexedDocument, VectorIndex, write_index
+from rag.index import faiss_types
+from rag.index.artifact import IndexedDocument, VectorIndex, write_index
 from rag.settings import Settings
 
 DIMENSION = 32
@@ -28,12 +28,12 @@ def write(directory, vectors, index_type):
 
 
 def test_auto_keeps_exact_search_up_to_the_measured_threshold():
-    assert index_types.resolve_type("auto", 10) == "flat"
-    assert index_types.resolve_type("auto", index_types.AUTO_FLAT_MAX_CHUNKS) == "flat"
-    assert index_types.resolve_type("auto", index_types.AUTO_FLAT_MAX_CHUNKS + 1) == "hnsw"
-    assert index_types.resolve_type("ivf", 10) == "ivf"
+    assert faiss_types.resolve_type("auto", 10) == "flat"
+    assert faiss_types.resolve_type("auto", faiss_types.AUTO_FLAT_MAX_CHUNKS) == "flat"
+    assert faiss_types.resolve_type("auto", faiss_types.AUTO_FLAT_MAX_CHUNKS + 1) == "hnsw"
+    assert faiss_types.resolve_type("ivf", 10) == "ivf"
     with pytest.raises(ConfigError, match="RAG_INDEX_TYPE"):
-        index_types.resolve_type("annoy", 10)
+        faiss_types.resolve_type("annoy", 10)
 
 
 def test_settings_validate_the_index_variables():
@@ -53,13 +53,13 @@ def test_approximate_types_record_the_recall_they_were_tuned_to(tmp_path, index_
     stored = json.loads((tmp_path / "index" / "manifest.json").read_text())
     assert stored == manifest
     assert stored["index_type"] == index_type and stored["requested_index_type"] == index_type
-    assert stored["recall_at_10"] >= index_types.RECALL_TARGET and stored["recall_queries"] == 200
+    assert stored["recall_at_10"] >= faiss_types.RECALL_TARGET and stored["recall_queries"] == 200
     assert list(stored["search_params"]) == [knob]
     # The recorded recall is what a fresh measurement on the loaded index finds with the same queries.
     loaded = VectorIndex.load(tmp_path / "index", "synthetic", DIMENSION)
-    queries = index_types.sample_queries(vectors)
-    exact = index_types.exact_neighbours(queries, vectors)
-    assert index_types.recall(loaded.index, queries, exact) == pytest.approx(stored["recall_at_10"], abs=1e-4)
+    queries = faiss_types.sample_queries(vectors)
+    exact = faiss_types.exact_neighbours(queries, vectors)
+    assert faiss_types.recall(loaded.index, queries, exact) == pytest.approx(stored["recall_at_10"], abs=1e-4)
 
 
 def test_flat_is_exact_and_chosen_by_auto_for_small_corpora(tmp_path):
@@ -79,8 +79,8 @@ def test_search_parameters_are_overridden_at_serve_time(tmp_path):
     assert ivf.index.nprobe == 3
     # A bigger nprobe never finds less: with every list probed IVF is exact.
     full = VectorIndex.load(tmp_path / "ivf", "synthetic", DIMENSION, nprobe=65536)
-    queries = index_types.sample_queries(vectors)
-    assert index_types.recall(full.index, queries, index_types.exact_neighbours(queries, vectors)) == 1.0
+    queries = faiss_types.sample_queries(vectors)
+    assert faiss_types.recall(full.index, queries, faiss_types.exact_neighbours(queries, vectors)) == 1.0
 
 
 @pytest.mark.parametrize("index_type", ["flat", "hnsw", "ivf"])
@@ -90,6 +90,6 @@ def test_every_type_is_memory_mapped_and_returns_its_vectors_exactly(tmp_path, i
     loaded = VectorIndex.load(tmp_path / "index", "synthetic", DIMENSION)
     mapped = [line for line in open("/proc/self/maps") if line.rstrip().endswith(str(tmp_path / "index" / "faiss.index"))]
     assert mapped, "faiss.index should be mapped into memory, not copied into the heap"
-    assert np.array_equal(index_types.all_vectors(loaded.index), vectors)
+    assert np.array_equal(faiss_types.all_vectors(loaded.index), vectors)
     best = loaded.search(vectors[7], top_k=3)[0]
     assert (best.source, best.text) == ("doc00007.md", "chunk text 7")

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from rag.errors import ConfigError, IndexMismatchError, IngestError
-from rag.index import VectorIndex
-from rag.ingest import build_index, chunk_text, find_documents, html_to_text, normalise, read_document
+from rag.index.artifact import VectorIndex
+from rag.ingest.build import build_index, chunk_text, find_documents, read_document
+from rag.ingest.formats import html_to_text, normalise
 from rag.settings import Settings
 from tests.fakes import FakeEmbedder
 
@@ -190,7 +191,7 @@ def test_empty_existing_folder_is_a_valid_target(tmp_path):
 
 
 def test_make_index_cli_refuses_a_foreign_folder_before_loading_a_model(tmp_path):
-    from rag.ingest import main
+    from rag.ingest.build import main
 
     write(tmp_path / "docs", "a.md", "alpha")
     write(tmp_path / "keep", "data.csv", "1,2,3")

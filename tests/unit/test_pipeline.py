@@ -4,9 +4,10 @@ import json
 import pytest
 
 from rag import errors
-from rag.index import Passage
-from rag.pipeline import QueryRequest, RagPipeline, Retriever
+from rag.api import QueryRequest
+from rag.pipeline import RagPipeline
 from rag.settings import Settings
+from rag.types import Passage, Retriever
 from tests.fakes import FakeGenerator
 
 SETTINGS = Settings()

@@ -7,11 +7,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from rag import index_types
 from rag.errors import IngestError
-from rag.index import VectorIndex
-from rag.ingest import build_index
-from rag.processing import build_shard, current_host, main, merge_shards
+from rag.index import faiss_types
+from rag.index.artifact import VectorIndex
+from rag.ingest.build import build_index
+from rag.ingest.processing import build_shard, current_host, main, merge_shards
 from rag.settings import Settings
 from tests.fakes import FakeEmbedder
 
@@ -59,7 +59,7 @@ def test_sharded_build_then_merge_equals_a_single_build(tmp_path, index_type):
     manifest = json.loads((merged / "manifest.json").read_text())
     assert manifest["documents"] == 5 and manifest["index_type"] == json.loads((single / "manifest.json").read_text())["index_type"]
     loaded = [VectorIndex.load(path, "fake-embedder", 256) for path in (merged, single)]
-    assert np.array_equal(*(index_types.all_vectors(index.index) for index in loaded))
+    assert np.array_equal(*(faiss_types.all_vectors(index.index) for index in loaded))
     query = FakeEmbedder().embed(["when do night ferries run"])[0]
     assert loaded[0].search(query, 3) == loaded[1].search(query, 3)
 

@@ -4,11 +4,15 @@ import time
 
 import pytest
 
+from rag.api import QueryRequest
 from rag.errors import ConfigError, InvalidRequest, RequestTimeout
-from rag.generator import GenerationParams, TransformersGenerator, build_messages
+from rag.generation.generator import TransformersGenerator
+from rag.generation.prompt import build_messages
 from rag.models import EMBEDDED_LLM_DIR, llm_model_path
-from rag.pipeline import QueryRequest, RagPipeline, load_retriever
+from rag.pipeline import RagPipeline
+from rag.retrieval.local import load_retriever
 from rag.settings import EMBEDDED_LLM_MODEL, Settings
+from rag.types import GenerationParams
 from tests.support import ROOT
 
 pytestmark = pytest.mark.slow
@@ -83,7 +87,7 @@ def test_prompt_longer_than_the_context_is_refused(generator):
 
 def test_cuda_without_gpu_names_the_variable():
     with pytest.raises(ConfigError, match="RAG_DEVICE"):
-        from rag.generator import resolve_device
+        from rag.runtime import resolve_device
 
         resolve_device("cuda")
 

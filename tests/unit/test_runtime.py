@@ -31,9 +31,9 @@ def test_mkl_memory_pool_off_unless_the_user_chose(env, expected):
 
 
 def test_nothing_is_changed_once_torch_is_loaded():
-    from rag.runtime import configure_process
-
     import torch  # noqa: F401 - loaded: libgomp has read its environment already
+
+    from rag.runtime import configure_process
 
     env = {}
     configure_process(env)

@@ -1,4 +1,4 @@
-"""SageMakerGenerator (rag/sagemaker_runtime.py) through real boto3 and the SageMaker Runtime stand-in,
+"""SageMakerGenerator (rag/clients/sagemaker_runtime.py) through real boto3 and the SageMaker Runtime stand-in,
 in front of a scripted container: error mapping, retries, deadlines, stream decoding, health."""
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from rag import errors
-from rag.generator import GenerationParams
-from rag.index import Passage
-from rag.sagemaker_runtime import SageMakerGenerator, split_lines
+from rag.clients.sagemaker_runtime import SageMakerGenerator, split_lines
+from rag.types import GenerationParams, Passage
 from sagemaker_lifecycle.local_runtime import LocalRuntime
 from tests.support import free_port
 
@@ -62,7 +61,7 @@ class ScriptedContainer:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
 
-    def then(self, status: int, *parts) -> "ScriptedContainer":
+    def then(self, status: int, *parts) -> ScriptedContainer:
         self.script.append((status, [part if isinstance(part, bytes) else json.dumps(part).encode() for part in parts]))
         return self
 

@@ -3,7 +3,16 @@ import time
 
 import pytest
 
-from bench.sweep import DOC_BEGIN, DOC_END, SweepSettings, _closed_loop, _summary, sweep_table, update_sweep_doc, write_sweep
+from bench.sweep import (
+    DOC_BEGIN,
+    DOC_END,
+    SweepSettings,
+    _closed_loop,
+    _summary,
+    sweep_table,
+    update_sweep_doc,
+    write_sweep,
+)
 from bench.workload import Outcome
 from rag.errors import ConfigError
 

@@ -8,9 +8,9 @@ import pytest
 
 from rag import errors
 from rag.errors import RequestTimeout
-from rag.index import Passage
-from rag.pipeline import RagPipeline, Retriever
+from rag.pipeline import RagPipeline
 from rag.settings import Settings
+from rag.types import Passage, Retriever
 from serving.web import add_invocations, create_loading_app, create_service_app
 from tests.fakes import FakeGenerator
 

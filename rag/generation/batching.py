@@ -23,15 +23,16 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from rag.errors import ClientGone, Overloaded, RagError, RequestTimeout
+from rag.runtime import IDLE_S
 
 log = logging.getLogger(__name__)
 
 POLL_S = 0.1  # how often a waiting request thread checks its deadline and its client
-IDLE_S = 1.0  # how long the model waits without work before it hands freed memory back
 _END = object()  # the last item of a streaming job's token queue
 
 # The HTTP edge sets a probe that says whether this request's client has disconnected (serving/web.py).
@@ -130,7 +131,7 @@ class DecodeBackend(ABC):
     def ends(self, job: Job, token: int) -> bool:
         """Whether `token` ends `job`'s answer (end of sequence, or a stop rule)."""
 
-    def idle(self) -> None:
+    def idle(self) -> None:  # noqa: B027 (an optional hook: doing nothing is the right default)
         """Called when the model has had nothing to do for IDLE_S: a moment to release memory."""
 
 
@@ -143,7 +144,7 @@ class Follow:
         self.job = job
         self._gone = client_gone.get()
 
-    def __iter__(self) -> "Follow":
+    def __iter__(self) -> Follow:
         return self
 
     def __next__(self) -> int:
@@ -203,7 +204,7 @@ class BatchEngine:
         if self._load_error is not None:
             raise self._load_error
 
-    def run(self, job: Job) -> "Follow":
+    def run(self, job: Job) -> Follow:
         """Admit `job` now (Overloaded past the limit) and queue it. Returns an iterator over its token ids
         (each as it comes for a streaming job, none otherwise) that raises the job's error at the end."""
         self.admission.enter()

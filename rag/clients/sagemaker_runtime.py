@@ -28,10 +28,11 @@ import math
 import random
 import threading
 import time
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 from rag import errors
-from rag.remote import DEFAULT_READ_TIMEOUT_S, LlmServiceGenerator, decode_events, deadline_attribute
+from rag.clients.http import DEFAULT_READ_TIMEOUT_S, LlmServiceGenerator
+from rag.clients.protocol import deadline_attribute, decode_events
 
 log = logging.getLogger(__name__)
 
@@ -193,8 +194,15 @@ class SageMakerGenerator(LlmServiceGenerator):
 
     def _translate(self, exc: Exception) -> tuple[errors.RagError, bool]:
         """(the RagError for `exc`, whether retrying is safe); anything unknown is re-raised (a 500)."""
-        from botocore.exceptions import (BotoCoreError, ClientError, ConnectTimeoutError, EndpointConnectionError,
-                                         NoCredentialsError, NoRegionError, ReadTimeoutError)
+        from botocore.exceptions import (
+            BotoCoreError,
+            ClientError,
+            ConnectTimeoutError,
+            EndpointConnectionError,
+            NoCredentialsError,
+            NoRegionError,
+            ReadTimeoutError,
+        )
 
         name = self.endpoint_name
         if isinstance(exc, errors.RagError):

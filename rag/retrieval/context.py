@@ -12,14 +12,14 @@ so the LLM service gets short passages and needs no embedder.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 
-from rag.embedder import Embedder
-from rag.index import Passage
+from rag.retrieval.embedder import Embedder
+from rag.settings import CHARS_PER_TOKEN, ContextSettings
+from rag.types import Passage
 
-CHARS_PER_TOKEN = 4  # the budget is estimated from characters, the same way in every process
 GAP = " ... "  # marks sentences that were not adjacent in the passage
 
 # A sentence ends at . ! or ? followed by a space and a capital, a digit or a quote; a line break always ends one
@@ -28,20 +28,6 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[A-Z0-9])|\n+")
 _MARKUP = re.compile(r"^\s*(#+|[-*+>]|\d+[.)])\s+")
 _EMPHASIS = re.compile(r"(\*\*|__|`)")
 _RULE = re.compile(r"^[\W_]+$")  # "=====" under a plain-text title, "---", "***": no words
-
-
-@dataclass(frozen=True)
-class ContextSettings:
-    """How much of the retrieved text reaches the prompt."""
-
-    # The defaults are the settings' defaults, chosen with `make eval` on the sample set (docs/evaluation.md):
-    # at 160 tokens the excerpts held the answer for 87 % of the questions (80 tokens: 67 %, 240: 88 %),
-    # and adding the shared query words lifted that at small budgets; neighbours (window) only cost budget.
-    focus: str = "sentences"  # "sentences": the best sentences; "off": whole passages, as retrieved
-    max_tokens: int = 160  # budget for all excerpts together (estimated as characters / 4)
-    score_gap: float = 0.15  # drop passages whose retrieval score is this far below the best one
-    window: int = 0  # sentences kept on each side of a selected sentence
-    lexical_weight: float = 0.3  # weight of the share of query words a sentence contains, added to its similarity
 
 
 _ABBREVIATION = re.compile(r"\b(Dr|Mr|Mrs|Ms|Prof|St|Mt|No|Nos|Fig|Vol|vs|etc|approx|ca|Jr|Sr|Inc|Ltd|Co)\.$")

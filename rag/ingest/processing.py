@@ -24,12 +24,13 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from rag.archive import readable_by_all
 from rag.errors import IngestError, RagError
-from rag.index import MANIFEST, IndexedDocument, read_manifest, write_index
-from rag.ingest import build_index, find_documents, strict_from_env
+from rag.index.artifact import MANIFEST, IndexedDocument, read_manifest, write_index
+from rag.index.stored_documents import read_documents
+from rag.ingest.archive import readable_by_all
+from rag.ingest.build import build_index, find_documents, strict_from_env
+from rag.retrieval.local import load_embedder
 from rag.settings import Settings
-from rag.stored_documents import read_documents
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +61,6 @@ def build_shard(input_dir: Path, output_dir: Path, settings: Settings, strict: b
         log.warning("this instance received no documents in %s; it writes no shard", input_dir)
         return None
     if embedder is None:
-        from rag.pipeline import load_embedder
-
         embedder = load_embedder(settings)
     target = Path(output_dir) / f"shard-{host or current_host()}"
     manifest = build_index(input_dir, target, embedder, replace(settings, index_type="flat"), progress=False,

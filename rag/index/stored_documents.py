@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from rag import index_types
-from rag.chunk_store import ChunkStore
 from rag.errors import IndexMismatchError
-from rag.index import DOCUMENTS_FILE, FAISS_FILE, IndexedDocument, read_manifest
+from rag.index import faiss_types
+from rag.index.artifact import DOCUMENTS_FILE, FAISS_FILE, IndexedDocument, read_manifest
+from rag.index.chunk_store import ChunkStore
 
 
 def _document_rows(directory: Path) -> list[dict] | None:
@@ -38,7 +38,7 @@ def read_documents(directory: Path, sources: set[str] | None = None) -> dict[str
         raise IndexMismatchError(f"index {directory} records no documents (format 1); rebuild it with `make index`")
     store = ChunkStore.open(directory)
     try:
-        vectors = index_types.all_vectors(index_types.read(directory / FAISS_FILE, manifest["index_type"]))
+        vectors = faiss_types.all_vectors(faiss_types.read(directory / FAISS_FILE, manifest["index_type"]))
         if len(vectors) != len(store) or sum(row["chunks"] for row in rows) != len(store):
             raise IndexMismatchError(f"index {directory} is inconsistent: {len(vectors)} vectors, {len(store)} "
                                      f"chunks, documents listing {sum(row['chunks'] for row in rows)}; rebuild it")

@@ -1,91 +1,27 @@
-"""Generators answer a question from numbered passages. The real one wraps a transformers causal LM."""
+"""The local generator: a transformers causal LM with its chat template, behind the Generator interface."""
 from __future__ import annotations
 
 import logging
 import time
-from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from typing import Iterator
+from collections.abc import Iterator
 
-from rag.batching import BatchEngine, Job
 from rag.errors import InvalidRequest
-from rag.grounding import REFUSAL
-from rag.index import Passage
+from rag.generation.batching import BatchEngine, Job
+from rag.generation.prompt import build_messages
+from rag.models import llm_model_path
 from rag.runtime import single_threaded_from_now
+from rag.settings import CHARS_PER_TOKEN, Settings
+from rag.types import Answer, GenerationParams, Generator, Passage
 
 log = logging.getLogger(__name__)
 # Below this, sampling is greedy decoding in all but name, and dividing the logits by it overflows
 # float32 (inf, then NaN probabilities: a 500). Found by the fuzzer with temperature 6e-145.
 MIN_SAMPLING_TEMPERATURE = 1e-5
 
-# Chosen with `make eval` on the sample corpus's 73 questions (docs/evaluation.md), with focused context:
-# this wording answered 33 of 60 where the previous one ("Passages: [1] (source: ...)", quote the passages)
-# answered 26. Numbered passages with their file names made the 135M model recite "[2] (source: x.md)";
-# the question stated before and after the context kept it on the question; a fixed refusal sentence is
-# one the grounding check and `make eval` recognise.
-SYSTEM_PROMPT = (
-    "Answer the question using only the context below. Give the exact name, number or date from the context "
-    f"in one short sentence. If the context does not contain the answer, reply exactly: {REFUSAL}"
-)
-
-
-@dataclass(frozen=True)
-class GenerationParams:
-    max_new_tokens: int = 128
-    temperature: float = 0.0  # 0 means greedy decoding: the same input always gives the same answer
-
-
-@dataclass(frozen=True)
-class Answer:
-    text: str
-    prompt_tokens: int
-    completion_tokens: int
-
-    def usage(self) -> dict:
-        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens}
-
-
-def build_messages(query: str, passages: list[Passage]) -> list[dict]:
-    """The grounded chat prompt: instructions, then the question, the passages' text and the question again."""
-    context = "\n\n".join(p.text for p in passages) or "(nothing was found)"
-    user = f"Question: {query}\n\nContext:\n{context}\n\nQuestion: {query}"
-    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
-
-
-class Generator(ABC):
-    """Subclasses implement `generate`; `deadline` is a time.monotonic() value or None."""
-
-    name: str = "generator"
-
-    @abstractmethod
-    def generate(self, query: str, passages: list[Passage], params: GenerationParams,
-                 deadline: float | None = None) -> Answer:
-        """Answer `query` from `passages`."""
-
-    def stream(self, query: str, passages: list[Passage], params: GenerationParams,
-               deadline: float | None = None) -> Iterator["str | Answer"]:
-        """Text pieces as they are generated, then the final Answer. By default, one piece."""
-        answer = self.generate(query, passages, params, deadline)
-        yield answer.text
-        yield answer
-
-
-def resolve_device(device: str) -> str:
-    """`auto` becomes cuda when a GPU is visible, else cpu."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        from rag.errors import ConfigError
-
-        raise ConfigError("RAG_DEVICE=cuda, but torch sees no CUDA device; use RAG_DEVICE=auto or cpu")
-    return device
-
 
 def decoding_kwargs(params: GenerationParams) -> dict:
     """Every per-request decoding argument, as `model.generate` takes them; the batched decoder builds
-    transformers' own logits processors from them (rag/decoder.py), so one request decodes the same alone
+    transformers' own logits processors from them (rag/generation/decoder.py), so one request decodes the same alone
     or in a batch."""
     kwargs: dict = {"max_new_tokens": params.max_new_tokens}
     # A temperature that small is greedy anyway, and dividing the logits by it overflows to NaN (fuzz found 6e-145).
@@ -97,15 +33,17 @@ def decoding_kwargs(params: GenerationParams) -> dict:
 
 
 class TransformersGenerator(Generator):
-    """A causal LM with its chat template, served by a BatchEngine (rag/batching.py): one thread owns the
+    """A causal LM with its chat template, served by a BatchEngine (rag/generation/batching.py): one thread owns the
     model and decodes all admitted requests together. Request threads only encode, enqueue and wait."""
 
     def __init__(self, name: str, path: str, device: str = "auto", threads: int = 1, *, dtype: str = "auto",
                  quantize: str = "none", max_batch_size: int = 8, batch_wait_ms: int = 0,
                  max_concurrent_requests: int = 16):
+        # transformers (1.5 s) and torch (3.0 s, through the decoder) are imported only by a process that
+        # loads a model (measured with python -X importtime); the orchestrator and the evaluation client do not.
         from transformers import AutoTokenizer
 
-        from rag.decoder import TransformersDecoder
+        from rag.generation.decoder import TransformersDecoder
 
         self.name = name
         self.tokenizer = AutoTokenizer.from_pretrained(path)  # request threads encode and decode; no torch there
@@ -118,7 +56,7 @@ class TransformersGenerator(Generator):
             single_threaded_from_now()
 
     @classmethod
-    def from_settings(cls, settings, path: str) -> "TransformersGenerator":
+    def from_settings(cls, settings, path: str) -> TransformersGenerator:
         """The generator that RAG_LLM_* and the batching settings describe, loaded from `path`."""
         return cls(settings.llm_model, path, settings.device, settings.torch_threads, dtype=settings.llm_dtype,
                    quantize=settings.llm_quantize, max_batch_size=settings.max_batch_size,
@@ -169,7 +107,7 @@ class TransformersGenerator(Generator):
         tokens = self.engine.run(job)  # admitted now: a 429 comes before any byte of the stream
         return self._pieces(job, tokens)
 
-    def _pieces(self, job: Job, tokens) -> Iterator["str | Answer"]:
+    def _pieces(self, job: Job, tokens) -> Iterator[str | Answer]:
         ids: list[int] = []
         sent = ""
         try:
@@ -188,3 +126,16 @@ class TransformersGenerator(Generator):
             yield rest[len(sent):]
         yield self._answer(job)
 
+
+def load_generator(settings: Settings) -> Generator:
+    """The configured causal LM (the embedded one is converted from GGUF on first use)."""
+    generator = TransformersGenerator.from_settings(settings, llm_model_path(settings.llm_model))
+    generator.warm_up(warm_up_context_chars(settings))
+    return generator
+
+
+def warm_up_context_chars(settings: Settings) -> int:
+    """How much passage text a typical request puts in the prompt, under these settings."""
+    if settings.context_focus == "off":
+        return settings.top_k * settings.chunk_size
+    return settings.context_max_tokens * CHARS_PER_TOKEN

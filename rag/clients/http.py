@@ -6,44 +6,19 @@ that outlives the request deadline is `timeout`.
 """
 from __future__ import annotations
 
-import json
 import time
 from abc import abstractmethod
-from typing import Iterable, Iterator
+from collections.abc import Iterator
 
 import requests
 from requests.adapters import HTTPAdapter
 
 from rag import errors
-from rag.generator import Answer, GenerationParams, Generator
-from rag.index import Passage
-from rag.pipeline import Retriever
+from rag.clients.protocol import DEADLINE_HEADER, INSTANCE_HEADER, decode_events
+from rag.types import Answer, GenerationParams, Generator, Passage, Retriever
 
 CONNECT_TIMEOUT_S = 1.0  # loopback: a service that does not accept within 1 s is down or restarting
 DEFAULT_READ_TIMEOUT_S = 55.0
-DEADLINE_HEADER = "X-Rag-Timeout-S"  # remaining seconds, so the service stops generating in time
-
-
-def deadline_attribute(remaining: float) -> str:
-    """The remaining seconds as a SageMaker custom attribute: the one header SageMaker Runtime forwards."""
-    return f"{DEADLINE_HEADER}={remaining:.3f}"
-
-
-def timeout_from_attributes(attributes: str | None) -> float | None:
-    """The `X-Rag-Timeout-S=<seconds>` entry of a custom-attributes header, if there is a valid one."""
-    for item in (attributes or "").replace(";", ",").split(","):
-        key, sep, value = item.partition("=")
-        if sep and key.strip().lower() == DEADLINE_HEADER.lower():
-            try:
-                return max(0.0, float(value))
-            except ValueError:
-                return None
-    return None
-
-
-# The caller's RAG_INSTANCE_TOKEN: a service of another instance (on a port this one expected to own)
-# refuses the call instead of answering from its own index.
-INSTANCE_HEADER = "X-Rag-Instance"
 
 
 class ServiceClient:
@@ -131,17 +106,6 @@ class RemoteRetriever(Retriever):
         body = self.client.post("/retrieve", {"query": query, "top_k": top_k}, deadline)
         self.model_name = body.get("model", self.model_name)
         return [Passage.from_dict(item) for item in body["passages"]]
-
-
-def decode_events(lines: Iterable[bytes]) -> Iterator[dict]:
-    """The JSON objects of a JSON-lines stream; an error line (`error_type`) raises its RagError."""
-    for line in lines:
-        if not line.strip():
-            continue
-        event = json.loads(line)
-        if "error_type" in event:
-            raise errors.from_dict(event, 500)
-        yield event
 
 
 class LlmServiceGenerator(Generator):

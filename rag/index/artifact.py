@@ -1,9 +1,9 @@
 """The index artifact: one directory holding
 
     manifest.json        what the artifact is: format, embedding model, index type, search params, recall
-    faiss.index          the FAISS index (flat, hnsw or ivf; rag/index_types.py), read memory-mapped
+    faiss.index          the FAISS index (flat, hnsw or ivf; rag/index/faiss_types.py), read memory-mapped
     chunks.jsonl         one line per chunk: id, source, chunk number, text (and page for PDFs)
-    chunk_offsets.npy    where each line of chunks.jsonl starts (rag/chunk_store.py)
+    chunk_offsets.npy    where each line of chunks.jsonl starts (rag/index/chunk_store.py)
     documents.jsonl      one line per document: source, sha256, first chunk id, chunk count
 
 Like a checkpoint that stores its model args, the artifact carries its own config in the manifest,
@@ -16,14 +16,15 @@ import logging
 import shutil
 import tempfile
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
-from rag import index_types
-from rag.chunk_store import CHUNKS_FILE, OFFSETS_FILE, Chunk, ChunkStore, write_chunks
 from rag.errors import ConfigError, IndexMismatchError
+from rag.index import faiss_types
+from rag.index.chunk_store import CHUNKS_FILE, OFFSETS_FILE, Chunk, ChunkStore, write_chunks
+from rag.types import Passage
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ MANIFEST, FAISS_FILE, DOCUMENTS_FILE = "manifest.json", "faiss.index", "document
 # Everything an index directory may hold. Replacing an index deletes only a directory made of these.
 ARTIFACT_FILES = frozenset({MANIFEST, FAISS_FILE, CHUNKS_FILE, OFFSETS_FILE, DOCUMENTS_FILE})
 
-__all__ = ["ARTIFACT_FILES", "Chunk", "IndexedDocument", "Passage", "VectorIndex", "check_index_target",
+__all__ = ["ARTIFACT_FILES", "Chunk", "IndexedDocument", "VectorIndex", "check_index_target",
            "missing_files", "read_manifest", "write_index"]
 
 
@@ -75,35 +76,6 @@ def missing_files(directory: Path) -> list[str]:
     return [name for name in needed if not (directory / name).is_file()]
 
 
-@dataclass(frozen=True)
-class Passage:
-    rank: int
-    source: str
-    chunk: int
-    score: float
-    text: str
-    page: int | None = None  # 1-based PDF page; absent from the JSON when the format has no pages
-    # What of `text` the prompt gets (rag/context.py): None when context focus is off, "" when dropped.
-    excerpt: str | None = None
-
-    def to_dict(self) -> dict:
-        data = {"rank": self.rank, "source": self.source, "chunk": self.chunk, "score": self.score, "text": self.text}
-        if self.page is not None:
-            data["page"] = self.page
-        if self.excerpt is not None:
-            data["excerpt"] = self.excerpt
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "Passage":
-        """A passage from its JSON form; TypeError, KeyError, ValueError or OverflowError when malformed."""
-        if not isinstance(data, dict):
-            raise TypeError(f"a passage must be a JSON object, not {type(data).__name__}")
-        page, excerpt = data.get("page"), data.get("excerpt")
-        return cls(int(data["rank"]), str(data["source"]), int(data["chunk"]), float(data["score"]), str(data["text"]),
-                   None if page is None else int(page), None if excerpt is None else str(excerpt))
-
-
 def read_manifest(directory: Path) -> dict:
     """The manifest of an index directory, refused when missing or of a format this code cannot read."""
     path = Path(directory) / MANIFEST
@@ -130,7 +102,7 @@ class VectorIndex:
 
     @classmethod
     def load(cls, directory: Path, embedding_model: str, dimension: int, *, ef_search: int | None = None,
-             nprobe: int | None = None, mmap: bool = True) -> "VectorIndex":
+             nprobe: int | None = None, mmap: bool = True) -> VectorIndex:
         """Load and verify an index (memory-mapped); refuse one built with another embedding model.
         `ef_search`/`nprobe` override the search parameters tuned at build time."""
         directory = Path(directory)
@@ -144,24 +116,24 @@ class VectorIndex:
             )
         chunks = ChunkStore.open(directory)
         kind = manifest["index_type"]
-        index = index_types.read(directory / FAISS_FILE, kind, mmap=mmap)
+        index = faiss_types.read(directory / FAISS_FILE, kind, mmap=mmap)
         if index.ntotal != len(chunks):
             raise IndexMismatchError(
                 f"index {directory} is inconsistent: {index.ntotal} vectors but {len(chunks)} chunks; rebuild it"
             )
         params = dict(manifest["search_params"])
         overrides = {"ef_search": ef_search, "nprobe": nprobe}
-        name = index_types.search_parameter(kind)
+        name = faiss_types.search_parameter(kind)
         if name and overrides[name]:
             params[name] = overrides[name]
-        index_types.apply_search_params(index, kind, params)
+        faiss_types.apply_search_params(index, kind, params)
         log.info("index %s: %s, %d chunks, search %s", directory, kind, len(chunks), params or "exact")
         return cls(directory, manifest, chunks, index)
 
     def search(self, vector: np.ndarray, top_k: int) -> list[Passage]:
         """The `top_k` chunks nearest to one query vector, best first."""
         query = np.ascontiguousarray(vector.reshape(1, -1), dtype=np.float32)
-        scores, ids = index_types.search_one_thread(self.index, query, min(top_k, len(self.chunks)))
+        scores, ids = faiss_types.search_one_thread(self.index, query, min(top_k, len(self.chunks)))
         passages = []
         for score, chunk_id in zip(scores[0], ids[0]):
             if chunk_id < 0:  # FAISS pads with -1 when it has fewer results than asked
@@ -194,9 +166,9 @@ def write_index(directory: Path, documents: list[IndexedDocument], manifest: dic
     vectors = np.vstack([doc.vectors for doc in documents] or [np.zeros((0, dimension), np.float32)])
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
     try:
-        kind = index_types.resolve_type(index_type, len(vectors))
-        index, described = index_types.build_tuned(vectors, kind)
-        index_types.write(index, staging / FAISS_FILE)
+        kind = faiss_types.resolve_type(index_type, len(vectors))
+        index, described = faiss_types.build_tuned(vectors, kind)
+        faiss_types.write(index, staging / FAISS_FILE)
         del index
         count = write_chunks(staging, _chunks(documents))
         with open(staging / DOCUMENTS_FILE, "w", encoding="utf-8") as handle:
@@ -215,7 +187,7 @@ def write_index(directory: Path, documents: list[IndexedDocument], manifest: dic
             "chunks": count,
             "requested_index_type": index_type,
             **described,
-            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         staging.chmod(0o755)

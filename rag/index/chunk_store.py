@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -69,7 +69,7 @@ class ChunkStore:
         self._fd = os.open(path, os.O_RDONLY)
 
     @classmethod
-    def open(cls, directory: Path) -> "ChunkStore":
+    def open(cls, directory: Path) -> ChunkStore:
         """Open the store of an index directory; an offsets file that does not match is refused."""
         directory = Path(directory)
         path = directory / CHUNKS_FILE

@@ -18,12 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from rag.embedder import Embedder
-from rag.errors import ConfigError, IngestError, RagError
-from rag.formats import DESCRIPTION, EXTENSIONS, UnreadableDocument, html_to_text, normalise, read_sections
-from rag.index import MANIFEST, IndexedDocument, check_index_target, read_manifest, write_index
-from rag.settings import Settings
-from rag.stored_documents import read_document_hashes, read_documents
+from rag.errors import IngestError, RagError
+from rag.index.artifact import MANIFEST, IndexedDocument, check_index_target, read_manifest, write_index
+from rag.index.stored_documents import read_document_hashes, read_documents
+from rag.ingest.formats import DESCRIPTION, EXTENSIONS, UnreadableDocument, html_to_text, normalise, read_sections
+from rag.retrieval.embedder import Embedder
+from rag.retrieval.local import load_embedder
+from rag.settings import Settings, parse_bool
 
 log = logging.getLogger(__name__)
 
@@ -197,10 +198,7 @@ def build_index(docs: Path, index_dir: Path, embedder: Embedder, settings: Setti
 
 def strict_from_env(env: dict | None = None) -> bool:
     """STRICT=1 makes an unreadable document fatal instead of a skipped file with a warning."""
-    value = (os.environ if env is None else env).get("STRICT", "").strip().lower()
-    if value not in ("", "0", "1", "true", "false", "yes", "no"):
-        raise ConfigError(f"STRICT={value!r} must be 1 or 0")
-    return value in ("1", "true", "yes")
+    return parse_bool((os.environ if env is None else env).get("STRICT"), "STRICT")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -215,8 +213,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings.from_env()
         strict = args.strict or strict_from_env()
-        from rag.pipeline import load_embedder  # heavy imports only once arguments are valid
-
         # Fail before loading the model when a folder is wrong, and never index into the documents.
         find_documents(args.docs.resolve())
         check_index_target(args.index, args.docs)

@@ -1,6 +1,6 @@
 """`make eval`: how often the service retrieves the right document and answers correctly.
 
-    python -m rag.evaluate [--questions data/sample.questions.jsonl] [--url http://127.0.0.1:8080]
+    python -m evaluation.evaluate [--questions data/sample.questions.jsonl] [--url http://127.0.0.1:8080]
                            [--min-accuracy 0.8] [--min-refusal 0.7] [--min-hit1 0.95] [--out build/eval/x.json]
 
 A question file holds one JSON object per line: `question`, `answers` (accepted strings; an answer is
@@ -19,13 +19,15 @@ import sys
 import time
 import unicodedata
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
+from rag.api import QueryRequest
 from rag.errors import RagError
-from rag.settings import REPO_ROOT
+from rag.loading import load_local_pipeline
+from rag.settings import REPO_ROOT, Settings
 
 log = logging.getLogger(__name__)
 
@@ -253,15 +255,12 @@ class LocalTarget:
         self.settings = settings
         self.index_sources = None
         if pipeline is None:
-            from rag.pipeline import load_local_pipeline
-
             pipeline = load_local_pipeline(settings, "in-process")
             self.index_sources = {chunk.source for chunk in pipeline.retriever.index.chunks}
         self.pipeline = pipeline
         self.name = f"in-process ({settings.index_dir})"
 
     def ask(self, payload: dict) -> tuple[dict | None, str | None]:
-        from rag.pipeline import QueryRequest
 
         try:
             request = QueryRequest.from_dict(payload, self.settings)
@@ -353,7 +352,7 @@ def _fraction(text: str) -> float:
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="python -m rag.evaluate", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m evaluation.evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("--questions", type=Path, default=DEFAULT_QUESTIONS, help="question file (JSON lines)")
     parser.add_argument("--url", help="a running server (either architecture); default: the in-process pipeline")
     parser.add_argument("--top-k", type=int, help="top_k of every request (default: the service's RAG_TOP_K)")
@@ -375,8 +374,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.url:
             target = HttpTarget(args.url)
         else:
-            from rag.settings import Settings
-
             settings = Settings.from_env()
             target = LocalTarget(settings)
             check_sources_indexed(questions, target.index_sources, settings.index_dir)
@@ -386,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     effective_k = args.top_k or max((len(r["sources"]) for r in records), default=0)
     summary = summarize(records, effective_k)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     out = args.out or DEFAULT_OUT_DIR / f"{args.questions.stem.replace('.questions', '')}-{now:%Y%m%dT%H%M%SZ}.json"
     result = {"questions_file": str(args.questions), "target": target.name, "created_at": now.isoformat(timespec="seconds"),
               "summary": summary, "misses": [r for r in records if is_miss(r)], "records": records}

@@ -1,19 +1,18 @@
 """The model's side of batched generation: a causal LM, the KV cache of the running rows, one step.
 
-Only the engine's thread (rag/batching.py) calls this. Each request is prefilled on its own, exactly as an
+Only the engine's thread (rag/generation/batching.py) calls this. Each request is prefilled on its own, exactly as an
 unbatched `model.generate` would (batching prefills gains nothing on a CPU: measured 1.01x for four
 500-token prompts), and its first token is chosen. It then joins the running rows: their caches are
 aligned on the right, a shorter one is padded on the left and masked, and each row keeps its own
 position ids, so every row attends to exactly its own tokens. A leaving row is cut out, and padding
 columns that no remaining row needs are trimmed.
 
-Per-request decoding (greedy, temperature, and whatever else `decoding_kwargs` in rag/generator.py
+Per-request decoding (greedy, temperature, and whatever else `decoding_kwargs` in rag/generation/generator.py
 asks for) goes through transformers' own logits processors, built from the same options
 `model.generate` would take, so a batched row decodes as that request alone would.
 """
 from __future__ import annotations
 
-import copy
 import logging
 import time
 import warnings
@@ -21,9 +20,9 @@ from dataclasses import dataclass
 
 import torch
 
-from rag.batching import DecodeBackend, Job
 from rag.errors import ConfigError
-from rag.runtime import release_free_memory
+from rag.generation.batching import DecodeBackend, Job
+from rag.runtime import release_free_memory, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +76,6 @@ class TransformersDecoder(DecodeBackend):
     def __init__(self, path: str, device: str, threads: int, dtype: str = "auto", quantize: str = "none",
                  tokenizer=None):
         from transformers import AutoModelForCausalLM
-
-        from rag.generator import resolve_device
 
         started = time.perf_counter()
         torch.set_num_threads(threads)

@@ -1,0 +1,1 @@
+"""Documents into an index, locally (`python -m rag.ingest`) or on SageMaker Processing (rag.ingest.processing)."""

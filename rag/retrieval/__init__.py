@@ -1,0 +1,1 @@
+"""Query time: the embedder, the local retriever and focused context."""
