@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from rag.errors import ConfigError as ServiceConfigError
+from rag.settings import Settings, variable_names
+
 from .errors import ConfigError, MissingVariable
 
 ARCHITECTURES = ("monolito", "microservicos", "split")
@@ -206,9 +209,6 @@ class Config:
     def container_environment(self) -> dict[str, str]:
         """The RAG_* variables the user set, for the container: names the services read, values they
         accept (checked by the services' own settings parser), none that would break an endpoint."""
-        from rag.errors import ConfigError as ServiceConfigError
-        from rag.settings import Settings, variable_names
-
         chosen = {key: value for key, value in sorted(self.values.items()) if key.startswith("RAG_")}
         known = sorted(name for name in variable_names() if name.startswith("RAG_"))
         unknown = sorted(set(chosen) - set(known))
