@@ -2,8 +2,8 @@
 
 A variable is looked up, first match wins, in: `KEY=VALUE` arguments of the CLI (what `make` passes on
 its command line arrives through the environment), the environment, then the optional config file
-(`DEPLOY_CONFIG`, default `.deploy.env` in the working directory) in `KEY=VALUE` lines. Variables not
-listed in VARIABLES are ignored, except `RAG_*`, which deploy checks and passes to the container.
+(`DEPLOY_CONFIG`, default `.deploy.env` in the working directory) in `KEY=VALUE` lines, read by python-dotenv.
+Variables not listed in VARIABLES are ignored, except `RAG_*`, which deploy checks and passes to the container.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from dotenv.parser import parse_stream
 from rag.errors import ConfigError as ServiceConfigError
 from rag.settings import Settings, variable_names
 
@@ -78,22 +79,23 @@ NOT_FORWARDED = {
     "RAG_INSTANCE_TOKEN": "start.sh makes one for each container",
     "RAG_SERVE": "deploy sets it, for the LLM endpoint of ARCH=split",
 }
-_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$")
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def parse_config_file(path: Path) -> dict[str, str]:
-    """Read `KEY=VALUE` lines (comments, blank lines, `export` and quotes allowed)."""
+    """Read `KEY=VALUE` lines in python-dotenv's format (comments, blank lines, `export` and quotes allowed)."""
     values: dict[str, str] = {}
-    for number, raw in enumerate(path.read_text().splitlines(), start=1):
-        if not raw.strip() or raw.lstrip().startswith("#"):
-            continue
-        match = _LINE.match(raw)
-        if not match:
-            raise ConfigError(f"{path}:{number}: expected KEY=VALUE, got {raw.strip()!r}")
-        key, value = match.groups()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        values[key] = value
+    with path.open() as stream:
+        # parse_stream rather than dotenv_values, which only logs a line it cannot read: a typo here must stop.
+        for binding in parse_stream(stream):
+            text = binding.original.string
+            if binding.key is None and not binding.error:
+                continue  # a blank line or a comment
+            if binding.error or binding.value is None or not _KEY.fullmatch(binding.key):
+                # A binding starts with the blank lines before it; its own line is after them.
+                number = binding.original.line + text[: len(text) - len(text.lstrip())].count("\n")
+                raise ConfigError(f"{path}:{number}: expected KEY=VALUE, got {text.strip()!r}")
+            values[binding.key] = binding.value
     return values
 
 
