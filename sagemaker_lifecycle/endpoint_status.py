@@ -37,6 +37,7 @@ def wait_until_settled(
     sleep: Callable[[float], None] = time.sleep,
 ) -> dict:
     """Poll `describe` until the status settles; log elapsed time and status; raise on Failed or timeout."""
+    # Not boto3's endpoint_in_service waiter: it logs nothing between polls and never settles on OutOfService.
     start = clock()
     last = None
     while True:
