@@ -72,7 +72,12 @@ VARIABLES: dict[str, str] = {
     "SHARDS_S3": "index-merge: s3:// prefix of the shards (default: the newest completed index job's)",
     "VOLUME_SIZE": "index-job/index-merge: GB of disk per instance (default 30)",
     "STRICT": "1: an unreadable document stops indexing instead of being skipped",
+    # Read by the services under SageMaker's names; deploy passes them to the container like RAG_*.
+    "MODEL_SERVER_WORKERS": "passed to the container by deploy: Gunicorn workers per service",
+    "MODEL_SERVER_TIMEOUT": "passed to the container by deploy: Gunicorn worker timeout, seconds",
 }
+# The variables besides RAG_* that deploy passes to the container's environment.
+FORWARDED = ("MODEL_SERVER_WORKERS", "MODEL_SERVER_TIMEOUT")
 # RAG_* variables that make sense on a workstation but would break an endpoint.
 NOT_FORWARDED = {
     "RAG_BIND_HOST": "the container must listen on every interface, where SageMaker connects",
@@ -209,11 +214,11 @@ class Config:
         return f"s3://{self.require('BUCKET_NAME')}/{self.s3_prefix}/model.tar.gz"
 
     def container_environment(self) -> dict[str, str]:
-        """The RAG_* variables the user set, for the container: names the services read, values they
-        accept (checked by the services' own settings parser), none that would break an endpoint."""
-        chosen = {key: value for key, value in sorted(self.values.items()) if key.startswith("RAG_")}
+        """The RAG_* and FORWARDED variables the user set, for the container: names the services read, values
+        they accept (checked by the services' own settings parser), none that would break an endpoint."""
+        chosen = {key: value for key, value in sorted(self.values.items()) if key.startswith("RAG_") or key in FORWARDED}
         known = sorted(name for name in variable_names() if name.startswith("RAG_"))
-        unknown = sorted(set(chosen) - set(known))
+        unknown = sorted(set(chosen) - set(known) - set(FORWARDED))
         if unknown:
             raise ConfigError(f"{', '.join(unknown)}: not a variable the services read, so deploy would pass it "
                               f"for nothing; fix the name or unset it (known: {', '.join(known)})")
@@ -223,7 +228,7 @@ class Config:
         try:
             Settings.from_env(chosen)
         except ServiceConfigError as exc:
-            raise ConfigError(f"{exc.message} (a RAG_* variable that deploy passes to the container)") from None
+            raise ConfigError(f"{exc.message} (a variable that deploy passes to the container)") from None
         return chosen
 
 
