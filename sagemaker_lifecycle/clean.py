@@ -6,11 +6,14 @@ Idempotent: whatever is already gone is skipped, and a run that finds nothing sa
 from __future__ import annotations
 
 import logging
-import time
+import math
+
+from botocore.exceptions import ClientError, WaiterError
 
 from .autoscale import deregister
 from .deploy import delete_quietly, list_names
 from .endpoint_status import describe_endpoint
+from .errors import translate
 from .session import MISSING, Aws
 from .topology import Endpoint, endpoints
 
@@ -72,13 +75,21 @@ def models_of(aws: Aws, config_name: str) -> list[str]:
 
 def wait_until_gone(aws: Aws, endpoint: str) -> None:
     """Configs in use by a deleting endpoint cannot be deleted: wait until the endpoint is gone."""
-    deadline = time.monotonic() + aws.config.number("WAIT_TIMEOUT", 3600.0)
-    poll = min(aws.config.number("POLL_SECONDS", 15.0), 5.0)
-    while describe_endpoint(aws, endpoint) is not None:
-        if time.monotonic() > deadline:
+    poll = min(max(aws.config.number("POLL_SECONDS", 15.0), 0.1), 5.0)
+    # The waiter counts attempts, not seconds: as many as WAIT_TIMEOUT allows at this pace.
+    attempts = 1 + math.ceil(aws.config.number("WAIT_TIMEOUT", 3600.0) / poll)
+    try:
+        aws.sagemaker.get_waiter("endpoint_deleted").wait(
+            EndpointName=endpoint, WaiterConfig={"Delay": poll, "MaxAttempts": attempts})
+    except WaiterError as exc:
+        response = exc.last_response or {}
+        if "Error" in response:  # neither there nor gone: access denied, throttling, ...
+            raise translate(ClientError(response, "DescribeEndpoint"), f"describe endpoint {endpoint}") from None
+        if response.get("EndpointStatus") == "Failed":  # endpoint_deleted gives up on Failed
+            log.warning("endpoint %s is Failed while being deleted (%s); run `make clean` again later", endpoint,
+                        response.get("FailureReason") or "no FailureReason given")
+        else:
             log.warning("endpoint %s is still being deleted; run `make clean` again later", endpoint)
-            return
-        time.sleep(poll)
 
 
 def delete_s3_prefix(aws: Aws, bucket: str, prefix: str) -> list[str]:

@@ -8,12 +8,12 @@ from __future__ import annotations
 import logging
 import sys
 
-from .autoscale import run_autoscale
+from .autoscale import describe_scaling, run_autoscale
 from .clean import run_clean
 from .client import format_result, invoke_endpoint
 from .config import VARIABLES, Config
 from .deploy import run_deploy
-from .endpoint_status import describe_endpoint, run_status
+from .endpoint_status import describe_endpoint, status_line, wait_for
 from .errors import ConfigError, EndpointFailed, EndpointNotFound, LifecycleError
 from .index_job import run_index_job, run_index_merge
 from .logs import run_logs
@@ -84,6 +84,22 @@ def run_test(config: Config) -> int:
                 raise LifecycleError(f"endpoint {name} is {status}, not InService: wait with `make status WAIT=1`")
         result = invoke_endpoint(question, endpoint_name=config.endpoint_name, region=aws.region)
     log.info("Q: %s\n\n%s", question, format_result(result))
+    return 0
+
+
+def run_status(aws: Aws) -> int:
+    """`status`: each endpoint of ARCH with its autoscaling; WAIT=1 waits until each settles. Non-zero on Failed."""
+    for endpoint in endpoints(aws.config):
+        if aws.config.flag("WAIT"):
+            description = wait_for(aws, endpoint.name)
+        else:
+            description = describe_endpoint(aws, endpoint.name)
+            if description is None:
+                raise EndpointNotFound(endpoint.name, aws.region)
+            log.info("%s", status_line(description))
+        log.info("  %s", describe_scaling(aws, endpoint))
+        if description["EndpointStatus"] == "Failed":
+            raise EndpointFailed(endpoint.name, description.get("FailureReason"))
     return 0
 
 

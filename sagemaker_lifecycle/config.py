@@ -2,8 +2,8 @@
 
 A variable is looked up, first match wins, in: `KEY=VALUE` arguments of the CLI (what `make` passes on
 its command line arrives through the environment), the environment, then the optional config file
-(`DEPLOY_CONFIG`, default `.deploy.env` in the working directory) in `KEY=VALUE` lines. Variables not
-listed in VARIABLES are ignored, except `RAG_*`, which deploy checks and passes to the container.
+(`DEPLOY_CONFIG`, default `.deploy.env` in the working directory) in `KEY=VALUE` lines, read by python-dotenv.
+Variables not listed in VARIABLES are ignored, except `RAG_*`, which deploy checks and passes to the container.
 """
 from __future__ import annotations
 
@@ -12,6 +12,10 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from dotenv.parser import parse_stream
+from rag.errors import ConfigError as ServiceConfigError
+from rag.settings import Settings, variable_names
 
 from .errors import ConfigError, MissingVariable
 
@@ -68,29 +72,35 @@ VARIABLES: dict[str, str] = {
     "SHARDS_S3": "index-merge: s3:// prefix of the shards (default: the newest completed index job's)",
     "VOLUME_SIZE": "index-job/index-merge: GB of disk per instance (default 30)",
     "STRICT": "1: an unreadable document stops indexing instead of being skipped",
+    # Read by the services under SageMaker's names; deploy passes them to the container like RAG_*.
+    "MODEL_SERVER_WORKERS": "passed to the container by deploy: Gunicorn workers per service",
+    "MODEL_SERVER_TIMEOUT": "passed to the container by deploy: Gunicorn worker timeout, seconds",
 }
+# The variables besides RAG_* that deploy passes to the container's environment.
+FORWARDED = ("MODEL_SERVER_WORKERS", "MODEL_SERVER_TIMEOUT")
 # RAG_* variables that make sense on a workstation but would break an endpoint.
 NOT_FORWARDED = {
     "RAG_BIND_HOST": "the container must listen on every interface, where SageMaker connects",
     "RAG_INSTANCE_TOKEN": "start.sh makes one for each container",
     "RAG_SERVE": "deploy sets it, for the LLM endpoint of ARCH=split",
 }
-_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$")
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def parse_config_file(path: Path) -> dict[str, str]:
-    """Read `KEY=VALUE` lines (comments, blank lines, `export` and quotes allowed)."""
+    """Read `KEY=VALUE` lines in python-dotenv's format (comments, blank lines, `export` and quotes allowed)."""
     values: dict[str, str] = {}
-    for number, raw in enumerate(path.read_text().splitlines(), start=1):
-        if not raw.strip() or raw.lstrip().startswith("#"):
-            continue
-        match = _LINE.match(raw)
-        if not match:
-            raise ConfigError(f"{path}:{number}: expected KEY=VALUE, got {raw.strip()!r}")
-        key, value = match.groups()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        values[key] = value
+    with path.open() as stream:
+        # parse_stream rather than dotenv_values, which only logs a line it cannot read: a typo here must stop.
+        for binding in parse_stream(stream):
+            text = binding.original.string
+            if binding.key is None and not binding.error:
+                continue  # a blank line or a comment
+            if binding.error or binding.value is None or not _KEY.fullmatch(binding.key):
+                # A binding starts with the blank lines before it; its own line is after them.
+                number = binding.original.line + text[: len(text) - len(text.lstrip())].count("\n")
+                raise ConfigError(f"{path}:{number}: expected KEY=VALUE, got {text.strip()!r}")
+            values[binding.key] = binding.value
     return values
 
 
@@ -204,14 +214,11 @@ class Config:
         return f"s3://{self.require('BUCKET_NAME')}/{self.s3_prefix}/model.tar.gz"
 
     def container_environment(self) -> dict[str, str]:
-        """The RAG_* variables the user set, for the container: names the services read, values they
-        accept (checked by the services' own settings parser), none that would break an endpoint."""
-        from rag.errors import ConfigError as ServiceConfigError
-        from rag.settings import Settings, variable_names
-
-        chosen = {key: value for key, value in sorted(self.values.items()) if key.startswith("RAG_")}
+        """The RAG_* and FORWARDED variables the user set, for the container: names the services read, values
+        they accept (checked by the services' own settings parser), none that would break an endpoint."""
+        chosen = {key: value for key, value in sorted(self.values.items()) if key.startswith("RAG_") or key in FORWARDED}
         known = sorted(name for name in variable_names() if name.startswith("RAG_"))
-        unknown = sorted(set(chosen) - set(known))
+        unknown = sorted(set(chosen) - set(known) - set(FORWARDED))
         if unknown:
             raise ConfigError(f"{', '.join(unknown)}: not a variable the services read, so deploy would pass it "
                               f"for nothing; fix the name or unset it (known: {', '.join(known)})")
@@ -221,7 +228,7 @@ class Config:
         try:
             Settings.from_env(chosen)
         except ServiceConfigError as exc:
-            raise ConfigError(f"{exc.message} (a RAG_* variable that deploy passes to the container)") from None
+            raise ConfigError(f"{exc.message} (a variable that deploy passes to the container)") from None
         return chosen
 
 

@@ -118,7 +118,8 @@ def deploy_endpoint(aws: Aws, endpoint: str, variant: dict, container: dict, wai
     name, role = variant["ModelName"], aws.config.require("ROLE_ARN")
     tags = [{"Key": TAG_KEY, "Value": endpoint}]
     log.info("%s: container environment: %s", endpoint, ", ".join(f"{k}={v}" for k, v in container["Environment"].items())
-             or "none (every RAG_* variable set here, on the command line or in the config file is passed)")
+             or "none (every RAG_*, MODEL_SERVER_WORKERS and MODEL_SERVER_TIMEOUT variable set here, on the command line "
+                "or in the config file is passed)")
     aws.call(f"create model {name}", aws.sagemaker.create_model,
              ModelName=name, ExecutionRoleArn=role, PrimaryContainer=container, Tags=tags)
     log.info("created model %s (image %s, model data %s)", name, container["Image"], container["ModelDataUrl"])

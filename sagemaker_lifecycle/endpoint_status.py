@@ -37,6 +37,7 @@ def wait_until_settled(
     sleep: Callable[[float], None] = time.sleep,
 ) -> dict:
     """Poll `describe` until the status settles; log elapsed time and status; raise on Failed or timeout."""
+    # Not boto3's endpoint_in_service waiter: it logs nothing between polls and never settles on OutOfService.
     start = clock()
     last = None
     while True:
@@ -69,21 +70,3 @@ def wait_for(aws: Aws, endpoint_name: str) -> dict:
         poll_s=aws.config.number("POLL_SECONDS", 15.0),
     )
 
-
-def run_status(aws: Aws) -> int:
-    """`status`: each endpoint of ARCH with its autoscaling; WAIT=1 waits until each settles. Non-zero on Failed."""
-    from .autoscale import describe_scaling
-    from .topology import endpoints
-
-    for endpoint in endpoints(aws.config):
-        if aws.config.flag("WAIT"):
-            description = wait_for(aws, endpoint.name)
-        else:
-            description = describe_endpoint(aws, endpoint.name)
-            if description is None:
-                raise EndpointNotFound(endpoint.name, aws.region)
-            log.info("%s", status_line(description))
-        log.info("  %s", describe_scaling(aws, endpoint))
-        if description["EndpointStatus"] == "Failed":
-            raise EndpointFailed(endpoint.name, description.get("FailureReason"))
-    return 0

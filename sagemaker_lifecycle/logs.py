@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 from .errors import NotFound
 from .session import Aws
+from .topology import endpoints
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +44,6 @@ def format_event(event: dict) -> str:
 def run_logs(aws: Aws) -> int:
     """`logs`: print the last SINCE minutes of every endpoint of ARCH (split: both, each line naming its
     endpoint); with FOLLOW=1 poll for new events until interrupted."""
-    from .topology import endpoints
-
     config = aws.config
     names = [endpoint.name for endpoint in endpoints(config)]
     start = int((time.time() - config.integer("SINCE", 60, 1, 60 * 24 * 14) * 60) * 1000)

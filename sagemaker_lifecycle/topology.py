@@ -42,8 +42,8 @@ def endpoints(config: Config) -> list[Endpoint]:
 
 
 def container_environment(endpoint: Endpoint, config: Config, region: str) -> dict[str, str]:
-    """The container environment of `endpoint`: the operator's checked RAG_* variables, plus what the
-    split topology wires between its two endpoints."""
+    """The container environment of `endpoint`: the operator's checked RAG_* and MODEL_SERVER_* variables,
+    plus what the split topology wires between its two endpoints."""
     environment = config.container_environment()
     if endpoint.part == "endpoint":
         return environment

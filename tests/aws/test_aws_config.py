@@ -23,6 +23,12 @@ def test_config_file_format(tmp_path):
     path.write_text("REGION=x\nthis is not an assignment\n")
     with pytest.raises(ConfigError, match=r"deploy.env:2: expected KEY=VALUE"):
         parse_config_file(path)
+    path.write_text("REGION=x\n\n# comment\n\nREGION\n")  # the line named is the bad one, not a blank before it
+    with pytest.raises(ConfigError, match=r"deploy.env:5: expected KEY=VALUE, got 'REGION'"):
+        parse_config_file(path)
+    # python-dotenv's rules: a comment after an unquoted value is dropped, escapes in double quotes are read.
+    path.write_text('IMAGE_TAG=v2  # the release\nQ="say \\"hi\\""\n')
+    assert parse_config_file(path) == {"IMAGE_TAG": "v2", "Q": 'say "hi"'}
 
 
 def test_missing_config_file_and_missing_variable(tmp_path):

@@ -1,5 +1,5 @@
-"""deploy passes the operator's RAG_* variables to the container only when the services would accept
-them, and says which it passes."""
+"""deploy passes the operator's RAG_* variables, MODEL_SERVER_WORKERS and MODEL_SERVER_TIMEOUT to the container
+only when the services would accept them, and says which it passes."""
 from __future__ import annotations
 
 import pytest
@@ -12,6 +12,8 @@ from tests.aws.aws_support import make
     ("RAG_TOP_K=99", "RAG_TOP_K=99 is out of range"),
     ("RAG_DEVICE=tpu", "RAG_DEVICE='tpu' is not valid"),
     ("RAG_BIND_HOST=127.0.0.1", "RAG_BIND_HOST is not passed to an endpoint"),
+    ("MODEL_SERVER_WORKERS=0", "MODEL_SERVER_WORKERS=0 is out of range"),
+    ("MODEL_SERVER_TIMEOUT=2m", "MODEL_SERVER_TIMEOUT='2m' is not an integer"),
 ])
 def test_deploy_refuses_a_variable_the_container_would_refuse(moto, aws_env, account, index_dir, variable, message):
     assert make("upload", aws_env, *account.variables(f"INDEX={index_dir}")).returncode == 0
@@ -31,3 +33,15 @@ def test_deploy_says_which_variables_it_passes(moto, aws_env, account, index_dir
     model = sagemaker.list_models()["Models"][0]["ModelName"]
     assert sagemaker.describe_model(ModelName=model)["PrimaryContainer"]["Environment"] == {
         "RAG_LOG_LEVEL": "debug", "RAG_TOP_K": "4"}
+
+
+def test_deploy_passes_the_gunicorn_variables(moto, aws_env, account, index_dir):
+    """MODEL_SERVER_WORKERS and MODEL_SERVER_TIMEOUT keep SageMaker's names (no RAG_ prefix), and deploy passes them too."""
+    assert make("upload", aws_env, *account.variables(f"INDEX={index_dir}")).returncode == 0
+    deploy = make("deploy", dict(aws_env, MODEL_SERVER_WORKERS="2"), *account.variables("MODEL_SERVER_TIMEOUT=300"))
+    assert deploy.returncode == 0, deploy.stderr
+    assert "container environment: MODEL_SERVER_TIMEOUT=300, MODEL_SERVER_WORKERS=2" in deploy.stdout
+    sagemaker = moto.client("sagemaker")
+    model = sagemaker.list_models()["Models"][0]["ModelName"]
+    assert sagemaker.describe_model(ModelName=model)["PrimaryContainer"]["Environment"] == {
+        "MODEL_SERVER_TIMEOUT": "300", "MODEL_SERVER_WORKERS": "2"}

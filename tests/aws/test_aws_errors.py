@@ -4,11 +4,16 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import boto3
 import pytest
 from botocore.exceptions import ClientError
+from botocore.stub import Stubber
 
+from sagemaker_lifecycle.clean import wait_until_gone
+from sagemaker_lifecycle.config import Config
 from sagemaker_lifecycle.endpoint_status import wait_until_settled
-from sagemaker_lifecycle.errors import EndpointFailed, LifecycleError, NotImplementedByApi, translate
+from sagemaker_lifecycle.errors import AccessDenied, EndpointFailed, LifecycleError, NotImplementedByApi, translate
+from sagemaker_lifecycle.session import Aws
 from tests.aws.aws_support import CREDENTIALS, REGION, make
 
 
@@ -118,6 +123,46 @@ def test_wait_gives_up_after_the_timeout():
     with pytest.raises(LifecycleError, match="still Creating after 60s"):
         wait_until_settled(lambda: {"EndpointName": "e", "EndpointStatus": "Creating"}, "e",
                            timeout_s=60, poll_s=30, clock=lambda: next(ticks), sleep=lambda _: None)
+
+
+def stubbed_aws(*describes: dict | str) -> tuple[Aws, Stubber]:
+    """An Aws whose DescribeEndpoint answers `describes` in turn: a status, or an error code."""
+    aws = Aws(Config({"REGION": REGION, "POLL_SECONDS": "0.1", "WAIT_TIMEOUT": "0.2"}))
+    client = boto3.client("sagemaker", region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x")
+    stubber = Stubber(client)
+    for answer in describes:
+        if isinstance(answer, str):
+            stubber.add_client_error("describe_endpoint", answer, f"{answer} from the stub", 400)
+        else:
+            stubber.add_response("describe_endpoint", {
+                "EndpointName": "e", "EndpointArn": "arn:aws:sagemaker:us-east-1:1:endpoint/e",
+                "EndpointConfigName": "c", "CreationTime": 0, "LastModifiedTime": 0, **answer})
+    aws._clients["sagemaker"] = client
+    stubber.activate()
+    return aws, stubber
+
+
+def test_clean_waits_for_the_deletion_and_gives_up_with_a_warning(caplog):
+    """moto deletes at once; a real endpoint is Deleting for a while, may fail to delete, or the caller may lack
+    DescribeEndpoint."""
+    aws, stubber = stubbed_aws({"EndpointStatus": "Deleting"}, "ValidationException")
+    wait_until_gone(aws, "e")
+    stubber.assert_no_pending_responses()
+    assert not caplog.records
+
+    aws, stubber = stubbed_aws(*[{"EndpointStatus": "Deleting"}] * 3)  # WAIT_TIMEOUT / POLL_SECONDS + 1 polls
+    wait_until_gone(aws, "e")
+    stubber.assert_no_pending_responses()
+    assert caplog.messages == ["endpoint e is still being deleted; run `make clean` again later"]
+
+    caplog.clear()
+    aws, _ = stubbed_aws({"EndpointStatus": "Failed", "FailureReason": "boom"})
+    wait_until_gone(aws, "e")
+    assert caplog.messages == ["endpoint e is Failed while being deleted (boom); run `make clean` again later"]
+
+    aws, _ = stubbed_aws("AccessDeniedException")
+    with pytest.raises(AccessDenied, match="access denied while trying to describe endpoint e"):
+        wait_until_gone(aws, "e")
 
 
 def client_error(code: str, message: str, status: int) -> ClientError:
