@@ -26,7 +26,7 @@ PYQ := $(call q,$(PY))
 
 export PYTHONPATH := $(ROOT)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: help setup models sample-index serve index eval eval-report gpu-check check check-fast
+.PHONY: help setup models sample-index serve index eval eval-report gpu-check check
 
 help: ## List every target
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sort -u \

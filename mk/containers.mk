@@ -1,6 +1,8 @@
 # Container targets (included by the top-level Makefile): the two SageMaker images, their offline
-# build path, and the container tests. DESIGN.md §6 says what the images must honour, §8 why the
-# offline path exists. The AWS targets in mk/aws.mk push the same IMAGE_NAME:IMAGE_TAG.
+# build path, and the container tests. The images honour SageMaker's container contract (docs/containers.md):
+# `docker run IMAGE serve`, the port in SAGEMAKER_BIND_TO_PORT, SIGTERM then SIGKILL 30 s later. The offline
+# path (OFFLINE=1) is for hosts whose docker builds cannot pull from Docker Hub or install from PyPI: a
+# debootstrap base image and a wheelhouse downloaded on the host. The AWS targets in mk/aws.mk push the same IMAGE_NAME:IMAGE_TAG.
 
 IMAGE_NAME       ?= rag-$(ARCH)
 IMAGE_TAG        ?= latest

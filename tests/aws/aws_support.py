@@ -12,7 +12,7 @@ from tests.support import ROOT, ServerProcess
 
 REGION = "us-east-1"
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
-# A /invocations answer as DESIGN.md section 3 shapes it, queued in moto or served by a fake.
+# A /invocations answer shaped as docs/api.md documents it, queued in moto or served by a fake.
 ANSWER = {
     "answer": "The Velmora Tramway opened in 1911; Ilse Varga designed its first line.",
     "sources": [{"rank": 1, "source": "velmora.md", "chunk": 0, "score": 0.83, "text": "The tramway opened in 1911."}],

@@ -14,7 +14,7 @@ from tests.aws.aws_support import ANSWER, REGION, make
 
 
 class FakeService(BaseHTTPRequestHandler):
-    """Speaks the /invocations contract of DESIGN.md §3 over real HTTP, with a canned answer."""
+    """Speaks the public /invocations contract (docs/api.md) over real HTTP, with a canned answer."""
 
     requests: list[tuple[dict, dict]] = []
 

@@ -1,4 +1,4 @@
-"""Both images, run as SageMaker runs them: /ping, a cited answer, every bad input of DESIGN.md §3,
+"""Both images, run as SageMaker runs them: /ping, a cited answer, every bad input of docs/api.md,
 recovery of a killed LLM service, and a SIGTERM that drains and stops in time.
 
 The module shares one container per image (starting them is the slow part). The shutdown test

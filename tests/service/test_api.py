@@ -1,4 +1,4 @@
-"""The public API of DESIGN.md §3 against real Gunicorn processes of both architectures."""
+"""The public API (docs/api.md, docs/openapi.yaml) against real Gunicorn processes of both architectures."""
 import json
 import threading
 import time
