@@ -26,7 +26,7 @@ PYQ := $(call q,$(PY))
 
 export PYTHONPATH := $(ROOT)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: help setup models sample-index serve index eval eval-report gpu-check check
+.PHONY: help setup models sample-index serve index eval eval-report gpu-check check lint
 
 help: ## List every target
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sort -u \
@@ -89,8 +89,12 @@ gpu-check: ## The LLM on a CUDA GPU (or this CPU): accuracy, batched = alone, sp
 	  $(if $(GPU_CHECK_REFERENCE),--reference $(call q,$(GPU_CHECK_REFERENCE)))
 
 # PYTEST_ARGS stays unquoted: it is several words on purpose (PYTEST_ARGS="-k EXPR -x").
-check: ## Run the whole test suite (the README's test command)
+check: lint ## Run the linters, the import contracts and the whole test suite (the README's test command)
 	$(PYQ) -m pytest $(PYTEST_ARGS)
+
+lint: ## ruff (pyproject.toml's rules) and the import contracts (lint-imports: layers, no cycles)
+	$(call q,$(VENV)/bin/ruff) check $(call q,$(ROOT))
+	cd $(call q,$(ROOT)) && $(call q,$(VENV)/bin/lint-imports)
 
 -include $(ROOT)/mk/aws.mk
 -include $(ROOT)/mk/containers.mk

@@ -115,7 +115,7 @@ def single_threaded_from_now() -> None:
     hundreds of small regions per token each pay a sleep and a wake-up (1.5x slower, docs/performance.md).
     A model's thread fixed its own team size when it started, so this leaves it alone.
 
-    Serving processes that embed queries call it too (rag.pipeline.load_retriever): the monolith and the
+    Serving processes that embed queries call it too (rag.retrieval.local.load_retriever): the monolith and the
     vector service then embed with the same thread count, and so give bit-identical scores and excerpts
     (a float sum's rounding depends on how many threads split it)."""
     import torch

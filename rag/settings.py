@@ -18,7 +18,7 @@ SAMPLE_INDEX_DIR = REPO_ROOT / "indexes" / "sample"
 EMBEDDED_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 EMBEDDED_LLM_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
-MAX_QUERY_CHARS = 4000  # the API contract (DESIGN.md §3)
+MAX_QUERY_CHARS = 4000  # the public API's limit on "query" (docs/api.md, docs/openapi.yaml)
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024  # SageMaker's own real-time limit
 INDEX_TYPES = ("auto", "flat", "hnsw", "ivf")  # RAG_INDEX_TYPE; rag/index/faiss_types.py says what each is
 MAX_CHUNK_CHARS = 20000  # the largest RAG_CHUNK_SIZE: no passage an index holds is longer

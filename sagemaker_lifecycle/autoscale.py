@@ -43,7 +43,7 @@ def run_autoscale(aws: Aws) -> int:
     if not chosen:
         raise ConfigError("set MIN_CAPACITY, MAX_CAPACITY and TARGET_INVOCATIONS (LLM_* for the split topology's LLM "
                           f"endpoint). {suggestion(config)}")
-    for endpoint, settings in chosen:
+    for endpoint, _settings in chosen:
         refuse_serverless(aws, endpoint.name)
     for endpoint, settings in chosen:
         aws.call(f"register {endpoint.resource_id} for scaling", aws.autoscaling.register_scalable_target,

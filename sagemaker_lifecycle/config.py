@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dotenv.parser import parse_stream
+
 from rag.errors import ConfigError as ServiceConfigError
-from rag.settings import Settings, variable_names
+from rag.settings import Settings, parse_bool, variable_names
 
 from .errors import ConfigError, MissingVariable
 
@@ -136,11 +137,11 @@ class Config:
         return value
 
     def flag(self, name: str) -> bool:
-        """True for 1/true/yes/on."""
-        value = self.values.get(name, "0").strip().lower()
-        if value not in {"0", "1", "true", "false", "yes", "no", "on", "off"}:
-            raise ConfigError(f"{name}={value!r} must be 1 or 0")
-        return value in {"1", "true", "yes", "on"}
+        """True for 1/true/yes/on, false for 0/false/no/off or unset (the project's one yes/no rule)."""
+        try:
+            return parse_bool(self.values.get(name), name)
+        except ServiceConfigError as exc:
+            raise ConfigError(exc.message)
 
     def integer(self, name: str, default: int, low: int, high: int, step: int = 1) -> int:
         """An integer in low..high (multiple of `step`), with the rule spelled out on error."""
@@ -184,7 +185,7 @@ class Config:
         # Configs and models are named <endpoint>-<17-digit version>, and SageMaker allows 63 characters;
         # the split topology's LLM endpoint adds "-llm".
         longest = 41 if self.arch == "split" else 45
-        if not re.fullmatch(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,%d}" % (longest - 1), name):
+        if not re.fullmatch(rf"[a-zA-Z0-9](-*[a-zA-Z0-9]){{0,{longest - 1}}}", name):
             raise ConfigError(
                 f"ENDPOINT_NAME={name!r} must be 1 to {longest} letters, digits and hyphens, starting and ending "
                 "with a letter or digit"
