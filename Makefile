@@ -92,8 +92,9 @@ gpu-check: ## The LLM on a CUDA GPU (or this CPU): accuracy, batched = alone, sp
 check: lint ## Run the linters, the import contracts and the whole test suite (the README's test command)
 	$(PYQ) -m pytest $(PYTEST_ARGS)
 
-lint: ## ruff (pyproject.toml's rules) and the import contracts (lint-imports: layers, no cycles)
+lint: ## ruff (pyproject.toml's rules, and the formatting: ruff format --check) and the import contracts (lint-imports: layers, no cycles)
 	$(call q,$(VENV)/bin/ruff) check $(call q,$(ROOT))
+	$(call q,$(VENV)/bin/ruff) format --check $(call q,$(ROOT))
 	cd $(call q,$(ROOT)) && $(call q,$(VENV)/bin/lint-imports)
 
 -include $(ROOT)/mk/aws.mk

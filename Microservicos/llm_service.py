@@ -6,6 +6,7 @@
 As the public server of the split topology's LLM endpoint (RAG_SERVE=llm), `/invocations` is
 `/generate` and `/invocations-response-stream` is `/generate-stream`.
 """
+
 from __future__ import annotations
 
 from flask import Flask, request
@@ -29,8 +30,10 @@ def _passages(data: dict) -> list[Passage]:
     # Checked before tokenizing: a 6 MB body of passages would otherwise cost seconds of CPU first.
     longest = max((max(len(passage.text), len(passage.source)) for passage in passages), default=0)
     if longest > MAX_CHUNK_CHARS:
-        raise InvalidRequest(f"a passage's text or source has {longest} characters; the limit is {MAX_CHUNK_CHARS} "
-                             "(the largest RAG_CHUNK_SIZE)")
+        raise InvalidRequest(
+            f"a passage's text or source has {longest} characters; the limit is {MAX_CHUNK_CHARS} "
+            "(the largest RAG_CHUNK_SIZE)"
+        )
     return passages
 
 

@@ -4,6 +4,7 @@ It runs the same RagPipeline as the monolith, with HTTP clients in place of the 
 split topology (RAG_LLM_URL=sagemaker://<endpoint>) the LLM is another endpoint, reached through
 SageMaker Runtime by a client of the same Generator interface.
 """
+
 from __future__ import annotations
 
 import time
@@ -24,10 +25,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     app = create_service_app("orchestrator", settings)
     token = settings.instance_token
     # Split topology: the LLM is another SageMaker endpoint, reached through SageMaker Runtime.
-    generator = SageMakerGenerator(settings.llm_endpoint) if settings.llm_endpoint else \
-        RemoteGenerator(settings.llm_url, token)
-    pipeline = RagPipeline(RemoteRetriever(settings.vector_url, token), generator, "microservices",
-                           settings.grounding_check)
+    generator = (
+        SageMakerGenerator(settings.llm_endpoint) if settings.llm_endpoint else RemoteGenerator(settings.llm_url, token)
+    )
+    pipeline = RagPipeline(
+        RemoteRetriever(settings.vector_url, token), generator, "microservices", settings.grounding_check
+    )
     probes = {"vector": pipeline.retriever.client.ping, "llm": generator.ping}
     local = set(settings.local_services.split(","))  # the services start.sh starts next to this one
     pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ping")
@@ -45,9 +48,12 @@ def create_app(settings: Settings | None = None) -> Flask:
         # A local service that does not answer yet is still starting, until it has been ready once or
         # the startup window has passed; after that, not answering means it is down.
         starting = time.monotonic() - started < settings.startup_timeout_s
-        down = {name: answers[name].get("error") or f"the {name} service is not answering; it may be restarting"
-                for name, state in states.items() if state not in ("ready", "loading") and
-                (state != "unavailable" or name in seen_ready or name not in local or not starting)}
+        down = {
+            name: answers[name].get("error") or f"the {name} service is not answering; it may be restarting"
+            for name, state in states.items()
+            if state not in ("ready", "loading")
+            and (state != "unavailable" or name in seen_ready or name not in local or not starting)
+        }
         if down:
             return ping_response("degraded", error="; ".join(down.values()), services=states)
         loading = [answers[name].get("elapsed_s", 0.0) for name, state in states.items() if state == "loading"]

@@ -6,6 +6,7 @@ process manager's timeout) leaves its services running in their own process grou
 internal ports, and the next instance would talk to them. Linux's parent-death signal
 (prctl PR_SET_PDEATHSIG) survives the exec; elsewhere the command just runs.
 """
+
 from __future__ import annotations
 
 import ctypes

@@ -1,7 +1,8 @@
 """The vector service: embeds queries and searches the FAISS index (127.0.0.1:5001 by default).
 
-    POST /retrieve {"query": str, "top_k": int}  ->  {"passages": [...], "model": str}
+POST /retrieve {"query": str, "top_k": int}  ->  {"passages": [...], "model": str}
 """
+
 from __future__ import annotations
 
 from flask import Flask, g, request

@@ -1,4 +1,5 @@
 """`python -m bench run` (what `make bench` does) and `python -m bench report` (`make bench-report`)."""
+
 from __future__ import annotations
 
 import argparse
@@ -16,15 +17,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="measure both architectures; write results/<timestamp>.json and its report")
-    run.add_argument("--publish", action="store_true",
-                     help="also refresh bench/results/latest/ and the README table (make bench does, unless quick)")
+    run.add_argument(
+        "--publish",
+        action="store_true",
+        help="also refresh bench/results/latest/ and the README table (make bench does, unless quick)",
+    )
     report = commands.add_parser("report", help="rebuild report, charts and the README table from a results file")
     report.add_argument("results", nargs="?", help="a results JSON (default: the newest full run, else latest/)")
     report.add_argument("--no-publish", action="store_true", help="only the report next to the results file")
-    commands.add_parser("soak", help="steady load with kills and a final SIGTERM (SOAK_* variables); "
-                                     "writes soak-<timestamp>/soak.json and soak.png; non-zero when a target is missed")
-    split = commands.add_parser("split", help="measure the split topology's extra hop against the one-container "
-                                "microservices (bench/split.py); write results/split-<timestamp>.json")
+    commands.add_parser(
+        "soak",
+        help="steady load with kills and a final SIGTERM (SOAK_* variables); "
+        "writes soak-<timestamp>/soak.json and soak.png; non-zero when a target is missed",
+    )
+    split = commands.add_parser(
+        "split",
+        help="measure the split topology's extra hop against the one-container "
+        "microservices (bench/split.py); write results/split-<timestamp>.json",
+    )
     split.add_argument("--publish", action="store_true", help="also bench/results/latest/split.json and docs/bench.md")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -87,8 +97,10 @@ def _soak(folder) -> int:
     report = json.loads((folder / "soak.json").read_text())
     for entry in report["architectures"]:
         verdicts = ", ".join(f"{name} {'met' if met else 'MISSED'}" for name, met in entry["verdicts"].items())
-        sys.stderr.write(f"{entry['architecture']}: {entry['requests']} requests, failed {entry['failed_by_status']}, "
-                         f"recoveries {[k['recovery_s'] for k in entry['kills']]}: {verdicts}\n")
+        sys.stderr.write(
+            f"{entry['architecture']}: {entry['requests']} requests, failed {entry['failed_by_status']}, "
+            f"recoveries {[k['recovery_s'] for k in entry['kills']]}: {verdicts}\n"
+        )
     sys.stderr.write(f"soak: {folder / 'soak.json'}, {folder / 'soak.png'}\n")
     return 0 if report["met"] else 1
 

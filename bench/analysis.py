@@ -1,6 +1,7 @@
 """From raw measurements to the figures the report quotes: latency, overhead, cold start, memory,
 the serving-overhead targets, fault outcomes and the cost estimate. Pure functions of the results dict,
 so `make bench-report` can recompute everything from a results file."""
+
 from __future__ import annotations
 
 from bench.cost import estimate_costs
@@ -43,8 +44,10 @@ def stalled(level_data: dict) -> list[bool]:
     rates = stall_rates(level_data)
     requests = level_data["requests"]
     per_block = max(1, len(requests) // len(rates)) if rates else 1
-    return [bool(rates) and (rates[min(i // per_block, len(rates) - 1)] or 0.0) > CPU_STALL_LIMIT_MS_PER_S
-            for i in range(len(requests))]
+    return [
+        bool(rates) and (rates[min(i // per_block, len(rates) - 1)] or 0.0) > CPU_STALL_LIMIT_MS_PER_S
+        for i in range(len(requests))
+    ]
 
 
 def _ok(level_data: dict, clean: bool = False) -> list[dict]:
@@ -84,15 +87,35 @@ def floor_difference(latency: dict, level: str, a: str, b: str, stage: str | Non
     questions = sorted(set(fa) & set(fb))
     diffs = [fb[q] - fa[q] for q in questions]
     if not diffs:
-        return {"difference": None, "low": None, "high": None, "relative": None, "relative_low": None,
-                "relative_high": None, "questions": 0, "slower": 0, "faster": 0, "p_slower": None, "p_faster": None}
+        return {
+            "difference": None,
+            "low": None,
+            "high": None,
+            "relative": None,
+            "relative_low": None,
+            "relative_high": None,
+            "questions": 0,
+            "slower": 0,
+            "faster": 0,
+            "p_slower": None,
+            "p_faster": None,
+        }
     slower, faster = sum(d > 0 for d in diffs), sum(d < 0 for d in diffs)
     absolute = median_interval(diffs)
     relative = median_interval([fb[q] / fa[q] - 1 for q in questions])
-    return {"difference": absolute["estimate"], "low": absolute["low"], "high": absolute["high"],
-            "relative": relative["estimate"], "relative_low": relative["low"], "relative_high": relative["high"],
-            "questions": len(diffs), "slower": slower, "faster": faster,
-            "p_slower": sign_test(slower, len(diffs)), "p_faster": sign_test(faster, len(diffs))}
+    return {
+        "difference": absolute["estimate"],
+        "low": absolute["low"],
+        "high": absolute["high"],
+        "relative": relative["estimate"],
+        "relative_low": relative["low"],
+        "relative_high": relative["high"],
+        "questions": len(diffs),
+        "slower": slower,
+        "faster": faster,
+        "p_slower": sign_test(slower, len(diffs)),
+        "p_faster": sign_test(faster, len(diffs)),
+    }
 
 
 def _latency_summary(latency: dict) -> dict:
@@ -106,14 +129,18 @@ def _latency_summary(latency: dict) -> dict:
                 "e2e_ms": summarize(latency_of(data)),
                 "clean_e2e_ms": summarize(latency_of(data, clean=True)),
                 "blocks": len(data["block_wall_s"]),
-                "stalled_blocks": sum(rate is not None and rate > CPU_STALL_LIMIT_MS_PER_S for rate in stall_rates(data)),
+                "stalled_blocks": sum(
+                    rate is not None and rate > CPU_STALL_LIMIT_MS_PER_S for rate in stall_rates(data)
+                ),
                 "stalled_requests": sum(marks),
                 "cpu_stall_ms_per_s": sum(data.get("block_cpu_stall_ms", [])) / sum(data["block_wall_s"])
-                if data.get("block_cpu_stall_ms") else None,
+                if data.get("block_cpu_stall_ms")
+                else None,
                 "throughput_rps": answered / sum(data["block_wall_s"]) if data["block_wall_s"] else None,
                 "errors": len(data["requests"]) - answered,
-                "stages_ms": {stage: summarize(stage_of(data, stage))
-                              for stage in ("retrieve", "generate", "total", "remainder")},
+                "stages_ms": {
+                    stage: summarize(stage_of(data, stage)) for stage in ("retrieve", "generate", "total", "remainder")
+                },
             }
     return out
 
@@ -125,14 +152,22 @@ def _compare(latency: dict, level: str, a: str, b: str) -> dict:
     da, db = latency[a][level], latency[b][level]
     first, second = da["requests"], db["requests"]
     if level == "1" and len(first) == len(second):
-        pairs = [(x, y) for x, y, sx, sy in zip(first, second, stalled(da), stalled(db))
-                 if x["ok"] and y["ok"] and not sx and not sy]
-        result = paired_median_difference([(x["finished"] - x["started"]) * 1000.0 for x, _ in pairs],
-                                          [(y["finished"] - y["started"]) * 1000.0 for _, y in pairs])
+        pairs = [
+            (x, y)
+            for x, y, sx, sy in zip(first, second, stalled(da), stalled(db))
+            if x["ok"] and y["ok"] and not sx and not sy
+        ]
+        result = paired_median_difference(
+            [(x["finished"] - x["started"]) * 1000.0 for x, _ in pairs],
+            [(y["finished"] - y["started"]) * 1000.0 for _, y in pairs],
+        )
         return {**result, "n": len(pairs), "left_out": len(first) - len(pairs)}
     values_a, values_b = latency_of(da, clean=True), latency_of(db, clean=True)
-    return {**median_difference(values_a, values_b), "n": min(len(values_a), len(values_b)),
-            "left_out": len(first) + len(second) - len(values_a) - len(values_b)}
+    return {
+        **median_difference(values_a, values_b),
+        "n": min(len(values_a), len(values_b)),
+        "left_out": len(first) + len(second) - len(values_a) - len(values_b),
+    }
 
 
 def _overhead(latency: dict) -> dict:
@@ -143,17 +178,23 @@ def _overhead(latency: dict) -> dict:
         row = {}
         for arch in ARCHS:
             values = latency_of(latency[arch][level])
-            row[arch] = {"p50_vs_baseline": _compare(latency, level, "baseline", arch),
-                         "floor_vs_baseline": floor_difference(latency, level, "baseline", arch),
-                         "p50_ratio": ratio(percentile(values, 50), percentile(base, 50)),
-                         "p95_ratio": ratio(percentile(values, 95), percentile(base, 95))}
+            row[arch] = {
+                "p50_vs_baseline": _compare(latency, level, "baseline", arch),
+                "floor_vs_baseline": floor_difference(latency, level, "baseline", arch),
+                "p50_ratio": ratio(percentile(values, 50), percentile(base, 50)),
+                "p95_ratio": ratio(percentile(values, 95), percentile(base, 95)),
+            }
         row["microservicos_vs_monolito"] = _compare(latency, level, "monolito", "microservicos")
         row["floor_microservicos_vs_monolito"] = floor_difference(latency, level, "monolito", "microservicos")
-        row["floor_hops_ms"] = {stage: floor_difference(latency, level, "monolito", "microservicos", stage)
-                                for stage in ("retrieve", "generate")}
+        row["floor_hops_ms"] = {
+            stage: floor_difference(latency, level, "monolito", "microservicos", stage)
+            for stage in ("retrieve", "generate")
+        }
         row["internal_http_ms"] = {
             stage: (percentile(stage_of(latency["microservicos"][level], stage), 50) or 0.0)
-            - (percentile(stage_of(latency["monolito"][level], stage), 50) or 0.0) for stage in ("retrieve", "generate")}
+            - (percentile(stage_of(latency["monolito"][level], stage), 50) or 0.0)
+            for stage in ("retrieve", "generate")
+        }
         out[level] = row
     return out
 
@@ -181,47 +222,68 @@ def _hops_from_logs(results: dict) -> dict:
                 both.append(hops[path][-1])
         if len(both) == 2:
             totals.append(sum(both))
-    return {"hop_ms": {path: summarize(values) for path, values in hops.items()},
-            "service_own_ms": {path: summarize(values) for path, values in service.items()},
-            "total_ms": median_interval(totals)}
+    return {
+        "hop_ms": {path: summarize(values) for path, values in hops.items()},
+        "service_own_ms": {path: summarize(values) for path, values in service.items()},
+        "total_ms": median_interval(totals),
+    }
 
 
 def _cold_start(cold: dict) -> dict:
     load = [run["model_load_s"] for run in cold["baseline"]]
-    out = {"model_load_s": summarize(load),
-           "baseline_first_request_ms": summarize([run["first_request_ms"] for run in cold["baseline"]]),
-           "microservices_minus_monolith_s": median_difference([run["ready_s"] for run in cold["monolito"]],
-                                                               [run["ready_s"] for run in cold["microservicos"]])}
+    out = {
+        "model_load_s": summarize(load),
+        "baseline_first_request_ms": summarize([run["first_request_ms"] for run in cold["baseline"]]),
+        "microservices_minus_monolith_s": median_difference(
+            [run["ready_s"] for run in cold["monolito"]], [run["ready_s"] for run in cold["microservicos"]]
+        ),
+    }
     for arch in ARCHS:
         ready = [run["ready_s"] for run in cold[arch]]
         reported = [max(run["self_reported_load_s"].values(), default=0.0) for run in cold[arch]]
-        out[arch] = {"ready_s": summarize(ready), "self_reported_load_s": summarize(reported),
-                     # What serving adds around the model load: scripts, gunicorn, imports, /ping polling.
-                     "startup_overhead_s": summarize([r - load_s for r, load_s in zip(ready, reported)]),
-                     "first_request_ms": summarize([run["first_request_ms"] for run in cold[arch]]),
-                     "excess_over_model_load_s": percentile(ready, 50) - percentile(load, 50),
-                     "excess_interval_s": median_difference(load, ready)}
+        out[arch] = {
+            "ready_s": summarize(ready),
+            "self_reported_load_s": summarize(reported),
+            # What serving adds around the model load: scripts, gunicorn, imports, /ping polling.
+            "startup_overhead_s": summarize([r - load_s for r, load_s in zip(ready, reported)]),
+            "first_request_ms": summarize([run["first_request_ms"] for run in cold[arch]]),
+            "excess_over_model_load_s": percentile(ready, 50) - percentile(load, 50),
+            "excess_interval_s": median_difference(load, ready),
+        }
     return out
 
 
 def _memory(results: dict) -> dict:
     base = results["cold_start"]["baseline"]
-    out = {"baseline": {"rss_mib": percentile([r["rss_mib"] for r in base], 50),
-                        "pss_mib": percentile([r["pss_mib"] for r in base], 50)}}
+    out = {
+        "baseline": {
+            "rss_mib": percentile([r["rss_mib"] for r in base], 50),
+            "pss_mib": percentile([r["pss_mib"] for r in base], 50),
+        }
+    }
     for arch in ARCHS:
         steady = results["memory_steady"][arch]
-        out[arch] = {"steady_rss_mib": steady["rss_mib"], "steady_pss_mib": steady["pss_mib"],
-                     "by_role_mib": steady["by_role_mib"], "idle_rss_mib": results["memory_idle"][arch]["rss_mib"],
-                     "idle_by_role_mib": results["memory_idle"][arch].get("by_role_mib", {}),
-                     "peak_rss_mib": results["memory_peak_mib"][arch]}
+        out[arch] = {
+            "steady_rss_mib": steady["rss_mib"],
+            "steady_pss_mib": steady["pss_mib"],
+            "by_role_mib": steady["by_role_mib"],
+            "idle_rss_mib": results["memory_idle"][arch]["rss_mib"],
+            "idle_by_role_mib": results["memory_idle"][arch].get("by_role_mib", {}),
+            "peak_rss_mib": results["memory_peak_mib"][arch],
+        }
     return out
 
 
 def _target(value: dict, limit: float, scale: float = 1.0) -> dict:
     """A "difference <= limit" target on a difference with a 95 % interval (times `scale`)."""
     low, high = (None if value.get(k) is None else scale * value[k] for k in ("low", "high"))
-    return {"value": None if value.get("difference") is None else scale * value["difference"], "ci": [low, high],
-            "limit": limit, "verdict": within_limit(low, high, limit), "n": value.get("n", value.get("questions"))}
+    return {
+        "value": None if value.get("difference") is None else scale * value["difference"],
+        "ci": [low, high],
+        "limit": limit,
+        "verdict": within_limit(low, high, limit),
+        "n": value.get("n", value.get("questions")),
+    }
 
 
 def _targets(latency: dict, overhead: dict, cold: dict) -> dict:
@@ -230,19 +292,30 @@ def _targets(latency: dict, overhead: dict, cold: dict) -> dict:
     level = "1" if "1" in latency["baseline"] else min(latency["baseline"], key=int)
     base = percentile(latency_of(latency["baseline"][level], clean=True), 50)
     row = overhead[level]
-    out = {"concurrency": int(level), "baseline_p50_ms": base, "cpu_stall_limit_ms_per_s": CPU_STALL_LIMIT_MS_PER_S,
-           # Percent of the baseline's median: the paired difference in ms, over that median.
-           "monolith_vs_baseline": _target(row["monolito"]["p50_vs_baseline"], 100 * MONOLITH_MAX_OVERHEAD, 100 / base)
-           if base else _target({}, 100 * MONOLITH_MAX_OVERHEAD),
-           "microservices_vs_monolith": _target(row["microservicos_vs_monolito"], MICRO_MAX_EXTRA_MS),
-           # The same targets on the per-question floors, which a neighbour's burst of load cannot inflate.
-           "on_floors": {
-               "monolith_vs_baseline": _target({**row["monolito"]["floor_vs_baseline"],
-                                                "difference": row["monolito"]["floor_vs_baseline"].get("relative"),
-                                                "low": row["monolito"]["floor_vs_baseline"].get("relative_low"),
-                                                "high": row["monolito"]["floor_vs_baseline"].get("relative_high")},
-                                               100 * MONOLITH_MAX_OVERHEAD, 100.0),
-               "microservices_vs_monolith": _target(row["floor_microservicos_vs_monolito"], MICRO_MAX_EXTRA_MS)}}
+    out = {
+        "concurrency": int(level),
+        "baseline_p50_ms": base,
+        "cpu_stall_limit_ms_per_s": CPU_STALL_LIMIT_MS_PER_S,
+        # Percent of the baseline's median: the paired difference in ms, over that median.
+        "monolith_vs_baseline": _target(row["monolito"]["p50_vs_baseline"], 100 * MONOLITH_MAX_OVERHEAD, 100 / base)
+        if base
+        else _target({}, 100 * MONOLITH_MAX_OVERHEAD),
+        "microservices_vs_monolith": _target(row["microservicos_vs_monolito"], MICRO_MAX_EXTRA_MS),
+        # The same targets on the per-question floors, which a neighbour's burst of load cannot inflate.
+        "on_floors": {
+            "monolith_vs_baseline": _target(
+                {
+                    **row["monolito"]["floor_vs_baseline"],
+                    "difference": row["monolito"]["floor_vs_baseline"].get("relative"),
+                    "low": row["monolito"]["floor_vs_baseline"].get("relative_low"),
+                    "high": row["monolito"]["floor_vs_baseline"].get("relative_high"),
+                },
+                100 * MONOLITH_MAX_OVERHEAD,
+                100.0,
+            ),
+            "microservices_vs_monolith": _target(row["floor_microservicos_vs_monolito"], MICRO_MAX_EXTRA_MS),
+        },
+    }
     for arch in ARCHS:
         out[f"cold_start_{arch}"] = _target(cold[arch]["excess_interval_s"], COLD_START_MAX_EXTRA_S)
     return out
@@ -266,8 +339,9 @@ def _faults(faults: list) -> list:
             summary["availability"] = availability(requests, *window)
             summary["after_kill"] = availability(requests, 0.0, window[1])
         outage = (fault.get("first_failure_s") or 0.0, fault.get("outage_s") or 0.0)
-        summary["during_outage"] = {name: _probes_during(probes, name, *outage)
-                                    for name in sorted({probe for _, probe, _ in probes})}
+        summary["during_outage"] = {
+            name: _probes_during(probes, name, *outage) for name in sorted({probe for _, probe, _ in probes})
+        }
         out.append(summary)
     return out
 
@@ -277,8 +351,14 @@ def summarize_results(results: dict) -> dict:
     latency = _latency_summary(results["latency"])
     overhead = _overhead(results["latency"])
     cold = _cold_start(results["cold_start"])
-    summary = {"latency": latency, "overhead": overhead, "cold_start": cold,
-               "memory": _memory(results), "targets": _targets(results["latency"], overhead, cold),
-               "faults": _faults(results.get("faults", [])), "hops_from_logs": _hops_from_logs(results)}
+    summary = {
+        "latency": latency,
+        "overhead": overhead,
+        "cold_start": cold,
+        "memory": _memory(results),
+        "targets": _targets(results["latency"], overhead, cold),
+        "faults": _faults(results.get("faults", [])),
+        "hops_from_logs": _hops_from_logs(results),
+    }
     summary["cost"] = estimate_costs(summary, results["machine"])
     return summary

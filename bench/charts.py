@@ -1,4 +1,5 @@
 """PNG charts of one results file (matplotlib, no display needed)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,8 +13,13 @@ from bench.analysis import ARCHS, TARGETS, latency_of  # noqa: E402
 
 COLORS = {"baseline": "#7f7f7f", "monolito": "#1f77b4", "microservicos": "#ff7f0e"}
 LABELS = {"baseline": "in-process baseline", "monolito": "monolith", "microservicos": "microservices"}
-ROLE_COLORS = {"monolith": "#1f77b4", "llm_service": "#d62728", "vector_service": "#2ca02c",
-               "orchestrator": "#9467bd", "supervisor": "#8c564b"}
+ROLE_COLORS = {
+    "monolith": "#1f77b4",
+    "llm_service": "#d62728",
+    "vector_service": "#2ca02c",
+    "orchestrator": "#9467bd",
+    "supervisor": "#8c564b",
+}
 STATUS_COLORS = {200: "#2ca02c", 503: "#ff7f0e", 0: "#d62728"}
 
 
@@ -55,10 +61,19 @@ def overhead_chart(results: dict, path: Path) -> Path:
         # A level with no usable pair (every block stalled) has no difference: no bar, no error bar.
         usable = [d["difference"] is not None and bool(b) for d, b in zip(diffs, bases)]
         centres = [d["difference"] / b if ok else float("nan") for d, b, ok in zip(diffs, bases, usable)]
-        errors = [[c - d["low"] / b if ok else 0.0 for c, d, b, ok in zip(centres, diffs, bases, usable)],
-                  [d["high"] / b - c if ok else 0.0 for c, d, b, ok in zip(centres, diffs, bases, usable)]]
-        left.bar([i + offset for i in range(len(levels))], centres, width, yerr=errors, capsize=4,
-                 color=COLORS[arch], label=LABELS[arch])
+        errors = [
+            [c - d["low"] / b if ok else 0.0 for c, d, b, ok in zip(centres, diffs, bases, usable)],
+            [d["high"] / b - c if ok else 0.0 for c, d, b, ok in zip(centres, diffs, bases, usable)],
+        ]
+        left.bar(
+            [i + offset for i in range(len(levels))],
+            centres,
+            width,
+            yerr=errors,
+            capsize=4,
+            color=COLORS[arch],
+            label=LABELS[arch],
+        )
     left.axhline(0, color="black", linewidth=0.8)
     left.set_xticks(range(len(levels)), [f"c={level}" for level in levels])
     left.set_ylabel("median latency vs baseline (% of baseline p50)")
@@ -70,8 +85,16 @@ def overhead_chart(results: dict, path: Path) -> Path:
         bottom = 0.0
         for stage, hatch in zip(stages, ("", "//")):
             value = summary["latency"][target][level]["stages_ms"][stage]["p50"] or 0.0
-            right.bar(i, value, 0.6, bottom=bottom, color=COLORS[target], hatch=hatch, edgecolor="white",
-                      label=stage if i == 0 else None)
+            right.bar(
+                i,
+                value,
+                0.6,
+                bottom=bottom,
+                color=COLORS[target],
+                hatch=hatch,
+                edgecolor="white",
+                label=stage if i == 0 else None,
+            )
             bottom += value
     right.set_xticks(range(len(TARGETS)), [LABELS[t] for t in TARGETS])
     right.set_ylabel("median ms (generation excluded)")
@@ -90,10 +113,24 @@ def memory_chart(results: dict, path: Path) -> Path:
         for role, value in sorted(memory[arch]["by_role_mib"].items(), key=lambda item: -item[1]):
             ax.bar(i, value, 0.6, bottom=bottom, color=ROLE_COLORS.get(role, "#bbbbbb"), label=role)
             bottom += value
-        ax.scatter(i, memory[arch]["peak_rss_mib"], marker="_", s=900, color="black", zorder=3,
-                   label="peak RSS under load" if i == 1 else None)
-        ax.scatter(i, memory[arch]["steady_pss_mib"], marker="x", s=60, color="black", zorder=3,
-                   label="steady PSS (shared pages counted once)" if i == 1 else None)
+        ax.scatter(
+            i,
+            memory[arch]["peak_rss_mib"],
+            marker="_",
+            s=900,
+            color="black",
+            zorder=3,
+            label="peak RSS under load" if i == 1 else None,
+        )
+        ax.scatter(
+            i,
+            memory[arch]["steady_pss_mib"],
+            marker="x",
+            s=60,
+            color="black",
+            zorder=3,
+            label="steady PSS (shared pages counted once)" if i == 1 else None,
+        )
     ax.set_xticks(range(3), [LABELS[t] for t in TARGETS])
     ax.set_ylabel("MiB")
     ax.set_title("Memory: steady RSS summed over every process, by role")
@@ -128,18 +165,29 @@ def fault_chart(results: dict, path: Path) -> Path:
         lanes: list[float] = []  # each request on the first lane free when it starts: one lane per client
         for request in sorted(fault["timeline"]["requests"], key=lambda r: r["started"]):
             lane = next((i for i, end in enumerate(lanes) if end <= request["started"] + 1e-3), len(lanes))
-            lanes[lane:lane + 1] = [request["finished"]]
-            ax.hlines(-0.2 * lane, request["started"], request["finished"], linewidth=5,
-                      color=STATUS_COLORS[200] if request["ok"] else STATUS_COLORS[0])
+            lanes[lane : lane + 1] = [request["finished"]]
+            ax.hlines(
+                -0.2 * lane,
+                request["started"],
+                request["finished"],
+                linewidth=5,
+                color=STATUS_COLORS[200] if request["ok"] else STATUS_COLORS[0],
+            )
         for row, name in enumerate(names, start=1):
             points = [(t, code) for t, n, code in fault["timeline"]["probes"] if n == name]
-            ax.scatter([t for t, _ in points], [row] * len(points), s=10,
-                       c=[STATUS_COLORS.get(code, "#7f7f7f") for _, code in points])
+            ax.scatter(
+                [t for t, _ in points],
+                [row] * len(points),
+                s=10,
+                c=[STATUS_COLORS.get(code, "#7f7f7f") for _, code in points],
+            )
         ax.axvline(0, color="black", linestyle="--")
         ax.set_yticks(range(len(names) + 1), ["requests", *names])
-        ax.set_title(f"{LABELS[fault['architecture']]}: {fault['killed']} worker killed at t=0 "
-                     f"(failed {fault['failed']} requests; first answer after {fault['first_answer_s'] or 0:.1f} s)",
-                     fontsize=10)
+        ax.set_title(
+            f"{LABELS[fault['architecture']]}: {fault['killed']} worker killed at t=0 "
+            f"(failed {fault['failed']} requests; first answer after {fault['first_answer_s'] or 0:.1f} s)",
+            fontsize=10,
+        )
     axes[-1, 0].set_xlabel("seconds from the kill (green: 200 / answered, orange: 503, red: failed or no answer)")
     return _save(fig, path)
 
@@ -147,8 +195,13 @@ def fault_chart(results: dict, path: Path) -> Path:
 def write_charts(results: dict, folder: Path) -> dict[str, str]:
     """Every chart into `folder`; returns {name: file name}."""
     folder.mkdir(parents=True, exist_ok=True)
-    charts = {"latency": latency_chart, "overhead": overhead_chart, "memory": memory_chart,
-              "cold_start": cold_start_chart, "faults": fault_chart}
+    charts = {
+        "latency": latency_chart,
+        "overhead": overhead_chart,
+        "memory": memory_chart,
+        "cold_start": cold_start_chart,
+        "faults": fault_chart,
+    }
     return {name: draw(results, folder / f"{name}.png").name for name, draw in charts.items()}
 
 
@@ -159,9 +212,14 @@ def soak_chart(report: dict, path: Path) -> Path:
     for column, entry in enumerate(entries):
         arch, color = entry["architecture"], COLORS[entry["architecture"]]
         memory, load = axes[0][column], axes[1][column]
-        memory.plot([t / 60 for t, _ in entry["rss_mib"]], [mib for _, mib in entry["rss_mib"]], marker="o", color=color)
-        memory.set_title(f"{LABELS[arch]}: RSS of the process tree (growth after warm-up "
-                         f"{100 * (entry['rss_growth_after_warmup'] or 0):+.1f} %)", fontsize=9)
+        memory.plot(
+            [t / 60 for t, _ in entry["rss_mib"]], [mib for _, mib in entry["rss_mib"]], marker="o", color=color
+        )
+        memory.set_title(
+            f"{LABELS[arch]}: RSS of the process tree (growth after warm-up "
+            f"{100 * (entry['rss_growth_after_warmup'] or 0):+.1f} %)",
+            fontsize=9,
+        )
         memory.set_ylabel("MiB")
         buckets: dict[tuple[int, bool], int] = {}
         for _, finished, status in entry["timeline"]:
@@ -171,8 +229,15 @@ def soak_chart(report: dict, path: Path) -> Path:
             xs = sorted(b for b, good in buckets if good == ok)
             if not xs:
                 continue
-            load.bar([x * 10 / 60 for x in xs], [buckets[(x, ok)] for x in xs], width=10 / 60, color=shade,
-                     alpha=0.8, label="answered" if ok else "failed", align="edge")
+            load.bar(
+                [x * 10 / 60 for x in xs],
+                [buckets[(x, ok)] for x in xs],
+                width=10 / 60,
+                color=shade,
+                alpha=0.8,
+                label="answered" if ok else "failed",
+                align="edge",
+            )
         for kill in entry["kills"]:
             for ax in (memory, load):
                 ax.axvline(kill["at_s"] / 60, color="#d62728", linestyle="--", linewidth=0.8)

@@ -1,4 +1,5 @@
 """Benchmark settings, read from BENCH_* environment variables in one place and stored in the results."""
+
 from __future__ import annotations
 
 import json
@@ -75,8 +76,22 @@ class BenchSettings:
         env = dict(os.environ if env is None else env)
         quick = env.get("BENCH_QUICK", "").strip() not in ("", "0", "false", "no")
         # The smoke run exercises every phase with as little work as possible (well under 3 minutes).
-        d = cls(concurrency=(1, 2), requests=2, requests_c1=2, warmup=1, max_new_tokens=4, cold_starts=1, fault_max_new_tokens=4,
-                fault_before_s=2, fault_after_s=1, fault_limit_s=60) if quick else cls()
+        d = (
+            cls(
+                concurrency=(1, 2),
+                requests=2,
+                requests_c1=2,
+                warmup=1,
+                max_new_tokens=4,
+                cold_starts=1,
+                fault_max_new_tokens=4,
+                fault_before_s=2,
+                fault_after_s=1,
+                fault_limit_s=60,
+            )
+            if quick
+            else cls()
+        )
         results = env.get("BENCH_RESULTS_DIR", "").strip()
         return cls(
             quick=quick,

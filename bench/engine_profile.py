@@ -19,6 +19,7 @@ OpenMP helpers and the request threads. Prints a table and writes bench/results/
 prompt lengths (padded, masked attention) against rows of one length (no mask), and the share of a step
 that transformers' DynamicCache spends concatenating (torch.cat) under torch's profiler.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -100,11 +101,20 @@ class GenerateOnly:
         from rag.types import GenerationParams
 
         started = time.monotonic()
-        answer = self.pipeline.generator.generate(payload["query"], prompt_passages(self.retrieved[payload["query"]]),
-                                                  GenerationParams(payload["max_new_tokens"]))
+        answer = self.pipeline.generator.generate(
+            payload["query"],
+            prompt_passages(self.retrieved[payload["query"]]),
+            GenerationParams(payload["max_new_tokens"]),
+        )
         finished = time.monotonic()
-        return Outcome(started, finished, True, 200, timings_ms={"retrieve": 0.0, "generate": (finished - started) * 1000},
-                       completion_tokens=answer.completion_tokens)
+        return Outcome(
+            started,
+            finished,
+            True,
+            200,
+            timings_ms={"retrieve": 0.0, "generate": (finished - started) * 1000},
+            completion_tokens=answer.completion_tokens,
+        )
 
 
 class Recording:
@@ -144,22 +154,37 @@ def run_block_profiled(target, probe: EngineProbe, requests: list[dict], clients
         times = [s[0] for s in steps if s[1] == rows]
         by_rows[rows] = {"steps": len(times), "mean_ms": _mean(times), "median_ms": statistics.median(times)}
     return {
-        "clients": clients, "variant": target.name, "requests": len(outcomes), "wall_s": wall_s,
-        "throughput_rps": len(outcomes) / wall_s, "load_1min": load,
+        "clients": clients,
+        "variant": target.name,
+        "requests": len(outcomes),
+        "wall_s": wall_s,
+        "throughput_rps": len(outcomes) / wall_s,
+        "load_1min": load,
         "cpu_stall_s": (stall_after - stall) / 1000 if stall is not None else None,
         "latency_ms_mean": _mean(o.latency_ms for o in outcomes),
         "retrieve_ms_mean": _mean(o.timings_ms["retrieve"] for o in outcomes),
         "generate_ms_mean": _mean(o.timings_ms["generate"] for o in outcomes),
         "tokens": sum(o.completion_tokens for o in outcomes),
-        "prefill": {"count": len(probe.prefills), "total_s": sum(p[0] for p in probe.prefills) / 1000,
-                    "mean_ms": _mean(p[0] for p in probe.prefills), "mean_tokens": _mean(p[1] for p in probe.prefills)},
-        "decode": {"steps": len(steps), "total_s": sum(s[0] for s in steps) / 1000,
-                   "mean_rows": _mean(s[1] for s in steps), "masked_share": _mean(float(s[2]) for s in steps),
-                   "mean_columns": _mean(s[3] for s in steps), "by_rows": by_rows},
+        "prefill": {
+            "count": len(probe.prefills),
+            "total_s": sum(p[0] for p in probe.prefills) / 1000,
+            "mean_ms": _mean(p[0] for p in probe.prefills),
+            "mean_tokens": _mean(p[1] for p in probe.prefills),
+        },
+        "decode": {
+            "steps": len(steps),
+            "total_s": sum(s[0] for s in steps) / 1000,
+            "mean_rows": _mean(s[1] for s in steps),
+            "masked_share": _mean(float(s[2]) for s in steps),
+            "mean_columns": _mean(s[3] for s in steps),
+            "by_rows": by_rows,
+        },
         "engine_idle_s": probe.idle_s,
-        "sched": {"model_thread": _sched_delta(before, after, {model_tid}),
-                  "other_threads": _sched_delta(before, after, others),
-                  "request_threads": _sched_delta(before, after, client_tids)},
+        "sched": {
+            "model_thread": _sched_delta(before, after, {model_tid}),
+            "other_threads": _sched_delta(before, after, others),
+            "request_threads": _sched_delta(before, after, client_tids),
+        },
     }
 
 
@@ -167,16 +192,20 @@ def _row(block: dict) -> str:
     d, s = block["decode"], block["sched"]
     step = lambda rows: (d["by_rows"].get(rows) or {}).get("median_ms")  # noqa: E731
     fmt = lambda v: "-" if v is None else f"{v:.0f}"  # noqa: E731
-    return (f"{block['clients']:>2} {block['variant']:<9} {block['throughput_rps']:5.2f} {block['latency_ms_mean']:7.0f} "
-            f"{block['retrieve_ms_mean']:5.0f} {block['prefill']['mean_ms']:5.0f} {block['prefill']['total_s']:5.1f} "
-            f"{d['total_s']:5.1f} {d['mean_rows']:4.1f} {fmt(step(1)):>4} {fmt(step(2)):>4} {fmt(step(4)):>4} "
-            f"{fmt(step(8)):>4} {block['engine_idle_s']:5.1f} {block['wall_s']:5.1f} "
-            f"{s['model_thread']['runqueue_wait_s']:5.2f} {s['other_threads']['cpu_s']:5.1f} "
-            f"{s['other_threads']['runqueue_wait_s']:5.2f} {s['request_threads']['cpu_s']:5.1f} {block['load_1min']:4.1f}")
+    return (
+        f"{block['clients']:>2} {block['variant']:<9} {block['throughput_rps']:5.2f} {block['latency_ms_mean']:7.0f} "
+        f"{block['retrieve_ms_mean']:5.0f} {block['prefill']['mean_ms']:5.0f} {block['prefill']['total_s']:5.1f} "
+        f"{d['total_s']:5.1f} {d['mean_rows']:4.1f} {fmt(step(1)):>4} {fmt(step(2)):>4} {fmt(step(4)):>4} "
+        f"{fmt(step(8)):>4} {block['engine_idle_s']:5.1f} {block['wall_s']:5.1f} "
+        f"{s['model_thread']['runqueue_wait_s']:5.2f} {s['other_threads']['cpu_s']:5.1f} "
+        f"{s['other_threads']['runqueue_wait_s']:5.2f} {s['request_threads']['cpu_s']:5.1f} {block['load_1min']:4.1f}"
+    )
 
 
-HEADER = ("c  variant     rps  lat_ms  retr  pref pref_s dec_s rows  st1  st2  st4  st8 idle_s wall_s "
-          "mWait omp_s ompWt req_s load")
+HEADER = (
+    "c  variant     rps  lat_ms  retr  pref pref_s dec_s rows  st1  st2  st4  st8 idle_s wall_s "
+    "mWait omp_s ompWt req_s load"
+)
 
 
 def step_profile(repeats: int) -> dict:
@@ -194,7 +223,9 @@ def step_profile(repeats: int) -> dict:
 
     settings = Settings.from_env()
     path = llm_model_path(settings.llm_model)
-    decoder = TransformersDecoder(path, settings.device, settings.torch_threads, tokenizer=AutoTokenizer.from_pretrained(path))
+    decoder = TransformersDecoder(
+        path, settings.device, settings.torch_threads, tokenizer=AutoTokenizer.from_pretrained(path)
+    )
     greedy = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
 
     def fill(rows: int, padded: bool) -> None:
@@ -207,24 +238,30 @@ def step_profile(repeats: int) -> dict:
     times: dict = {}
     for repeat in range(repeats):
         for rows in (1, 2, 4, 8):
-            for padded in ((True, False) if repeat % 2 == 0 else (False, True)):
+            for padded in (True, False) if repeat % 2 == 0 else (False, True):
                 fill(rows, padded)
                 for step in range(12):
                     started = time.perf_counter()
                     decoder.decode()
                     if step >= 2:  # the first steps after a prefill pay one-off setup
                         times.setdefault(f"{rows} {'padded' if padded else 'equal'}", []).append(
-                            (time.perf_counter() - started) * 1000)
+                            (time.perf_counter() - started) * 1000
+                        )
     fill(8, True)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(6):
             decoder.decode()
     ops = {event.key: event.self_cpu_time_total for event in prof.key_averages()}
     total = sum(ops.values())
-    result = {"steps_ms": {key: {"median": statistics.median(v), "best": min(v)} for key, v in times.items()},
-              "profile_8_rows_share": {op: ops.get(op, 0) / total for op in ("aten::mm", "aten::cat",
-                                       "aten::_scaled_dot_product_flash_attention_for_cpu", "aten::copy_")},
-              "load_1min": os.getloadavg()[0], "torch_threads": torch.get_num_threads()}
+    result = {
+        "steps_ms": {key: {"median": statistics.median(v), "best": min(v)} for key, v in times.items()},
+        "profile_8_rows_share": {
+            op: ops.get(op, 0) / total
+            for op in ("aten::mm", "aten::cat", "aten::_scaled_dot_product_flash_attention_for_cpu", "aten::copy_")
+        },
+        "load_1min": os.getloadavg()[0],
+        "torch_threads": torch.get_num_threads(),
+    }
     for key, value in result["steps_ms"].items():
         print(f"{key:<10} median {value['median']:6.1f} ms   best {value['best']:6.1f} ms")
     print("8 rows, share of a step:", {k: f"{v:.0%}" for k, v in result["profile_8_rows_share"].items()})
@@ -272,12 +309,19 @@ def main(argv: list[str] | None = None) -> int:
                     blocks.append(run_block_profiled(target, probe, requests, clients, pool))
                     print(_row(blocks[-1]), flush=True)
                 offset += args.requests
-    write_results("engine-profile", {"settings": {"torch_threads": settings.torch_threads,
-                                             "max_batch_size": settings.max_batch_size,
-                                             "max_new_tokens": MAX_NEW_TOKENS, "top_k": TOP_K,
-                                             "env": {k: v for k, v in os.environ.items()
-                                                     if k.startswith(("RAG_", "GOMP", "OMP", "MALLOC", "MKL"))}},
-                               "blocks": blocks})
+    write_results(
+        "engine-profile",
+        {
+            "settings": {
+                "torch_threads": settings.torch_threads,
+                "max_batch_size": settings.max_batch_size,
+                "max_new_tokens": MAX_NEW_TOKENS,
+                "top_k": TOP_K,
+                "env": {k: v for k, v in os.environ.items() if k.startswith(("RAG_", "GOMP", "OMP", "MALLOC", "MKL"))},
+            },
+            "blocks": blocks,
+        },
+    )
     return 0
 
 

@@ -5,6 +5,7 @@ or a crash inside torch takes down. Its gunicorn master replaces it, and the rep
 model. Requests, and /ping probes of the public port and of each internal service, are logged on one
 clock for the timeline; the analysis says what failed, for how long, and what else was affected.
 """
+
 from __future__ import annotations
 
 import signal
@@ -18,8 +19,12 @@ from bench.processes import Served
 from bench.workload import HttpTarget, Outcome, payloads
 
 # The stages each kind of process holds: killing one takes all of them down.
-STAGES = {"monolith": ["http front", "retrieve", "generate"], "orchestrator": ["http front"],
-          "vector_service": ["retrieve"], "llm_service": ["generate"]}
+STAGES = {
+    "monolith": ["http front", "retrieve", "generate"],
+    "orchestrator": ["http front"],
+    "vector_service": ["retrieve"],
+    "llm_service": ["generate"],
+}
 # The stage whose fault the kill simulates: a crash in the LLM code takes the monolith's worker down.
 FAULTY_STAGE = {"monolith": "generate", "llm_service": "generate", "vector_service": "retrieve"}
 PROBE_INTERVAL_S = 0.2
@@ -52,8 +57,13 @@ class _Probes(threading.Thread):
                     vector = f"http://127.0.0.1:{ports['vector']}"
                     self._probe(session, "vector /ping", "GET", f"{vector}/ping")
                     self._probe(session, "llm /ping", "GET", f"http://127.0.0.1:{ports['llm']}/ping")
-                    self._probe(session, "vector /retrieve", "POST", f"{vector}/retrieve",
-                                json={"query": "Velmora Tramway", "top_k": 1})
+                    self._probe(
+                        session,
+                        "vector /retrieve",
+                        "POST",
+                        f"{vector}/retrieve",
+                        json={"query": "Velmora Tramway", "top_k": 1},
+                    )
                 self.stop.wait(PROBE_INTERVAL_S)
 
 
@@ -93,8 +103,10 @@ def run_fault(served: Served, role: str, settings, questions: list[str], progres
     pids_before = {r: served.worker(r).pid for r in roles}
     stop, outcomes = threading.Event(), []
     probes = _Probes(served, stop)
-    clients = [threading.Thread(target=_load, args=(target, batch, outcomes, stop, i), daemon=True)
-               for i in range(settings.fault_concurrency)]
+    clients = [
+        threading.Thread(target=_load, args=(target, batch, outcomes, stop, i), daemon=True)
+        for i in range(settings.fault_concurrency)
+    ]
     for thread in [probes, *clients]:
         thread.start()
     killed_at = answered_at = None
@@ -154,13 +166,20 @@ def analyse(arch, role, killed_at, answered_at, outcomes, probes, pids_before, p
     probe_failures = {}
     for name in sorted({name for _, name, _ in probes}):
         bad = [t - killed_at for t, n, code in probes if n == name and code != 200 and t >= killed_at]
-        probe_failures[name] = {**_span(bad), "probes_after_kill": sum(1 for t, n, _ in probes
-                                                                         if n == name and t >= killed_at)}
+        probe_failures[name] = {
+            **_span(bad),
+            "probes_after_kill": sum(1 for t, n, _ in probes if n == name and t >= killed_at),
+        }
     front_unanswered = sum(1 for t, n, code in probes if n == "public /ping" and code == 0 and t >= killed_at)
     restarted = sorted(r for r in pids_before if pids_before[r] != pids_after.get(r))
     return {
-        "architecture": arch, "killed": role, "faulty_stage": FAULTY_STAGE[role], "process_holds": STAGES[role],
-        "requests": len(outcomes), "requests_after_kill": len(after), "failed": len(failed),
+        "architecture": arch,
+        "killed": role,
+        "faulty_stage": FAULTY_STAGE[role],
+        "process_holds": STAGES[role],
+        "requests": len(outcomes),
+        "requests_after_kill": len(after),
+        "failed": len(failed),
         "failed_after_kill_pct": 100.0 * len([o for o in after if not o.ok]) / len(after) if after else None,
         "error_types": dict(Counter(o.error_type for o in failed)),
         "first_failure_s": min((o.finished - killed_at for o in failed), default=None),
@@ -168,9 +187,14 @@ def analyse(arch, role, killed_at, answered_at, outcomes, probes, pids_before, p
         "ready_again_s": None if (ready := _ready_again(probes, killed_at)) is None else ready - killed_at,
         "first_answer_s": None if answered_at is None else answered_at - killed_at,
         "in_flight_at_kill": [o.ok for o in outcomes if o.started < killed_at < o.finished],
-        "probe_failures": probe_failures, "front_unanswered_probes": front_unanswered,
-        "workers_restarted": restarted, "pids_before": pids_before, "pids_after": pids_after,
+        "probe_failures": probe_failures,
+        "front_unanswered_probes": front_unanswered,
+        "workers_restarted": restarted,
+        "pids_before": pids_before,
+        "pids_after": pids_after,
         "other_stages_affected": _collateral(arch, role, restarted, probe_failures, front_unanswered),
-        "timeline": {"requests": [o.to_dict(killed_at) for o in outcomes],
-                     "probes": [(round(t - killed_at, 3), name, code) for t, name, code in probes]},
+        "timeline": {
+            "requests": [o.to_dict(killed_at) for o in outcomes],
+            "probes": [(round(t - killed_at, 3), name, code) for t, name, code in probes],
+        },
     }

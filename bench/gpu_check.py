@@ -14,6 +14,7 @@ the same questions from N concurrent clients through the batch engine (throughpu
 are identical to the one-at-a-time answers: greedy decoding must not change with batching), and with
 `--reference` (an earlier run's JSON, e.g. the CPU's) how many answers match that run's.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +32,10 @@ from rag.settings import REPO_ROOT, Settings
 from rag.types import Passage, Retriever
 
 # The two evaluation sets of `make eval` / `make eval-report`: (name, documents, questions).
-SETS = (("sample", "data/sample", "data/sample.questions.jsonl"),
-        ("harbourline", "data/harbourline", "data/harbourline.questions.jsonl"))
+SETS = (
+    ("sample", "data/sample", "data/sample.questions.jsonl"),
+    ("harbourline", "data/harbourline", "data/harbourline.questions.jsonl"),
+)
 
 
 class ReplayRetriever(Retriever):
@@ -61,12 +64,17 @@ def prompts(out: Path) -> dict:
             index = build_index(REPO_ROOT, REPO_ROOT / docs, Path(workdir) / name, dict(os.environ))
             settings = Settings.from_env({**os.environ, "RAG_INDEX_DIR": str(index)})
             retriever = load_retriever(settings)
-            items = [{"question": q.question,
-                      "passages": [p.to_dict() for p in retriever.retrieve(q.question, settings.top_k)]}
-                     for q in load_questions(REPO_ROOT / questions_file)]
+            items = [
+                {
+                    "question": q.question,
+                    "passages": [p.to_dict() for p in retriever.retrieve(q.question, settings.top_k)],
+                }
+                for q in load_questions(REPO_ROOT / questions_file)
+            ]
             recorded["embedding_model"] = retriever.model_name
-            recorded["sets"].append({"name": name, "questions_file": questions_file, "top_k": settings.top_k,
-                                     "items": items})
+            recorded["sets"].append(
+                {"name": name, "questions_file": questions_file, "top_k": settings.top_k, "items": items}
+            )
             print(f"{name}: {len(items)} questions retrieved from a fresh index of {docs}", flush=True)
     write_results("gpu-prompts", recorded, out)
     return recorded
@@ -77,8 +85,9 @@ def _machine() -> dict:
 
     info = {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count()}
     if torch.cuda.is_available():
-        info.update(gpu=torch.cuda.get_device_name(0), cuda=torch.version.cuda,
-                    bf16_supported=torch.cuda.is_bf16_supported())
+        info.update(
+            gpu=torch.cuda.get_device_name(0), cuda=torch.version.cuda, bf16_supported=torch.cuda.is_bf16_supported()
+        )
     import transformers
 
     info["transformers"] = transformers.__version__
@@ -104,27 +113,47 @@ def run(recorded: dict, dtypes: list[str], levels: list[int], reference: dict | 
     report = {"machine": _machine(), "levels": levels, "runs": []}
     print(json.dumps(report["machine"]), flush=True)
     for dtype in dtypes:
-        env = {**os.environ, "RAG_LLM_DTYPE": dtype,
-               "RAG_MAX_BATCH_SIZE": os.environ.get("RAG_MAX_BATCH_SIZE", str(max(levels, default=8))),
-               "RAG_MAX_CONCURRENT_REQUESTS": str(max([16, *levels]))}
+        env = {
+            **os.environ,
+            "RAG_LLM_DTYPE": dtype,
+            "RAG_MAX_BATCH_SIZE": os.environ.get("RAG_MAX_BATCH_SIZE", str(max(levels, default=8))),
+            "RAG_MAX_CONCURRENT_REQUESTS": str(max([16, *levels])),
+        }
         settings = Settings.from_env(env)
         loaded = time.perf_counter()
         generator = load_generator(settings)  # with its warm-up, as the services load it
-        entry = {"dtype_setting": dtype, "device": generator.device, "dtype": str(generator.dtype).replace("torch.", ""),
-                 "max_batch_size": settings.max_batch_size, "load_s": round(time.perf_counter() - loaded, 1), "sets": []}
-        print(f"LLM on {entry['device']} in {entry['dtype']} (RAG_LLM_DTYPE={dtype}), loaded in {entry['load_s']} s",
-              flush=True)
+        entry = {
+            "dtype_setting": dtype,
+            "device": generator.device,
+            "dtype": str(generator.dtype).replace("torch.", ""),
+            "max_batch_size": settings.max_batch_size,
+            "load_s": round(time.perf_counter() - loaded, 1),
+            "sets": [],
+        }
+        print(
+            f"LLM on {entry['device']} in {entry['dtype']} (RAG_LLM_DTYPE={dtype}), loaded in {entry['load_s']} s",
+            flush=True,
+        )
         for recorded_set in recorded["sets"]:
             questions = load_questions(REPO_ROOT / recorded_set["questions_file"])
-            pipeline = RagPipeline(ReplayRetriever(recorded_set["items"], recorded["embedding_model"]), generator,
-                                   "gpu-check", settings.grounding_check)
+            pipeline = RagPipeline(
+                ReplayRetriever(recorded_set["items"], recorded["embedding_model"]),
+                generator,
+                "gpu-check",
+                settings.grounding_check,
+            )
             target = LocalTarget(settings, pipeline)
             started = time.perf_counter()
             records = evaluate(questions, target, progress=False)  # one at a time, scored as `make eval` scores
             wall = time.perf_counter() - started
             answers = [r["answer"] for r in records]
-            result = {"name": recorded_set["name"], "summary": summarize(records, recorded_set["top_k"]),
-                      "answers": answers, "throughput": {"1": round(len(questions) / wall, 2)}, "identical_batched": {}}
+            result = {
+                "name": recorded_set["name"],
+                "summary": summarize(records, recorded_set["top_k"]),
+                "answers": answers,
+                "throughput": {"1": round(len(questions) / wall, 2)},
+                "identical_batched": {},
+            }
             for clients in levels:
                 together, wall = _answers_together(target, questions, clients)
                 result["throughput"][str(clients)] = round(len(questions) / wall, 2)
@@ -154,22 +183,28 @@ def _identical(reference: dict, set_name: str, answers: list[str]) -> dict:
 
 def _line(entry: dict, result: dict, total: int) -> str:
     summary = result["summary"]
-    parts = [f"{result['name']}: accuracy {100 * summary['accuracy']:.1f} %",
-             f"refusal {100 * summary['refusal']:.1f} %" if summary["refusal"] is not None else "",
-             f"latency p50 {summary['latency_ms_p50']:.0f} ms p95 {summary['latency_ms_p95']:.0f} ms",
-             "throughput " + ", ".join(f"c={c}: {v} req/s" for c, v in result["throughput"].items()),
-             "batched = alone " + ", ".join(f"c={c}: {n}/{total}" for c, n in result["identical_batched"].items())]
+    parts = [
+        f"{result['name']}: accuracy {100 * summary['accuracy']:.1f} %",
+        f"refusal {100 * summary['refusal']:.1f} %" if summary["refusal"] is not None else "",
+        f"latency p50 {summary['latency_ms_p50']:.0f} ms p95 {summary['latency_ms_p95']:.0f} ms",
+        "throughput " + ", ".join(f"c={c}: {v} req/s" for c, v in result["throughput"].items()),
+        "batched = alone " + ", ".join(f"c={c}: {n}/{total}" for c, n in result["identical_batched"].items()),
+    ]
     if "identical_to_reference" in result:
-        parts.append("= reference " + ", ".join(f"{k}: {n}/{total}" for k, n in result["identical_to_reference"].items()))
+        parts.append(
+            "= reference " + ", ".join(f"{k}: {n}/{total}" for k, n in result["identical_to_reference"].items())
+        )
     return f"  [{entry['device']} {entry['dtype']}] " + "; ".join(p for p in parts if p)
 
 
 def compare(reports: list[dict]) -> str:
     """A markdown table of runs side by side; `same answers` counts answers equal to the first run's."""
     first = reports[0]["runs"][0]
-    rows = ["| machine | dtype | set | accuracy | refusal | p50 / p95 ms (1 client) | req/s (clients) "
-            "| batched = alone (clients) | same answers as the first run |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    rows = [
+        "| machine | dtype | set | accuracy | refusal | p50 / p95 ms (1 client) | req/s (clients) "
+        "| batched = alone (clients) | same answers as the first run |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for report in reports:
         machine = report["machine"].get("gpu") or f"CPU ({report['machine']['cpus']} cores)"
         for entry in report["runs"]:
@@ -179,9 +214,11 @@ def compare(reports: list[dict]) -> str:
                 same = sum(a == b for a, b in zip(reference["answers"], result["answers"]))
                 batched = ", ".join(f"{n}/{total} ({c})" for c, n in result["identical_batched"].items())
                 speed = ", ".join(f"{value} ({c})" for c, value in result["throughput"].items())
-                rows.append(f"| {machine} | {entry['dtype']} | {result['name']} | {100 * summary['accuracy']:.1f} % | "
-                            f"{100 * (summary['refusal'] or 0):.1f} % | {summary['latency_ms_p50']:,.0f} / "
-                            f"{summary['latency_ms_p95']:,.0f} | {speed} | {batched} | {same}/{total} |")
+                rows.append(
+                    f"| {machine} | {entry['dtype']} | {result['name']} | {100 * summary['accuracy']:.1f} % | "
+                    f"{100 * (summary['refusal'] or 0):.1f} % | {summary['latency_ms_p50']:,.0f} / "
+                    f"{summary['latency_ms_p95']:,.0f} | {speed} | {batched} | {same}/{total} |"
+                )
     return "\n".join(rows)
 
 

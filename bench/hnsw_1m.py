@@ -6,6 +6,7 @@ queries that are not stored vectors, and FAISS search latency one query at a tim
 `make bench-index` it writes no artifact, so the latency excludes reading the chunk texts from disk.
 Prints its progress and, last, one JSON line with the figures.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,9 +35,18 @@ def main() -> int:
         began = time.perf_counter()
         faiss_types.search_one_thread(index, query[None, :], 10)
         timings.append((time.perf_counter() - began) * 1000)
-    print(json.dumps({"chunks": SIZE, "build_and_tune_s": round(build_s, 1), "manifest": manifest,
-                      "recall_at_10": round(recall, 4), "search_p50_ms": percentile(timings, 50),
-                      "search_p95_ms": percentile(timings, 95)}))
+    print(
+        json.dumps(
+            {
+                "chunks": SIZE,
+                "build_and_tune_s": round(build_s, 1),
+                "manifest": manifest,
+                "recall_at_10": round(recall, 4),
+                "search_p50_ms": percentile(timings, 50),
+                "search_p95_ms": percentile(timings, 95),
+            }
+        )
+    )
     return 0
 
 

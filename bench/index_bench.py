@@ -9,6 +9,7 @@ fast exact search gets slow (the `auto` threshold), and embedding throughput wit
 The corpus is described in bench/index_corpus.py. With --publish the table goes into
 docs/large-corpora.md and the chart and results into bench/results/index-latest/.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,14 +60,16 @@ def timed_searches(index: VectorIndex, queries: np.ndarray) -> list[float]:
     return timings
 
 
-def measure_type(size: int, index_type: str, documents, vectors: np.ndarray, queries: np.ndarray,
-                 exact: np.ndarray) -> dict:
+def measure_type(
+    size: int, index_type: str, documents, vectors: np.ndarray, queries: np.ndarray, exact: np.ndarray
+) -> dict:
     """Build one artifact of `index_type`, then measure it; the artifact is deleted afterwards."""
     directory = WORK_DIR / f"{size}-{index_type}"
     shutil.rmtree(directory, ignore_errors=True)
     started = time.perf_counter()
-    manifest = write_index(directory, documents, {"embedding_model": "synthetic", "dimension": corpus.DIMENSION},
-                           index_type)
+    manifest = write_index(
+        directory, documents, {"embedding_model": "synthetic", "dimension": corpus.DIMENSION}, index_type
+    )
     build_s = time.perf_counter() - started
     try:
         index = VectorIndex.load(directory, "synthetic", corpus.DIMENSION)
@@ -79,11 +82,17 @@ def measure_type(size: int, index_type: str, documents, vectors: np.ndarray, que
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     row = {
-        "size": size, "type": index_type, "search_params": manifest["search_params"],
-        "build_s": round(build_s, 1), "faiss_build_s": manifest["build_seconds"],
-        "build_recall_at_10": manifest["recall_at_10"], "recall_at_10": round(measured_recall, 4),
-        "p50_ms": percentile(latencies, 50), "p95_ms": percentile(latencies, 95),
-        "load_s": one["load_s"][0], "index_mb": round(resident / 2**20, 1),
+        "size": size,
+        "type": index_type,
+        "search_params": manifest["search_params"],
+        "build_s": round(build_s, 1),
+        "faiss_build_s": manifest["build_seconds"],
+        "build_recall_at_10": manifest["recall_at_10"],
+        "recall_at_10": round(measured_recall, 4),
+        "p50_ms": percentile(latencies, 50),
+        "p95_ms": percentile(latencies, 95),
+        "load_s": one["load_s"][0],
+        "index_mb": round(resident / 2**20, 1),
         "first_worker_index_pss_mb": round(one["index_pss_kb"][0] / 1024, 1),
         "second_worker_added_mb": round((sum(two["index_pss_kb"]) - one["index_pss_kb"][0]) / 1024, 1),
         "worker_rss_mb": [round(kb / 1024, 1) for kb in two["rss_kb"]],
@@ -117,8 +126,12 @@ def flat_threshold() -> dict:
             latencies.append((time.perf_counter() - started) * 1000)
         rows.append({"size": size, "p50_ms": percentile(latencies, 50), "p95_ms": percentile(latencies, 95)})
     within = [row["size"] for row in rows if row["p95_ms"] <= LATENCY_BUDGET_MS]
-    return {"budget_ms": LATENCY_BUDGET_MS, "rows": rows, "largest_within_budget": max(within, default=None),
-            "auto_flat_max_chunks": faiss_types.AUTO_FLAT_MAX_CHUNKS}
+    return {
+        "budget_ms": LATENCY_BUDGET_MS,
+        "rows": rows,
+        "largest_within_budget": max(within, default=None),
+        "auto_flat_max_chunks": faiss_types.AUTO_FLAT_MAX_CHUNKS,
+    }
 
 
 def embedding_throughput() -> dict:
@@ -132,8 +145,13 @@ def embedding_throughput() -> dict:
     started = time.perf_counter()
     embedder.embed(texts)
     seconds = time.perf_counter() - started
-    return {"model": embedder.name, "chunks": EMBED_TEXTS, "batch_size": settings.embed_batch_size,
-            "threads": settings.torch_threads, "chunks_per_s": round(EMBED_TEXTS / seconds, 1)}
+    return {
+        "model": embedder.name,
+        "chunks": EMBED_TEXTS,
+        "batch_size": settings.embed_batch_size,
+        "threads": settings.torch_threads,
+        "chunks_per_s": round(EMBED_TEXTS / seconds, 1),
+    }
 
 
 def run(sizes: list[int]) -> Path:
@@ -141,10 +159,13 @@ def run(sizes: list[int]) -> Path:
     started = time.monotonic()
     results = {
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "loadavg_start": open("/proc/loadavg").read().split()[:3]},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "loadavg_start": open("/proc/loadavg").read().split()[:3],
+        },
         "corpus": "bench/index_corpus.py: clustered unit vectors (dimension 384, 200 chunks per topic), "
-                  "~700-character generated texts",
+        "~700-character generated texts",
         "threshold": flat_threshold(),
         "embedding": embedding_throughput(),
         "types": [],

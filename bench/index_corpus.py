@@ -13,6 +13,7 @@ unrelated chunks ~0: like passages under MiniLM, related ones cluster without fo
 are never stored vectors.
 Texts: ~700 characters of words from a fixed vocabulary, so chunks.jsonl has a real chunk's size.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -24,9 +25,11 @@ CHUNKS_PER_TOPIC = 200
 SECONDARY_WEIGHT = 0.5
 CHUNKS_PER_DOCUMENT = 10
 TEXT_WORDS = 100  # ~700 characters
-VOCABULARY = ("harbour tram bridge ferry fare council station lantern festival flood wall quay lighthouse keeper "
-              "timetable route line depot signal platform ticket museum archive island river canal market "
-              "square tower bell clock garden library school hospital tunnel viaduct funicular observatory").split()
+VOCABULARY = (
+    "harbour tram bridge ferry fare council station lantern festival flood wall quay lighthouse keeper "
+    "timetable route line depot signal platform ticket museum archive island river canal market "
+    "square tower bell clock garden library school hospital tunnel viaduct funicular observatory"
+).split()
 
 
 def _unit(rows: np.ndarray) -> np.ndarray:
@@ -47,7 +50,7 @@ def around(centres: np.ndarray, count: int, seed: int) -> np.ndarray:
         size = min(100_000, count - start)
         noise = rng.standard_normal((size, DIMENSION)).astype(np.float32) / np.sqrt(DIMENSION)
         main, second = (centres[rng.integers(0, len(centres), size)] for _ in range(2))
-        out[start:start + size] = _unit(main + SECONDARY_WEIGHT * second + noise)
+        out[start : start + size] = _unit(main + SECONDARY_WEIGHT * second + noise)
     return out
 
 
@@ -76,6 +79,13 @@ def documents(vectors: np.ndarray, seed: int = 0) -> list[IndexedDocument]:
     for start in range(0, len(vectors), CHUNKS_PER_DOCUMENT):
         end = min(start + CHUNKS_PER_DOCUMENT, len(vectors))
         number = start // CHUNKS_PER_DOCUMENT
-        result.append(IndexedDocument(f"synthetic/doc-{number:07d}.md", f"{number:064x}", chunk_texts[start:end],
-                                      [None] * (end - start), vectors[start:end]))
+        result.append(
+            IndexedDocument(
+                f"synthetic/doc-{number:07d}.md",
+                f"{number:064x}",
+                chunk_texts[start:end],
+                [None] * (end - start),
+                vectors[start:end],
+            )
+        )
     return result

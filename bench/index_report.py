@@ -1,4 +1,5 @@
 """The published side of `make bench-index`: the table in docs/large-corpora.md and its chart."""
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,11 @@ def _params(row: dict) -> str:
 def render(results: dict) -> str:
     """Markdown: the conditions, the per-type table, the exact-search threshold and embedding throughput."""
     machine, embedding, threshold = results["machine"], results["embedding"], results["threshold"]
-    loads = ", ".join(f"{key.removeprefix('loadavg_')}: {' '.join(value)}" for key, value in machine.items()
-                      if key.startswith("loadavg"))
+    loads = ", ".join(
+        f"{key.removeprefix('loadavg_')}: {' '.join(value)}"
+        for key, value in machine.items()
+        if key.startswith("loadavg")
+    )
     lines = [
         f"Measured {results['started_at'][:10]} by `make bench-index` on {machine['cpus']} shared CPU cores "
         f"(load average {loads}), in {results['duration_s'] // 60} min. Corpus: {results['corpus']}.",
@@ -38,10 +42,12 @@ def render(results: dict) -> str:
         "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in results["types"]:
-        lines.append(f"| {_size(row['size'])} | {row['type']} | {_params(row)} | {row['p50_ms']:.2f} | "
-                     f"{row['p95_ms']:.2f} | {row['recall_at_10']:.3f} | {row['build_s']:.1f} | {row['load_s']:.3f} | "
-                     f"{row['index_mb']:.0f} | {row['first_worker_index_pss_mb']:.0f} | "
-                     f"{row['second_worker_added_mb']:.1f} |")
+        lines.append(
+            f"| {_size(row['size'])} | {row['type']} | {_params(row)} | {row['p50_ms']:.2f} | "
+            f"{row['p95_ms']:.2f} | {row['recall_at_10']:.3f} | {row['build_s']:.1f} | {row['load_s']:.3f} | "
+            f"{row['index_mb']:.0f} | {row['first_worker_index_pss_mb']:.0f} | "
+            f"{row['second_worker_added_mb']:.1f} |"
+        )
     if results.get("note"):
         lines += ["", results["note"]]
     sweep = ", ".join(f"{_size(row['size'])}: {row['p95_ms']:.2f} ms" for row in threshold["rows"])
@@ -63,15 +69,22 @@ def render(results: dict) -> str:
 def render_summary(results: dict) -> str:
     """The README's lines: every type at the largest size measured, against the issue's targets."""
     largest = max(row["size"] for row in results["types"])
-    lines = [f"| {_size(largest)} chunks | search p95 | recall@10 | build | load | 2nd worker adds |",
-             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [
+        f"| {_size(largest)} chunks | search p95 | recall@10 | build | load | 2nd worker adds |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for row in (row for row in results["types"] if row["size"] == largest):
         share = 100 * row["second_worker_added_mb"] / max(row["index_mb"], 1e-9)
-        lines.append(f"| {row['type']} ({_params(row)}) | {row['p95_ms']:.2f} ms | {row['recall_at_10']:.3f} | "
-                     f"{row['build_s']:.0f} s | {row['load_s']:.3f} s | {row['second_worker_added_mb']:.1f} MB "
-                     f"({share:.1f} % of {row['index_mb']:.0f} MB) |")
-    lines += ["", f"Embedding: {results['embedding']['chunks_per_s']:.0f} chunks/s on this machine "
-                  f"({results['started_at'][:10]}, load average at start {' '.join(results['machine']['loadavg_start'])})."]
+        lines.append(
+            f"| {row['type']} ({_params(row)}) | {row['p95_ms']:.2f} ms | {row['recall_at_10']:.3f} | "
+            f"{row['build_s']:.0f} s | {row['load_s']:.3f} s | {row['second_worker_added_mb']:.1f} MB "
+            f"({share:.1f} % of {row['index_mb']:.0f} MB) |"
+        )
+    lines += [
+        "",
+        f"Embedding: {results['embedding']['chunks_per_s']:.0f} chunks/s on this machine "
+        f"({results['started_at'][:10]}, load average at start {' '.join(results['machine']['loadavg_start'])}).",
+    ]
     return "\n".join(lines)
 
 

@@ -8,6 +8,7 @@ and searching added: a heap copy of the index shows up in the second term, a sha
 
     python -m bench.index_workers INDEX_DIR DIMENSION [--no-mmap]    (one worker; driven by measure_workers)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,15 +57,17 @@ def worker(index_dir: Path, dimension: int, mmap: bool, nprobe: int | None = Non
 
     before = rollup()
     started = time.perf_counter()
-    index = VectorIndex.load(index_dir, read_manifest(index_dir)["embedding_model"], dimension, mmap=mmap,
-                             nprobe=nprobe)
+    index = VectorIndex.load(
+        index_dir, read_manifest(index_dir)["embedding_model"], dimension, mmap=mmap, nprobe=nprobe
+    )
     load_s = time.perf_counter() - started
     queries = np.random.default_rng(1).standard_normal((WARM_QUERIES, dimension)).astype(np.float32)
     for query in queries / np.linalg.norm(queries, axis=1, keepdims=True):
         index.search(query, 10)
     after = rollup()
-    print(json.dumps({"load_s": round(load_s, 3), "anon_growth_kb": after["Anonymous"] - before["Anonymous"]}),
-          flush=True)
+    print(
+        json.dumps({"load_s": round(load_s, 3), "anon_growth_kb": after["Anonymous"] - before["Anonymous"]}), flush=True
+    )
     sys.stdin.read()
 
 
@@ -77,14 +80,22 @@ def index_bytes(index_dir: Path) -> int:
     return sum((Path(index_dir) / name).stat().st_size for name in (FAISS_FILE, OFFSETS_FILE))
 
 
-def measure_workers(index_dir: Path, dimension: int, count: int = 2, mmap: bool = True,
-                    nprobe: int | None = None, timeout_s: float = 300.0) -> list[dict]:
+def measure_workers(
+    index_dir: Path,
+    dimension: int,
+    count: int = 2,
+    mmap: bool = True,
+    nprobe: int | None = None,
+    timeout_s: float = 300.0,
+) -> list[dict]:
     """Start `count` workers one after the other; after each is warm, record every live worker's index
     PSS. Returns one row per step: {"workers": n, "index_pss_kb": [per worker], "load_s": [...]}.
     `nprobe` overrides an ivf index's (a large one makes every list resident)."""
     procs, loads, steps = [], [], []
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    argv = [sys.executable, "-m", "bench.index_workers", str(index_dir), str(dimension)] + ([] if mmap else ["--no-mmap"])
+    argv = [sys.executable, "-m", "bench.index_workers", str(index_dir), str(dimension)] + (
+        [] if mmap else ["--no-mmap"]
+    )
     argv += ["--nprobe", str(nprobe)] if nprobe else []
     try:
         for _ in range(count):
@@ -92,14 +103,18 @@ def measure_workers(index_dir: Path, dimension: int, count: int = 2, mmap: bool 
             procs.append(proc)
             line = _read_line(proc, timeout_s)
             loads.append(json.loads(line))
-            steps.append({
-                "workers": len(procs),
-                "index_pss_kb": [mapped_pss_kb(p.pid, index_dir) + max(0, load["anon_growth_kb"])
-                                 for p, load in zip(procs, loads)],
-                "pss_kb": [rollup(p.pid)["Pss"] for p in procs],
-                "rss_kb": [rollup(p.pid)["Rss"] for p in procs],
-                "load_s": [load["load_s"] for load in loads],
-            })
+            steps.append(
+                {
+                    "workers": len(procs),
+                    "index_pss_kb": [
+                        mapped_pss_kb(p.pid, index_dir) + max(0, load["anon_growth_kb"])
+                        for p, load in zip(procs, loads)
+                    ],
+                    "pss_kb": [rollup(p.pid)["Pss"] for p in procs],
+                    "rss_kb": [rollup(p.pid)["Rss"] for p in procs],
+                    "load_s": [load["load_s"] for load in loads],
+                }
+            )
     finally:
         for proc in procs:
             proc.stdin.close()

@@ -4,6 +4,7 @@
 one JSON line: the model-load time (imports included, as a server's loader sees it) and the process
 memory. `make bench` runs it as a subprocess so that every measurement starts from nothing.
 """
+
 from __future__ import annotations
 
 import json
@@ -51,8 +52,15 @@ def main() -> int:
     import psutil
 
     memory = psutil.Process().memory_full_info()
-    json.dump({"model_load_s": loaded - started, "first_request_ms": answer["timings_ms"]["total"],
-               "rss_mib": memory.rss / 2**20, "pss_mib": memory.pss / 2**20}, sys.stdout)
+    json.dump(
+        {
+            "model_load_s": loaded - started,
+            "first_request_ms": answer["timings_ms"]["total"],
+            "rss_mib": memory.rss / 2**20,
+            "pss_mib": memory.pss / 2**20,
+        },
+        sys.stdout,
+    )
     sys.stdout.write("\n")
     return 0
 

@@ -7,6 +7,7 @@ the RSS again right after the burst and after `--idle` seconds (and the whole pr
 Prints one JSON line: the 429s' latency (and when the slowest were sent), the 200s', /ping's, and the RSS. Extra `--env NAME=VALUE` pairs go to the served processes, to compare
 settings in one run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,7 +39,9 @@ def probe(arch: str, clients: int, seconds: float, idle_s: float, env: dict, max
         target = HttpTarget(arch, served.url, 120)
         for request in payloads(questions, 4, 0, max_new_tokens, 3):  # the bench's warm-up shape
             target.call(request)
-        time.sleep(idle_s)  # past the engine's idle hook (rag/generation/batching.py IDLE_S), as a quiet server would be
+        time.sleep(
+            idle_s
+        )  # past the engine's idle hook (rag/generation/batching.py IDLE_S), as a quiet server would be
         role = "llm_service" if arch == "microservicos" else ROLE[arch]
         before, tree_before = worker_rss_mib(served, role), served.memory()
         pings, stop = [], threading.Event()
@@ -58,19 +61,34 @@ def probe(arch: str, clients: int, seconds: float, idle_s: float, env: dict, max
         first = min((o.started for o in outcomes), default=0.0)
         slowest = sorted((o for o in outcomes if o.status == 429), key=lambda o: -o.latency_ms)[:6]
         return {
-            "arch": arch, "env": env, "clients": clients, "seconds": seconds, "wall_s": round(wall, 1),
-            "ok": len(ok), "refused": len(refused),
+            "arch": arch,
+            "env": env,
+            "clients": clients,
+            "seconds": seconds,
+            "wall_s": round(wall, 1),
+            "ok": len(ok),
+            "refused": len(refused),
             "other": sorted({str(o.status or o.error_type) for o in outcomes if o.status not in (200, 429)}),
             "refused_ms": {f"p{q}": _percentile(refused, q) for q in (50, 90, 99)},
             "slowest_refused": [[round(o.started - first, 2), round(o.latency_ms)] for o in slowest],
             "ok_ms": {f"p{q}": _percentile(ok, q) for q in (50, 99)},
-            "ping_ms": {"p50": _percentile(answered, 50), "p99": _percentile(answered, 99),
-                        "failed": len(pings) - len(answered)},
-            "rss_mib": {"before": round(before, 1), "right_after": round(right_after, 1), "after_idle": round(after, 1),
-                        "change_after_idle": round(after / before - 1, 4)},
-            "tree_rss_mib": {"before": round(tree_before["rss_mib"], 1), "after_idle": round(tree_after["rss_mib"], 1),
-                             "by_role_before": {k: round(v, 1) for k, v in tree_before["by_role_mib"].items()},
-                             "by_role_after_idle": {k: round(v, 1) for k, v in tree_after["by_role_mib"].items()}},
+            "ping_ms": {
+                "p50": _percentile(answered, 50),
+                "p99": _percentile(answered, 99),
+                "failed": len(pings) - len(answered),
+            },
+            "rss_mib": {
+                "before": round(before, 1),
+                "right_after": round(right_after, 1),
+                "after_idle": round(after, 1),
+                "change_after_idle": round(after / before - 1, 4),
+            },
+            "tree_rss_mib": {
+                "before": round(tree_before["rss_mib"], 1),
+                "after_idle": round(tree_after["rss_mib"], 1),
+                "by_role_before": {k: round(v, 1) for k, v in tree_before["by_role_mib"].items()},
+                "by_role_after_idle": {k: round(v, 1) for k, v in tree_after["by_role_mib"].items()},
+            },
         }
     finally:
         served.stop()

@@ -4,6 +4,7 @@
 checkout's converted models (the same files), and removes the worktree afterwards. Its indexes are built
 by its own code, so a change of the index format cannot make the comparison fail.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -48,8 +49,13 @@ def previous_checkout(ref: str) -> Iterator[Path]:
 
 def build_index(root: Path, docs: Path, index: Path, env: dict) -> Path:
     """Index `docs` with the code in `root` (its own ingest, its own format)."""
-    result = subprocess.run([sys.executable, "-m", "rag.ingest", "--docs", str(docs), "--index", str(index)],
-                            cwd=root, env={**env, "PYTHONPATH": str(root)}, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "rag.ingest", "--docs", str(docs), "--index", str(index)],
+        cwd=root,
+        env={**env, "PYTHONPATH": str(root)},
+        capture_output=True,
+        text=True,
+    )
     if result.returncode != 0:
         raise RuntimeError(f"indexing {docs} with {root} failed:\n{result.stderr[-2000:]}")
     return index

@@ -4,6 +4,7 @@ Each architecture runs in its own session (process group) on free loopback ports
 group, then kills every process that was ever seen in the tree: start.sh gives each service its own
 process group, so signalling one group is not enough.
 """
+
 from __future__ import annotations
 
 import os
@@ -22,14 +23,24 @@ import requests
 
 from bench.config import REPO_ROOT
 
-ENTRYPOINTS = {"monolito": REPO_ROOT / "Monolitico" / "serve", "microservicos": REPO_ROOT / "Microservicos" / "start.sh"}
+ENTRYPOINTS = {
+    "monolito": REPO_ROOT / "Monolitico" / "serve",
+    "microservicos": REPO_ROOT / "Microservicos" / "start.sh",
+}
 # Which process is which, from its command line (gunicorn workers keep their master's command line).
-ROLES = (("vector_service", "Microservicos.vector_service"), ("llm_service", "Microservicos.llm_service"),
-         ("orchestrator", "Microservicos.orchestrator"), ("monolith", "Monolitico.app"))
+ROLES = (
+    ("vector_service", "Microservicos.vector_service"),
+    ("llm_service", "Microservicos.llm_service"),
+    ("orchestrator", "Microservicos.orchestrator"),
+    ("monolith", "Monolitico.app"),
+)
 READY_LINE = re.compile(r"(\S.*?) ready after ([0-9.]+) s")
 # serving/web.py logs one line per request: "<asctime> INFO [pid] rag.http: request_id=... POST /generate status=200 ms=12.3"
-REQUEST_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO \[\d+\] rag\.http: request_id=\S+ "
-                          r"POST (/retrieve|/generate) status=200 ms=([0-9.]+)", re.MULTILINE)
+REQUEST_LINE = re.compile(
+    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO \[\d+\] rag\.http: request_id=\S+ "
+    r"POST (/retrieve|/generate) status=200 ms=([0-9.]+)",
+    re.MULTILINE,
+)
 
 
 def free_port() -> int:
@@ -42,8 +53,13 @@ def free_port() -> int:
 def child_env(**overrides) -> dict[str, str]:
     """The environment of a served architecture: offline, the repository importable, this venv first."""
     env = dict(os.environ)
-    env.update(PYTHONPATH=str(REPO_ROOT), PATH=f"{Path(sys.executable).parent}:{env.get('PATH', '')}",
-               HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1")
+    env.update(
+        PYTHONPATH=str(REPO_ROOT),
+        PATH=f"{Path(sys.executable).parent}:{env.get('PATH', '')}",
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        PYTHONUNBUFFERED="1",
+    )
     env.update({key: str(value) for key, value in overrides.items()})
     return env
 
@@ -67,16 +83,27 @@ class Served:
         self.url = f"http://127.0.0.1:{self.ports['public']}"
         self.log_path = log_path
         # `env` may override the wiring too (bench/split.py points RAG_LLM_URL at an endpoint).
-        environment = child_env(**{
-            "RAG_BIND_HOST": "127.0.0.1", "SAGEMAKER_BIND_TO_PORT": self.ports["public"],
-            "RAG_VECTOR_URL": f"http://127.0.0.1:{self.ports['vector']}",
-            "RAG_LLM_URL": f"http://127.0.0.1:{self.ports['llm']}", **env})
+        environment = child_env(
+            **{
+                "RAG_BIND_HOST": "127.0.0.1",
+                "SAGEMAKER_BIND_TO_PORT": self.ports["public"],
+                "RAG_VECTOR_URL": f"http://127.0.0.1:{self.ports['vector']}",
+                "RAG_LLM_URL": f"http://127.0.0.1:{self.ports['llm']}",
+                **env,
+            }
+        )
         self._log = open(log_path, "wb")
         self.started = time.monotonic()
         environment["PYTHONPATH"] = str(root)
         entrypoint = root / ENTRYPOINTS[arch].relative_to(REPO_ROOT)
-        self.proc = subprocess.Popen([str(entrypoint), "serve"], cwd=root, env=environment,
-                                     stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [str(entrypoint), "serve"],
+            cwd=root,
+            env=environment,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self._seen: dict[int, psutil.Process] = {}
 
     def tree(self) -> list[psutil.Process]:
@@ -96,8 +123,9 @@ class Served:
         with requests.Session() as session:
             while time.monotonic() < end:
                 if self.proc.poll() is not None:
-                    raise RuntimeError(f"{self.arch} exited ({self.proc.returncode}) before /ping answered 200; "
-                                       f"see {self.log_path}")
+                    raise RuntimeError(
+                        f"{self.arch} exited ({self.proc.returncode}) before /ping answered 200; see {self.log_path}"
+                    )
                 try:
                     if session.get(f"{self.url}/ping", timeout=2).status_code == 200:
                         return time.monotonic() - self.started
@@ -111,8 +139,11 @@ class Served:
         """The services' own "<what> ready after X s" log lines (model load, as each process saw it)."""
         self._log.flush()
         text = self.log_path.read_text(errors="replace")
-        return {match.group(1).split(": ")[-1]: float(match.group(2)) for match in READY_LINE.finditer(text)
-                if "services ready" not in match.group(1)}
+        return {
+            match.group(1).split(": ")[-1]: float(match.group(2))
+            for match in READY_LINE.finditer(text)
+            if "services ready" not in match.group(1)
+        }
 
     def service_times(self, since: float, until: float) -> list[tuple[float, str, float]]:
         """(epoch seconds, path, ms) of each internal /retrieve and /generate the services logged in

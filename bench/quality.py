@@ -7,6 +7,7 @@ BENCH_PREVIOUS_REF (a commit), the monolith of that commit answers the same ques
 column. Results go to bench/results/quality-<time>.json; --publish also copies them to
 bench/results/latest/quality.json and regenerates the table in docs/evaluation.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,6 +47,7 @@ def _serve_and_evaluate(arch: str, root: Path, index: Path, questions_file: Path
 
 def _identical(first: list[dict], second: list[dict]) -> dict:
     """How many questions got the same answer, sources, tokens from both architectures."""
+
     def key(record):
         return record["answer"], record["sources"], record["prompt_tokens"], record["completion_tokens"]
 
@@ -58,20 +60,28 @@ def run(previous_ref: str | None, sets: tuple[str, ...] = SETS) -> dict:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     workdir = DEFAULT_RESULTS_DIR / f"quality-{stamp}"
     workdir.mkdir(parents=True, exist_ok=True)
-    result = {"kind": "quality", "started_utc": stamp, "loadavg_start": os.getloadavg(),
-              "previous_ref": previous_ref, "sets": {}}
+    result = {
+        "kind": "quality",
+        "started_utc": stamp,
+        "loadavg_start": os.getloadavg(),
+        "previous_ref": previous_ref,
+        "sets": {},
+    }
     env = child_env()
-    with (previous_checkout(previous_ref) if previous_ref else nullcontext()) as previous_root:
+    with previous_checkout(previous_ref) if previous_ref else nullcontext() as previous_root:
         for name in sets:
             docs, questions = REPO_ROOT / "data" / name, REPO_ROOT / "data" / f"{name}.questions.jsonl"
             index = build_index(REPO_ROOT, docs, workdir / f"index-{name}", env)
-            entry = {arch: _serve_and_evaluate(arch, REPO_ROOT, index, questions, workdir, f"{name}-{arch}")
-                     for arch in ARCHS}
+            entry = {
+                arch: _serve_and_evaluate(arch, REPO_ROOT, index, questions, workdir, f"{name}-{arch}")
+                for arch in ARCHS
+            }
             entry["parity"] = _identical(entry["monolito"]["records"], entry["microservicos"]["records"])
             if previous_root is not None:
                 old_index = build_index(previous_root, docs, workdir / f"index-{name}-previous", env)
-                entry["previous"] = _serve_and_evaluate("monolito", previous_root, old_index, questions, workdir,
-                                                        f"{name}-previous")
+                entry["previous"] = _serve_and_evaluate(
+                    "monolito", previous_root, old_index, questions, workdir, f"{name}-previous"
+                )
             result["sets"][name] = entry
     result["loadavg_end"] = os.getloadavg()
     path = DEFAULT_RESULTS_DIR / f"quality-{stamp}.json"
@@ -89,23 +99,31 @@ def _ms(value) -> str:
 
 def table(result: dict) -> str:
     """The Markdown table of docs/evaluation.md: one row per set and configuration."""
-    rows = ["| question set | configuration | answer accuracy | refusal (unanswerable) | hit@1 | MRR | "
-            "prompt tokens p50 | latency p50 / p95 (ms) | same answers on both |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    rows = [
+        "| question set | configuration | answer accuracy | refusal (unanswerable) | hit@1 | MRR | "
+        "prompt tokens p50 | latency p50 / p95 (ms) | same answers on both |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for name, entry in result["sets"].items():
-        columns = [("previous", f"before ({(result['previous_ref'] or '')[:10]}, monolith)")] if "previous" in entry else []
+        columns = (
+            [("previous", f"before ({(result['previous_ref'] or '')[:10]}, monolith)")] if "previous" in entry else []
+        )
         columns += [("monolito", "now, monolith"), ("microservicos", "now, microservices")]
         for key, label in columns:
             s = entry[key]["summary"]
             parity = entry["parity"]
             same = f"{parity['identical']}/{parity['questions']}" if key != "previous" else ""
-            rows.append(f"| {name} ({s['answerable']} + {s['unanswerable']}) | {label} | {_pct(s['accuracy'])} | "
-                        f"{_pct(s['refusal'])} | {_pct(s['hit_at_1'])} | {s['mrr']:.3f} | {_ms(s['prompt_tokens_p50'])} | "
-                        f"{_ms(s['latency_ms_p50'])} / {_ms(s['latency_ms_p95'])} | {same} |")
+            rows.append(
+                f"| {name} ({s['answerable']} + {s['unanswerable']}) | {label} | {_pct(s['accuracy'])} | "
+                f"{_pct(s['refusal'])} | {_pct(s['hit_at_1'])} | {s['mrr']:.3f} | {_ms(s['prompt_tokens_p50'])} | "
+                f"{_ms(s['latency_ms_p50'])} / {_ms(s['latency_ms_p95'])} | {same} |"
+            )
     load = result.get("loadavg_start", [None])[0]
     rows.append("")
-    rows.append(f"Measured {result['started_utc']} on 2 CPU cores (load average {load:.1f} at the start; latency "
-                "is single-client and moves with the load, the quality figures do not: decoding is greedy).")
+    rows.append(
+        f"Measured {result['started_utc']} on 2 CPU cores (load average {load:.1f} at the start; latency "
+        "is single-client and moves with the load, the quality figures do not: decoding is greedy)."
+    )
     return "\n".join(rows)
 
 
@@ -137,10 +155,21 @@ def publish(result: dict, doc: Path = DOC, readme: Path = README) -> None:
     """bench/results/latest/quality.json, the docs table and the README summary."""
     latest = DEFAULT_RESULTS_DIR / "latest"
     latest.mkdir(parents=True, exist_ok=True)
-    slim = {**result, "sets": {name: {key: ({k: v for k, v in value.items() if k != "records"}
-                                            | {"misses": [r for r in value["records"] if not r["correct"]]}
-                                            if isinstance(value, dict) and "records" in value else value)
-                                      for key, value in entry.items()} for name, entry in result["sets"].items()}}
+    slim = {
+        **result,
+        "sets": {
+            name: {
+                key: (
+                    {k: v for k, v in value.items() if k != "records"}
+                    | {"misses": [r for r in value["records"] if not r["correct"]]}
+                    if isinstance(value, dict) and "records" in value
+                    else value
+                )
+                for key, value in entry.items()
+            }
+            for name, entry in result["sets"].items()
+        },
+    }
     (latest / "quality.json").write_text(json.dumps(slim, indent=1, ensure_ascii=False) + "\n")
     _replace_between(doc, BEGIN, END, table(result))
     _replace_between(readme, README_BEGIN, README_END, summary_line(result))

@@ -7,6 +7,7 @@
 4. memory: peak RSS sampled during phase 3, steady RSS and PSS when idle afterwards;
 5. faults: the LLM worker, then the vector worker of the microservices, then the monolith's worker.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,16 +33,36 @@ from bench.sweep import SweepSettings, run_sweep
 from bench.workload import HttpTarget, InProcessTarget, cpu_stall_ms, load_questions, payloads, run_block
 
 ARCHITECTURES = ("monolito", "microservicos")
-PACKAGES = ("torch", "transformers", "sentence-transformers", "faiss-cpu", "flask", "gunicorn", "requests",
-            "numpy", "psutil", "matplotlib")
+PACKAGES = (
+    "torch",
+    "transformers",
+    "sentence-transformers",
+    "faiss-cpu",
+    "flask",
+    "gunicorn",
+    "requests",
+    "numpy",
+    "psutil",
+    "matplotlib",
+)
 
 
 def machine_info() -> dict:
     """What ran the bench: CPU, memory, OS, Python, package versions and the git commit."""
     import psutil
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
+    cpu = (
+        next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            platform.processor(),
+        )
+        if Path("/proc/cpuinfo").exists()
+        else ""
+    )
     versions = {}
     for package in PACKAGES:
         try:
@@ -53,19 +74,30 @@ def machine_info() -> dict:
         result = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True)
         return result.stdout.strip() if result.returncode == 0 else None
 
-    return {"cpu_model": cpu, "cpus": os.cpu_count(), "usable_cpus": len(os.sched_getaffinity(0)),
-            "memory_gib": psutil.virtual_memory().total / 2**30, "os": platform.platform(),
-            "python": platform.python_version(), "versions": versions, "git_commit": git("rev-parse", "HEAD"),
-            "git_dirty": bool(git("status", "--porcelain", "--", "rag", "serving", "Monolitico", "Microservicos",
-                                  "bench"))}
+    return {
+        "cpu_model": cpu,
+        "cpus": os.cpu_count(),
+        "usable_cpus": len(os.sched_getaffinity(0)),
+        "memory_gib": psutil.virtual_memory().total / 2**30,
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "versions": versions,
+        "git_commit": git("rev-parse", "HEAD"),
+        "git_dirty": bool(git("status", "--porcelain", "--", "rag", "serving", "Monolitico", "Microservicos", "bench")),
+    }
 
 
 def _baseline_load(env: dict, request: dict) -> dict:
     """`python -m bench.inprocess` in a fresh process: model-load time, first answer and memory."""
     started = time.monotonic()
-    result = subprocess.run([sys.executable, "-m", "bench.inprocess", request["query"], str(request["max_new_tokens"])],
-                            cwd=REPO_ROOT, env=env,
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.inprocess", request["query"], str(request["max_new_tokens"])],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if result.returncode != 0:
         raise RuntimeError(f"bench.inprocess failed ({result.returncode}):\n{result.stderr[-3000:]}")
     return {**json.loads(result.stdout.strip().splitlines()[-1]), "process_s": time.monotonic() - started}
@@ -85,8 +117,14 @@ def cold_starts(settings, workdir: Path, env: dict, live: dict) -> dict:
                 ready_s = served.wait_ready()
                 # The first answer after /ping 200 shows whether "ready" means "fast" yet.
                 first = HttpTarget(arch, served.url, settings.request_timeout_s).call(first_request)
-                runs[arch].append({"ready_s": ready_s, "self_reported_load_s": served.ready_lines(),
-                                   "first_request_ms": first.latency_ms, "first_request_ok": first.ok})
+                runs[arch].append(
+                    {
+                        "ready_s": ready_s,
+                        "self_reported_load_s": served.ready_lines(),
+                        "first_request_ms": first.latency_ms,
+                        "first_request_ok": first.ok,
+                    }
+                )
                 if round_ < settings.cold_starts - 1:
                     served.stop()
                     del live[arch]
@@ -112,17 +150,24 @@ def latency_phase(targets: dict, samplers: dict, pools: dict, settings, question
         for level in settings.concurrency:
             block = settings.block_size(level)
             for name in names:
-                data[name][str(level)] = {"requests": [], "block_wall_s": [], "block_cpu_stall_ms": [], "block_clock": []}
+                data[name][str(level)] = {
+                    "requests": [],
+                    "block_wall_s": [],
+                    "block_cpu_stall_ms": [],
+                    "block_clock": [],
+                }
             for round_ in range(settings.requests_at(level) // block):
                 batch = payloads(questions, block, round_ * block, settings.max_new_tokens, settings.top_k)
-                for name in names[round_ % len(names):] + names[:round_ % len(names)]:
+                for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
                     bar.set_postfix_str(f"c={level} {name}")
                     stall, clock = cpu_stall_ms(), time.time()
                     with samplers.get(name) or nullcontext():
                         outcomes, wall = run_block(targets[name], batch, level, bar, pools[name])
                     entry = data[name][str(level)]
-                    entry["requests"].extend({**outcome.to_dict(outcome.started), "question": payload["query"]}
-                                             for outcome, payload in zip(outcomes, batch))
+                    entry["requests"].extend(
+                        {**outcome.to_dict(outcome.started), "question": payload["query"]}
+                        for outcome, payload in zip(outcomes, batch)
+                    )
                     entry["block_wall_s"].append(wall)
                     entry["block_clock"].append([clock, time.time()])
                     if stall is not None:
@@ -165,15 +210,22 @@ def run(settings: BenchSettings) -> Path:
     env = {"RAG_MAX_NEW_TOKENS": settings.max_new_tokens, "RAG_TOP_K": settings.top_k}
     if settings.index_dir:
         env["RAG_INDEX_DIR"] = settings.index_dir
-    results = {"kind": "quick" if settings.quick else "full", "started_utc": started_at.isoformat(),
-               "machine": machine_info(), "settings": settings.to_dict(), "loadavg_start": os.getloadavg(),
-               "server_env": {key: str(value) for key, value in env.items()}}
+    results = {
+        "kind": "quick" if settings.quick else "full",
+        "started_utc": started_at.isoformat(),
+        "machine": machine_info(),
+        "settings": settings.to_dict(),
+        "loadavg_start": os.getloadavg(),
+        "server_env": {key: str(value) for key, value in env.items()},
+    }
     questions = load_questions()
     clock = time.monotonic()
     live: dict[str, Served] = {}
     # One long-lived client pool per target: warm-up and measurement run on the same threads.
-    pools = {name: ThreadPoolExecutor(max(settings.concurrency), thread_name_prefix=f"client-{name}")
-             for name in ("baseline", *ARCHITECTURES)}
+    pools = {
+        name: ThreadPoolExecutor(max(settings.concurrency), thread_name_prefix=f"client-{name}")
+        for name in ("baseline", *ARCHITECTURES)
+    }
     try:
         results["cold_start"] = cold_starts(settings, workdir, env, live)
         rag_settings = Settings.from_env({**os.environ, **{key: str(value) for key, value in env.items()}})
@@ -191,8 +243,9 @@ def run(settings: BenchSettings) -> Path:
         results["memory_steady"] = steady_memory(live)
         sweep = SweepSettings.from_env(os.environ, settings.quick)
         if sweep.enabled:
-            results["sweep"] = run_sweep(targets, live, sweep, questions, settings.max_new_tokens, settings.top_k,
-                                         samplers.get)
+            results["sweep"] = run_sweep(
+                targets, live, sweep, questions, settings.max_new_tokens, settings.top_k, samplers.get
+            )
         results["faults"] = fault_phase(live, settings, questions) if settings.faults else []
     finally:
         for pool in pools.values():

@@ -7,6 +7,7 @@ request is a 503 inside a kill window (from the kill until the first answer afte
 recovery takes at most 10 s; SIGTERM loses no request that was in flight. The run writes soak.json and
 soak.png into a timestamped folder of BENCH_RESULTS_DIR.
 """
+
 from __future__ import annotations
 
 import json
@@ -54,15 +55,17 @@ class SoakSettings:
         if arch and arch not in ("monolito", "microservicos"):
             raise ConfigError(f"SOAK_ARCH={arch!r} must be monolito or microservicos (unset: both)")
         results = env.get("BENCH_RESULTS_DIR", "").strip()
-        return cls(minutes=env_int(env, "SOAK_MINUTES", 30, 1, 24 * 60),
-                   kill_every_s=env_int(env, "SOAK_KILL_EVERY_S", 180, 5, 24 * 3600),
-                   concurrency=env_int(env, "SOAK_CONCURRENCY", 2, 1, 32),
-                   max_new_tokens=env_int(env, "SOAK_MAX_NEW_TOKENS", 16, 1, 1024),
-                   warmup_s=env_int(env, "SOAK_WARMUP_S", 60, 0, 3600),
-                   sample_every_s=env_int(env, "SOAK_SAMPLE_EVERY_S", 60, 1, 3600),
-                   seed=env_int(env, "SOAK_SEED", 0, 0, 2**31),
-                   architectures=(arch,) if arch else ("monolito", "microservicos"),
-                   results_dir=Path(results).expanduser().resolve() if results else DEFAULT_RESULTS_DIR)
+        return cls(
+            minutes=env_int(env, "SOAK_MINUTES", 30, 1, 24 * 60),
+            kill_every_s=env_int(env, "SOAK_KILL_EVERY_S", 180, 5, 24 * 3600),
+            concurrency=env_int(env, "SOAK_CONCURRENCY", 2, 1, 32),
+            max_new_tokens=env_int(env, "SOAK_MAX_NEW_TOKENS", 16, 1, 1024),
+            warmup_s=env_int(env, "SOAK_WARMUP_S", 60, 0, 3600),
+            sample_every_s=env_int(env, "SOAK_SAMPLE_EVERY_S", 60, 1, 3600),
+            seed=env_int(env, "SOAK_SEED", 0, 0, 2**31),
+            architectures=(arch,) if arch else ("monolito", "microservicos"),
+            results_dir=Path(results).expanduser().resolve() if results else DEFAULT_RESULTS_DIR,
+        )
 
 
 @dataclass
@@ -93,7 +96,9 @@ def _clients(target: HttpTarget, batch: list[dict], tape: Tape, stop: threading.
                 stop.wait(0.1)  # a failing client backs off a little: bounded load while a service is down
             i += concurrency
 
-    return [threading.Thread(target=client, args=(n,), name=f"soak-client-{n}", daemon=True) for n in range(concurrency)]
+    return [
+        threading.Thread(target=client, args=(n,), name=f"soak-client-{n}", daemon=True) for n in range(concurrency)
+    ]
 
 
 def _sampler(served: Served, tape: Tape, stop: threading.Event, every_s: int) -> threading.Thread:
@@ -147,8 +152,10 @@ def soak_architecture(arch: str, settings: SoakSettings, folder: Path) -> dict:
         tape = Tape(origin=time.monotonic())
         target = HttpTarget(arch, served.url, 120)
         batch = payloads(load_questions(), 64, 0, settings.max_new_tokens, 3)
-        threads = [*_clients(target, batch, tape, stop, settings.concurrency),
-                   _sampler(served, tape, stop, settings.sample_every_s)]
+        threads = [
+            *_clients(target, batch, tape, stop, settings.concurrency),
+            _sampler(served, tape, stop, settings.sample_every_s),
+        ]
         for thread in threads:
             thread.start()
         chooser = random.Random(settings.seed)
@@ -181,10 +188,17 @@ def analyse(tape: Tape, sigterm: dict, settings: SoakSettings) -> dict:
     for at, service, pids in tape.kills:
         answered = [finished for started, finished, status, _ in before_term if started >= at and status == 200]
         recovered = min(answered, default=None)
-        kills.append({"at_s": at - t0, "service": service, "pids": pids,
-                      "recovery_s": None if recovered is None else recovered - at})
-    windows = [(k["at_s"] + t0, k["at_s"] + t0 + (k["recovery_s"] if k["recovery_s"] is not None else 1e9))
-               for k in kills]
+        kills.append(
+            {
+                "at_s": at - t0,
+                "service": service,
+                "pids": pids,
+                "recovery_s": None if recovered is None else recovered - at,
+            }
+        )
+    windows = [
+        (k["at_s"] + t0, k["at_s"] + t0 + (k["recovery_s"] if k["recovery_s"] is not None else 1e9)) for k in kills
+    ]
     failed = [r for r in before_term if r[2] != 200]
     outside = [r for r in failed if r[2] != 503 or not any(lo <= r[1] <= hi + 0.5 for lo, hi in windows)]
     in_flight = [r for r in requests if r[0] < sigterm["at"] < r[1]]
@@ -196,20 +210,29 @@ def analyse(tape: Tape, sigterm: dict, settings: SoakSettings) -> dict:
         "rss_growth_under_5_pct": growth is not None and growth < MAX_RSS_GROWTH,
         "failures_only_503_in_kill_windows": not outside,
         "recovery_within_10_s": all(r is not None and r <= MAX_RECOVERY_S for r in recoveries),
-        "sigterm_loses_no_request_in_flight": bool(in_flight) and all(r[2] == 200 for r in in_flight)
+        "sigterm_loses_no_request_in_flight": bool(in_flight)
+        and all(r[2] == 200 for r in in_flight)
         and sigterm["exit_code"] == 0,
     }
     return {
-        "seconds": (sigterm["at"] - t0), "requests": len(before_term),
+        "seconds": (sigterm["at"] - t0),
+        "requests": len(before_term),
         "answered": sum(r[2] == 200 for r in before_term),
         "failed_by_status": {str(k): v for k, v in sorted(Counter(r[2] for r in failed).items())},
         "failed_by_type": dict(Counter(r[3] for r in failed)),
         "failures_outside_kill_windows": [{"at_s": r[1] - t0, "status": r[2], "error_type": r[3]} for r in outside],
-        "kills": kills, "rss_mib": [[round(at, 1), round(mib, 1)] for at, mib in samples],
+        "kills": kills,
+        "rss_mib": [[round(at, 1), round(mib, 1)] for at, mib in samples],
         "rss_growth_after_warmup": growth,
-        "sigterm": {"in_flight": len(in_flight), "lost": sum(r[2] != 200 for r in in_flight),
-                    "exit_code": sigterm["exit_code"], "stop_s": sigterm["stop_s"], "at_s": sigterm["at"] - t0},
-        "verdicts": verdicts, "met": all(verdicts.values()),
+        "sigterm": {
+            "in_flight": len(in_flight),
+            "lost": sum(r[2] != 200 for r in in_flight),
+            "exit_code": sigterm["exit_code"],
+            "stop_s": sigterm["stop_s"],
+            "at_s": sigterm["at"] - t0,
+        },
+        "verdicts": verdicts,
+        "met": all(verdicts.values()),
         "timeline": [[round(s - t0, 3), round(f - t0, 3), status] for s, f, status, _ in requests],
     }
 
@@ -221,11 +244,15 @@ def run(settings: SoakSettings) -> Path:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     folder = settings.results_dir / f"soak-{stamp}"
     folder.mkdir(parents=True, exist_ok=True)
-    report = {"started_utc": stamp, "settings": {**asdict(settings), "results_dir": str(settings.results_dir)},
-              "loadavg_start": os.getloadavg(), "cpus": len(os.sched_getaffinity(0)),
-              "memory_gib": psutil.virtual_memory().total / 2**30,
-              "targets": {"max_rss_growth": MAX_RSS_GROWTH, "max_recovery_s": MAX_RECOVERY_S},
-              "architectures": [soak_architecture(arch, settings, folder) for arch in settings.architectures]}
+    report = {
+        "started_utc": stamp,
+        "settings": {**asdict(settings), "results_dir": str(settings.results_dir)},
+        "loadavg_start": os.getloadavg(),
+        "cpus": len(os.sched_getaffinity(0)),
+        "memory_gib": psutil.virtual_memory().total / 2**30,
+        "targets": {"max_rss_growth": MAX_RSS_GROWTH, "max_recovery_s": MAX_RECOVERY_S},
+        "architectures": [soak_architecture(arch, settings, folder) for arch in settings.architectures],
+    }
     report["loadavg_end"] = os.getloadavg()
     report["met"] = all(entry["met"] for entry in report["architectures"])
     (folder / "soak.json").write_text(json.dumps(report, indent=1))

@@ -10,6 +10,7 @@ carrying the call costs (loopback HTTP with requests; or boto3, the stand-in and
 The target is at most 10 ms more at the median; it counts as met only when the paired 95 % interval is
 under 10 ms. The real SageMaker Runtime adds a network hop inside the region that no local run can show.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,14 +33,18 @@ BEGIN, END = "<!-- bench-split:begin -->", "<!-- bench-split:end -->"
 LATEST = REPO_ROOT / "bench" / "results" / "latest" / "split.json"
 # The LLM service's one log line per request (serving/web.py): /generate behind the one-container
 # orchestrator (whose own line says /invocations), /invocations as the LLM endpoint.
-OWN_TIME = r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO \[\d+\] rag\.http: request_id=\S+ POST %s status=200 ms=([0-9.]+)"
+OWN_TIME = (
+    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO \[\d+\] rag\.http: request_id=\S+ POST %s status=200 ms=([0-9.]+)"
+)
 
 
 def own_times(log_path: Path, path: str) -> list[tuple[float, float]]:
     """(epoch seconds, ms) of each generation the LLM service logged on `path`."""
     pattern = re.compile(OWN_TIME % re.escape(path), re.MULTILINE)
-    return [(datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp(), float(ms))
-            for stamp, ms in pattern.findall(log_path.read_text(errors="replace"))]
+    return [
+        (datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp(), float(ms))
+        for stamp, ms in pattern.findall(log_path.read_text(errors="replace"))
+    ]
 
 
 def measure(settings: BenchSettings) -> Path:
@@ -53,15 +58,28 @@ def measure(settings: BenchSettings) -> Path:
     served: dict[str, Served] = {}
     runtime = None
     started, stall = time.monotonic(), cpu_stall_ms()
-    results = {"kind": "quick" if settings.quick else "full", "started_utc": datetime.now(UTC).isoformat(),
-               "loadavg_start": os.getloadavg(), "settings": settings.to_dict()}
+    results = {
+        "kind": "quick" if settings.quick else "full",
+        "started_utc": datetime.now(UTC).isoformat(),
+        "loadavg_start": os.getloadavg(),
+        "settings": settings.to_dict(),
+    }
     try:
         served["microservicos"] = Served("microservicos", workdir / "microservicos.log", env)
         served["llm_endpoint"] = Served("microservicos", workdir / "llm-endpoint.log", {**env, "RAG_SERVE": "llm"})
         runtime = LocalRuntime({ENDPOINT: served["llm_endpoint"].url}).start()
-        served["split"] = Served("microservicos", workdir / "split-front.log", {
-            **env, "RAG_LLM_URL": f"sagemaker://{ENDPOINT}", "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": runtime.url,
-            "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local", "AWS_DEFAULT_REGION": "us-east-1"})
+        served["split"] = Served(
+            "microservicos",
+            workdir / "split-front.log",
+            {
+                **env,
+                "RAG_LLM_URL": f"sagemaker://{ENDPOINT}",
+                "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": runtime.url,
+                "AWS_ACCESS_KEY_ID": "local",
+                "AWS_SECRET_ACCESS_KEY": "local",
+                "AWS_DEFAULT_REGION": "us-east-1",
+            },
+        )
         for one in served.values():
             one.wait_ready()
         results["requests"] = alternate(served, settings)
@@ -70,10 +88,15 @@ def measure(settings: BenchSettings) -> Path:
             one.stop()
         if runtime is not None:
             runtime.stop()
-    logs = {"microservicos": own_times(workdir / "microservicos.log", "/generate"),
-            "split": own_times(workdir / "llm-endpoint.log", "/invocations")}
-    results.update(duration_s=time.monotonic() - started, loadavg_end=os.getloadavg(),
-                   cpu_stall_ms_per_s=(cpu_stall_ms() - stall) / (time.monotonic() - started) if stall is not None else None)
+    logs = {
+        "microservicos": own_times(workdir / "microservicos.log", "/generate"),
+        "split": own_times(workdir / "llm-endpoint.log", "/invocations"),
+    }
+    results.update(
+        duration_s=time.monotonic() - started,
+        loadavg_end=os.getloadavg(),
+        cpu_stall_ms_per_s=(cpu_stall_ms() - stall) / (time.monotonic() - started) if stall is not None else None,
+    )
     results["summary"] = summarize_hops(results["requests"], logs)
     path = settings.results_dir / f"split-{stamp}.json"
     path.write_text(json.dumps(results, indent=1))
@@ -82,18 +105,32 @@ def measure(settings: BenchSettings) -> Path:
 
 def alternate(served: dict, settings: BenchSettings) -> list[dict]:
     """Warm-up, then each request to both targets back to back, the first one alternating."""
-    targets = {name: HttpTarget(name, served[name].url, settings.request_timeout_s) for name in ("microservicos", "split")}
+    targets = {
+        name: HttpTarget(name, served[name].url, settings.request_timeout_s) for name in ("microservicos", "split")
+    }
     questions = load_questions()
     for payload in payloads(questions, settings.warmup, 0, settings.max_new_tokens, settings.top_k):
         for target in targets.values():
             target.call(payload)
     rows = []
-    for index, payload in enumerate(payloads(questions, settings.requests_c1, 0, settings.max_new_tokens, settings.top_k)):
-        for name in (("microservicos", "split") if index % 2 == 0 else ("split", "microservicos")):
+    for index, payload in enumerate(
+        payloads(questions, settings.requests_c1, 0, settings.max_new_tokens, settings.top_k)
+    ):
+        for name in ("microservicos", "split") if index % 2 == 0 else ("split", "microservicos"):
             since = time.time()
             outcome = targets[name].call(payload)
-            rows.append({"index": index, "target": name, "since": since, "until": time.time(), "ok": outcome.ok,
-                         "status": outcome.status, "latency_ms": outcome.latency_ms, "timings_ms": outcome.timings_ms})
+            rows.append(
+                {
+                    "index": index,
+                    "target": name,
+                    "since": since,
+                    "until": time.time(),
+                    "ok": outcome.ok,
+                    "status": outcome.status,
+                    "latency_ms": outcome.latency_ms,
+                    "timings_ms": outcome.timings_ms,
+                }
+            )
     return rows
 
 
@@ -108,14 +145,23 @@ def summarize_hops(rows: list[dict], logs: dict[str, list[tuple[float, float]]])
         if len(own) == 1:  # unambiguous: one generation logged while this request was open
             hops[row["target"]][row["index"]] = row["timings_ms"]["generate"] - own[0]
     paired = sorted(set(hops["microservicos"]) & set(hops["split"]))
-    difference = paired_median_difference([hops["microservicos"][i] for i in paired], [hops["split"][i] for i in paired])
+    difference = paired_median_difference(
+        [hops["microservicos"][i] for i in paired], [hops["split"][i] for i in paired]
+    )
     high, low = difference["high"], difference["low"]
-    verdict = ("no data" if high is None else "met" if high <= TARGET_MS else "not met" if low > TARGET_MS
-               else "inconclusive")
+    verdict = (
+        "no data" if high is None else "met" if high <= TARGET_MS else "not met" if low > TARGET_MS else "inconclusive"
+    )
     latency = {name: summarize([r["latency_ms"] for r in rows if r["target"] == name and r["ok"]]) for name in hops}
-    return {"hop_ms": {name: summarize(values.values()) for name, values in hops.items()}, "extra_hop_ms": difference,
-            "target_ms": TARGET_MS, "verdict": verdict, "latency_ms": latency, "pairs": len(paired),
-            "failed": len([r for r in rows if not r["ok"]])}
+    return {
+        "hop_ms": {name: summarize(values.values()) for name, values in hops.items()},
+        "extra_hop_ms": difference,
+        "target_ms": TARGET_MS,
+        "verdict": verdict,
+        "latency_ms": latency,
+        "pairs": len(paired),
+        "failed": len([r for r in rows if not r["ok"]]),
+    }
 
 
 def table(results: dict) -> str:
@@ -126,22 +172,24 @@ def table(results: dict) -> str:
     def ms(value):
         return "n/a" if value is None else f"{value:,.1f} ms"
 
-    return "\n".join([
-        "| path of the LLM call | LLM hop p50 | p95 | requests, end to end p50 |",
-        "| --- | --- | --- | --- |",
-        f"| one-container microservices: loopback HTTP | {ms(hop['microservicos'].get('p50'))} | "
-        f"{ms(hop['microservicos'].get('p95'))} | {s['latency_ms']['microservicos'].get('n', 0)}, "
-        f"{ms(s['latency_ms']['microservicos'].get('p50'))} |",
-        f"| split: boto3, SageMaker Runtime stand-in, HTTP to the LLM container | {ms(hop['split'].get('p50'))} | "
-        f"{ms(hop['split'].get('p95'))} | {s['latency_ms']['split'].get('n', 0)}, {ms(s['latency_ms']['split'].get('p50'))} |",
-        f"| **extra cost of the split**, paired median (95 % interval), {s['pairs']} pairs | {ms(d['difference'])} "
-        f"({ms(d['low'])} to {ms(d['high'])}) | target <= {TARGET_MS:.0f} ms: **{s['verdict']}** | |",
-        "",
-        f"{results['kind'].capitalize()} run of {results['started_utc'][:16]} UTC, {results['duration_s'] / 60:.1f} min, "
-        f"load average {results['loadavg_start'][0]:.1f} at start and {results['loadavg_end'][0]:.1f} at end, "
-        f"{(results.get('cpu_stall_ms_per_s') or 0):.0f} ms/s of CPU stall; {s['failed']} failed requests; "
-        f"{results.get('settings', {}).get('max_new_tokens', '?')} new tokens per answer (the hop does not depend on it).",
-    ])
+    return "\n".join(
+        [
+            "| path of the LLM call | LLM hop p50 | p95 | requests, end to end p50 |",
+            "| --- | --- | --- | --- |",
+            f"| one-container microservices: loopback HTTP | {ms(hop['microservicos'].get('p50'))} | "
+            f"{ms(hop['microservicos'].get('p95'))} | {s['latency_ms']['microservicos'].get('n', 0)}, "
+            f"{ms(s['latency_ms']['microservicos'].get('p50'))} |",
+            f"| split: boto3, SageMaker Runtime stand-in, HTTP to the LLM container | {ms(hop['split'].get('p50'))} | "
+            f"{ms(hop['split'].get('p95'))} | {s['latency_ms']['split'].get('n', 0)}, {ms(s['latency_ms']['split'].get('p50'))} |",
+            f"| **extra cost of the split**, paired median (95 % interval), {s['pairs']} pairs | {ms(d['difference'])} "
+            f"({ms(d['low'])} to {ms(d['high'])}) | target <= {TARGET_MS:.0f} ms: **{s['verdict']}** | |",
+            "",
+            f"{results['kind'].capitalize()} run of {results['started_utc'][:16]} UTC, {results['duration_s'] / 60:.1f} min, "
+            f"load average {results['loadavg_start'][0]:.1f} at start and {results['loadavg_end'][0]:.1f} at end, "
+            f"{(results.get('cpu_stall_ms_per_s') or 0):.0f} ms/s of CPU stall; {s['failed']} failed requests; "
+            f"{results.get('settings', {}).get('max_new_tokens', '?')} new tokens per answer (the hop does not depend on it).",
+        ]
+    )
 
 
 def publish(path: Path) -> Path:

@@ -1,4 +1,5 @@
 """Summaries of latency samples, and a bootstrap test of whether two medians really differ."""
+
 from __future__ import annotations
 
 import math
@@ -17,9 +18,15 @@ def summarize(values) -> dict:
     if not values:
         return {"n": 0}
     array = np.asarray(values, dtype=float)
-    return {"n": len(values), "mean": float(array.mean()), "p50": percentile(array, 50),
-            "p95": percentile(array, 95), "p99": percentile(array, 99), "min": float(array.min()),
-            "max": float(array.max())}
+    return {
+        "n": len(values),
+        "mean": float(array.mean()),
+        "p50": percentile(array, 50),
+        "p95": percentile(array, 95),
+        "p99": percentile(array, 99),
+        "min": float(array.min()),
+        "max": float(array.max()),
+    }
 
 
 def median_difference(a, b, resamples: int = 4000, seed: int = 0) -> dict:
@@ -28,11 +35,16 @@ def median_difference(a, b, resamples: int = 4000, seed: int = 0) -> dict:
     if not len(a) or not len(b):
         return {"difference": None, "low": None, "high": None, "significant": False}
     rng = np.random.default_rng(seed)
-    diffs = (np.median(rng.choice(b, (resamples, len(b))), axis=1)
-             - np.median(rng.choice(a, (resamples, len(a))), axis=1))
+    diffs = np.median(rng.choice(b, (resamples, len(b))), axis=1) - np.median(
+        rng.choice(a, (resamples, len(a))), axis=1
+    )
     low, high = np.percentile(diffs, [2.5, 97.5])
-    return {"difference": float(np.median(b) - np.median(a)), "low": float(low), "high": float(high),
-            "significant": bool(low > 0 or high < 0)}
+    return {
+        "difference": float(np.median(b) - np.median(a)),
+        "low": float(low),
+        "high": float(high),
+        "significant": bool(low > 0 or high < 0),
+    }
 
 
 def ratio(value: float | None, base: float | None) -> float | None:
@@ -49,8 +61,13 @@ def paired_median_difference(a, b, resamples: int = 4000, seed: int = 0) -> dict
         return {"difference": None, "low": None, "high": None, "significant": False, "paired": True}
     rng = np.random.default_rng(seed)
     low, high = np.percentile(np.median(rng.choice(diffs, (resamples, len(diffs))), axis=1), [2.5, 97.5])
-    return {"difference": float(np.median(diffs)), "low": float(low), "high": float(high),
-            "significant": bool(low > 0 or high < 0), "paired": True}
+    return {
+        "difference": float(np.median(diffs)),
+        "low": float(low),
+        "high": float(high),
+        "significant": bool(low > 0 or high < 0),
+        "paired": True,
+    }
 
 
 def sign_test(successes: int, trials: int) -> float | None:

@@ -12,6 +12,7 @@ the sweep, 2 s after its last request (after the idle trim): batching must not l
     BENCH_SWEEP_LEVELS=1,2,4,...  client counts (default 1,2,4,8,16,32; quick: 1,4)
     BENCH_SWEEP_SECONDS=20        seconds of load per level and target (quick: 3)
 """
+
 from __future__ import annotations
 
 import json
@@ -53,8 +54,11 @@ class SweepSettings:
             raise ConfigError(f"BENCH_SWEEP_LEVELS={raw!r} must be comma-separated integers, e.g. 1,8,32")
         if not levels or any(not 1 <= level <= 256 for level in levels):
             raise ConfigError(f"BENCH_SWEEP_LEVELS={raw!r}: each level must be between 1 and 256")
-        return cls(enabled=env_int(env, "BENCH_SWEEP", 1, 0, 1) == 1, levels=levels,
-                   seconds=env_int(env, "BENCH_SWEEP_SECONDS", default.seconds, 1, 3600))
+        return cls(
+            enabled=env_int(env, "BENCH_SWEEP", 1, 0, 1) == 1,
+            levels=levels,
+            seconds=env_int(env, "BENCH_SWEEP_SECONDS", default.seconds, 1, 3600),
+        )
 
 
 def _percentile(values: list[float], q: float) -> float | None:
@@ -104,22 +108,32 @@ def _summary(outcomes: list, wall_s: float, pings: list | None, peak_mib: float 
     refused = [o.latency_ms for o in outcomes if o.status == 429]
     other = sorted({o.status if o.status else o.error_type for o in outcomes if o.status not in (200, 429)}, key=str)
     result = {
-        "requests": len(outcomes), "ok": len(ok), "refused": len(refused),
-        "errors": len(outcomes) - len(ok) - len(refused), "error_kinds": [str(kind) for kind in other],
-        "throughput_rps": len(ok) / wall_s if wall_s > 0 else 0.0, "wall_s": wall_s,
+        "requests": len(outcomes),
+        "ok": len(ok),
+        "refused": len(refused),
+        "errors": len(outcomes) - len(ok) - len(refused),
+        "error_kinds": [str(kind) for kind in other],
+        "throughput_rps": len(ok) / wall_s if wall_s > 0 else 0.0,
+        "wall_s": wall_s,
         "latency_ms": {f"p{q}": _percentile(ok, q) for q in (50, 95, 99)},
         "rate_429": len(refused) / len(outcomes) if outcomes else 0.0,
-        "refused_p99_ms": _percentile(refused, 99), "peak_rss_mib": peak_mib,
+        "refused_p99_ms": _percentile(refused, 99),
+        "peak_rss_mib": peak_mib,
     }
     if pings is not None:
         answered = [ms for ms in pings if ms is not None]
-        result["ping"] = {"count": len(pings), "failed": len(pings) - len(answered),
-                          "p99_ms": _percentile(answered, 99), "max_ms": max(answered, default=None)}
+        result["ping"] = {
+            "count": len(pings),
+            "failed": len(pings) - len(answered),
+            "p99_ms": _percentile(answered, 99),
+            "max_ms": max(answered, default=None),
+        }
     return result
 
 
-def run_sweep(targets: dict, live: dict, sweep: SweepSettings, questions, max_new_tokens: int, top_k: int,
-              sampler_for) -> dict:
+def run_sweep(
+    targets: dict, live: dict, sweep: SweepSettings, questions, max_new_tokens: int, top_k: int, sampler_for
+) -> dict:
     """Every level against every target; `live` maps architecture to Served, `sampler_for` gives the
     memory sampler of one (or None for the baseline)."""
     names = list(targets)
@@ -128,11 +142,14 @@ def run_sweep(targets: dict, live: dict, sweep: SweepSettings, questions, max_ne
     with tqdm(total=len(sweep.levels) * len(names), desc="sweep", unit="block", file=sys.stderr) as bar:
         for turn, level in enumerate(sweep.levels):
             data["levels"][str(level)] = {}
-            for name in names[turn % len(names):] + names[:turn % len(names)]:
+            for name in names[turn % len(names) :] + names[: turn % len(names)]:
                 bar.set_postfix_str(f"clients={level} {name}")
                 pings, stop = ([] if name in live else None), threading.Event()
-                pinger = threading.Thread(target=_pinger, args=(live[name].url, stop, pings), daemon=True) \
-                    if name in live else None
+                pinger = (
+                    threading.Thread(target=_pinger, args=(live[name].url, stop, pings), daemon=True)
+                    if name in live
+                    else None
+                )
                 sampler = sampler_for(name)
                 if pinger:
                     pinger.start()
@@ -147,8 +164,9 @@ def run_sweep(targets: dict, live: dict, sweep: SweepSettings, questions, max_ne
                         pinger.join(timeout=10)
                     if sampler is not None:
                         sampler.__exit__(None, None, None)
-                data["levels"][str(level)][name] = _summary(outcomes, wall, pings,
-                                                             sampler.peak_mib if sampler is not None else None)
+                data["levels"][str(level)][name] = _summary(
+                    outcomes, wall, pings, sampler.peak_mib if sampler is not None else None
+                )
                 bar.update(1)
     data["rss_after_mib"] = {arch: _idle_rss(served) for arch, served in live.items()}
     return data
@@ -175,8 +193,11 @@ def sweep_table(sweep: dict) -> str:
     """The sweep as a Markdown table, one row per level and target, then the memory check."""
     from bench.charts import LABELS
 
-    lines = ["| clients | target | throughput (req/s) | vs 1 client | p50 / p95 / p99 (s) | 429 rate | 429 p99 (ms) "
-             "| /ping p99 (ms) | errors |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| clients | target | throughput (req/s) | vs 1 client | p50 / p95 / p99 (s) | 429 rate | 429 p99 (ms) "
+        "| /ping p99 (ms) | errors |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     levels = sweep["levels"]
     first = levels[min(levels, key=int)]
     for level, targets in sorted(levels.items(), key=lambda item: int(item[0])):
@@ -186,13 +207,17 @@ def sweep_table(sweep: dict) -> str:
             lat = row["latency_ms"]
             latency = " / ".join(_fmt(lat[k] / 1000 if lat[k] is not None else None, 2) for k in ("p50", "p95", "p99"))
             ping = row.get("ping", {}).get("p99_ms")
-            lines.append(f"| {level} | {LABELS.get(name, name)} | {row['throughput_rps']:.2f} | {_fmt(ratio, 2, 'x')} "
-                         f"| {latency} | {row['rate_429']:.0%} | {_fmt(row['refused_p99_ms'], 1)} | {_fmt(ping, 1)} "
-                         f"| {row['errors']}{' (' + ', '.join(row['error_kinds']) + ')' if row['errors'] else ''} |")
+            lines.append(
+                f"| {level} | {LABELS.get(name, name)} | {row['throughput_rps']:.2f} | {_fmt(ratio, 2, 'x')} "
+                f"| {latency} | {row['rate_429']:.0%} | {_fmt(row['refused_p99_ms'], 1)} | {_fmt(ping, 1)} "
+                f"| {row['errors']}{' (' + ', '.join(row['error_kinds']) + ')' if row['errors'] else ''} |"
+            )
     lines += ["", "| architecture | idle RSS before the sweep | after | change |", "| --- | --- | --- | --- |"]
     for arch, before in sweep["rss_before_mib"].items():
         after = sweep["rss_after_mib"][arch]
-        lines.append(f"| {LABELS.get(arch, arch)} | {before:,.0f} MiB | {after:,.0f} MiB | {(after / before - 1):+.1%} |")
+        lines.append(
+            f"| {LABELS.get(arch, arch)} | {before:,.0f} MiB | {after:,.0f} MiB | {(after / before - 1):+.1%} |"
+        )
     return "\n".join(lines)
 
 
@@ -204,10 +229,12 @@ def sweep_chart(sweep: dict, path: Path) -> Path:
     names = list(sweep["levels"][levels[0]])
     x = [int(level) for level in levels]
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
-    panels = [(axes[0][0], "throughput (req/s)", lambda r: r["throughput_rps"]),
-              (axes[0][1], "latency p50 (solid) and p95 (dashed), s", None),
-              (axes[1][0], "share of requests refused with 429", lambda r: r["rate_429"]),
-              (axes[1][1], "/ping p99 (ms)", lambda r: r.get("ping", {}).get("p99_ms"))]
+    panels = [
+        (axes[0][0], "throughput (req/s)", lambda r: r["throughput_rps"]),
+        (axes[0][1], "latency p50 (solid) and p95 (dashed), s", None),
+        (axes[1][0], "share of requests refused with 429", lambda r: r["rate_429"]),
+        (axes[1][1], "/ping p99 (ms)", lambda r: r.get("ping", {}).get("p99_ms")),
+    ]
     for ax, title, value in panels:
         for name in names:
             rows = [sweep["levels"][level][name] for level in levels]
@@ -252,10 +279,12 @@ def update_sweep_doc(results_path: Path, doc: Path) -> None:
     if not sweep or not sweep.get("levels") or DOC_BEGIN not in text or DOC_END not in text:
         return
     machine, load = results.get("machine", {}), results.get("loadavg_start") or [float("nan")]
-    note = (f"Measured {results.get('started_utc', '')[:16]} UTC on {machine.get('cpu_model', '?')} "
-            f"({machine.get('usable_cpus', '?')} usable CPUs; load average {load[0]:.1f} at the start, from other "
-            f"work on the machine), {sweep['settings']['seconds']} s of closed-loop load per level and target, "
-            f"{results.get('settings', {}).get('max_new_tokens', '?')} new tokens per request. "
-            "Chart: [sweep.png](../bench/results/latest/sweep.png).")
+    note = (
+        f"Measured {results.get('started_utc', '')[:16]} UTC on {machine.get('cpu_model', '?')} "
+        f"({machine.get('usable_cpus', '?')} usable CPUs; load average {load[0]:.1f} at the start, from other "
+        f"work on the machine), {sweep['settings']['seconds']} s of closed-loop load per level and target, "
+        f"{results.get('settings', {}).get('max_new_tokens', '?')} new tokens per request. "
+        "Chart: [sweep.png](../bench/results/latest/sweep.png)."
+    )
     head, rest = text.split(DOC_BEGIN, 1)
     doc.write_text(f"{head}{DOC_BEGIN}\n{note}\n\n{sweep_table(sweep)}\n{DOC_END}{rest.split(DOC_END, 1)[1]}")

@@ -5,6 +5,7 @@ A target answers one payload and returns the server's `timings_ms`. The HTTP tar
 in-process target calls RagPipeline.answer directly, which is the floor that serving overhead is
 measured against.
 """
+
 from __future__ import annotations
 
 import json
@@ -69,8 +70,14 @@ class HttpTarget:
         except ValueError:
             body = {}
         if response.status_code == 200:
-            return Outcome(started, finished, True, 200, timings_ms=body.get("timings_ms"),
-                           completion_tokens=int(body.get("usage", {}).get("completion_tokens", 0)))
+            return Outcome(
+                started,
+                finished,
+                True,
+                200,
+                timings_ms=body.get("timings_ms"),
+                completion_tokens=int(body.get("usage", {}).get("completion_tokens", 0)),
+            )
         return Outcome(started, finished, False, response.status_code, str(body.get("error_type", "unknown")))
 
 
@@ -93,8 +100,14 @@ class InProcessTarget:
             body = self.pipeline.answer(request, started + self.settings.request_timeout_s)
         except RagError as exc:
             return Outcome(started, time.monotonic(), False, exc.status, exc.error_type)
-        return Outcome(started, time.monotonic(), True, 200, timings_ms=body["timings_ms"],
-                       completion_tokens=body["usage"]["completion_tokens"])
+        return Outcome(
+            started,
+            time.monotonic(),
+            True,
+            200,
+            timings_ms=body["timings_ms"],
+            completion_tokens=body["usage"]["completion_tokens"],
+        )
 
 
 def cpu_stall_ms() -> float | None:
@@ -109,12 +122,20 @@ def cpu_stall_ms() -> float | None:
 
 def payloads(questions: list[str], count: int, offset: int, max_new_tokens: int, top_k: int) -> list[dict]:
     """`count` requests cycling through the questions from `offset`: every target gets the same list."""
-    return [{"query": questions[(offset + i) % len(questions)], "top_k": top_k, "max_new_tokens": max_new_tokens,
-             "temperature": 0.0} for i in range(count)]
+    return [
+        {
+            "query": questions[(offset + i) % len(questions)],
+            "top_k": top_k,
+            "max_new_tokens": max_new_tokens,
+            "temperature": 0.0,
+        }
+        for i in range(count)
+    ]
 
 
-def run_block(target, requests_list: list[dict], concurrency: int, progress=None,
-              pool: ThreadPoolExecutor | None = None) -> tuple[list[Outcome], float]:
+def run_block(
+    target, requests_list: list[dict], concurrency: int, progress=None, pool: ThreadPoolExecutor | None = None
+) -> tuple[list[Outcome], float]:
     """Closed loop: `concurrency` clients take the next request as soon as theirs is answered.
 
     Pass a long-lived `pool` to reuse client threads between blocks: a new thread would open new

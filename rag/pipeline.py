@@ -3,6 +3,7 @@
 Both architectures run this same code. The monolith gives the pipeline a local retriever and generator
 (rag.loading); the microservices orchestrator gives it HTTP clients of the same interfaces (rag.clients).
 """
+
 from __future__ import annotations
 
 import logging
@@ -73,6 +74,9 @@ class RagPipeline:
             "architecture": self.architecture,
             "model": {"embedding": self.retriever.model_name, "llm": self.generator.name},
             "usage": answer.usage(),
-            "timings_ms": {"retrieve": _ms(retrieved - started), "generate": _ms(finished - retrieved),
-                           "total": _ms(finished - started)},
+            "timings_ms": {
+                "retrieve": _ms(retrieved - started),
+                "generate": _ms(finished - retrieved),
+                "total": _ms(finished - started),
+            },
         }

@@ -21,6 +21,7 @@ A value the user set in the environment always wins.
   in many arenas fragments and RSS grows under concurrent load. The model allocates on one thread now;
   two arenas are plenty for the rest.
 """
+
 from __future__ import annotations
 
 import ctypes

@@ -1,4 +1,5 @@
 """Configuration, read from the environment in one place and validated before anything loads."""
+
 from __future__ import annotations
 
 import ipaddress
@@ -90,9 +91,11 @@ def _llm_url(env: dict) -> str:
     value = env.get("RAG_LLM_URL", "").strip()
     if not value.startswith(SAGEMAKER_SCHEME):
         return _url(env, "RAG_LLM_URL", "http://127.0.0.1:5002")
-    if not _ENDPOINT_NAME.fullmatch(value[len(SAGEMAKER_SCHEME):]):
-        raise ConfigError(f"RAG_LLM_URL={value!r} does not name a SageMaker endpoint; set it like "
-                          "sagemaker://rag-split-llm (letters, digits and hyphens)")
+    if not _ENDPOINT_NAME.fullmatch(value[len(SAGEMAKER_SCHEME) :]):
+        raise ConfigError(
+            f"RAG_LLM_URL={value!r} does not name a SageMaker endpoint; set it like "
+            "sagemaker://rag-split-llm (letters, digits and hyphens)"
+        )
     return value
 
 
@@ -123,7 +126,9 @@ def _bind_host(env: dict) -> str:
     except ValueError:
         pass
     if not _HOSTNAME.fullmatch(value):
-        raise ConfigError(f"RAG_BIND_HOST={value!r} is not an IP address or host name; set it like 0.0.0.0 or 127.0.0.1")
+        raise ConfigError(
+            f"RAG_BIND_HOST={value!r} is not an IP address or host name; set it like 0.0.0.0 or 127.0.0.1"
+        )
     return value
 
 
@@ -191,7 +196,9 @@ class Settings:
     context_score_gap: float = 0.15
     context_window: int = 0
     context_lexical_weight: float = 0.3
-    grounding_check: bool = True  # rag/generation/grounding.py: refuse answers stating numbers or names not in the context
+    grounding_check: bool = (
+        True  # rag/generation/grounding.py: refuse answers stating numbers or names not in the context
+    )
     vector_url: str = "http://127.0.0.1:5001"
     llm_url: str = "http://127.0.0.1:5002"
     port: int = 8080
@@ -224,8 +231,13 @@ class Settings:
     @property
     def context(self) -> ContextSettings:
         """The focused-context settings, as rag.retrieval.context takes them."""
-        return ContextSettings(self.context_focus, self.context_max_tokens, self.context_score_gap, self.context_window,
-                               self.context_lexical_weight)
+        return ContextSettings(
+            self.context_focus,
+            self.context_max_tokens,
+            self.context_score_gap,
+            self.context_window,
+            self.context_lexical_weight,
+        )
 
     @classmethod
     def from_env(cls, env: dict | None = None) -> Settings:
@@ -297,7 +309,7 @@ class Settings:
     @property
     def llm_endpoint(self) -> str | None:
         """The LLM endpoint's name when RAG_LLM_URL is sagemaker://<name> (split topology), else None."""
-        return self.llm_url[len(SAGEMAKER_SCHEME):] if self.llm_url.startswith(SAGEMAKER_SCHEME) else None
+        return self.llm_url[len(SAGEMAKER_SCHEME) :] if self.llm_url.startswith(SAGEMAKER_SCHEME) else None
 
     @property
     def llm_port(self) -> int:
@@ -339,9 +351,11 @@ def _batching(env: dict) -> dict:
     least_threads = admitted + 2  # one more request to turn away, and /ping
     threads = env_int(env, "RAG_SERVER_THREADS", admitted + SPARE_SERVER_THREADS, 1, 4096)
     if threads < least_threads:
-        raise ConfigError(f"RAG_SERVER_THREADS={threads} would let RAG_MAX_CONCURRENT_REQUESTS={admitted} admitted "
-                          f"requests take every thread, so /ping and the 429s would wait; set it to at least "
-                          f"{least_threads}, or leave it unset")
+        raise ConfigError(
+            f"RAG_SERVER_THREADS={threads} would let RAG_MAX_CONCURRENT_REQUESTS={admitted} admitted "
+            f"requests take every thread, so /ping and the 429s would wait; set it to at least "
+            f"{least_threads}, or leave it unset"
+        )
     return {
         "max_batch_size": env_int(env, "RAG_MAX_BATCH_SIZE", DEFAULT_MAX_BATCH_SIZE, 1, 256),
         "batch_wait_ms": env_int(env, "RAG_BATCH_WAIT_MS", 0, 0, 1000),
@@ -378,8 +392,10 @@ def main(argv: list[str] | None = None) -> int:
     if wanted:
         sys.stdout.write(" ".join(str(getattr(settings, name)) for name in wanted) + "\n")
         return 0
-    sys.stdout.write(f"configuration ok: index={settings.index_dir} llm={settings.llm_model} "
-                     f"device={settings.device} threads={settings.torch_threads}\n")
+    sys.stdout.write(
+        f"configuration ok: index={settings.index_dir} llm={settings.llm_model} "
+        f"device={settings.device} threads={settings.torch_threads}\n"
+    )
     return 0
 
 

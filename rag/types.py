@@ -7,6 +7,7 @@ pipeline and its two interfaces.
     Retriever         query -> ranked passages (local: rag.retrieval.local; remote: rag.clients.http)
     Generator         query + passages -> answer (local: rag.generation.generator; remote: rag.clients)
 """
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
@@ -39,9 +40,15 @@ class Passage:
         if not isinstance(data, dict):
             raise TypeError(f"a passage must be a JSON object, not {type(data).__name__}")
         page, excerpt = data.get("page"), data.get("excerpt")
-        return cls(int(data["rank"]), str(data["source"]), int(data["chunk"]), float(data["score"]), str(data["text"]),
-                   None if page is None else int(page), None if excerpt is None else str(excerpt))
-
+        return cls(
+            int(data["rank"]),
+            str(data["source"]),
+            int(data["chunk"]),
+            float(data["score"]),
+            str(data["text"]),
+            None if page is None else int(page),
+            None if excerpt is None else str(excerpt),
+        )
 
 
 @dataclass(frozen=True)
@@ -66,17 +73,18 @@ class Generator(ABC):
     name: str = "generator"
 
     @abstractmethod
-    def generate(self, query: str, passages: list[Passage], params: GenerationParams,
-                 deadline: float | None = None) -> Answer:
+    def generate(
+        self, query: str, passages: list[Passage], params: GenerationParams, deadline: float | None = None
+    ) -> Answer:
         """Answer `query` from `passages`."""
 
-    def stream(self, query: str, passages: list[Passage], params: GenerationParams,
-               deadline: float | None = None) -> Iterator[str | Answer]:
+    def stream(
+        self, query: str, passages: list[Passage], params: GenerationParams, deadline: float | None = None
+    ) -> Iterator[str | Answer]:
         """Text pieces as they are generated, then the final Answer. By default, one piece."""
         answer = self.generate(query, passages, params, deadline)
         yield answer.text
         yield answer
-
 
 
 class Retriever(ABC):
@@ -87,4 +95,3 @@ class Retriever(ABC):
     @abstractmethod
     def retrieve(self, query: str, top_k: int, deadline: float | None = None) -> list[Passage]:
         """The `top_k` best passages, ranked."""
-

@@ -13,6 +13,7 @@ endpoint or a local server a question:
 
     invoke_endpoint("...", url="http://127.0.0.1:8080")   # a local `make serve`
 """
+
 from .client import invoke_endpoint
 from .errors import InvocationError, LifecycleError
 

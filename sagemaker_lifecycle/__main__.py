@@ -1,4 +1,5 @@
 """`python -m sagemaker_lifecycle <command>`: see cli.py."""
+
 import sys
 
 from .cli import main

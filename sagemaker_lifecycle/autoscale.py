@@ -9,6 +9,7 @@ In the split topology each endpoint has its own settings (LLM_* for the LLM endp
 its own; an endpoint whose settings are all unset is left as it is. Serverless endpoints are refused:
 they scale by themselves. `status` shows the target and policy, and `clean` deregisters before deleting.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,24 +39,43 @@ def policy_name(endpoint: Endpoint) -> str:
 def run_autoscale(aws: Aws) -> int:
     """`autoscale`: register and put the policy on every endpoint that has its settings."""
     config = aws.config
-    chosen = [(endpoint, settings) for endpoint in endpoints(config)
-              if (settings := scaling_settings(config, endpoint)) is not None]
+    chosen = [
+        (endpoint, settings)
+        for endpoint in endpoints(config)
+        if (settings := scaling_settings(config, endpoint)) is not None
+    ]
     if not chosen:
-        raise ConfigError("set MIN_CAPACITY, MAX_CAPACITY and TARGET_INVOCATIONS (LLM_* for the split topology's LLM "
-                          f"endpoint). {suggestion(config)}")
+        raise ConfigError(
+            "set MIN_CAPACITY, MAX_CAPACITY and TARGET_INVOCATIONS (LLM_* for the split topology's LLM "
+            f"endpoint). {suggestion(config)}"
+        )
     for endpoint, _settings in chosen:
         refuse_serverless(aws, endpoint.name)
     for endpoint, settings in chosen:
-        aws.call(f"register {endpoint.resource_id} for scaling", aws.autoscaling.register_scalable_target,
-                 ServiceNamespace=NAMESPACE, ResourceId=endpoint.resource_id, ScalableDimension=DIMENSION,
-                 MinCapacity=settings["min"], MaxCapacity=settings["max"])
-        aws.call(f"put the scaling policy of {endpoint.name}", aws.autoscaling.put_scaling_policy,
-                 PolicyName=policy_name(endpoint), ServiceNamespace=NAMESPACE, ResourceId=endpoint.resource_id,
-                 ScalableDimension=DIMENSION, PolicyType="TargetTrackingScaling",
-                 TargetTrackingScalingPolicyConfiguration={
-                     "TargetValue": settings["target"],
-                     "PredefinedMetricSpecification": {"PredefinedMetricType": METRIC},
-                     "ScaleInCooldown": settings["in"], "ScaleOutCooldown": settings["out"]})
+        aws.call(
+            f"register {endpoint.resource_id} for scaling",
+            aws.autoscaling.register_scalable_target,
+            ServiceNamespace=NAMESPACE,
+            ResourceId=endpoint.resource_id,
+            ScalableDimension=DIMENSION,
+            MinCapacity=settings["min"],
+            MaxCapacity=settings["max"],
+        )
+        aws.call(
+            f"put the scaling policy of {endpoint.name}",
+            aws.autoscaling.put_scaling_policy,
+            PolicyName=policy_name(endpoint),
+            ServiceNamespace=NAMESPACE,
+            ResourceId=endpoint.resource_id,
+            ScalableDimension=DIMENSION,
+            PolicyType="TargetTrackingScaling",
+            TargetTrackingScalingPolicyConfiguration={
+                "TargetValue": settings["target"],
+                "PredefinedMetricSpecification": {"PredefinedMetricType": METRIC},
+                "ScaleInCooldown": settings["in"],
+                "ScaleOutCooldown": settings["out"],
+            },
+        )
         log.info("%s: %s", endpoint.name, describe_scaling(aws, endpoint))
     log.info("%s", suggestion(config))
     return 0
@@ -78,9 +98,13 @@ def scaling_settings(config: Config, endpoint: Endpoint) -> dict | None:
         target = -1.0
     if not 0 < target <= 1_000_000:
         raise ConfigError(f"{names[2]}={raw!r} must be a positive number of invocations per instance per minute")
-    return {"min": low, "max": config.integer(names[1], low, low, 1000), "target": target,
-            "in": config.integer(endpoint.variable("SCALE_IN_COOLDOWN"), 300, 0, 3600),
-            "out": config.integer(endpoint.variable("SCALE_OUT_COOLDOWN"), 60, 0, 3600)}
+    return {
+        "min": low,
+        "max": config.integer(names[1], low, low, 1000),
+        "target": target,
+        "in": config.integer(endpoint.variable("SCALE_IN_COOLDOWN"), 300, 0, 3600),
+        "out": config.integer(endpoint.variable("SCALE_OUT_COOLDOWN"), 60, 0, 3600),
+    }
 
 
 def refuse_serverless(aws: Aws, name: str) -> None:
@@ -88,42 +112,72 @@ def refuse_serverless(aws: Aws, name: str) -> None:
     description = describe_endpoint(aws, name)
     if description is None:
         raise EndpointNotFound(name, aws.region)
-    config = aws.call(f"describe endpoint config {description['EndpointConfigName']}",
-                      aws.sagemaker.describe_endpoint_config, EndpointConfigName=description["EndpointConfigName"])
+    config = aws.call(
+        f"describe endpoint config {description['EndpointConfigName']}",
+        aws.sagemaker.describe_endpoint_config,
+        EndpointConfigName=description["EndpointConfigName"],
+    )
     if any("ServerlessConfig" in variant for variant in config["ProductionVariants"]):
-        raise ConfigError(f"endpoint {name} is serverless: SageMaker scales it by itself, up to its MaxConcurrency "
-                          "(SERVERLESS_CONCURRENCY); autoscale is for instance endpoints")
+        raise ConfigError(
+            f"endpoint {name} is serverless: SageMaker scales it by itself, up to its MaxConcurrency "
+            "(SERVERLESS_CONCURRENCY); autoscale is for instance endpoints"
+        )
 
 
 def describe_scaling(aws: Aws, endpoint: Endpoint) -> str:
     """One line: the scalable target's range and the policy's target, or that there is none."""
-    targets = aws.call(f"describe the scaling of {endpoint.name}", aws.autoscaling.describe_scalable_targets,
-                       ServiceNamespace=NAMESPACE, ResourceIds=[endpoint.resource_id], ScalableDimension=DIMENSION)
+    targets = aws.call(
+        f"describe the scaling of {endpoint.name}",
+        aws.autoscaling.describe_scalable_targets,
+        ServiceNamespace=NAMESPACE,
+        ResourceIds=[endpoint.resource_id],
+        ScalableDimension=DIMENSION,
+    )
     if not targets["ScalableTargets"]:
         return "no autoscaling (make autoscale MIN_CAPACITY=... MAX_CAPACITY=... TARGET_INVOCATIONS=...)"
     target = targets["ScalableTargets"][0]
     line = f"autoscaling {target['MinCapacity']}..{target['MaxCapacity']} instances"
-    policies = aws.call(f"describe the scaling policies of {endpoint.name}", aws.autoscaling.describe_scaling_policies,
-                        ServiceNamespace=NAMESPACE, ResourceId=endpoint.resource_id, ScalableDimension=DIMENSION)
+    policies = aws.call(
+        f"describe the scaling policies of {endpoint.name}",
+        aws.autoscaling.describe_scaling_policies,
+        ServiceNamespace=NAMESPACE,
+        ResourceId=endpoint.resource_id,
+        ScalableDimension=DIMENSION,
+    )
     for policy in policies["ScalingPolicies"]:
         tracking = policy.get("TargetTrackingScalingPolicyConfiguration", {})
-        line += (f"; policy {policy['PolicyName']}: {tracking.get('TargetValue')} invocations per instance per minute"
-                 f" (cooldowns: in {tracking.get('ScaleInCooldown')} s, out {tracking.get('ScaleOutCooldown')} s)")
+        line += (
+            f"; policy {policy['PolicyName']}: {tracking.get('TargetValue')} invocations per instance per minute"
+            f" (cooldowns: in {tracking.get('ScaleInCooldown')} s, out {tracking.get('ScaleOutCooldown')} s)"
+        )
     return line
 
 
 def deregister(aws: Aws, endpoint: Endpoint) -> list[str]:
     """Delete the policies, then the scalable target; what is not there is skipped (looked up first: AWS
     says ObjectNotFoundException for a missing one, moto ValidationException)."""
-    removed, where = [], {"ServiceNamespace": NAMESPACE, "ResourceId": endpoint.resource_id, "ScalableDimension": DIMENSION}
-    policies = aws.call(f"describe the scaling policies of {endpoint.name}",
-                        aws.autoscaling.describe_scaling_policies, **where)["ScalingPolicies"]
+    removed, where = (
+        [],
+        {"ServiceNamespace": NAMESPACE, "ResourceId": endpoint.resource_id, "ScalableDimension": DIMENSION},
+    )
+    policies = aws.call(
+        f"describe the scaling policies of {endpoint.name}", aws.autoscaling.describe_scaling_policies, **where
+    )["ScalingPolicies"]
     for policy in policies:
-        aws.call(f"delete scaling policy {policy['PolicyName']}", aws.autoscaling.delete_scaling_policy,
-                 PolicyName=policy["PolicyName"], **where)
+        aws.call(
+            f"delete scaling policy {policy['PolicyName']}",
+            aws.autoscaling.delete_scaling_policy,
+            PolicyName=policy["PolicyName"],
+            **where,
+        )
         removed.append(f"scaling policy {policy['PolicyName']}")
-    targets = aws.call(f"describe the scaling of {endpoint.name}", aws.autoscaling.describe_scalable_targets,
-                       ServiceNamespace=NAMESPACE, ResourceIds=[endpoint.resource_id], ScalableDimension=DIMENSION)
+    targets = aws.call(
+        f"describe the scaling of {endpoint.name}",
+        aws.autoscaling.describe_scalable_targets,
+        ServiceNamespace=NAMESPACE,
+        ResourceIds=[endpoint.resource_id],
+        ScalableDimension=DIMENSION,
+    )
     if targets["ScalableTargets"]:
         aws.call(f"deregister {endpoint.resource_id}", aws.autoscaling.deregister_scalable_target, **where)
         removed.append(f"scalable target {endpoint.resource_id}")
@@ -141,6 +195,8 @@ def suggestion(config: Config) -> str:
         return f"No bench results in {BENCH_RESULTS.relative_to(ROOT)} to suggest TARGET_INVOCATIONS from: run `make bench`."
     machine = results.get("machine", {})
     target = max(1, math.floor(rps * 60 * SAFETY_FACTOR))
-    return (f"Suggested TARGET_INVOCATIONS={target}: `make bench` measured {rps:.2f} answers/s for {arch} at "
-            f"concurrency {level} on {machine.get('usable_cpus', '?')} CPUs ({machine.get('cpu_model', 'unknown CPU')}), "
-            f"x 60 s x {SAFETY_FACTOR} headroom. Measure on the instance type you deploy: the figure scales with it.")
+    return (
+        f"Suggested TARGET_INVOCATIONS={target}: `make bench` measured {rps:.2f} answers/s for {arch} at "
+        f"concurrency {level} on {machine.get('usable_cpus', '?')} CPUs ({machine.get('cpu_model', 'unknown CPU')}), "
+        f"x 60 s x {SAFETY_FACTOR} headroom. Measure on the instance type you deploy: the figure scales with it."
+    )

@@ -3,6 +3,7 @@ optionally the S3 artifacts and ECR repository.
 
 Idempotent: whatever is already gone is skipped, and a run that finds nothing says so and succeeds.
 """
+
 from __future__ import annotations
 
 import logging
@@ -47,7 +48,11 @@ def clean_endpoint(aws: Aws, target: Endpoint) -> list[str]:
     deleted = deregister(aws, target)
     for label in deleted:
         log.info("deregistered %s", label)
-    configs = set(list_names(aws, "endpoint configs", sagemaker.list_endpoint_configs, "EndpointConfigs", "EndpointConfigName", endpoint))
+    configs = set(
+        list_names(
+            aws, "endpoint configs", sagemaker.list_endpoint_configs, "EndpointConfigs", "EndpointConfigName", endpoint
+        )
+    )
     models = set(list_names(aws, "models", sagemaker.list_models, "Models", "ModelName", endpoint))
 
     current = describe_endpoint(aws, endpoint)
@@ -68,8 +73,15 @@ def clean_endpoint(aws: Aws, target: Endpoint) -> list[str]:
 
 def models_of(aws: Aws, config_name: str) -> list[str]:
     """Model names used by an endpoint config ([] when the config is gone)."""
-    description = aws.call(f"describe endpoint config {config_name}", aws.sagemaker.describe_endpoint_config,
-                           absent=[MISSING], EndpointConfigName=config_name) or {}
+    description = (
+        aws.call(
+            f"describe endpoint config {config_name}",
+            aws.sagemaker.describe_endpoint_config,
+            absent=[MISSING],
+            EndpointConfigName=config_name,
+        )
+        or {}
+    )
     return [variant["ModelName"] for variant in description.get("ProductionVariants", [])]
 
 
@@ -80,14 +92,18 @@ def wait_until_gone(aws: Aws, endpoint: str) -> None:
     attempts = 1 + math.ceil(aws.config.number("WAIT_TIMEOUT", 3600.0) / poll)
     try:
         aws.sagemaker.get_waiter("endpoint_deleted").wait(
-            EndpointName=endpoint, WaiterConfig={"Delay": poll, "MaxAttempts": attempts})
+            EndpointName=endpoint, WaiterConfig={"Delay": poll, "MaxAttempts": attempts}
+        )
     except WaiterError as exc:
         response = exc.last_response or {}
         if "Error" in response:  # neither there nor gone: access denied, throttling, ...
             raise translate(ClientError(response, "DescribeEndpoint"), f"describe endpoint {endpoint}") from None
         if response.get("EndpointStatus") == "Failed":  # endpoint_deleted gives up on Failed
-            log.warning("endpoint %s is Failed while being deleted (%s); run `make clean` again later", endpoint,
-                        response.get("FailureReason") or "no FailureReason given")
+            log.warning(
+                "endpoint %s is Failed while being deleted (%s); run `make clean` again later",
+                endpoint,
+                response.get("FailureReason") or "no FailureReason given",
+            )
         else:
             log.warning("endpoint %s is still being deleted; run `make clean` again later", endpoint)
 
@@ -97,8 +113,17 @@ def delete_s3_prefix(aws: Aws, bucket: str, prefix: str) -> list[str]:
     deleted, token = [], None
     action = f"delete s3://{bucket}/{prefix}/"
     while True:
-        page = aws.call(action, aws.s3.list_objects_v2, absent=["NoSuchBucket"], Bucket=bucket, Prefix=f"{prefix}/",
-                        **({"ContinuationToken": token} if token else {})) or {}
+        page = (
+            aws.call(
+                action,
+                aws.s3.list_objects_v2,
+                absent=["NoSuchBucket"],
+                Bucket=bucket,
+                Prefix=f"{prefix}/",
+                **({"ContinuationToken": token} if token else {}),
+            )
+            or {}
+        )
         keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
         if keys:
             aws.call(action, aws.s3.delete_objects, Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
@@ -113,8 +138,13 @@ def delete_s3_prefix(aws: Aws, bucket: str, prefix: str) -> list[str]:
 
 def delete_repository(aws: Aws, name: str) -> list[str]:
     """Delete the ECR repository and its images (absent: nothing)."""
-    gone = aws.call(f"delete ECR repository {name}", aws.ecr.delete_repository,
-                    absent=["RepositoryNotFoundException"], repositoryName=name, force=True)
+    gone = aws.call(
+        f"delete ECR repository {name}",
+        aws.ecr.delete_repository,
+        absent=["RepositoryNotFoundException"],
+        repositoryName=name,
+        force=True,
+    )
     if gone is None:
         return []
     log.info("deleted ECR repository %s", name)

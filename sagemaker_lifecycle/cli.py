@@ -3,6 +3,7 @@
 This is the edge where errors become one line on stderr and an exit status: 0 success, 1 an AWS or
 service error, 2 a configuration error, 3 an action the API (an emulator) does not implement.
 """
+
 from __future__ import annotations
 
 import logging
@@ -109,9 +110,17 @@ def dispatch(command: str, config: Config) -> int:
         if command == "invoke" and not config.get("URL"):
             raise ConfigError("invoke posts to a local server: set URL, e.g. URL=http://127.0.0.1:8080")
         return run_test(config)
-    handler = {"push": run_push, "upload": run_upload, "deploy": run_deploy, "status": run_status,
-               "logs": run_logs, "clean": run_clean, "autoscale": run_autoscale, "index-job": run_index_job,
-               "index-merge": run_index_merge}[command]
+    handler = {
+        "push": run_push,
+        "upload": run_upload,
+        "deploy": run_deploy,
+        "status": run_status,
+        "logs": run_logs,
+        "clean": run_clean,
+        "autoscale": run_autoscale,
+        "index-job": run_index_job,
+        "index-merge": run_index_merge,
+    }[command]
     return handler(Aws(config))
 
 

@@ -9,6 +9,7 @@
 Errors raise InvocationError (a LifecycleError) whose `status` is the HTTP status and `error_type`
 the service's stable error code (`invalid_request`, `timeout`, ...) when the service sent one.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,7 +29,9 @@ CONNECT_TIMEOUT_S = 10.0
 def build_payload(query: str, **options) -> dict:
     """The /invocations JSON body: the query plus the options that were given."""
     if not isinstance(query, str) or not query.strip():
-        raise InvocationError("the query is empty: pass a question (Q=... on the command line)", error_type="invalid_request")
+        raise InvocationError(
+            "the query is empty: pass a question (Q=... on the command line)", error_type="invalid_request"
+        )
     return {"query": query} | {key: value for key, value in options.items() if value is not None}
 
 
@@ -79,12 +82,21 @@ def _post_local(url: str, body: bytes, custom_attributes: str | None, timeout: f
 @lru_cache(maxsize=8)
 def _runtime_client(region: str | None, timeout: float):
     # SageMaker cuts invocations at 60 s; retrying a slow generation would only double the wait.
-    options = BotoConfig(read_timeout=timeout, connect_timeout=min(CONNECT_TIMEOUT_S, timeout), retries={"total_max_attempts": 1})
+    options = BotoConfig(
+        read_timeout=timeout, connect_timeout=min(CONNECT_TIMEOUT_S, timeout), retries={"total_max_attempts": 1}
+    )
     return boto3.session.Session().client("sagemaker-runtime", region_name=region, config=options)
 
 
-def _invoke_sagemaker(endpoint_name: str, region: str | None, body: bytes, custom_attributes: str | None, timeout: float) -> dict:
-    kwargs = {"EndpointName": endpoint_name, "Body": body, "ContentType": "application/json", "Accept": "application/json"}
+def _invoke_sagemaker(
+    endpoint_name: str, region: str | None, body: bytes, custom_attributes: str | None, timeout: float
+) -> dict:
+    kwargs = {
+        "EndpointName": endpoint_name,
+        "Body": body,
+        "ContentType": "application/json",
+        "Accept": "application/json",
+    }
     if custom_attributes:
         kwargs["CustomAttributes"] = custom_attributes
     where = f"endpoint {endpoint_name}"
@@ -105,7 +117,9 @@ def model_error(exc: ClientError, where: str) -> InvocationError:
         original = exc.response.get("OriginalMessage") or error_message(exc)
         return decode_error(original.encode(), status, where)
     if error_code(exc) == "ValidationException" and "not found" in error_message(exc).lower():
-        return InvocationError(f"{where} does not exist: {error_message(exc)} (check ENDPOINT_NAME and REGION)", status=404)
+        return InvocationError(
+            f"{where} does not exist: {error_message(exc)} (check ENDPOINT_NAME and REGION)", status=404
+        )
     error = translate(exc, f"invoke {where}")
     return InvocationError(str(error), status=exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode"))
 
@@ -144,7 +158,9 @@ def format_result(result: dict) -> str:
         snippet = text[:100] + ("..." if len(text) > 100 else "")
         score = source.get("score")
         score_text = f"{score:.3f}" if isinstance(score, (int, float)) else "?"
-        lines.append(f"  {source.get('rank', '?')}. {source.get('source', '?')}#{source.get('chunk', '?')} ({score_text}) {snippet}")
+        lines.append(
+            f"  {source.get('rank', '?')}. {source.get('source', '?')}#{source.get('chunk', '?')} ({score_text}) {snippet}"
+        )
     if not result.get("sources"):
         lines.append("  (none)")
     meta = [str(result[key]) for key in ("architecture",) if key in result]

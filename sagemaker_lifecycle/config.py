@@ -5,6 +5,7 @@ its command line arrives through the environment), the environment, then the opt
 (`DEPLOY_CONFIG`, default `.deploy.env` in the working directory) in `KEY=VALUE` lines, read by python-dotenv.
 Variables not listed in VARIABLES are ignored, except `RAG_*`, which deploy checks and passes to the container.
 """
+
 from __future__ import annotations
 
 import os
@@ -217,12 +218,16 @@ class Config:
     def container_environment(self) -> dict[str, str]:
         """The RAG_* and FORWARDED variables the user set, for the container: names the services read, values
         they accept (checked by the services' own settings parser), none that would break an endpoint."""
-        chosen = {key: value for key, value in sorted(self.values.items()) if key.startswith("RAG_") or key in FORWARDED}
+        chosen = {
+            key: value for key, value in sorted(self.values.items()) if key.startswith("RAG_") or key in FORWARDED
+        }
         known = sorted(name for name in variable_names() if name.startswith("RAG_"))
         unknown = sorted(set(chosen) - set(known) - set(FORWARDED))
         if unknown:
-            raise ConfigError(f"{', '.join(unknown)}: not a variable the services read, so deploy would pass it "
-                              f"for nothing; fix the name or unset it (known: {', '.join(known)})")
+            raise ConfigError(
+                f"{', '.join(unknown)}: not a variable the services read, so deploy would pass it "
+                f"for nothing; fix the name or unset it (known: {', '.join(known)})"
+            )
         for name, why in NOT_FORWARDED.items():
             if name in chosen:
                 raise ConfigError(f"{name} is not passed to an endpoint: {why}; unset it for deploy")

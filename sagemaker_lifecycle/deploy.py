@@ -6,6 +6,7 @@ version is the UTC time to the millisecond. An existing endpoint is switched to 
 UpdateEndpoint, so it keeps serving during the update; once it is InService on the new config, the
 configs and models of earlier versions are deleted.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,7 +44,9 @@ def production_variant(config: Config, model_name: str, prefix: str = "") -> dic
     `prefix` names the endpoint's own variables (LLM_INSTANCE_TYPE for the split topology's LLM endpoint)."""
     serverless = config.get("SERVERLESS_MEMORY") is not None
     if serverless and config.get("INSTANCE_TYPE"):
-        raise ConfigError("set either INSTANCE_TYPE/INSTANCE_COUNT or SERVERLESS_MEMORY/SERVERLESS_CONCURRENCY, not both")
+        raise ConfigError(
+            "set either INSTANCE_TYPE/INSTANCE_COUNT or SERVERLESS_MEMORY/SERVERLESS_CONCURRENCY, not both"
+        )
     variant = {"VariantName": VARIANT, "ModelName": model_name}
     if serverless:
         variant["ServerlessConfig"] = {
@@ -75,14 +78,19 @@ def resolve_image(aws: Aws, prefix: str = "") -> str:
         action, aws.ecr.describe_images, absent=absent, repositoryName=name, imageIds=[{"imageTag": tag}]
     )
     if not images:
-        raise NotFound(f"image {name}:{tag} is not in ECR ({aws.region}): run `make build push` first, or set IMAGE_URI")
+        raise NotFound(
+            f"image {name}:{tag} is not in ECR ({aws.region}): run `make build push` first, or set IMAGE_URI"
+        )
     return f"{repositories['repositories'][0]['repositoryUri']}:{tag}"
 
 
 def check_model_data(aws: Aws, url: str) -> None:
     """Fail early, with the fix, when model.tar.gz has not been uploaded."""
-    bucket, _, key = url[len("s3://"):].partition("/")
-    if aws.call(f"read {url}", aws.s3.head_object, absent=["404", "NoSuchKey", "NoSuchBucket"], Bucket=bucket, Key=key) is None:
+    bucket, _, key = url[len("s3://") :].partition("/")
+    if (
+        aws.call(f"read {url}", aws.s3.head_object, absent=["404", "NoSuchKey", "NoSuchBucket"], Bucket=bucket, Key=key)
+        is None
+    ):
         raise NotFound(f"{url} does not exist: run `make upload` first, or set MODEL_DATA_URL")
 
 
@@ -96,8 +104,13 @@ def run_deploy(aws: Aws) -> int:
     plans = []
     for endpoint in endpoints(config):
         name = f"{endpoint.name}-{version}"
-        plans.append((endpoint, production_variant(config, name, endpoint.prefix),
-                      container_environment(endpoint, config, aws.region)))
+        plans.append(
+            (
+                endpoint,
+                production_variant(config, name, endpoint.prefix),
+                container_environment(endpoint, config, aws.region),
+            )
+        )
     images = {endpoint.name: resolve_image(aws, endpoint.prefix) for endpoint, _, _ in plans}
     check_model_data(aws, model_data)
     if config.arch == "split":
@@ -117,23 +130,43 @@ def deploy_endpoint(aws: Aws, endpoint: str, variant: dict, container: dict, wai
         refuse_kind_change(aws, current, variant)
     name, role = variant["ModelName"], aws.config.require("ROLE_ARN")
     tags = [{"Key": TAG_KEY, "Value": endpoint}]
-    log.info("%s: container environment: %s", endpoint, ", ".join(f"{k}={v}" for k, v in container["Environment"].items())
-             or "none (every RAG_*, MODEL_SERVER_WORKERS and MODEL_SERVER_TIMEOUT variable set here, on the command line "
-                "or in the config file is passed)")
-    aws.call(f"create model {name}", aws.sagemaker.create_model,
-             ModelName=name, ExecutionRoleArn=role, PrimaryContainer=container, Tags=tags)
+    log.info(
+        "%s: container environment: %s",
+        endpoint,
+        ", ".join(f"{k}={v}" for k, v in container["Environment"].items())
+        or "none (every RAG_*, MODEL_SERVER_WORKERS and MODEL_SERVER_TIMEOUT variable set here, on the command line "
+        "or in the config file is passed)",
+    )
+    aws.call(
+        f"create model {name}",
+        aws.sagemaker.create_model,
+        ModelName=name,
+        ExecutionRoleArn=role,
+        PrimaryContainer=container,
+        Tags=tags,
+    )
     log.info("created model %s (image %s, model data %s)", name, container["Image"], container["ModelDataUrl"])
     try:
-        aws.call(f"create endpoint config {name}", aws.sagemaker.create_endpoint_config,
-                 EndpointConfigName=name, ProductionVariants=[variant], Tags=tags)
+        aws.call(
+            f"create endpoint config {name}",
+            aws.sagemaker.create_endpoint_config,
+            EndpointConfigName=name,
+            ProductionVariants=[variant],
+            Tags=tags,
+        )
     except LifecycleError:
         delete_quietly(aws, models=[name])
         raise
     log.info("created endpoint config %s: %s", name, describe_variant(variant))
 
     if current is None:
-        aws.call(f"create endpoint {endpoint}", aws.sagemaker.create_endpoint,
-                 EndpointName=endpoint, EndpointConfigName=name, Tags=tags)
+        aws.call(
+            f"create endpoint {endpoint}",
+            aws.sagemaker.create_endpoint,
+            EndpointName=endpoint,
+            EndpointConfigName=name,
+            Tags=tags,
+        )
         log.info("creating endpoint %s; follow it with `make status WAIT=1`", endpoint)
         if wait:
             wait_for(aws, endpoint)
@@ -152,8 +185,15 @@ def refuse_busy(current: dict) -> None:
 
 def refuse_kind_change(aws: Aws, current: dict, variant: dict) -> None:
     """SageMaker cannot update an instance endpoint to serverless or back: say so before creating anything."""
-    old = aws.call(f"describe endpoint config {current['EndpointConfigName']}", aws.sagemaker.describe_endpoint_config,
-                   absent=[MISSING], EndpointConfigName=current["EndpointConfigName"]) or {}
+    old = (
+        aws.call(
+            f"describe endpoint config {current['EndpointConfigName']}",
+            aws.sagemaker.describe_endpoint_config,
+            absent=[MISSING],
+            EndpointConfigName=current["EndpointConfigName"],
+        )
+        or {}
+    )
     was_serverless = any("ServerlessConfig" in v for v in old.get("ProductionVariants", []))
     if old and was_serverless != ("ServerlessConfig" in variant):
         kinds = ("serverless", "instance") if was_serverless else ("instance", "serverless")
@@ -174,7 +214,9 @@ def update_in_place(aws: Aws, endpoint: str, old_config: str, new_config: str) -
             f"{exc}. UpdateEndpoint was NOT applied: {endpoint} still serves config {old_config}; the new "
             f"config and model {new_config} are kept (`make clean` removes them)"
         ) from None
-    log.info("updating endpoint %s in place (it keeps serving %s until the new config is healthy)", endpoint, old_config)
+    log.info(
+        "updating endpoint %s in place (it keeps serving %s until the new config is healthy)", endpoint, old_config
+    )
     description = wait_for(aws, endpoint)
     if description.get("EndpointConfigName") != new_config:
         raise EndpointFailed(
@@ -187,7 +229,9 @@ def update_in_place(aws: Aws, endpoint: str, old_config: str, new_config: str) -
 
 def prune_unused(aws: Aws, endpoint: str, keep: str) -> list[str]:
     """Delete this endpoint's versioned configs and models other than `keep`; return what was deleted."""
-    configs = list_names(aws, "endpoint configs", aws.sagemaker.list_endpoint_configs, "EndpointConfigs", "EndpointConfigName", endpoint)
+    configs = list_names(
+        aws, "endpoint configs", aws.sagemaker.list_endpoint_configs, "EndpointConfigs", "EndpointConfigName", endpoint
+    )
     models = list_names(aws, "models", aws.sagemaker.list_models, "Models", "ModelName", endpoint)
     stale_configs = [name for name in configs if name != keep]
     stale_models = [name for name in models if name != keep]
@@ -225,5 +269,7 @@ def describe_variant(variant: dict) -> str:
     if "ServerlessConfig" in variant:
         cfg = variant["ServerlessConfig"]
         return f"serverless, {cfg['MemorySizeInMB']} MB, max concurrency {cfg['MaxConcurrency']}"
-    return (f"{variant['InitialInstanceCount']} x {variant['InstanceType']}, startup health check timeout "
-            f"{variant['ContainerStartupHealthCheckTimeoutInSeconds']} s")
+    return (
+        f"{variant['InitialInstanceCount']} x {variant['InstanceType']}, startup health check timeout "
+        f"{variant['ContainerStartupHealthCheckTimeoutInSeconds']} s"
+    )

@@ -1,4 +1,5 @@
 """Endpoint status: describe, print, and wait (with progress) until InService or Failed."""
+
 from __future__ import annotations
 
 import logging
@@ -15,8 +16,12 @@ SETTLED = {"InService", "Failed", "OutOfService"}
 
 def describe_endpoint(aws: Aws, endpoint_name: str) -> dict | None:
     """DescribeEndpoint, or None when the endpoint does not exist."""
-    return aws.call(f"describe endpoint {endpoint_name}", aws.sagemaker.describe_endpoint,
-                    absent=[MISSING], EndpointName=endpoint_name)
+    return aws.call(
+        f"describe endpoint {endpoint_name}",
+        aws.sagemaker.describe_endpoint,
+        absent=[MISSING],
+        EndpointName=endpoint_name,
+    )
 
 
 def status_line(description: dict) -> str:
@@ -69,4 +74,3 @@ def wait_for(aws: Aws, endpoint_name: str) -> dict:
         timeout_s=aws.config.number("WAIT_TIMEOUT", 3600.0),
         poll_s=aws.config.number("POLL_SECONDS", 15.0),
     )
-

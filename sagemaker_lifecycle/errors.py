@@ -15,6 +15,7 @@ stderr and exits with `exit_code`; nothing below ever reaches the user as a trac
     ├── AwsError                    any other AWS error, with its code and message
     └── InvocationError             an invocation (endpoint or local URL) answered an error
 """
+
 from __future__ import annotations
 
 import os

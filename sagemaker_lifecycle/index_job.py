@@ -10,6 +10,7 @@
 
 Nothing is downloaded to the caller's machine: both steps run where the data is.
 """
+
 from __future__ import annotations
 
 import logging
@@ -49,8 +50,15 @@ def shards_uri(config: Config, job: str) -> str:
     return f"s3://{config.require('BUCKET_NAME')}/{config.s3_prefix}/index-shards/{job}/"
 
 
-def _job(config: Config, name: str, image: str, arguments: list[str], instance_count: int, inputs: list[dict],
-         output_uri: str) -> dict:
+def _job(
+    config: Config,
+    name: str,
+    image: str,
+    arguments: list[str],
+    instance_count: int,
+    inputs: list[dict],
+    output_uri: str,
+) -> dict:
     """The CreateProcessingJob request shared by both steps."""
     return {
         "ProcessingJobName": name,
@@ -58,12 +66,21 @@ def _job(config: Config, name: str, image: str, arguments: list[str], instance_c
         # The images' entrypoint (serve / start.sh) dispatches `index ...` to rag.ingest.processing.
         "AppSpecification": {"ImageUri": image, "ContainerArguments": arguments},
         "ProcessingInputs": inputs,
-        "ProcessingOutputConfig": {"Outputs": [{"OutputName": "index", "S3Output": {
-            "S3Uri": output_uri, "LocalPath": OUTPUT_DIR, "S3UploadMode": "EndOfJob"}}]},
-        "ProcessingResources": {"ClusterConfig": {
-            "InstanceCount": instance_count,
-            "InstanceType": config.get("INSTANCE_TYPE", DEFAULT_INSTANCE_TYPE),
-            "VolumeSizeInGB": config.integer("VOLUME_SIZE", 30, 1, 16384)}},
+        "ProcessingOutputConfig": {
+            "Outputs": [
+                {
+                    "OutputName": "index",
+                    "S3Output": {"S3Uri": output_uri, "LocalPath": OUTPUT_DIR, "S3UploadMode": "EndOfJob"},
+                }
+            ]
+        },
+        "ProcessingResources": {
+            "ClusterConfig": {
+                "InstanceCount": instance_count,
+                "InstanceType": config.get("INSTANCE_TYPE", DEFAULT_INSTANCE_TYPE),
+                "VolumeSizeInGB": config.integer("VOLUME_SIZE", 30, 1, 16384),
+            }
+        },
         "StoppingCondition": {"MaxRuntimeInSeconds": MAX_RUNTIME_S},
         "Environment": config.container_environment(),
         "Tags": [{"Key": TAG_KEY, "Value": config.endpoint_name}],
@@ -71,39 +88,73 @@ def _job(config: Config, name: str, image: str, arguments: list[str], instance_c
 
 
 def _input(uri: str, distribution: str) -> dict:
-    return {"InputName": "documents" if distribution == "ShardedByS3Key" else "shards", "S3Input": {
-        "S3Uri": uri, "LocalPath": INPUT_DIR, "S3DataType": "S3Prefix", "S3InputMode": "File",
-        "S3DataDistributionType": distribution}}
+    return {
+        "InputName": "documents" if distribution == "ShardedByS3Key" else "shards",
+        "S3Input": {
+            "S3Uri": uri,
+            "LocalPath": INPUT_DIR,
+            "S3DataType": "S3Prefix",
+            "S3InputMode": "File",
+            "S3DataDistributionType": distribution,
+        },
+    }
 
 
 def index_job_request(config: Config, image: str, name: str) -> dict:
     """CreateProcessingJob for `index-job`: DOCS_S3 sharded over INSTANCE_COUNT instances."""
     arguments = ["index", "build"] + (["--strict"] if config.flag("STRICT") else [])
-    return _job(config, name, image, arguments, config.integer("INSTANCE_COUNT", 1, 1, 100),
-                [_input(s3_prefix_uri(config, "DOCS_S3"), "ShardedByS3Key")], shards_uri(config, name))
+    return _job(
+        config,
+        name,
+        image,
+        arguments,
+        config.integer("INSTANCE_COUNT", 1, 1, 100),
+        [_input(s3_prefix_uri(config, "DOCS_S3"), "ShardedByS3Key")],
+        shards_uri(config, name),
+    )
 
 
 def merge_job_request(config: Config, image: str, name: str, shards: str) -> dict:
     """CreateProcessingJob for `index-merge`: every shard on one instance, model.tar.gz to MODEL_DATA_URL."""
     folder, _, archive = config.model_data_url().rpartition("/")
-    return _job(config, name, image, ["index", "merge", "--archive", archive], 1,
-                [_input(shards, "FullyReplicated")], folder + "/")
+    return _job(
+        config,
+        name,
+        image,
+        ["index", "merge", "--archive", archive],
+        1,
+        [_input(shards, "FullyReplicated")],
+        folder + "/",
+    )
 
 
 def latest_index_job(aws: Aws) -> dict:
     """The newest index job of this endpoint; it must have completed."""
     prefix = f"{aws.config.endpoint_name[:44]}-index-"
-    jobs = aws.call("list processing jobs", aws.sagemaker.list_processing_jobs, NameContains=prefix,
-                    SortBy="CreationTime", SortOrder="Descending", MaxResults=100)["ProcessingJobSummaries"]
-    jobs = sorted((job for job in jobs if job["ProcessingJobName"].startswith(prefix)),
-                  key=lambda job: job["CreationTime"], reverse=True)
+    jobs = aws.call(
+        "list processing jobs",
+        aws.sagemaker.list_processing_jobs,
+        NameContains=prefix,
+        SortBy="CreationTime",
+        SortOrder="Descending",
+        MaxResults=100,
+    )["ProcessingJobSummaries"]
+    jobs = sorted(
+        (job for job in jobs if job["ProcessingJobName"].startswith(prefix)),
+        key=lambda job: job["CreationTime"],
+        reverse=True,
+    )
     if not jobs:
-        raise NotFound(f"no index job of {aws.config.endpoint_name} found: run `make index-job DOCS_S3=...` first, "
-                       "or set SHARDS_S3")
+        raise NotFound(
+            f"no index job of {aws.config.endpoint_name} found: run `make index-job DOCS_S3=...` first, "
+            "or set SHARDS_S3"
+        )
     job = jobs[0]
     if job["ProcessingJobStatus"] != "Completed":
-        raise LifecycleError(f"index job {job['ProcessingJobName']} is {job['ProcessingJobStatus']}: wait for it "
-                             "(`make index-job ... WAIT=1` waits), or set SHARDS_S3")
+        raise LifecycleError(
+            f"index job {job['ProcessingJobName']} is {job['ProcessingJobStatus']}: wait for it "
+            "(`make index-job ... WAIT=1` waits), or set SHARDS_S3"
+        )
     return job
 
 
@@ -112,8 +163,12 @@ def wait_for_job(aws: Aws, name: str) -> dict:
     timeout_s, poll_s = aws.config.number("WAIT_TIMEOUT", 3600.0), aws.config.number("POLL_SECONDS", 15.0)
     started, last = time.monotonic(), None
     while True:
-        job = aws.call(f"describe processing job {name}", aws.sagemaker.describe_processing_job,
-                       absent=[MISSING], ProcessingJobName=name)
+        job = aws.call(
+            f"describe processing job {name}",
+            aws.sagemaker.describe_processing_job,
+            absent=[MISSING],
+            ProcessingJobName=name,
+        )
         if job is None:
             raise NotFound(f"processing job {name} does not exist in {aws.region}")
         status, elapsed = job["ProcessingJobStatus"], time.monotonic() - started
@@ -123,8 +178,10 @@ def wait_for_job(aws: Aws, name: str) -> dict:
         if status == "Completed":
             return job
         if status in FINISHED:
-            raise LifecycleError(f"processing job {name} {status}: {job.get('FailureReason', 'no reason given')}; "
-                                 "its logs are in CloudWatch under /aws/sagemaker/ProcessingJobs")
+            raise LifecycleError(
+                f"processing job {name} {status}: {job.get('FailureReason', 'no reason given')}; "
+                "its logs are in CloudWatch under /aws/sagemaker/ProcessingJobs"
+            )
         if elapsed >= timeout_s:
             raise LifecycleError(f"processing job {name} is still {status} after {elapsed:.0f}s: raise WAIT_TIMEOUT")
         time.sleep(poll_s)
@@ -133,8 +190,13 @@ def wait_for_job(aws: Aws, name: str) -> dict:
 def _start(aws: Aws, request: dict) -> None:
     aws.call(f"create processing job {request['ProcessingJobName']}", aws.sagemaker.create_processing_job, **request)
     cluster = request["ProcessingResources"]["ClusterConfig"]
-    log.info("started processing job %s on %d x %s (image %s)", request["ProcessingJobName"],
-             cluster["InstanceCount"], cluster["InstanceType"], request["AppSpecification"]["ImageUri"])
+    log.info(
+        "started processing job %s on %d x %s (image %s)",
+        request["ProcessingJobName"],
+        cluster["InstanceCount"],
+        cluster["InstanceType"],
+        request["AppSpecification"]["ImageUri"],
+    )
     if aws.config.flag("WAIT"):
         wait_for_job(aws, request["ProcessingJobName"])
 
@@ -143,12 +205,14 @@ def run_index_job(aws: Aws) -> int:
     """`index-job`: start the sharded build; the last line is the S3 URI of the shards."""
     config = aws.config
     documents = s3_prefix_uri(config, "DOCS_S3")
-    bucket, _, prefix = documents[len("s3://"):].partition("/")
-    listing = aws.call(f"list {documents}", aws.s3.list_objects_v2, absent=["NoSuchBucket"], Bucket=bucket,
-                       Prefix=prefix, MaxKeys=1)
+    bucket, _, prefix = documents[len("s3://") :].partition("/")
+    listing = aws.call(
+        f"list {documents}", aws.s3.list_objects_v2, absent=["NoSuchBucket"], Bucket=bucket, Prefix=prefix, MaxKeys=1
+    )
     if not listing or not listing.get("KeyCount"):
-        raise NotFound(f"DOCS_S3={documents} holds no objects: upload your documents first "
-                       f"(`aws s3 sync ~/my-docs {documents}`)")
+        raise NotFound(
+            f"DOCS_S3={documents} holds no objects: upload your documents first (`aws s3 sync ~/my-docs {documents}`)"
+        )
     request = index_job_request(config, resolve_image(aws), job_name(config.endpoint_name, "index"))
     _start(aws, request)
     log.info("%s", request["ProcessingOutputConfig"]["Outputs"][0]["S3Output"]["S3Uri"])

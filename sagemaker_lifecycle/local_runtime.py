@@ -14,6 +14,7 @@ runtime's semantics as boto3 sees them:
 Point boto3 at it with AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME=http://127.0.0.1:9000 (any credentials).
 The tests and the bench start it in-process (`LocalRuntime(...).start()`).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,8 +36,10 @@ _ROUTE = re.compile(r"^/endpoints/([A-Za-z0-9-]+)/(invocations|invocations-respo
 
 def event_message(headers: dict[str, str], payload: bytes) -> bytes:
     """One AWS event-stream message: prelude (lengths and CRC), string headers, payload, message CRC."""
-    encoded = b"".join(bytes([len(name)]) + name.encode() + b"\x07" + struct.pack(">H", len(value)) + value.encode()
-                       for name, value in headers.items())
+    encoded = b"".join(
+        bytes([len(name)]) + name.encode() + b"\x07" + struct.pack(">H", len(value)) + value.encode()
+        for name, value in headers.items()
+    )
     prelude = struct.pack(">II", 16 + len(encoded) + len(payload), len(encoded))
     message = prelude + struct.pack(">I", zlib.crc32(prelude)) + encoded + payload
     return message + struct.pack(">I", zlib.crc32(message))
@@ -97,24 +100,39 @@ def _handler(runtime: LocalRuntime):
             if name not in runtime.endpoints:
                 return self._error(400, "ValidationError", f"Endpoint {name} of account {ACCOUNT} not found.")
             if len(body) > MAX_PAYLOAD_BYTES:
-                return self._error(400, "ValidationError", f"Request payload of {len(body)} bytes exceeds the 6 MB limit")
+                return self._error(
+                    400, "ValidationError", f"Request payload of {len(body)} bytes exceeds the 6 MB limit"
+                )
             if runtime.throttle > 0:
                 runtime.throttle -= 1
                 return self._error(400, "ThrottlingException", "Rate exceeded")
-            headers = {key: self.headers[key] for key in ("Content-Type", "Accept", CUSTOM_ATTRIBUTES) if self.headers.get(key)}
+            headers = {
+                key: self.headers[key] for key in ("Content-Type", "Accept", CUSTOM_ATTRIBUTES) if self.headers.get(key)
+            }
             stream = route == "invocations-response-stream"
             try:
-                answer = runtime.session().post(f"{runtime.endpoints[name]}/{route}", data=body, headers=headers,
-                                                timeout=(2.0, INVOCATION_TIMEOUT_S), stream=stream)
+                answer = runtime.session().post(
+                    f"{runtime.endpoints[name]}/{route}",
+                    data=body,
+                    headers=headers,
+                    timeout=(2.0, INVOCATION_TIMEOUT_S),
+                    stream=stream,
+                )
             except requests.RequestException:
-                return self._model_error(name, 0, f"Amazon SageMaker could not get a response from the {name} endpoint.")
+                return self._model_error(
+                    name, 0, f"Amazon SageMaker could not get a response from the {name} endpoint."
+                )
             with answer:
                 if not 200 <= answer.status_code < 300:
                     return self._model_error(name, answer.status_code, answer.text)
                 if stream:
                     return self._relay_stream(answer)
-                self._send(200, answer.content, answer.headers.get("Content-Type", "application/json"),
-                           self._passed_back(answer))
+                self._send(
+                    200,
+                    answer.content,
+                    answer.headers.get("Content-Type", "application/json"),
+                    self._passed_back(answer),
+                )
 
         def _passed_back(self, answer) -> dict:
             extra = {"x-Amzn-Invoked-Production-Variant": "AllTraffic"}
@@ -132,12 +150,28 @@ def _handler(runtime: LocalRuntime):
             self.end_headers()
             try:
                 for part in answer.iter_content(chunk_size=None):
-                    self._chunk(event_message({":event-type": "PayloadPart", ":content-type": "application/octet-stream",
-                                               ":message-type": "event"}, part))
+                    self._chunk(
+                        event_message(
+                            {
+                                ":event-type": "PayloadPart",
+                                ":content-type": "application/octet-stream",
+                                ":message-type": "event",
+                            },
+                            part,
+                        )
+                    )
             except requests.RequestException:
                 error = json.dumps({"Message": "the model container closed the stream", "ErrorCode": "StreamBroken"})
-                self._chunk(event_message({":exception-type": "ModelStreamError", ":content-type": "application/json",
-                                           ":message-type": "exception"}, error.encode()))
+                self._chunk(
+                    event_message(
+                        {
+                            ":exception-type": "ModelStreamError",
+                            ":content-type": "application/json",
+                            ":message-type": "exception",
+                        },
+                        error.encode(),
+                    )
+                )
             self._chunk(b"")
 
         def _chunk(self, data: bytes) -> None:
@@ -147,14 +181,20 @@ def _handler(runtime: LocalRuntime):
         def _model_error(self, name: str, status: int, original: str) -> None:
             kind = "client" if 400 <= status < 500 else "server"
             group = f"/aws/sagemaker/Endpoints/{name}"
-            body = {"ErrorCode": f"{kind.upper()}_ERROR_FROM_MODEL", "OriginalStatusCode": status,
-                    "OriginalMessage": original, "LogStreamArn": f"arn:aws:logs:us-east-1:{ACCOUNT}:log-group:{group}",
-                    "Message": f'Received {kind} error ({status}) from primary with message "{original}". '
-                               f"See the log group {group} for more information."}
+            body = {
+                "ErrorCode": f"{kind.upper()}_ERROR_FROM_MODEL",
+                "OriginalStatusCode": status,
+                "OriginalMessage": original,
+                "LogStreamArn": f"arn:aws:logs:us-east-1:{ACCOUNT}:log-group:{group}",
+                "Message": f'Received {kind} error ({status}) from primary with message "{original}". '
+                f"See the log group {group} for more information.",
+            }
             self._send(424, json.dumps(body).encode(), "application/json", {"x-amzn-ErrorType": "ModelError"})
 
         def _error(self, status: int, code: str, message: str) -> None:
-            self._send(status, json.dumps({"message": message}).encode(), "application/json", {"x-amzn-ErrorType": code})
+            self._send(
+                status, json.dumps({"message": message}).encode(), "application/json", {"x-amzn-ErrorType": code}
+            )
 
         def _send(self, status: int, body: bytes, content_type: str, headers: dict) -> None:
             self.send_response(status)
@@ -170,10 +210,14 @@ def _handler(runtime: LocalRuntime):
 
 def main(argv: list[str] | None = None) -> int:
     """Serve the stand-in in the foreground until interrupted."""
-    parser = argparse.ArgumentParser(prog="python -m sagemaker_lifecycle.local_runtime", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m sagemaker_lifecycle.local_runtime", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9000)
-    parser.add_argument("endpoints", nargs="+", metavar="NAME=URL", help="an endpoint name and its container's base URL")
+    parser.add_argument(
+        "endpoints", nargs="+", metavar="NAME=URL", help="an endpoint name and its container's base URL"
+    )
     args = parser.parse_args(argv)
     endpoints = dict(item.split("=", 1) for item in args.endpoints)
     runtime = LocalRuntime(endpoints, args.host, args.port)

@@ -1,4 +1,5 @@
 """logs: recent CloudWatch events of /aws/sagemaker/Endpoints/$ENDPOINT_NAME; FOLLOW=1 keeps tailing."""
+
 from __future__ import annotations
 
 import logging
@@ -22,7 +23,9 @@ def fetch(aws: Aws, group: str, start_ms: int, seen: set[str]) -> list[dict]:
     events, token = [], None
     while True:
         kwargs = {"logGroupName": group, "startTime": start_ms} | ({"nextToken": token} if token else {})
-        page = aws.call(f"read log group {group}", aws.logs.filter_log_events, absent=["ResourceNotFoundException"], **kwargs)
+        page = aws.call(
+            f"read log group {group}", aws.logs.filter_log_events, absent=["ResourceNotFoundException"], **kwargs
+        )
         if page is None:
             raise NotFound(
                 f"log group {group} does not exist: the endpoint has not written logs yet "
@@ -52,16 +55,21 @@ def run_logs(aws: Aws) -> int:
     seen: set[str] = set()
     try:
         while True:
-            events = sorted(((name, event) for name in names for event in fetch(aws, log_group(name), starts[name], seen)),
-                            key=lambda item: (item[1]["timestamp"], item[1]["eventId"]))
+            events = sorted(
+                ((name, event) for name in names for event in fetch(aws, log_group(name), starts[name], seen)),
+                key=lambda item: (item[1]["timestamp"], item[1]["eventId"]),
+            )
             for name, event in events:
                 log.info("%s%s", f"{name} " if len(names) > 1 else "", format_event(event))
                 seen.add(event["eventId"])
                 starts[name] = max(starts[name], event["timestamp"])
             if not follow:
                 if not seen:
-                    log.info("no events in %s in the last %s minutes", " or ".join(map(log_group, names)),
-                             config.get("SINCE", "60"))
+                    log.info(
+                        "no events in %s in the last %s minutes",
+                        " or ".join(map(log_group, names)),
+                        config.get("SINCE", "60"),
+                    )
                 return 0
             time.sleep(poll)
     except KeyboardInterrupt:

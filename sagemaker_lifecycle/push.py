@@ -3,6 +3,7 @@
 REGISTRY=host[:port] pushes to another registry (a local `docker-registry` in the tests) while the
 repository and the token still come from ECR, so the whole path runs against an emulator.
 """
+
 from __future__ import annotations
 
 import base64
@@ -19,12 +20,20 @@ log = logging.getLogger(__name__)
 
 def ensure_repository(aws: Aws, name: str) -> str:
     """The repository URI, creating the repository (scan on push) when it does not exist."""
-    found = aws.call(f"find ECR repository {name}", aws.ecr.describe_repositories,
-                     absent=["RepositoryNotFoundException"], repositoryNames=[name])
+    found = aws.call(
+        f"find ECR repository {name}",
+        aws.ecr.describe_repositories,
+        absent=["RepositoryNotFoundException"],
+        repositoryNames=[name],
+    )
     if found:
         return found["repositories"][0]["repositoryUri"]
-    created = aws.call(f"create ECR repository {name}", aws.ecr.create_repository,
-                       repositoryName=name, imageScanningConfiguration={"scanOnPush": True})
+    created = aws.call(
+        f"create ECR repository {name}",
+        aws.ecr.create_repository,
+        repositoryName=name,
+        imageScanningConfiguration={"scanOnPush": True},
+    )
     log.info("created ECR repository %s", name)
     return created["repository"]["repositoryUri"]
 

@@ -6,6 +6,7 @@ resource (Allow and Deny, `*` and `?` wildcards in actions and resources). Condi
 boundaries and organisation policies are not evaluated: a statement with a condition counts as granting.
 SKIP_ROLE_CHECK=1 skips the check; when the operator may not read the role, it warns and goes on.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,14 +44,18 @@ def check_invoke_permission(aws: Aws, role_arn: str, endpoint: str) -> None:
     try:
         documents = role_policies(aws, role_arn.rsplit("/", 1)[1])
     except AccessDenied as exc:
-        log.warning("cannot read the policies of %s (%s); make sure it allows %s on %s", role_arn, exc, ACTION, resource)
+        log.warning(
+            "cannot read the policies of %s (%s); make sure it allows %s on %s", role_arn, exc, ACTION, resource
+        )
         return
     verdicts = [effect for document in documents for effect in matching_effects(document, ACTION, resource)]
     if "Deny" in verdicts or "Allow" not in verdicts:
         why = "a policy denies" if "Deny" in verdicts else "no policy allows"
-        raise ConfigError(f"the execution role {role_arn}: {why} {ACTION} on {resource}, so the front could not call "
-                          f"the LLM endpoint. Add this statement to its policy: {statement_for(resource)} "
-                          "(or SKIP_ROLE_CHECK=1 if a condition or boundary the check cannot read allows it)")
+        raise ConfigError(
+            f"the execution role {role_arn}: {why} {ACTION} on {resource}, so the front could not call "
+            f"the LLM endpoint. Add this statement to its policy: {statement_for(resource)} "
+            "(or SKIP_ROLE_CHECK=1 if a condition or boundary the check cannot read allows it)"
+        )
     log.info("execution role may invoke %s", resource)
 
 
@@ -60,15 +65,22 @@ def role_policies(aws: Aws, role: str) -> list[dict]:
     # One page each: IAM allows 10 attached policies per role, and inline ones share a 10 KB quota.
     inline = aws.call(f"list the inline policies of role {role}", iam.list_role_policies, RoleName=role, MaxItems=1000)
     for name in inline["PolicyNames"]:
-        documents.append(aws.call(f"read policy {name} of role {role}", iam.get_role_policy,
-                                  RoleName=role, PolicyName=name)["PolicyDocument"])
-    attached = aws.call(f"list the policies of role {role}", iam.list_attached_role_policies, RoleName=role,
-                        MaxItems=1000)
+        documents.append(
+            aws.call(f"read policy {name} of role {role}", iam.get_role_policy, RoleName=role, PolicyName=name)[
+                "PolicyDocument"
+            ]
+        )
+    attached = aws.call(
+        f"list the policies of role {role}", iam.list_attached_role_policies, RoleName=role, MaxItems=1000
+    )
     for policy in attached["AttachedPolicies"]:
         arn = policy["PolicyArn"]
         version = aws.call(f"read policy {arn}", iam.get_policy, PolicyArn=arn)["Policy"]["DefaultVersionId"]
-        documents.append(aws.call(f"read policy {arn}", iam.get_policy_version, PolicyArn=arn,
-                                  VersionId=version)["PolicyVersion"]["Document"])
+        documents.append(
+            aws.call(f"read policy {arn}", iam.get_policy_version, PolicyArn=arn, VersionId=version)["PolicyVersion"][
+                "Document"
+            ]
+        )
     return [json.loads(unquote(doc)) if isinstance(doc, str) else doc for doc in documents]
 
 

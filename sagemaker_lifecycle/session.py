@@ -3,6 +3,7 @@
 boto3 itself honours AWS_PROFILE, the shared credential files and AWS_ENDPOINT_URL (which is how the
 tests point everything at a moto server), so nothing here special-cases the emulator.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable

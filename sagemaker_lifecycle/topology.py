@@ -5,6 +5,7 @@ vector service, calling the first through SageMaker Runtime: RAG_LLM_URL=sagemak
 Every command walks the list in deploy order (the LLM endpoint first, since the front calls it); clean
 walks it backwards. Variables of the LLM endpoint carry the `LLM_` prefix (LLM_INSTANCE_TYPE, ...).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -48,8 +49,10 @@ def container_environment(endpoint: Endpoint, config: Config, region: str) -> di
     if endpoint.part == "endpoint":
         return environment
     if config.get("SERVERLESS_MEMORY") is not None:
-        raise ConfigError("ARCH=split deploys instance endpoints (INSTANCE_TYPE, LLM_INSTANCE_TYPE): the front calls "
-                          "the LLM endpoint on every request, and serverless cold starts would stack; unset SERVERLESS_MEMORY")
+        raise ConfigError(
+            "ARCH=split deploys instance endpoints (INSTANCE_TYPE, LLM_INSTANCE_TYPE): the front calls "
+            "the LLM endpoint on every request, and serverless cold starts would stack; unset SERVERLESS_MEMORY"
+        )
     if "RAG_LLM_URL" in environment:
         raise ConfigError("RAG_LLM_URL is set by deploy for ARCH=split (sagemaker://<ENDPOINT_NAME>-llm); unset it")
     if endpoint.part == "llm":

@@ -3,6 +3,7 @@
 SageMaker extracts ModelDataUrl into /opt/ml/model, so the archive holds `index/` and `llm/` at its
 top level: the container then finds /opt/ml/model/index and /opt/ml/model/llm.
 """
+
 from __future__ import annotations
 
 import logging
@@ -40,7 +41,9 @@ def archive_members(config: Config) -> dict[str, Path]:
     if config.flag("UPLOAD_LLM"):
         llm = Path(config.get("LLM_DIR") or ROOT / "models" / "smollm2-135m-instruct")
         if not (llm / "config.json").is_file():
-            raise ConfigError(f"LLM_DIR={llm} has no config.json: run `make models`, or set LLM_DIR to a transformers model folder")
+            raise ConfigError(
+                f"LLM_DIR={llm} has no config.json: run `make models`, or set LLM_DIR to a transformers model folder"
+            )
         members["llm"] = llm
     return members
 
@@ -78,15 +81,24 @@ def run_upload(aws: Aws) -> int:
     """`upload`: pack, upload, print the s3:// URI."""
     config = aws.config
     url = config.model_data_url()
-    bucket, _, key = url[len("s3://"):].partition("/")
+    bucket, _, key = url[len("s3://") :].partition("/")
     members = archive_members(config)
     if aws.call(f"find bucket {bucket}", aws.s3.head_bucket, absent=["404", "NoSuchBucket"], Bucket=bucket) is None:
-        raise NotFound(f"bucket {bucket} does not exist: create it (`aws s3 mb s3://{bucket} --region {aws.region}`) or fix BUCKET_NAME")
+        raise NotFound(
+            f"bucket {bucket} does not exist: create it (`aws s3 mb s3://{bucket} --region {aws.region}`) or fix BUCKET_NAME"
+        )
     with tempfile.TemporaryDirectory(prefix="rag-upload-") as tmp:
         archive = pack(members, Path(tmp) / "model.tar.gz")
         progress = Progress(archive.stat().st_size, url)
-        aws.call(f"upload {url}", aws.s3.upload_file, Filename=str(archive), Bucket=bucket, Key=key,
-                 Callback=progress, Config=TransferConfig(multipart_threshold=64 * 1024 * 1024))
+        aws.call(
+            f"upload {url}",
+            aws.s3.upload_file,
+            Filename=str(archive),
+            Bucket=bucket,
+            Key=key,
+            Callback=progress,
+            Config=TransferConfig(multipart_threshold=64 * 1024 * 1024),
+        )
     log.info("%s", url)  # the URI alone on the last line, for scripts: URI=$(make -s upload | tail -1)
     return 0
 

@@ -3,6 +3,7 @@
 gthread workers: a request that generates for seconds occupies one thread, and /ping is answered
 by another, so the health check stays under SageMaker's 2 s even during inference.
 """
+
 import json as _json
 import logging as _logging
 import os as _os
@@ -34,8 +35,10 @@ def worker_account(environ=_os.environ, euid: int | None = None):
     try:
         account = _pwd.getpwnam(name)
     except KeyError:
-        raise ConfigError(f"{WORKER_USER_VARIABLE}={name!r} is not a user on this machine; create it, or unset "
-                          f"{WORKER_USER_VARIABLE} to keep the workers' user") from None
+        raise ConfigError(
+            f"{WORKER_USER_VARIABLE}={name!r} is not a user on this machine; create it, or unset "
+            f"{WORKER_USER_VARIABLE} to keep the workers' user"
+        ) from None
     if account.pw_uid == 0 or account.pw_gid == 0:
         raise ConfigError(f"{WORKER_USER_VARIABLE}={name!r} is root or in root's group: name an unprivileged user")
     return account
@@ -65,8 +68,11 @@ def unreadable_for(account, roots) -> list[str]:
             for root in roots:
                 if _os.path.isdir(root) and _os.access(root, _os.R_OK | _os.X_OK):
                     for folder, _dirs, files in _os.walk(root, onerror=lambda error: bad.append(error.filename)):  # noqa: B023 (one list)
-                        bad += [_os.path.join(folder, name) for name in files
-                                if not _os.access(_os.path.join(folder, name), _os.R_OK)]
+                        bad += [
+                            _os.path.join(folder, name)
+                            for name in files
+                            if not _os.access(_os.path.join(folder, name), _os.R_OK)
+                        ]
                 elif not _os.access(root, _os.R_OK):  # a file, or a folder it cannot even see into
                     bad.append(root)
                 elif _os.path.isdir(root):  # readable but not searchable
@@ -85,8 +91,11 @@ def unreadable_for(account, roots) -> list[str]:
 def _model_paths(settings: Settings) -> list[str]:
     """What the workers load: /opt/ml/model, the index, and the models when they are local folders."""
     llm = str(EMBEDDED_LLM_DIR) if settings.llm_model == EMBEDDED_LLM_MODEL else settings.llm_model
-    return ["/opt/ml/model", str(settings.index_dir),
-            *(name for name in (llm, settings.embedding_model) if _os.path.isdir(name))]
+    return [
+        "/opt/ml/model",
+        str(settings.index_dir),
+        *(name for name in (llm, settings.embedding_model) if _os.path.isdir(name)),
+    ]
 
 
 if _account is not None:
@@ -94,9 +103,11 @@ if _account is not None:
     # A worker that cannot read its model fails deep inside a library; say which files, at once.
     _unreadable = unreadable_for(_account, _model_paths(_settings))
     if _unreadable:
-        _sys.stderr.write(f"configuration error: the workers run as {_account.pw_name!r} ({WORKER_USER_VARIABLE}) "
-                          f"and cannot read {', '.join(_unreadable[:5])}{' ...' if len(_unreadable) > 5 else ''}; "
-                          "make the model files readable by that user (e.g. chmod -R a+rX)\n")
+        _sys.stderr.write(
+            f"configuration error: the workers run as {_account.pw_name!r} ({WORKER_USER_VARIABLE}) "
+            f"and cannot read {', '.join(_unreadable[:5])}{' ...' if len(_unreadable) > 5 else ''}; "
+            "make the model files readable by that user (e.g. chmod -R a+rX)\n"
+        )
         raise SystemExit(2)
 
 worker_class = "gthread"
@@ -141,7 +152,8 @@ def post_fork(server, worker):
     delay = restart_delay(recent)
     if delay:
         _logging.getLogger("rag.http").warning(
-            "%d workers died in the last minute; waiting %d s before loading again", recent, delay)
+            "%d workers died in the last minute; waiting %d s before loading again", recent, delay
+        )
         _time.sleep(delay)
 
 
@@ -155,8 +167,10 @@ def write_json_error(sock, status_int: int, reason: str, mesg: str) -> None:
     else:
         body = {"error": f"{reason}: {mesg}" if mesg else reason, "error_type": "invalid_request"}
     payload = _json.dumps(body).encode("ascii")  # ASCII escapes: the message may quote the client's raw bytes
-    head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(payload)}\r\n\r\n")
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(payload)}\r\n\r\n"
+    )
     _gunicorn_util.write_nonblock(sock, head.encode("latin-1") + payload)
 
 

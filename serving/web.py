@@ -3,6 +3,7 @@
 Every error leaves as {"error", "error_type"} with its status, and one log line per request records
 the request id, status and stage timings (never the payload).
 """
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,13 @@ log = logging.getLogger("rag.http")
 T = TypeVar("T")
 
 CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
-_HTTP_ERROR_TYPES = {400: errors.InvalidRequest, 404: errors.NotFound, 405: errors.MethodNotAllowed,
-                     413: errors.PayloadTooLarge, 415: errors.UnsupportedMediaType}
+_HTTP_ERROR_TYPES = {
+    400: errors.InvalidRequest,
+    404: errors.NotFound,
+    405: errors.MethodNotAllowed,
+    413: errors.PayloadTooLarge,
+    415: errors.UnsupportedMediaType,
+}
 
 
 def configure_logging(level: str = "INFO") -> None:
@@ -49,8 +55,9 @@ def json_response(body: dict, status: int = 200) -> Response:
     return Response(json.dumps(body, ensure_ascii=False), status=status, mimetype="application/json")
 
 
-def ping_response(status: str, *, elapsed_s: float | None = None, error: str | None = None,
-                  services: dict | None = None) -> Response:
+def ping_response(
+    status: str, *, elapsed_s: float | None = None, error: str | None = None, services: dict | None = None
+) -> Response:
     """The one /ping body of every architecture: `status`, plus `elapsed_s` while loading and `error`
     when degraded (a sentence, never exception text); the orchestrator adds its `services` map."""
     body: dict = {"status": status}
@@ -164,15 +171,19 @@ def create_service_app(name: str, settings: Settings) -> Flask:
     @app.before_request
     def _start():
         g.started = time.monotonic()
-        g.request_id = request.headers.get("X-Amzn-RequestId") or request.headers.get("X-Request-Id") or uuid.uuid4().hex
+        g.request_id = (
+            request.headers.get("X-Amzn-RequestId") or request.headers.get("X-Request-Id") or uuid.uuid4().hex
+        )
         g.timings = None
         client_gone.set(_client_probe())
         if request.path != "/ping":
             log.debug("request_id=%s %s %s started", g.request_id, request.method, request.path)
         caller = request.headers.get(INSTANCE_HEADER)
         if settings.instance_token and caller is not None and caller != settings.instance_token:
-            message = (f"the {name} on this port belongs to another instance; give each instance its own "
-                       "internal ports (RAG_VECTOR_URL, RAG_LLM_URL)")
+            message = (
+                f"the {name} on this port belongs to another instance; give each instance its own "
+                "internal ports (RAG_VECTOR_URL, RAG_LLM_URL)"
+            )
             if request.path == "/ping":
                 return json_response({"status": "foreign", "error": message}, 503)
             raise errors.UpstreamUnavailable(message)
@@ -185,8 +196,15 @@ def create_service_app(name: str, settings: Settings) -> Flask:
             response.headers[CUSTOM_ATTRIBUTES] = attributes  # passed through verbatim
         if request.path != "/ping":
             elapsed = (time.monotonic() - g.get("started", time.monotonic())) * 1000
-            log.info("request_id=%s %s %s status=%d ms=%.1f timings=%s", g.get("request_id"), request.method,
-                     request.path, response.status_code, elapsed, json.dumps(g.get("timings")))
+            log.info(
+                "request_id=%s %s %s status=%d ms=%.1f timings=%s",
+                g.get("request_id"),
+                request.method,
+                request.path,
+                response.status_code,
+                elapsed,
+                json.dumps(g.get("timings")),
+            )
         return response
 
     @app.errorhandler(errors.RagError)
@@ -200,8 +218,10 @@ def create_service_app(name: str, settings: Settings) -> Flask:
     def _http_error(exc: HTTPException):
         cls = _HTTP_ERROR_TYPES.get(exc.code or 500)
         if exc.code == 413:
-            error = errors.PayloadTooLarge(f"the body is larger than {MAX_PAYLOAD_BYTES // (1024 * 1024)} MB, "
-                                           "SageMaker's payload limit; send less text")
+            error = errors.PayloadTooLarge(
+                f"the body is larger than {MAX_PAYLOAD_BYTES // (1024 * 1024)} MB, "
+                "SageMaker's payload limit; send less text"
+            )
         elif cls is not None:
             error = cls(f"{exc.name}: {exc.description}")
         else:
@@ -230,8 +250,10 @@ def stream_events(events, what: str) -> Response:
             yield json.dumps({"event": "error", **exc.to_dict()}, ensure_ascii=False) + "\n"
         except Exception:  # noqa: BLE001 - logged with its traceback; the client gets no details
             log.exception("%s stream failed", what)
-            yield json.dumps({"event": "error", "error": "internal error; see the service log",
-                              "error_type": "internal"}) + "\n"
+            yield (
+                json.dumps({"event": "error", "error": "internal error; see the service log", "error_type": "internal"})
+                + "\n"
+            )
 
     return Response(stream_with_context(body()), mimetype="application/jsonlines")
 

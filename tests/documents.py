@@ -4,6 +4,7 @@
 a page given as None carries only an image, like a scan without OCR. `encrypt_pdf` locks one with
 pypdf (RC4, which needs no optional crypto package), and `docx_bytes` uses python-docx itself.
 """
+
 from __future__ import annotations
 
 import io
@@ -18,10 +19,13 @@ def pdf_bytes(pages: list[str | None]) -> bytes:
     objects: list[bytes] = []  # object n is objects[n - 1]
     page_ids = []
     font_id, image_id = 3, 4
-    objects += [b"", b"",  # catalog and page tree, filled in below
-                b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
-                b"<< /Type /XObject /Subtype /Image /Width 2 /Height 2 /ColorSpace /DeviceGray "
-                b"/BitsPerComponent 8 /Length 4 >>\nstream\n\x00\xff\xff\x00\nendstream"]
+    objects += [
+        b"",
+        b"",  # catalog and page tree, filled in below
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+        b"<< /Type /XObject /Subtype /Image /Width 2 /Height 2 /ColorSpace /DeviceGray "
+        b"/BitsPerComponent 8 /Length 4 >>\nstream\n\x00\xff\xff\x00\nendstream",
+    ]
     for text in pages:
         if text is None:
             content = b"q 200 0 0 200 100 400 cm /Im1 Do Q"
@@ -30,13 +34,16 @@ def pdf_bytes(pages: list[str | None]) -> bytes:
             content = ("BT /F1 12 Tf 72 720 Td " + " ".join(lines) + " ET").encode("latin-1")
         objects.append(b"<< /Length %d >>\nstream\n%s\nendstream" % (len(content), content))
         content_id = len(objects)
-        objects.append(b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents %d 0 R "
-                       b"/Resources << /Font << /F1 %d 0 R >> /XObject << /Im1 %d 0 R >> >> >>"
-                       % (content_id, font_id, image_id))
+        objects.append(
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents %d 0 R "
+            b"/Resources << /Font << /F1 %d 0 R >> /XObject << /Im1 %d 0 R >> >> >>" % (content_id, font_id, image_id)
+        )
         page_ids.append(len(objects))
     objects[0] = b"<< /Type /Catalog /Pages 2 0 R >>"
     objects[1] = b"<< /Type /Pages /Kids [%s] /Count %d >>" % (
-        b" ".join(b"%d 0 R" % number for number in page_ids), len(page_ids))
+        b" ".join(b"%d 0 R" % number for number in page_ids),
+        len(page_ids),
+    )
     out = io.BytesIO()
     out.write(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
     offsets = []

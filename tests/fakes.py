@@ -1,4 +1,5 @@
 """Small deterministic fakes of the core's interfaces, for unit tests only."""
+
 from __future__ import annotations
 
 import hashlib

@@ -3,6 +3,7 @@
 Every process is started in its own process group and stopped by PID (group) when the test ends,
 so that no test leaves a process behind.
 """
+
 from __future__ import annotations
 
 import json

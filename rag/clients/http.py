@@ -4,6 +4,7 @@ One pooled keep-alive session per client, explicit connect and read timeouts, an
 turned into a RagError: a refused or reset connection is `upstream_unavailable` at once, and a read
 that outlives the request deadline is `timeout`.
 """
+
 from __future__ import annotations
 
 import time
@@ -51,8 +52,9 @@ class ServiceClient:
         except ValueError:
             body = None
         if not isinstance(body, dict):
-            raise errors.UpstreamUnavailable(f"the {self.name} service answered {response.status_code} "
-                                             "without a usable body")
+            raise errors.UpstreamUnavailable(
+                f"the {self.name} service answered {response.status_code} without a usable body"
+            )
         return body
 
     def post_lines(self, path: str, payload: dict, deadline: float | None) -> Iterator[dict]:
@@ -72,17 +74,24 @@ class ServiceClient:
         if remaining <= 0:
             raise errors.RequestTimeout(f"the request deadline passed before calling the {self.name} service")
         try:
-            response = self.session.post(f"{self.base_url}{path}", json=payload,
-                                         headers={DEADLINE_HEADER: f"{remaining:.3f}"},
-                                         timeout=(CONNECT_TIMEOUT_S, remaining), stream=stream)
+            response = self.session.post(
+                f"{self.base_url}{path}",
+                json=payload,
+                headers={DEADLINE_HEADER: f"{remaining:.3f}"},
+                timeout=(CONNECT_TIMEOUT_S, remaining),
+                stream=stream,
+            )
         except requests.Timeout as exc:
             if isinstance(exc, requests.ConnectTimeout):
-                raise errors.UpstreamUnavailable(f"the {self.name} service at {self.base_url} did not accept a "
-                                                 "connection; it may be restarting, retry shortly")
+                raise errors.UpstreamUnavailable(
+                    f"the {self.name} service at {self.base_url} did not accept a "
+                    "connection; it may be restarting, retry shortly"
+                )
             raise errors.RequestTimeout(f"the {self.name} service did not answer before the request deadline")
         except requests.RequestException:
-            raise errors.UpstreamUnavailable(f"the {self.name} service at {self.base_url} is unavailable; "
-                                             "it may be restarting, retry shortly")
+            raise errors.UpstreamUnavailable(
+                f"the {self.name} service at {self.base_url} is unavailable; it may be restarting, retry shortly"
+            )
         if response.status_code != 200:
             try:
                 body = response.json()
@@ -90,8 +99,9 @@ class ServiceClient:
                 body = None
             if isinstance(body, dict) and "error_type" in body:
                 raise errors.from_dict(body, response.status_code)
-            raise errors.UpstreamUnavailable(f"the {self.name} service answered {response.status_code} "
-                                             "without a usable body")
+            raise errors.UpstreamUnavailable(
+                f"the {self.name} service answered {response.status_code} without a usable body"
+            )
         return response
 
 
@@ -133,8 +143,12 @@ class LlmServiceGenerator(Generator):
 
     @staticmethod
     def _payload(query: str, passages: list[Passage], params: GenerationParams) -> dict:
-        return {"query": query, "passages": [p.to_dict() for p in passages],
-                "max_new_tokens": params.max_new_tokens, "temperature": params.temperature}
+        return {
+            "query": query,
+            "passages": [p.to_dict() for p in passages],
+            "max_new_tokens": params.max_new_tokens,
+            "temperature": params.temperature,
+        }
 
     def _answer(self, body: dict) -> Answer:
         self.name = body.get("model", self.name)

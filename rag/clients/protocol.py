@@ -3,6 +3,7 @@
 The HTTP edge (serving/) reads these names; the clients (rag.clients.http, rag.clients.sagemaker_runtime)
 write them. Nothing here opens a connection.
 """
+
 from __future__ import annotations
 
 import json
@@ -44,4 +45,3 @@ def decode_events(lines: Iterable[bytes]) -> Iterator[dict]:
         if "error_type" in event:
             raise errors.from_dict(event, 500)
         yield event
-

@@ -20,6 +20,7 @@ the one-container microservices:
 SageMaker Runtime forwards no header of ours except X-Amzn-SageMaker-Custom-Attributes, so the remaining
 time travels there (`X-Rag-Timeout-S=<seconds>`), and the LLM service stops generating in time.
 """
+
 from __future__ import annotations
 
 import json
@@ -80,8 +81,9 @@ class SageMakerGenerator(LlmServiceGenerator):
         try:
             body = json.loads(response["Body"].read())
         except (ValueError, OSError) as exc:
-            raise errors.UpstreamUnavailable(f"the LLM endpoint {self.endpoint_name} answered without a usable "
-                                             f"JSON body ({type(exc).__name__})")
+            raise errors.UpstreamUnavailable(
+                f"the LLM endpoint {self.endpoint_name} answered without a usable JSON body ({type(exc).__name__})"
+            )
         if not isinstance(body, dict) or "answer" not in body:
             raise errors.UpstreamUnavailable(f"the LLM endpoint {self.endpoint_name} answered JSON without an answer")
         return body
@@ -99,12 +101,16 @@ class SageMakerGenerator(LlmServiceGenerator):
         except ReadTimeoutError:
             raise errors.RequestTimeout(f"the LLM endpoint {self.endpoint_name} stopped sending before the deadline")
         except ClientError as exc:  # ModelStreamError or InternalStreamFailure, sent inside the stream
-            if exc.response.get("Error", {}).get("Code") == "ModelInvocationTimeExceeded" or \
-                    exc.response.get("ErrorCode") == "ModelInvocationTimeExceeded":
+            if (
+                exc.response.get("Error", {}).get("Code") == "ModelInvocationTimeExceeded"
+                or exc.response.get("ErrorCode") == "ModelInvocationTimeExceeded"
+            ):
                 raise errors.RequestTimeout(f"the LLM endpoint {self.endpoint_name} ran out of time mid-stream")
             raise errors.UpstreamUnavailable(f"the LLM endpoint {self.endpoint_name} stream broke: {_code(exc)}")
         except BotoCoreError as exc:
-            raise errors.UpstreamUnavailable(f"the LLM endpoint {self.endpoint_name} stream broke: {type(exc).__name__}")
+            raise errors.UpstreamUnavailable(
+                f"the LLM endpoint {self.endpoint_name} stream broke: {type(exc).__name__}"
+            )
         finally:
             stream.close()
 
@@ -163,13 +169,26 @@ class SageMakerGenerator(LlmServiceGenerator):
             time.sleep(pause * random.uniform(1.0, 1.5))
         raise AssertionError("unreachable")
 
-    def _call(self, operation: str, body: bytes, remaining: float, *, accept: str, connect_timeout: float = 2.0,
-              read_timeout: float | None = None):
+    def _call(
+        self,
+        operation: str,
+        body: bytes,
+        remaining: float,
+        *,
+        accept: str,
+        connect_timeout: float = 2.0,
+        read_timeout: float | None = None,
+    ):
         if read_timeout is None:
             read_timeout = min(READ_MAX_S, math.ceil((remaining + READ_GRACE_S) / READ_STEP_S) * READ_STEP_S)
         client = self._client(read_timeout, connect_timeout)
-        return getattr(client, operation)(EndpointName=self.endpoint_name, Body=body, ContentType=JSON, Accept=accept,
-                                          CustomAttributes=deadline_attribute(remaining))
+        return getattr(client, operation)(
+            EndpointName=self.endpoint_name,
+            Body=body,
+            ContentType=JSON,
+            Accept=accept,
+            CustomAttributes=deadline_attribute(remaining),
+        )
 
     def _client(self, read_timeout: float, connect_timeout: float):
         key = (read_timeout, connect_timeout)
@@ -178,8 +197,12 @@ class SageMakerGenerator(LlmServiceGenerator):
                 import boto3
                 from botocore.config import Config
 
-                config = Config(read_timeout=read_timeout, connect_timeout=connect_timeout,
-                                retries={"total_max_attempts": 1}, max_pool_connections=16)
+                config = Config(
+                    read_timeout=read_timeout,
+                    connect_timeout=connect_timeout,
+                    retries={"total_max_attempts": 1},
+                    max_pool_connections=16,
+                )
                 self._clients[key] = boto3.session.Session().client("sagemaker-runtime", config=config)
             return self._clients[key]
 
@@ -213,22 +236,31 @@ class SageMakerGenerator(LlmServiceGenerator):
             if code == "ModelError":
                 return self._model_error(exc), False
             if code in NOT_SENT or status in (429, 503):
-                return errors.UpstreamUnavailable(f"SageMaker Runtime turned the LLM endpoint {name} call away "
-                                                  f"({code or status}); retry shortly"), code in NOT_SENT or status in (429, 503)
+                return errors.UpstreamUnavailable(
+                    f"SageMaker Runtime turned the LLM endpoint {name} call away ({code or status}); retry shortly"
+                ), code in NOT_SENT or status in (429, 503)
             if code.startswith("AccessDenied") or status == 403:
-                return errors.UpstreamUnavailable(f"not allowed to invoke the LLM endpoint {name}: the execution role "
-                                                  "needs sagemaker:InvokeEndpoint on it (see docs/deploy.md, IAM)"), False
+                return errors.UpstreamUnavailable(
+                    f"not allowed to invoke the LLM endpoint {name}: the execution role "
+                    "needs sagemaker:InvokeEndpoint on it (see docs/deploy.md, IAM)"
+                ), False
             if code.startswith("Validation") and "not found" in message.lower():
-                return errors.UpstreamUnavailable(f"the LLM endpoint {name} does not exist in this region: deploy it "
-                                                  "(make deploy ARCH=split) or fix RAG_LLM_URL"), False
-            return errors.UpstreamUnavailable(f"SageMaker Runtime failed on the LLM endpoint {name} ({code or status})"), False
+                return errors.UpstreamUnavailable(
+                    f"the LLM endpoint {name} does not exist in this region: deploy it "
+                    "(make deploy ARCH=split) or fix RAG_LLM_URL"
+                ), False
+            return errors.UpstreamUnavailable(
+                f"SageMaker Runtime failed on the LLM endpoint {name} ({code or status})"
+            ), False
         if isinstance(exc, ReadTimeoutError):
             return errors.RequestTimeout(f"the LLM endpoint {name} did not answer before the request deadline"), False
         if isinstance(exc, (EndpointConnectionError, ConnectTimeoutError)):
             return errors.UpstreamUnavailable(f"cannot reach SageMaker Runtime for the LLM endpoint {name}"), True
         if isinstance(exc, (NoCredentialsError, NoRegionError)):
-            return errors.UpstreamUnavailable(f"cannot call the LLM endpoint {name}: {exc} (on SageMaker the execution "
-                                              "role gives credentials; elsewhere set AWS_PROFILE and AWS_DEFAULT_REGION)"), False
+            return errors.UpstreamUnavailable(
+                f"cannot call the LLM endpoint {name}: {exc} (on SageMaker the execution "
+                "role gives credentials; elsewhere set AWS_PROFILE and AWS_DEFAULT_REGION)"
+            ), False
         if isinstance(exc, BotoCoreError):
             return errors.UpstreamUnavailable(f"calling the LLM endpoint {name} failed: {type(exc).__name__}"), False
         raise exc
@@ -243,10 +275,14 @@ class SageMakerGenerator(LlmServiceGenerator):
         if isinstance(body, dict) and "error_type" in body:
             error = errors.from_dict(body, status)
             if isinstance(error, errors.NotReady):  # the front is ready; its upstream is not, yet
-                return EndpointLoading(f"the LLM endpoint {self.endpoint_name} is still loading its model; retry shortly")
+                return EndpointLoading(
+                    f"the LLM endpoint {self.endpoint_name} is still loading its model; retry shortly"
+                )
             return error
-        return errors.UpstreamUnavailable(f"the LLM endpoint {self.endpoint_name} did not answer (container status "
-                                          f"{status}); it may be restarting, retry shortly")
+        return errors.UpstreamUnavailable(
+            f"the LLM endpoint {self.endpoint_name} did not answer (container status "
+            f"{status}); it may be restarting, retry shortly"
+        )
 
 
 def _code(exc) -> str:

@@ -14,6 +14,7 @@ arrives while others decode starts at the next step instead of after the whole b
 happens on the model's thread, so one OpenMP team serves the model (see docs/performance.md for why that
 matters on a CPU). This module knows nothing about torch: the model side is a `DecodeBackend`.
 """
+
 from __future__ import annotations
 
 import contextvars
@@ -52,9 +53,11 @@ class Admission:
         """Take a slot, or raise Overloaded (429) without waiting."""
         with self._lock:
             if self.in_flight >= self.limit:
-                raise Overloaded(f"the {self.what} already has {self.limit} requests waiting or running "
-                                 f"(RAG_MAX_CONCURRENT_REQUESTS); retry after {Overloaded.retry_after_s} s, "
-                                 "with backoff")
+                raise Overloaded(
+                    f"the {self.what} already has {self.limit} requests waiting or running "
+                    f"(RAG_MAX_CONCURRENT_REQUESTS); retry after {Overloaded.retry_after_s} s, "
+                    "with backoff"
+                )
             self.in_flight += 1
 
     def leave(self) -> None:
@@ -167,8 +170,10 @@ class Follow:
             elif self._gone():
                 job.finish("cancelled")
         if job.outcome == "deadline":
-            raise RequestTimeout("generation did not finish before the request deadline (RAG_REQUEST_TIMEOUT); "
-                                 "lower max_new_tokens or raise the timeout")
+            raise RequestTimeout(
+                "generation did not finish before the request deadline (RAG_REQUEST_TIMEOUT); "
+                "lower max_new_tokens or raise the timeout"
+            )
         if job.outcome == "cancelled":
             raise ClientGone("the client disconnected; its request was dropped from the batch")
         if job.error is not None:
@@ -185,8 +190,14 @@ class Follow:
 class BatchEngine:
     """The model's thread and its queue. `load` runs on that thread and returns the DecodeBackend."""
 
-    def __init__(self, name: str, load: Callable[[], DecodeBackend], max_batch_size: int = 8,
-                 batch_wait_s: float = 0.0, max_concurrent: int = 16):
+    def __init__(
+        self,
+        name: str,
+        load: Callable[[], DecodeBackend],
+        max_batch_size: int = 8,
+        batch_wait_s: float = 0.0,
+        max_concurrent: int = 16,
+    ):
         self.name = name
         self.max_batch_size = max_batch_size
         self.batch_wait_s = batch_wait_s

@@ -11,6 +11,7 @@ Per-request decoding (greedy, temperature, and whatever else `decoding_kwargs` i
 asks for) goes through transformers' own logits processors, built from the same options
 `model.generate` would take, so a batched row decodes as that request alone would.
 """
+
 from __future__ import annotations
 
 import logging
@@ -42,8 +43,9 @@ def choose_dtype(requested: str, device: str) -> torch.dtype:
         return torch.float32
     dtype = getattr(torch, requested)
     if device == "cpu" and dtype == torch.bfloat16 and not native_bfloat16():
-        log.warning("RAG_LLM_DTYPE=bfloat16 on a CPU without AVX512-BF16 or AMX: it is emulated and slower "
-                    "than float32")
+        log.warning(
+            "RAG_LLM_DTYPE=bfloat16 on a CPU without AVX512-BF16 or AMX: it is emulated and slower than float32"
+        )
     if device == "cpu" and dtype == torch.float16:
         raise ConfigError("RAG_LLM_DTYPE=float16 is not supported on a CPU; use float32 or bfloat16")
     return dtype
@@ -73,8 +75,9 @@ class RowDecoding:
 class TransformersDecoder(DecodeBackend):
     """A transformers causal LM behind the DecodeBackend interface. Construct it on the engine's thread."""
 
-    def __init__(self, path: str, device: str, threads: int, dtype: str = "auto", quantize: str = "none",
-                 tokenizer=None):
+    def __init__(
+        self, path: str, device: str, threads: int, dtype: str = "auto", quantize: str = "none", tokenizer=None
+    ):
         from transformers import AutoModelForCausalLM
 
         started = time.perf_counter()
@@ -94,8 +97,15 @@ class TransformersDecoder(DecodeBackend):
         self._positions = None  # [rows] the next position id of each row
         self._last = None  # [rows] the last token of each row: the input of the next step
         self._jobs: list[Job] = []  # the running rows, in order; job.state holds each one's RowDecoding
-        log.info("LLM %s loaded on %s (%s%s, %d threads) in %.1f s", path, self.device, self.dtype,
-                 ", int8 Linear layers" if quantize == "int8" else "", threads, time.perf_counter() - started)
+        log.info(
+            "LLM %s loaded on %s (%s%s, %d threads) in %.1f s",
+            path,
+            self.device,
+            self.dtype,
+            ", int8 Linear layers" if quantize == "int8" else "",
+            threads,
+            time.perf_counter() - started,
+        )
 
     def decoding(self, options: dict) -> RowDecoding:
         """Build one request's decoding from `model.generate` keyword arguments (not max_new_tokens)."""
@@ -126,10 +136,15 @@ class TransformersDecoder(DecodeBackend):
         rows = len(self._jobs)
         mask = torch.cat([self._mask, self._mask.new_ones(rows, 1)], dim=1)
         with torch.inference_mode():
-            out = self.model(input_ids=self._last[:, None], position_ids=self._positions[:, None],
-                             # no padding: no mask, as for one request alone (the causal-only fast path)
-                             attention_mask=None if bool(mask.all()) else mask,
-                             past_key_values=self._cache, use_cache=True, logits_to_keep=1)
+            out = self.model(
+                input_ids=self._last[:, None],
+                position_ids=self._positions[:, None],
+                # no padding: no mask, as for one request alone (the causal-only fast path)
+                attention_mask=None if bool(mask.all()) else mask,
+                past_key_values=self._cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
             logits = out.logits[:, -1]
             tokens = self._choose_all(logits)
         self._mask = mask
@@ -177,8 +192,9 @@ class TransformersDecoder(DecodeBackend):
             return
         columns = self._mask.shape[1]
         pad_old, pad_new = max(0, length - columns), max(0, columns - length)
-        self._mask = torch.cat([torch.nn.functional.pad(self._mask, (pad_old, 0)),
-                                torch.nn.functional.pad(mask, (pad_new, 0))])
+        self._mask = torch.cat(
+            [torch.nn.functional.pad(self._mask, (pad_old, 0)), torch.nn.functional.pad(mask, (pad_new, 0))]
+        )
         for mine, theirs in zip(self._cache.layers, cache.layers):
             # keys and values are [rows, heads, columns, dim]: pad the columns on the left
             mine.keys = torch.cat([_pad_left(mine.keys, pad_old), _pad_left(theirs.keys, pad_new)])

@@ -1,4 +1,5 @@
 """The local generator: a transformers causal LM with its chat template, behind the Generator interface."""
+
 from __future__ import annotations
 
 import logging
@@ -36,9 +37,19 @@ class TransformersGenerator(Generator):
     """A causal LM with its chat template, served by a BatchEngine (rag/generation/batching.py): one thread owns the
     model and decodes all admitted requests together. Request threads only encode, enqueue and wait."""
 
-    def __init__(self, name: str, path: str, device: str = "auto", threads: int = 1, *, dtype: str = "auto",
-                 quantize: str = "none", max_batch_size: int = 8, batch_wait_ms: int = 0,
-                 max_concurrent_requests: int = 16):
+    def __init__(
+        self,
+        name: str,
+        path: str,
+        device: str = "auto",
+        threads: int = 1,
+        *,
+        dtype: str = "auto",
+        quantize: str = "none",
+        max_batch_size: int = 8,
+        batch_wait_ms: int = 0,
+        max_concurrent_requests: int = 16,
+    ):
         # transformers (1.5 s) and torch (3.0 s, through the decoder) are imported only by a process that
         # loads a model (measured with python -X importtime); the orchestrator and the evaluation client do not.
         from transformers import AutoTokenizer
@@ -48,8 +59,12 @@ class TransformersGenerator(Generator):
         self.name = name
         self.tokenizer = AutoTokenizer.from_pretrained(path)  # request threads encode and decode; no torch there
         self.engine = BatchEngine(
-            name, lambda: TransformersDecoder(path, device, threads, dtype, quantize, self.tokenizer),
-            max_batch_size=max_batch_size, batch_wait_s=batch_wait_ms / 1000.0, max_concurrent=max_concurrent_requests)
+            name,
+            lambda: TransformersDecoder(path, device, threads, dtype, quantize, self.tokenizer),
+            max_batch_size=max_batch_size,
+            batch_wait_s=batch_wait_ms / 1000.0,
+            max_concurrent=max_concurrent_requests,
+        )
         decoder = self.engine.backend
         self.device, self.dtype, self.context_length = decoder.device, decoder.dtype, decoder.context_length
         if self.device == "cpu":
@@ -58,9 +73,17 @@ class TransformersGenerator(Generator):
     @classmethod
     def from_settings(cls, settings, path: str) -> TransformersGenerator:
         """The generator that RAG_LLM_* and the batching settings describe, loaded from `path`."""
-        return cls(settings.llm_model, path, settings.device, settings.torch_threads, dtype=settings.llm_dtype,
-                   quantize=settings.llm_quantize, max_batch_size=settings.max_batch_size,
-                   batch_wait_ms=settings.batch_wait_ms, max_concurrent_requests=settings.max_concurrent_requests)
+        return cls(
+            settings.llm_model,
+            path,
+            settings.device,
+            settings.torch_threads,
+            dtype=settings.llm_dtype,
+            quantize=settings.llm_quantize,
+            max_batch_size=settings.max_batch_size,
+            batch_wait_ms=settings.batch_wait_ms,
+            max_concurrent_requests=settings.max_concurrent_requests,
+        )
 
     def warm_up(self, prompt_chars: int, new_tokens: int = 8) -> None:
         """One request shaped like real traffic, so the first user's request is as fast as the tenth: the
@@ -70,8 +93,11 @@ class TransformersGenerator(Generator):
         sentence = "The harbour office keeps the records of every vessel, its owner and its last inspection. "
         filler = (sentence * (prompt_chars // len(sentence) + 1))[:prompt_chars]
         for tokens in (2, new_tokens):  # a short pass first, then the realistic one
-            self.generate("Who keeps the records of every vessel?", [Passage(1, "warm-up.md", 0, 1.0, filler)],
-                          GenerationParams(max_new_tokens=tokens))
+            self.generate(
+                "Who keeps the records of every vessel?",
+                [Passage(1, "warm-up.md", 0, 1.0, filler)],
+                GenerationParams(max_new_tokens=tokens),
+            )
         log.info("LLM warm-up with a %d-character context took %.2f s", prompt_chars, time.perf_counter() - started)
 
     def _encode(self, query: str, passages: list[Passage]) -> list[int]:
@@ -88,7 +114,8 @@ class TransformersGenerator(Generator):
         if len(prompt) + params.max_new_tokens > self.context_length:
             raise InvalidRequest(
                 f"the prompt ({len(prompt)} tokens) plus max_new_tokens ({params.max_new_tokens}) exceeds the "
-                f"model's context of {self.context_length} tokens; lower top_k or max_new_tokens")
+                f"model's context of {self.context_length} tokens; lower top_k or max_new_tokens"
+            )
         options = decoding_kwargs(params)
         return Job(prompt, options.pop("max_new_tokens"), deadline, decoding=options, stream=stream)
 
@@ -117,13 +144,13 @@ class TransformersGenerator(Generator):
                 # Hold back a piece that ends inside a multi-byte character, or that would rewrite text
                 # already sent; the next token completes it.
                 if text.startswith(sent) and len(text) > len(sent) and not text.endswith("\ufffd"):
-                    yield text[len(sent):]
+                    yield text[len(sent) :]
                     sent = text
         finally:
             tokens.close()  # the consumer stopped early (client gone): the row leaves the batch
         rest = self.tokenizer.decode(ids, skip_special_tokens=True)
         if rest.startswith(sent) and len(rest) > len(sent):
-            yield rest[len(sent):]
+            yield rest[len(sent) :]
         yield self._answer(job)
 
 

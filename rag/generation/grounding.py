@@ -7,6 +7,7 @@ looked up in the question and the prompt's context; when one is missing, the ans
 REFUSAL. It also catches a wrong year copied with a typo (1978 for 1878). It cannot catch a wrong fact
 that does appear in the context (the name of another mayor of the same city).
 """
+
 from __future__ import annotations
 
 import re
@@ -21,11 +22,13 @@ _WORD = re.compile(r"[^\W\d_][\w'\-]*", re.UNICODE)
 _LIST_MARKER = re.compile(r"^\s*\d{1,2}[.)]\s+", re.MULTILINE)
 _SENTENCE = re.compile(r"(?<=[.!?:])\s+|\n+")
 # Capitalised words that carry no fact, wherever they stand.
-_COMMON = frozenset("""I A An The This That These Those It Its There Their They He She His Her We Our You Your
+_COMMON = frozenset(
+    """I A An The This That These Those It Its There Their They He She His Her We Our You Your
 Yes No Not None Answer Question Context Passage Passages Document Documents Source Sources Today However
 In On At By For From To Of And Or But As After Before During Since Until With Without Also Both Each
 January February March April May June July August September October November December
-Monday Tuesday Wednesday Thursday Friday Saturday Sunday""".split())
+Monday Tuesday Wednesday Thursday Friday Saturday Sunday""".split()
+)
 
 
 def _fold(text: str) -> str:

@@ -1,4 +1,5 @@
 """The prompt: what the model is told, and how the question and the passages are laid out."""
+
 from __future__ import annotations
 
 from rag.generation.grounding import REFUSAL
@@ -20,4 +21,3 @@ def build_messages(query: str, passages: list[Passage]) -> list[dict]:
     context = "\n\n".join(p.text for p in passages) or "(nothing was found)"
     user = f"Question: {query}\n\nContext:\n{context}\n\nQuestion: {query}"
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
-

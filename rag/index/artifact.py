@@ -9,6 +9,7 @@
 Like a checkpoint that stores its model args, the artifact carries its own config in the manifest,
 and loading checks it against the configured embedding model.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,8 +35,16 @@ MANIFEST, FAISS_FILE, DOCUMENTS_FILE = "manifest.json", "faiss.index", "document
 # Everything an index directory may hold. Replacing an index deletes only a directory made of these.
 ARTIFACT_FILES = frozenset({MANIFEST, FAISS_FILE, CHUNKS_FILE, OFFSETS_FILE, DOCUMENTS_FILE})
 
-__all__ = ["ARTIFACT_FILES", "Chunk", "IndexedDocument", "VectorIndex", "check_index_target",
-           "missing_files", "read_manifest", "write_index"]
+__all__ = [
+    "ARTIFACT_FILES",
+    "Chunk",
+    "IndexedDocument",
+    "VectorIndex",
+    "check_index_target",
+    "missing_files",
+    "read_manifest",
+    "write_index",
+]
 
 
 def check_index_target(directory: Path, docs: Path | None = None) -> None:
@@ -46,8 +55,10 @@ def check_index_target(directory: Path, docs: Path | None = None) -> None:
     if docs is not None:
         docs = Path(docs).expanduser().resolve()
         if directory == docs or directory in docs.parents:
-            raise ConfigError(f"INDEX={directory} is DOCS or contains it; writing the index there would replace "
-                              "your documents. Choose another INDEX folder")
+            raise ConfigError(
+                f"INDEX={directory} is DOCS or contains it; writing the index there would replace "
+                "your documents. Choose another INDEX folder"
+            )
     if directory.is_symlink() or (directory.exists() and not directory.is_dir()):
         raise ConfigError(f"INDEX={directory} exists and is not a folder; choose another INDEX")
     if not directory.exists():
@@ -56,12 +67,16 @@ def check_index_target(directory: Path, docs: Path | None = None) -> None:
     if not contents:
         return
     if MANIFEST not in contents:
-        raise ConfigError(f"INDEX={directory} is an existing folder that is not an index (no {MANIFEST}); "
-                          "it is left untouched. Choose a new or empty folder for INDEX")
+        raise ConfigError(
+            f"INDEX={directory} is an existing folder that is not an index (no {MANIFEST}); "
+            "it is left untouched. Choose a new or empty folder for INDEX"
+        )
     foreign = sorted(contents - ARTIFACT_FILES)
     if foreign:
-        raise ConfigError(f"INDEX={directory} holds files an index never has ({', '.join(foreign[:5])}); "
-                          "rebuilding would delete them. Move them out, or choose another INDEX")
+        raise ConfigError(
+            f"INDEX={directory} holds files an index never has ({', '.join(foreign[:5])}); "
+            "rebuilding would delete them. Move them out, or choose another INDEX"
+        )
 
 
 def missing_files(directory: Path) -> list[str]:
@@ -80,12 +95,16 @@ def read_manifest(directory: Path) -> dict:
     """The manifest of an index directory, refused when missing or of a format this code cannot read."""
     path = Path(directory) / MANIFEST
     if not path.exists():
-        raise ConfigError(f"RAG_INDEX_DIR={directory} holds no {MANIFEST}; build an index with "
-                          f"`make index DOCS=<folder> INDEX={directory}` or point RAG_INDEX_DIR at one")
+        raise ConfigError(
+            f"RAG_INDEX_DIR={directory} holds no {MANIFEST}; build an index with "
+            f"`make index DOCS=<folder> INDEX={directory}` or point RAG_INDEX_DIR at one"
+        )
     manifest = json.loads(path.read_text())
     if manifest.get("format_version") not in READABLE_VERSIONS:
-        raise IndexMismatchError(f"index {directory} has format version {manifest.get('format_version')}, this "
-                                 f"service reads {', '.join(map(str, READABLE_VERSIONS))}; rebuild it with `make index`")
+        raise IndexMismatchError(
+            f"index {directory} has format version {manifest.get('format_version')}, this "
+            f"service reads {', '.join(map(str, READABLE_VERSIONS))}; rebuild it with `make index`"
+        )
     manifest.setdefault("index_type", "flat")  # format 1 only ever wrote exact indexes
     manifest.setdefault("search_params", {})
     return manifest
@@ -101,8 +120,16 @@ class VectorIndex:
         self.index = index
 
     @classmethod
-    def load(cls, directory: Path, embedding_model: str, dimension: int, *, ef_search: int | None = None,
-             nprobe: int | None = None, mmap: bool = True) -> VectorIndex:
+    def load(
+        cls,
+        directory: Path,
+        embedding_model: str,
+        dimension: int,
+        *,
+        ef_search: int | None = None,
+        nprobe: int | None = None,
+        mmap: bool = True,
+    ) -> VectorIndex:
         """Load and verify an index (memory-mapped); refuse one built with another embedding model.
         `ef_search`/`nprobe` override the search parameters tuned at build time."""
         directory = Path(directory)
@@ -139,8 +166,9 @@ class VectorIndex:
             if chunk_id < 0:  # FAISS pads with -1 when it has fewer results than asked
                 continue
             chunk = self.chunks[int(chunk_id)]
-            passages.append(Passage(len(passages) + 1, chunk.source, chunk.chunk, round(float(score), 6), chunk.text,
-                                    chunk.page))
+            passages.append(
+                Passage(len(passages) + 1, chunk.source, chunk.chunk, round(float(score), 6), chunk.text, chunk.page)
+            )
         return passages
 
 
@@ -174,8 +202,13 @@ def write_index(directory: Path, documents: list[IndexedDocument], manifest: dic
         with open(staging / DOCUMENTS_FILE, "w", encoding="utf-8") as handle:
             first = 0
             for doc in documents:
-                handle.write(json.dumps({"source": doc.source, "sha256": doc.sha256, "first": first,
-                                         "chunks": len(doc.texts)}, ensure_ascii=False) + "\n")
+                handle.write(
+                    json.dumps(
+                        {"source": doc.source, "sha256": doc.sha256, "first": first, "chunks": len(doc.texts)},
+                        ensure_ascii=False,
+                    )
+                    + "\n"
+                )
                 first += len(doc.texts)
         manifest = {
             **manifest,

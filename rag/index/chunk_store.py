@@ -6,6 +6,7 @@ where each line starts, so a hit costs one `os.pread`. Both files live in the pa
 worker shares, so a second worker adds next to nothing. Artifacts of format 1 have no offsets file:
 the offsets are then computed once at load by scanning chunks.jsonl.
 """
+
 from __future__ import annotations
 
 import json
@@ -79,8 +80,10 @@ class ChunkStore:
             offsets = _scan_offsets(path)
         size = path.stat().st_size
         if offsets.ndim != 1 or len(offsets) < 1 or int(offsets[-1]) != size:
-            raise IndexMismatchError(f"index {directory} is inconsistent: {OFFSETS_FILE} does not match "
-                                     f"{CHUNKS_FILE} ({size} bytes); rebuild it with `make index`")
+            raise IndexMismatchError(
+                f"index {directory} is inconsistent: {OFFSETS_FILE} does not match "
+                f"{CHUNKS_FILE} ({size} bytes); rebuild it with `make index`"
+            )
         return cls(path, offsets)
 
     def __len__(self) -> int:

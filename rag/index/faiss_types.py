@@ -13,6 +13,7 @@ in the manifest. RAG_INDEX_EF_SEARCH and RAG_INDEX_NPROBE override them at serve
 Every type is read memory-mapped: the vectors (and the HNSW graph, and the IVF lists) stay in the page
 cache, which all workers of a machine share, instead of one heap copy per worker.
 """
+
 from __future__ import annotations
 
 import logging
@@ -103,8 +104,12 @@ def sample_queries(vectors: np.ndarray, count: int = RECALL_QUERIES, seed: int =
 def exact_neighbours(queries: np.ndarray, vectors: np.ndarray, k: int = RECALL_K) -> np.ndarray:
     """Ids of the exact `k` nearest vectors (inner product) of each query."""
     faiss = _faiss()
-    return faiss.knn(np.ascontiguousarray(queries), np.ascontiguousarray(vectors), min(k, len(vectors)),
-                     metric=faiss.METRIC_INNER_PRODUCT)[1]
+    return faiss.knn(
+        np.ascontiguousarray(queries),
+        np.ascontiguousarray(vectors),
+        min(k, len(vectors)),
+        metric=faiss.METRIC_INNER_PRODUCT,
+    )[1]
 
 
 def recall(index, queries: np.ndarray, exact: np.ndarray) -> float:
@@ -134,8 +139,11 @@ def tune(index, index_type: str, vectors: np.ndarray, target: float = RECALL_TAR
         return {}, 1.0  # exact search finds the exact neighbours by definition
     queries = sample_queries(vectors)
     exact = exact_neighbours(queries, vectors)
-    candidates = EF_SEARCH_CANDIDATES if name == "ef_search" else \
-        tuple(2 ** power for power in range(int(np.log2(index.nlist)) + 1))
+    candidates = (
+        EF_SEARCH_CANDIDATES
+        if name == "ef_search"
+        else tuple(2**power for power in range(int(np.log2(index.nlist)) + 1))
+    )
     measured = 0.0
     for value in candidates:
         apply_search_params(index, index_type, {name: value})
@@ -143,8 +151,14 @@ def tune(index, index_type: str, vectors: np.ndarray, target: float = RECALL_TAR
         if measured >= target:
             break
     else:
-        log.warning("%s reached recall@10 %.3f at most (%s=%d), below the %.2f target", index_type, measured,
-                    name, value, target)
+        log.warning(
+            "%s reached recall@10 %.3f at most (%s=%d), below the %.2f target",
+            index_type,
+            measured,
+            name,
+            value,
+            target,
+        )
     return {name: value}, measured
 
 
@@ -154,12 +168,24 @@ def build_tuned(vectors: np.ndarray, index_type: str) -> tuple[object, dict]:
     index, params = build(vectors, index_type)
     built = time.monotonic()
     search_params, measured = tune(index, index_type, vectors)
-    log.info("%s index of %d vectors built in %.1f s; recall@10 %.3f with %s (measured in %.1f s)", index_type,
-             len(vectors), built - started, measured, search_params or "exact search", time.monotonic() - built)
+    log.info(
+        "%s index of %d vectors built in %.1f s; recall@10 %.3f with %s (measured in %.1f s)",
+        index_type,
+        len(vectors),
+        built - started,
+        measured,
+        search_params or "exact search",
+        time.monotonic() - built,
+    )
     queries = min(RECALL_QUERIES, len(vectors)) if search_parameter(index_type) else 0  # exact: not sampled
-    return index, {"index_type": index_type, "index_params": params, "search_params": search_params,
-                   "recall_at_10": round(measured, 4), "recall_queries": queries,
-                   "build_seconds": round(built - started, 1)}
+    return index, {
+        "index_type": index_type,
+        "index_params": params,
+        "search_params": search_params,
+        "recall_at_10": round(measured, 4),
+        "recall_queries": queries,
+        "build_seconds": round(built - started, 1),
+    }
 
 
 def search_one_thread(index, queries: np.ndarray, k: int):

@@ -4,6 +4,7 @@ Re-indexing reuses the unchanged documents of the previous artifact, and the Pro
 reuses every document of each shard's partial artifact: neither embeds a chunk twice. The vectors come
 back exactly as written (the index types keep uncompressed float32 vectors).
 """
+
 from __future__ import annotations
 
 import json
@@ -40,8 +41,10 @@ def read_documents(directory: Path, sources: set[str] | None = None) -> dict[str
     try:
         vectors = faiss_types.all_vectors(faiss_types.read(directory / FAISS_FILE, manifest["index_type"]))
         if len(vectors) != len(store) or sum(row["chunks"] for row in rows) != len(store):
-            raise IndexMismatchError(f"index {directory} is inconsistent: {len(vectors)} vectors, {len(store)} "
-                                     f"chunks, documents listing {sum(row['chunks'] for row in rows)}; rebuild it")
+            raise IndexMismatchError(
+                f"index {directory} is inconsistent: {len(vectors)} vectors, {len(store)} "
+                f"chunks, documents listing {sum(row['chunks'] for row in rows)}; rebuild it"
+            )
         wanted = {row["source"] for row in rows} if sources is None else sources
         documents: dict[str, IndexedDocument] = {}
         chunks = iter(store)
@@ -53,8 +56,9 @@ def read_documents(directory: Path, sources: set[str] | None = None) -> dict[str
                 pages.append(chunk.page)
             if row["source"] in wanted:
                 first = row["first"]
-                documents[row["source"]] = IndexedDocument(row["source"], row["sha256"], texts, pages,
-                                                           vectors[first:first + row["chunks"]])
+                documents[row["source"]] = IndexedDocument(
+                    row["source"], row["sha256"], texts, pages, vectors[first : first + row["chunks"]]
+                )
     finally:
         store.close()
     return documents

@@ -1,4 +1,5 @@
 """`python -m rag.ingest --docs <folder> --index <dir>`: see rag.ingest.build."""
+
 import sys
 
 from rag.ingest.build import main

@@ -5,6 +5,7 @@ drop root for an unprivileged user (RAG_WORKER_USER). A file packed from a priva
 temporary directory's 0700) would then be unreadable to them, so every member is stored readable by all,
 and folders and executables searchable/executable by all. Nothing is made writable.
 """
+
 from __future__ import annotations
 
 import tarfile

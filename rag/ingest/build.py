@@ -6,6 +6,7 @@ Re-indexing is incremental: a file whose content hash is already in the index ke
 vectors, only added or changed files are embedded, deleted ones are dropped, and the artifact is
 rewritten atomically. An unchanged folder embeds nothing and leaves the index as it is.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -150,8 +151,9 @@ def _read(path: Path, source: str, data: bytes, settings: Settings, strict: bool
     return IndexedDocument(source, hashlib.sha256(data).hexdigest(), texts, pages, np.zeros((0, 0), np.float32))
 
 
-def build_index(docs: Path, index_dir: Path, embedder: Embedder, settings: Settings, progress: bool = True,
-                strict: bool = False) -> dict:
+def build_index(
+    docs: Path, index_dir: Path, embedder: Embedder, settings: Settings, progress: bool = True, strict: bool = False
+) -> dict:
     """Read, chunk, embed and write an index, reusing what an existing one holds; returns its manifest."""
     docs = Path(docs).resolve()
     check_index_target(index_dir, docs)
@@ -179,20 +181,36 @@ def build_index(docs: Path, index_dir: Path, embedder: Embedder, settings: Setti
     if not kept and not fresh:
         raise IngestError(f"DOCS={docs} has files, but none holds any text; add documents with content")
     texts = [text for document in fresh.values() for text in document.texts]
-    log.info("%d documents (%d unchanged, %d new or changed, %d removed); embedding %d chunks with %s",
-             len(kept) + len(fresh), len(kept), len(fresh), removed, len(texts), embedder.name)
-    if known and not fresh and not removed and read_manifest(index_dir).get("requested_index_type") == settings.index_type:
+    log.info(
+        "%d documents (%d unchanged, %d new or changed, %d removed); embedding %d chunks with %s",
+        len(kept) + len(fresh),
+        len(kept),
+        len(fresh),
+        removed,
+        len(texts),
+        embedder.name,
+    )
+    if (
+        known
+        and not fresh
+        and not removed
+        and read_manifest(index_dir).get("requested_index_type") == settings.index_type
+    ):
         log.info("%s is up to date: nothing embedded, nothing rewritten", index_dir)
         return read_manifest(index_dir)
     vectors = embedder.embed(texts, progress=progress) if texts else np.zeros((0, embedder.dimension), np.float32)
     start = 0
     for document in fresh.values():
-        document.vectors = vectors[start:start + len(document.texts)]
+        document.vectors = vectors[start : start + len(document.texts)]
         start += len(document.texts)
     reused = read_documents(index_dir, set(kept)) if kept else {}
     documents = [fresh.get(source) or reused[source] for source in sorted({*kept, *fresh})]
-    manifest = {"embedding_model": embedder.name, "dimension": embedder.dimension,
-                "chunk_size": settings.chunk_size, "chunk_overlap": settings.chunk_overlap}
+    manifest = {
+        "embedding_model": embedder.name,
+        "dimension": embedder.dimension,
+        "chunk_size": settings.chunk_size,
+        "chunk_overlap": settings.chunk_overlap,
+    }
     return write_index(index_dir, documents, manifest, settings.index_type)
 
 
@@ -220,9 +238,15 @@ def main(argv: list[str] | None = None) -> int:
     except RagError as exc:
         log.error("%s", exc.message)
         return 2
-    log.info("%s: %d documents, %d chunks, %s index (recall@10 %s) in %.1f s", args.index, manifest["documents"],
-             manifest["chunks"], manifest.get("index_type", "flat"), manifest.get("recall_at_10", 1.0),
-             time.monotonic() - started)
+    log.info(
+        "%s: %d documents, %d chunks, %s index (recall@10 %s) in %.1f s",
+        args.index,
+        manifest["documents"],
+        manifest["chunks"],
+        manifest.get("index_type", "flat"),
+        manifest.get("recall_at_10", 1.0),
+        time.monotonic() - started,
+    )
     return 0
 
 

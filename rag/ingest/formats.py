@@ -5,6 +5,7 @@ formats give one section without a page. A file that cannot be read (binary, not
 scanned-only or corrupt PDF or DOCX) raises UnreadableDocument, whose message names the file and says
 what to do; ingestion skips it with that one line, or stops on it with STRICT=1.
 """
+
 from __future__ import annotations
 
 import io
@@ -24,8 +25,29 @@ TEXT_SUFFIXES = (".md", ".markdown", ".txt")
 HTML_SUFFIXES = (".html", ".htm")
 EXTENSIONS = TEXT_SUFFIXES + HTML_SUFFIXES + (".pdf", ".docx")
 DESCRIPTION = ".md, .txt, .html, .pdf or .docx"
-_BLOCK_TAGS = {"p", "div", "br", "li", "ul", "ol", "h1", "h2", "h3", "h4", "h5", "h6", "tr", "table",
-               "section", "article", "header", "footer", "pre", "blockquote", "title"}
+_BLOCK_TAGS = {
+    "p",
+    "div",
+    "br",
+    "li",
+    "ul",
+    "ol",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "tr",
+    "table",
+    "section",
+    "article",
+    "header",
+    "footer",
+    "pre",
+    "blockquote",
+    "title",
+}
 _OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # what an encrypted Office file (or an old .doc) starts with
 
 
@@ -82,7 +104,9 @@ def normalise(text: str) -> str:
 
 def _plain_text(path: Path, data: bytes) -> str:
     if b"\x00" in data[:8192]:
-        raise UnreadableDocument(f"{path} looks like a binary file (it contains NUL bytes); remove it or convert it to text")
+        raise UnreadableDocument(
+            f"{path} looks like a binary file (it contains NUL bytes); remove it or convert it to text"
+        )
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -97,21 +121,30 @@ def _pdf_sections(path: Path, data: bytes) -> list[Section]:
     try:
         reader = PdfReader(io.BytesIO(data))
         if reader.is_encrypted and not _open_with_empty_password(reader):
-            raise UnreadableDocument(f"{path} is an encrypted PDF that needs a password; save a decrypted copy "
-                                     "or remove it")
+            raise UnreadableDocument(
+                f"{path} is an encrypted PDF that needs a password; save a decrypted copy or remove it"
+            )
         texts = [normalise(page.extract_text() or "") for page in reader.pages]
     except UnreadableDocument:
         raise
     except Exception as exc:
-        raise UnreadableDocument(f"{path} could not be read as a PDF ({type(exc).__name__}: {str(exc)[:120]}); "
-                                 "it may be damaged: re-export it or remove it")
+        raise UnreadableDocument(
+            f"{path} could not be read as a PDF ({type(exc).__name__}: {str(exc)[:120]}); "
+            "it may be damaged: re-export it or remove it"
+        )
     sections = [Section(text, number) for number, text in enumerate(texts, start=1) if text]
     if not sections:
-        raise UnreadableDocument(f"{path} has no text layer on any of its {len(texts)} page(s) (a scan?); run "
-                                 "OCR on it (for example ocrmypdf) or remove it")
+        raise UnreadableDocument(
+            f"{path} has no text layer on any of its {len(texts)} page(s) (a scan?); run "
+            "OCR on it (for example ocrmypdf) or remove it"
+        )
     if len(sections) < len(texts):
-        log.warning("%s: %d of %d pages have no text layer (scanned?); indexing the others", path,
-                    len(texts) - len(sections), len(texts))
+        log.warning(
+            "%s: %d of %d pages have no text layer (scanned?); indexing the others",
+            path,
+            len(texts) - len(sections),
+            len(texts),
+        )
     return sections
 
 
@@ -125,8 +158,10 @@ def _open_with_empty_password(reader) -> bool:
 
 def _docx_text(path: Path, data: bytes) -> str:
     if data.startswith(_OLE_MAGIC):
-        raise UnreadableDocument(f"{path} is a password-protected Word file (or an old .doc renamed); save an "
-                                 "unprotected .docx copy or remove it")
+        raise UnreadableDocument(
+            f"{path} is a password-protected Word file (or an old .doc renamed); save an "
+            "unprotected .docx copy or remove it"
+        )
     import docx
     from docx.table import Table
 
@@ -139,8 +174,10 @@ def _docx_text(path: Path, data: bytes) -> str:
             else:
                 blocks.append(block.text)
     except Exception as exc:
-        raise UnreadableDocument(f"{path} could not be read as a DOCX ({type(exc).__name__}: {str(exc)[:120]}); "
-                                 "it may be damaged: re-save it in Word or remove it")
+        raise UnreadableDocument(
+            f"{path} could not be read as a DOCX ({type(exc).__name__}: {str(exc)[:120]}); "
+            "it may be damaged: re-save it in Word or remove it"
+        )
     return "\n\n".join(blocks)
 
 

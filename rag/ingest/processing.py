@@ -12,6 +12,7 @@ step reuses its chunks and vectors (nothing is embedded twice), orders the docum
 build does, and builds the final index type once (RAG_INDEX_TYPE), so the merged index answers exactly
 as one built on one machine from the same documents.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,12 +49,15 @@ def current_host(resource_config: Path = RESOURCE_CONFIG) -> str:
         return "local"
 
 
-def build_shard(input_dir: Path, output_dir: Path, settings: Settings, strict: bool = False,
-                host: str | None = None, embedder=None) -> Path | None:
+def build_shard(
+    input_dir: Path, output_dir: Path, settings: Settings, strict: bool = False, host: str | None = None, embedder=None
+) -> Path | None:
     """Index this instance's documents into output_dir/shard-<host>; None when it received none."""
     if not Path(input_dir).is_dir():
-        raise IngestError(f"{input_dir} does not exist: the job needs a ProcessingInput downloaded there "
-                          "(`make index-job` sets it up)")
+        raise IngestError(
+            f"{input_dir} does not exist: the job needs a ProcessingInput downloaded there "
+            "(`make index-job` sets it up)"
+        )
     try:
         find_documents(input_dir)
     except IngestError:
@@ -63,8 +67,9 @@ def build_shard(input_dir: Path, output_dir: Path, settings: Settings, strict: b
     if embedder is None:
         embedder = load_embedder(settings)
     target = Path(output_dir) / f"shard-{host or current_host()}"
-    manifest = build_index(input_dir, target, embedder, replace(settings, index_type="flat"), progress=False,
-                           strict=strict)
+    manifest = build_index(
+        input_dir, target, embedder, replace(settings, index_type="flat"), progress=False, strict=strict
+    )
     log.info("shard %s: %d documents, %d chunks", target.name, manifest["documents"], manifest["chunks"])
     return target
 
@@ -73,8 +78,10 @@ def find_shards(input_dir: Path) -> list[Path]:
     """Every folder under input_dir holding a manifest.json, in a stable order."""
     shards = sorted(path.parent for path in Path(input_dir).rglob(MANIFEST))
     if not shards:
-        raise IngestError(f"{input_dir} holds no shard (no {MANIFEST} below it); run `make index-job` first and "
-                          "give this step its output")
+        raise IngestError(
+            f"{input_dir} holds no shard (no {MANIFEST} below it); run `make index-job` first and "
+            "give this step its output"
+        )
     return shards
 
 
@@ -86,12 +93,16 @@ def merge_documents(shards: list[Path]) -> tuple[list[IndexedDocument], dict]:
         manifest = read_manifest(shard)
         differing = [key for key in COMPATIBLE if manifest.get(key) != first.get(key)]
         if differing:
-            raise IngestError(f"shard {shard} was built with other settings than {shards[0]} ({', '.join(differing)}); "
-                              "run the index job again with one configuration")
+            raise IngestError(
+                f"shard {shard} was built with other settings than {shards[0]} ({', '.join(differing)}); "
+                "run the index job again with one configuration"
+            )
         for source, document in read_documents(shard).items():
             if source in documents:
-                raise IngestError(f"{source} is in two shards (the second is {shard}); give each instance "
-                                  "distinct documents (ShardedByS3Key does)")
+                raise IngestError(
+                    f"{source} is in two shards (the second is {shard}); give each instance "
+                    "distinct documents (ShardedByS3Key does)"
+                )
             documents[source] = document
     return [documents[source] for source in sorted(documents)], {key: first[key] for key in COMPATIBLE}
 
@@ -113,8 +124,15 @@ def merge_shards(input_dir: Path, output_dir: Path, settings: Settings, archive_
                 tar.add(path, arcname=f"index/{path.name}", recursive=False, filter=readable_by_all)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    log.info("merged %d shards: %d documents, %d chunks, %s index (recall@10 %s) -> %s", len(shards),
-             written["documents"], written["chunks"], written["index_type"], written["recall_at_10"], archive)
+    log.info(
+        "merged %d shards: %d documents, %d chunks, %s index (recall@10 %s) -> %s",
+        len(shards),
+        written["documents"],
+        written["chunks"],
+        written["index_type"],
+        written["recall_at_10"],
+        archive,
+    )
     return archive
 
 

@@ -9,6 +9,7 @@ their whole text: only what the prompt sees changes (`Passage.excerpt`).
 This runs where the embedder lives: in the monolith's process, and in the microservices' vector service,
 so the LLM service gets short passages and needs no embedder.
 """
+
 from __future__ import annotations
 
 import re
@@ -55,9 +56,11 @@ def _is_title(piece: str) -> bool:
     return len(piece.split()) <= 8 and not re.search(r"[.!?:;,\d]", piece)
 
 
-_STOPWORDS = frozenset("""a an the of in on at to for from by with and or but is are was were be been being
+_STOPWORDS = frozenset(
+    """a an the of in on at to for from by with and or but is are was were be been being
 do does did what which who whom whose when where why how many much long large old its it this that these those
-there their they he she his her as into than then so not no yes any all each every some""".split())
+there their they he she his her as into than then so not no yes any all each every some""".split()
+)
 
 
 def _words(text: str) -> set[str]:
@@ -81,11 +84,12 @@ def _clip(text: str, tokens: int) -> str:
     if len(text) <= limit:
         return text
     cut = text.rfind(" ", 0, limit)
-    return text[:cut if cut > 0 else limit].rstrip(" ,;:")
+    return text[: cut if cut > 0 else limit].rstrip(" ,;:")
 
 
-def focus_passages(query_vector: np.ndarray, passages: list[Passage], embedder: Embedder,
-                   settings: ContextSettings, query: str = "") -> list[Passage]:
+def focus_passages(
+    query_vector: np.ndarray, passages: list[Passage], embedder: Embedder, settings: ContextSettings, query: str = ""
+) -> list[Passage]:
     """The passages with `excerpt` set: their best sentences within the budget, "" when dropped."""
     if settings.focus == "off" or not passages:
         return passages
@@ -99,15 +103,19 @@ def focus_passages(query_vector: np.ndarray, passages: list[Passage], embedder: 
     if settings.lexical_weight:
         query_words = _words(query)
         similarity = similarity + settings.lexical_weight * np.array(
-            [_overlap(query_words, text) for _, _, text in sentences], dtype=np.float32)
+            [_overlap(query_words, text) for _, _, text in sentences], dtype=np.float32
+        )
     chosen: set[tuple[int, int]] = set()
     used = 0
     per_passage = {i: len(split_sentences(passages[i].text)) for i in kept}
     # Best sentence first; ties keep retrieval order, so the result is deterministic.
     for position in sorted(range(len(sentences)), key=lambda n: (-float(similarity[n]), n)):
         i, j, _ = sentences[position]
-        group = [(i, k) for k in range(max(0, j - settings.window), min(per_passage[i], j + settings.window + 1))
-                 if (i, k) not in chosen]
+        group = [
+            (i, k)
+            for k in range(max(0, j - settings.window), min(per_passage[i], j + settings.window + 1))
+            if (i, k) not in chosen
+        ]
         cost = sum(_estimate_tokens(text) + 1 for (a, b, text) in sentences if (a, b) in group)
         if used + cost > settings.max_tokens:
             if not chosen:  # the best sentence alone is over budget: keep the start of it

@@ -1,4 +1,5 @@
 """Embedders turn texts into L2-normalised float32 vectors, so inner product is cosine similarity."""
+
 from __future__ import annotations
 
 import logging
@@ -27,7 +28,7 @@ class Embedder(ABC):
             from tqdm import tqdm
 
             batches = tqdm(batches, desc="embedding", unit="batch", total=len(batches))
-        parts = [self.embed_batch(texts[start:start + self.batch_size]) for start in batches]
+        parts = [self.embed_batch(texts[start : start + self.batch_size]) for start in batches]
         if not parts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         vectors = np.ascontiguousarray(np.vstack(parts), dtype=np.float32)

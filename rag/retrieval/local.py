@@ -2,6 +2,7 @@
 
 The monolith and the vector service both retrieve with it; `load_retriever` builds it from the settings.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -24,8 +25,14 @@ class LocalRetriever(Retriever):
     `concurrency` bounds how many requests retrieve at once (None: no bound); with `trim_idle_s`, freed
     memory goes back to the OS once no request has retrieved for that long (rag.runtime.TrimWhenIdle)."""
 
-    def __init__(self, embedder: Embedder, index: VectorIndex, context: ContextSettings | None = None,
-                 concurrency: int | None = None, trim_idle_s: float | None = None):
+    def __init__(
+        self,
+        embedder: Embedder,
+        index: VectorIndex,
+        context: ContextSettings | None = None,
+        concurrency: int | None = None,
+        trim_idle_s: float | None = None,
+    ):
         self.embedder = embedder
         self.index = index
         self.context = context or ContextSettings(focus="off")
@@ -44,19 +51,30 @@ def load_embedder(settings: Settings) -> Embedder:
     import torch  # 3.0 s to import (measured): a process that only evaluates over HTTP never pays it
 
     torch.set_num_threads(settings.torch_threads)
-    return SentenceTransformerEmbedder(settings.embedding_model, embedding_model_path(settings.embedding_model),
-                                       resolve_device(settings.device), settings.embed_batch_size)
+    return SentenceTransformerEmbedder(
+        settings.embedding_model,
+        embedding_model_path(settings.embedding_model),
+        resolve_device(settings.device),
+        settings.embed_batch_size,
+    )
 
 
-def load_retriever(settings: Settings, concurrency: int | None = None,
-                   trim_idle_s: float | None = IDLE_S) -> LocalRetriever:
+def load_retriever(
+    settings: Settings, concurrency: int | None = None, trim_idle_s: float | None = IDLE_S
+) -> LocalRetriever:
     """Embedder plus the index at RAG_INDEX_DIR, checked against each other; `concurrency` and `trim_idle_s`
     as LocalRetriever's (by default, memory is handed back after IDLE_S without a retrieval)."""
     embedder = load_embedder(settings)
-    index = VectorIndex.load(settings.index_dir, embedder.name, embedder.dimension,
-                             ef_search=settings.index_ef_search, nprobe=settings.index_nprobe)
-    log.info("index %s: %d chunks from %s documents", settings.index_dir, len(index.chunks),
-             index.manifest.get("documents"))
+    index = VectorIndex.load(
+        settings.index_dir,
+        embedder.name,
+        embedder.dimension,
+        ef_search=settings.index_ef_search,
+        nprobe=settings.index_nprobe,
+    )
+    log.info(
+        "index %s: %d chunks from %s documents", settings.index_dir, len(index.chunks), index.manifest.get("documents")
+    )
     # Queries are embedded on request threads with one torch thread, in the monolith and in the vector
     # service alike: the same sums in the same order, so both architectures give identical sources.
     single_threaded_from_now()

@@ -1,4 +1,5 @@
 """Helpers of the AWS tests that are not fixtures: the moto handle, `make` runner, shared values."""
+
 from __future__ import annotations
 
 import subprocess
@@ -59,7 +60,10 @@ def make(target: str, env: dict[str, str], *variables: str, directory: Path = RO
     """Run `make -s -C directory target VAR=...` as a user would; returns the CompletedProcess."""
     return subprocess.run(
         ["make", "-s", "--no-print-directory", "-C", str(directory), target, *variables],
-        env=env, capture_output=True, text=True, timeout=timeout,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -72,4 +76,10 @@ class Account:
 
     def variables(self, *extra: str) -> list[str]:
         """The Make variables every deploy needs, plus `extra`."""
-        return [f"ROLE_ARN={self.role_arn}", f"BUCKET_NAME={self.bucket}", f"REGION={REGION}", "POLL_SECONDS=0.1", *extra]
+        return [
+            f"ROLE_ARN={self.role_arn}",
+            f"BUCKET_NAME={self.bucket}",
+            f"REGION={REGION}",
+            "POLL_SECONDS=0.1",
+            *extra,
+        ]

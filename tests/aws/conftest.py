@@ -4,6 +4,7 @@ One moto server serves the whole session; each test deletes what it made. Subpro
 dummy credentials, AWS_ENDPOINT_URL pointing at moto, and none of the caller's lifecycle variables,
 profiles or config files, so a developer's .deploy.env or AWS account can never leak in.
 """
+
 from __future__ import annotations
 
 import json
@@ -81,7 +82,8 @@ def index_dir(tmp_path: Path) -> Path:
     (index / "manifest.json").write_text(json.dumps({"format_version": 1, "embedding_model": "dummy", "chunks": 2}))
     (index / "faiss.index").write_bytes(os.urandom(2048))
     (index / "chunks.jsonl").write_text(
-        "\n".join(json.dumps({"id": i, "source": "velmora.md", "chunk": i, "text": f"chunk {i}"}) for i in range(2)) + "\n"
+        "\n".join(json.dumps({"id": i, "source": "velmora.md", "chunk": i, "text": f"chunk {i}"}) for i in range(2))
+        + "\n"
     )
     return index
 
@@ -91,20 +93,29 @@ def account(moto: Moto) -> Account:
     """Role, bucket and ECR images made through moto's real API (push itself needs docker: see test_aws_push)."""
     role = moto.client("iam").create_role(
         RoleName="rag-sagemaker-execution",
-        AssumeRolePolicyDocument=json.dumps({
-            "Version": "2012-10-17",
-            "Statement": [{"Effect": "Allow", "Principal": {"Service": "sagemaker.amazonaws.com"}, "Action": "sts:AssumeRole"}],
-        }),
+        AssumeRolePolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {"Effect": "Allow", "Principal": {"Service": "sagemaker.amazonaws.com"}, "Action": "sts:AssumeRole"}
+                ],
+            }
+        ),
     )["Role"]["Arn"]
     moto.client("s3").create_bucket(Bucket="rag-artifacts-test")
     ecr = moto.client("ecr")
-    manifest = json.dumps({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
-        "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": 7023,
-                   "digest": "sha256:" + "a" * 64},
-        "layers": [],
-    })
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "config": {
+                "mediaType": "application/vnd.docker.container.image.v1+json",
+                "size": 7023,
+                "digest": "sha256:" + "a" * 64,
+            },
+            "layers": [],
+        }
+    )
     for arch in ("monolito", "microservicos"):
         ecr.create_repository(repositoryName=f"rag-{arch}")
         ecr.put_image(repositoryName=f"rag-{arch}", imageManifest=manifest, imageTag="latest")

@@ -1,4 +1,5 @@
 """The importable client and `make test`/`make invoke`: a local HTTP server, and moto's sagemaker-runtime."""
+
 from __future__ import annotations
 
 import json
@@ -57,14 +58,18 @@ def service_url():
 
 
 def test_invoke_endpoint_against_a_local_url(service_url):
-    result = invoke_endpoint("Who designed it?", url=service_url + "/", top_k=2, temperature=0.0, custom_attributes="trace=1")
+    result = invoke_endpoint(
+        "Who designed it?", url=service_url + "/", top_k=2, temperature=0.0, custom_attributes="trace=1"
+    )
     assert result == ANSWER
     body, headers = FakeService.requests[-1]
     assert body == {"query": "Who designed it?", "top_k": 2, "temperature": 0.0}
     assert headers["X-Amzn-SageMaker-Custom-Attributes"] == "trace=1"
 
 
-@pytest.mark.parametrize("query, status, error_type", [("too long", 400, "invalid_request"), ("crash", 500, "internal")])
+@pytest.mark.parametrize(
+    "query, status, error_type", [("too long", 400, "invalid_request"), ("crash", 500, "internal")]
+)
 def test_error_answers_raise_with_status_and_type(service_url, query, status, error_type):
     with pytest.raises(InvocationError) as raised:
         invoke_endpoint(query, url=service_url)
@@ -105,12 +110,15 @@ def test_invoke_endpoint_through_sagemaker_runtime(moto, aws_env, monkeypatch):
 
 def test_model_error_carries_the_container_error():
     """SageMaker wraps a container's 4xx/5xx in ModelError; moto never does, so the shape is built here."""
-    exc = ClientError({
-        "Error": {"Code": "ModelError", "Message": "Received client error (400) from primary"},
-        "OriginalStatusCode": 400,
-        "OriginalMessage": json.dumps({"error": "unknown field 'topk'", "error_type": "invalid_request"}),
-        "ResponseMetadata": {"HTTPStatusCode": 424},
-    }, "InvokeEndpoint")
+    exc = ClientError(
+        {
+            "Error": {"Code": "ModelError", "Message": "Received client error (400) from primary"},
+            "OriginalStatusCode": 400,
+            "OriginalMessage": json.dumps({"error": "unknown field 'topk'", "error_type": "invalid_request"}),
+            "ResponseMetadata": {"HTTPStatusCode": 424},
+        },
+        "InvokeEndpoint",
+    )
     error = model_error(exc, "endpoint rag-monolito")
     assert (error.status, error.error_type) == (400, "invalid_request")
     assert str(error) == "endpoint rag-monolito answered 400 [invalid_request]: unknown field 'topk'"

@@ -1,4 +1,5 @@
 """Configuration: precedence, the config file format, and validation messages (pure, no AWS)."""
+
 from __future__ import annotations
 
 import pytest
@@ -11,7 +12,9 @@ from sagemaker_lifecycle.errors import ConfigError, MissingVariable
 def test_command_line_beats_environment_beats_file(tmp_path):
     path = tmp_path / "deploy.env"
     path.write_text("REGION=from-file\nBUCKET_NAME=file-bucket\nIMAGE_TAG=file\n")
-    config = Config.load({"IMAGE_TAG": "cli"}, environ={"DEPLOY_CONFIG": str(path), "BUCKET_NAME": "env-bucket", "HOME": "/x"})
+    config = Config.load(
+        {"IMAGE_TAG": "cli"}, environ={"DEPLOY_CONFIG": str(path), "BUCKET_NAME": "env-bucket", "HOME": "/x"}
+    )
     assert (config.get("REGION"), config.get("BUCKET_NAME"), config.image_tag) == ("from-file", "env-bucket", "cli")
     assert config.get("HOME") is None  # only the lifecycle's own variables and RAG_* are read
 
@@ -19,7 +22,11 @@ def test_command_line_beats_environment_beats_file(tmp_path):
 def test_config_file_format(tmp_path):
     path = tmp_path / "deploy.env"
     path.write_text("# comment\n\nexport ROLE_ARN=arn:aws:iam::1:role/r\nQ='a \"quoted\" question'\nRAG_TOP_K = 5\n")
-    assert parse_config_file(path) == {"ROLE_ARN": "arn:aws:iam::1:role/r", "Q": 'a "quoted" question', "RAG_TOP_K": "5"}
+    assert parse_config_file(path) == {
+        "ROLE_ARN": "arn:aws:iam::1:role/r",
+        "Q": 'a "quoted" question',
+        "RAG_TOP_K": "5",
+    }
     path.write_text("REGION=x\nthis is not an assignment\n")
     with pytest.raises(ConfigError, match=r"deploy.env:2: expected KEY=VALUE"):
         parse_config_file(path)
@@ -51,6 +58,15 @@ def test_derived_names_and_environment():
 def test_variants_and_versioned_names():
     assert production_variant(Config({}), "m")["ContainerStartupHealthCheckTimeoutInSeconds"] == 600
     serverless = production_variant(Config({"SERVERLESS_MEMORY": "6144"}), "m")
-    assert serverless == {"VariantName": "AllTraffic", "ModelName": "m", "ServerlessConfig": {"MemorySizeInMB": 6144, "MaxConcurrency": 5}}
-    names = ["rag-monolito-20261128010203004", "rag-monolito-manual", "rag-monolito-x-20261128010203004", "rag-monolito-2026"]
+    assert serverless == {
+        "VariantName": "AllTraffic",
+        "ModelName": "m",
+        "ServerlessConfig": {"MemorySizeInMB": 6144, "MaxConcurrency": 5},
+    }
+    names = [
+        "rag-monolito-20261128010203004",
+        "rag-monolito-manual",
+        "rag-monolito-x-20261128010203004",
+        "rag-monolito-2026",
+    ]
     assert versioned_names("rag-monolito", names) == ["rag-monolito-20261128010203004"]

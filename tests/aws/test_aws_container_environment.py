@@ -1,5 +1,6 @@
 """deploy passes the operator's RAG_* variables, MODEL_SERVER_WORKERS and MODEL_SERVER_TIMEOUT to the container
 only when the services would accept them, and says which it passes."""
+
 from __future__ import annotations
 
 import pytest
@@ -7,14 +8,17 @@ import pytest
 from tests.aws.aws_support import make
 
 
-@pytest.mark.parametrize("variable, message", [
-    ("RAG_TOPK=4", "RAG_TOPK: not a variable the services read"),
-    ("RAG_TOP_K=99", "RAG_TOP_K=99 is out of range"),
-    ("RAG_DEVICE=tpu", "RAG_DEVICE='tpu' is not valid"),
-    ("RAG_BIND_HOST=127.0.0.1", "RAG_BIND_HOST is not passed to an endpoint"),
-    ("MODEL_SERVER_WORKERS=0", "MODEL_SERVER_WORKERS=0 is out of range"),
-    ("MODEL_SERVER_TIMEOUT=2m", "MODEL_SERVER_TIMEOUT='2m' is not an integer"),
-])
+@pytest.mark.parametrize(
+    "variable, message",
+    [
+        ("RAG_TOPK=4", "RAG_TOPK: not a variable the services read"),
+        ("RAG_TOP_K=99", "RAG_TOP_K=99 is out of range"),
+        ("RAG_DEVICE=tpu", "RAG_DEVICE='tpu' is not valid"),
+        ("RAG_BIND_HOST=127.0.0.1", "RAG_BIND_HOST is not passed to an endpoint"),
+        ("MODEL_SERVER_WORKERS=0", "MODEL_SERVER_WORKERS=0 is out of range"),
+        ("MODEL_SERVER_TIMEOUT=2m", "MODEL_SERVER_TIMEOUT='2m' is not an integer"),
+    ],
+)
 def test_deploy_refuses_a_variable_the_container_would_refuse(moto, aws_env, account, index_dir, variable, message):
     assert make("upload", aws_env, *account.variables(f"INDEX={index_dir}")).returncode == 0
     # Set in the operator's shell, not on the command line: the case that used to slip through.
@@ -32,7 +36,9 @@ def test_deploy_says_which_variables_it_passes(moto, aws_env, account, index_dir
     sagemaker = moto.client("sagemaker")
     model = sagemaker.list_models()["Models"][0]["ModelName"]
     assert sagemaker.describe_model(ModelName=model)["PrimaryContainer"]["Environment"] == {
-        "RAG_LOG_LEVEL": "debug", "RAG_TOP_K": "4"}
+        "RAG_LOG_LEVEL": "debug",
+        "RAG_TOP_K": "4",
+    }
 
 
 def test_deploy_passes_the_gunicorn_variables(moto, aws_env, account, index_dir):
@@ -44,4 +50,6 @@ def test_deploy_passes_the_gunicorn_variables(moto, aws_env, account, index_dir)
     sagemaker = moto.client("sagemaker")
     model = sagemaker.list_models()["Models"][0]["ModelName"]
     assert sagemaker.describe_model(ModelName=model)["PrimaryContainer"]["Environment"] == {
-        "MODEL_SERVER_TIMEOUT": "300", "MODEL_SERVER_WORKERS": "2"}
+        "MODEL_SERVER_TIMEOUT": "300",
+        "MODEL_SERVER_WORKERS": "2",
+    }

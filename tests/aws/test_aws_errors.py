@@ -1,4 +1,5 @@
 """The error table: each case gives one human line on stderr, naming the problem and the fix, no traceback."""
+
 from __future__ import annotations
 
 import subprocess
@@ -42,7 +43,10 @@ def test_missing_variable_names_it(aws_env, account):
     [
         (["SERVERLESS_MEMORY=1500"], "SERVERLESS_MEMORY=1500 must be an integer from 1024 to 6144 in steps of 1024"),
         (["SERVERLESS_MEMORY=7168"], "SERVERLESS_MEMORY=7168 must be an integer from 1024 to 6144"),
-        (["SERVERLESS_MEMORY=2048", "SERVERLESS_CONCURRENCY=201"], "SERVERLESS_CONCURRENCY=201 must be an integer from 1 to 200"),
+        (
+            ["SERVERLESS_MEMORY=2048", "SERVERLESS_CONCURRENCY=201"],
+            "SERVERLESS_CONCURRENCY=201 must be an integer from 1 to 200",
+        ),
         (["SERVERLESS_MEMORY=2048", "INSTANCE_TYPE=ml.m5.large"], "not both"),
         (["STARTUP_TIMEOUT=30"], "STARTUP_TIMEOUT=30 must be an integer from 60 to 3600"),
         (["ARCH=lambda"], "ARCH='lambda' must be monolito, microservicos or split"),
@@ -74,7 +78,9 @@ def test_switching_instance_to_serverless_in_place_is_refused(moto, aws_env, acc
     assert make("upload", aws_env, *account.variables(f"INDEX={index_dir}")).returncode == 0
     assert make("deploy", aws_env, *account.variables()).returncode == 0
     result = make("deploy", aws_env, *account.variables("SERVERLESS_MEMORY=2048"))
-    assert_one_line(result, "is instance-based and SageMaker cannot update it in place to serverless", "make clean", exit_code=2)
+    assert_one_line(
+        result, "is instance-based and SageMaker cannot update it in place to serverless", "make clean", exit_code=2
+    )
     assert len(moto.client("sagemaker").list_models()["Models"]) == 1  # refused before creating anything
 
 
@@ -89,30 +95,55 @@ def test_access_denied(moto, aws_env, account):
         result = make("status", env, f"REGION={REGION}")
     finally:
         moto.enforce_iam(False)
-    assert_one_line(result, "access denied while trying to describe endpoint rag-monolito",
-                    "not authorized to perform: sagemaker:DescribeEndpoint", "operator policy in docs/deploy.md")
+    assert_one_line(
+        result,
+        "access denied while trying to describe endpoint rag-monolito",
+        "not authorized to perform: sagemaker:DescribeEndpoint",
+        "operator policy in docs/deploy.md",
+    )
 
 
 def test_cli_refuses_an_unknown_variable(aws_env):
-    result = subprocess.run([sys.executable, "-m", "sagemaker_lifecycle", "status", "ENDPOINT=typo"],
-                            env=aws_env, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "sagemaker_lifecycle", "status", "ENDPOINT=typo"],
+        env=aws_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2
-    assert result.stderr.strip() == "error: unexpected argument 'ENDPOINT=typo': pass KEY=VALUE with a known variable (see --help)"
+    assert (
+        result.stderr.strip()
+        == "error: unexpected argument 'ENDPOINT=typo': pass KEY=VALUE with a known variable (see --help)"
+    )
 
 
 # --- cases moto cannot produce: unit tests of the same code paths with plain fakes ---
 
+
 def test_failed_endpoint_while_waiting_prints_the_reason():
     """moto's endpoints are InService at once, so Failed is driven by a scripted describe()."""
-    states = iter([
-        {"EndpointName": "rag-monolito", "EndpointStatus": "Creating", "EndpointConfigName": "c"},
-        {"EndpointName": "rag-monolito", "EndpointStatus": "Failed", "EndpointConfigName": "c",
-         "FailureReason": "The primary container for production variant AllTraffic did not pass the ping health check."},
-    ])
+    states = iter(
+        [
+            {"EndpointName": "rag-monolito", "EndpointStatus": "Creating", "EndpointConfigName": "c"},
+            {
+                "EndpointName": "rag-monolito",
+                "EndpointStatus": "Failed",
+                "EndpointConfigName": "c",
+                "FailureReason": "The primary container for production variant AllTraffic did not pass the ping health check.",
+            },
+        ]
+    )
     ticks = iter(range(0, 1000, 30))
     with pytest.raises(EndpointFailed) as raised:
-        wait_until_settled(lambda: next(states), "rag-monolito", timeout_s=3600, poll_s=30,
-                           clock=lambda: next(ticks), sleep=lambda _: None)
+        wait_until_settled(
+            lambda: next(states),
+            "rag-monolito",
+            timeout_s=3600,
+            poll_s=30,
+            clock=lambda: next(ticks),
+            sleep=lambda _: None,
+        )
     message = str(raised.value)
     assert message.startswith("endpoint rag-monolito is Failed: The primary container")
     assert "make logs" in message and "make clean" in message
@@ -121,8 +152,14 @@ def test_failed_endpoint_while_waiting_prints_the_reason():
 def test_wait_gives_up_after_the_timeout():
     ticks = iter(range(0, 1000, 30))
     with pytest.raises(LifecycleError, match="still Creating after 60s"):
-        wait_until_settled(lambda: {"EndpointName": "e", "EndpointStatus": "Creating"}, "e",
-                           timeout_s=60, poll_s=30, clock=lambda: next(ticks), sleep=lambda _: None)
+        wait_until_settled(
+            lambda: {"EndpointName": "e", "EndpointStatus": "Creating"},
+            "e",
+            timeout_s=60,
+            poll_s=30,
+            clock=lambda: next(ticks),
+            sleep=lambda _: None,
+        )
 
 
 def stubbed_aws(*describes: dict | str) -> tuple[Aws, Stubber]:
@@ -134,9 +171,17 @@ def stubbed_aws(*describes: dict | str) -> tuple[Aws, Stubber]:
         if isinstance(answer, str):
             stubber.add_client_error("describe_endpoint", answer, f"{answer} from the stub", 400)
         else:
-            stubber.add_response("describe_endpoint", {
-                "EndpointName": "e", "EndpointArn": "arn:aws:sagemaker:us-east-1:1:endpoint/e",
-                "EndpointConfigName": "c", "CreationTime": 0, "LastModifiedTime": 0, **answer})
+            stubber.add_response(
+                "describe_endpoint",
+                {
+                    "EndpointName": "e",
+                    "EndpointArn": "arn:aws:sagemaker:us-east-1:1:endpoint/e",
+                    "EndpointConfigName": "c",
+                    "CreationTime": 0,
+                    "LastModifiedTime": 0,
+                    **answer,
+                },
+            )
     aws._clients["sagemaker"] = client
     stubber.activate()
     return aws, stubber
@@ -166,16 +211,25 @@ def test_clean_waits_for_the_deletion_and_gives_up_with_a_warning(caplog):
 
 
 def client_error(code: str, message: str, status: int) -> ClientError:
-    return ClientError({"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": status}}, "X")
+    return ClientError(
+        {"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": status}}, "X"
+    )
 
 
 def test_translation_of_real_aws_error_shapes():
     """Real AWS sends JSON codes where moto sends XML or bare 500s: both must read the same."""
-    denied = translate(client_error("AccessDeniedException", "User: u is not authorized to perform: sagemaker:CreateModel", 400), "create model m")
+    denied = translate(
+        client_error("AccessDeniedException", "User: u is not authorized to perform: sagemaker:CreateModel", 400),
+        "create model m",
+    )
     assert "access denied while trying to create model m: User: u is not authorized" in str(denied)
-    expired = translate(client_error("ExpiredTokenException", "The security token included in the request is expired", 400), "x")
+    expired = translate(
+        client_error("ExpiredTokenException", "The security token included in the request is expired", 400), "x"
+    )
     assert "rejected the credentials" in str(expired) and "aws sso login" in str(expired)
-    bare = translate(client_error("500", "<!doctype html><title>500 Internal Server Error</title>", 500), "update endpoint e")
+    bare = translate(
+        client_error("500", "<!doctype html><title>500 Internal Server Error</title>", 500), "update endpoint e"
+    )
     assert isinstance(bare, NotImplementedByApi) and bare.exit_code == 3
     internal = translate(client_error("InternalFailure", "oops", 500), "update endpoint e")
     assert not isinstance(internal, NotImplementedByApi) and "InternalFailure: oops" in str(internal)

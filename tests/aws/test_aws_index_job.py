@@ -5,6 +5,7 @@ the request: ProcessingResources and Environment. Those are checked in the reque
 HTTP (a botocore hook on the real call); the container side of the contract runs for real in
 tests/container/test_container_index.py.
 """
+
 from __future__ import annotations
 
 import re
@@ -30,13 +31,18 @@ def documents(moto, account):
 
 def jobs_of(moto, endpoint):
     sagemaker = moto.client("sagemaker")
-    names = [job["ProcessingJobName"] for job in sagemaker.list_processing_jobs(MaxResults=100)["ProcessingJobSummaries"]]
+    names = [
+        job["ProcessingJobName"] for job in sagemaker.list_processing_jobs(MaxResults=100)["ProcessingJobSummaries"]
+    ]
     return [sagemaker.describe_processing_job(ProcessingJobName=name) for name in names if name.startswith(endpoint)]
 
 
 def test_index_job_shards_the_documents_over_the_instances(moto, aws_env, account, documents):
-    result = make("index-job", aws_env, *account.variables(f"DOCS_S3={documents}", "INSTANCE_COUNT=3",
-                                                            "ENDPOINT_NAME=corpus-a", "WAIT=1"))
+    result = make(
+        "index-job",
+        aws_env,
+        *account.variables(f"DOCS_S3={documents}", "INSTANCE_COUNT=3", "ENDPOINT_NAME=corpus-a", "WAIT=1"),
+    )
     assert result.returncode == 0, result.stderr
     [job] = jobs_of(moto, "corpus-a-index-")
     name = job["ProcessingJobName"]
@@ -45,8 +51,13 @@ def test_index_job_shards_the_documents_over_the_instances(moto, aws_env, accoun
     assert job["AppSpecification"]["ImageUri"].endswith("/rag-monolito:latest")
     assert job["AppSpecification"]["ContainerArguments"] == ["index", "build"]
     [source] = job["ProcessingInputs"]
-    assert source["S3Input"] == {"S3Uri": documents, "LocalPath": "/opt/ml/processing/input", "S3DataType": "S3Prefix",
-                                 "S3InputMode": "File", "S3DataDistributionType": "ShardedByS3Key"}
+    assert source["S3Input"] == {
+        "S3Uri": documents,
+        "LocalPath": "/opt/ml/processing/input",
+        "S3DataType": "S3Prefix",
+        "S3InputMode": "File",
+        "S3DataDistributionType": "ShardedByS3Key",
+    }
     [output] = job["ProcessingOutputConfig"]["Outputs"]
     shards = f"s3://{account.bucket}/corpus-a/index-shards/{name}/"
     assert output["S3Output"] == {"S3Uri": shards, "LocalPath": "/opt/ml/processing/output", "S3UploadMode": "EndOfJob"}
@@ -65,14 +76,21 @@ def test_index_merge_takes_the_newest_completed_index_job(moto, aws_env, account
     [job] = jobs_of(moto, "corpus-b-merge-")
     assert job["AppSpecification"]["ContainerArguments"] == ["index", "merge", "--archive", "model.tar.gz"]
     [source] = job["ProcessingInputs"]
-    assert source["S3Input"]["S3Uri"] == f"s3://{account.bucket}/corpus-b/index-shards/{index_job['ProcessingJobName']}/"
+    assert (
+        source["S3Input"]["S3Uri"] == f"s3://{account.bucket}/corpus-b/index-shards/{index_job['ProcessingJobName']}/"
+    )
     assert source["S3Input"]["S3DataDistributionType"] == "FullyReplicated"
     assert job["ProcessingOutputConfig"]["Outputs"][0]["S3Output"]["S3Uri"] == f"s3://{account.bucket}/corpus-b/"
     # The last line is what `make deploy` uses as MODEL_DATA_URL by default.
     assert merged.stdout.strip().splitlines()[-1] == f"s3://{account.bucket}/corpus-b/model.tar.gz"
 
-    explicit = make("index-merge", aws_env, *variables, "SHARDS_S3=s3://elsewhere/shards",
-                    "MODEL_DATA_URL=s3://other-bucket/v2/index.tar.gz")
+    explicit = make(
+        "index-merge",
+        aws_env,
+        *variables,
+        "SHARDS_S3=s3://elsewhere/shards",
+        "MODEL_DATA_URL=s3://other-bucket/v2/index.tar.gz",
+    )
     assert explicit.returncode == 0, explicit.stderr
     newest = max(jobs_of(moto, "corpus-b-merge-"), key=lambda j: j["CreationTime"])
     assert newest["ProcessingInputs"][0]["S3Input"]["S3Uri"] == "s3://elsewhere/shards/"
@@ -85,8 +103,11 @@ def test_bad_or_missing_inputs_are_one_line(aws_env, account, documents):
     assert missing.returncode != 0 and "missing variable DOCS_S3" in missing.stderr
     not_s3 = make("index-job", aws_env, *account.variables("DOCS_S3=/home/me/docs", "ENDPOINT_NAME=corpus-c"))
     assert not_s3.returncode != 0 and "must be an s3://bucket/prefix/ URI" in not_s3.stderr
-    empty = make("index-job", aws_env, *account.variables(f"DOCS_S3=s3://{account.bucket}/nothing-here/",
-                                                          "ENDPOINT_NAME=corpus-c"))
+    empty = make(
+        "index-job",
+        aws_env,
+        *account.variables(f"DOCS_S3=s3://{account.bucket}/nothing-here/", "ENDPOINT_NAME=corpus-c"),
+    )
     assert empty.returncode != 0 and "holds no objects" in empty.stderr
     too_many = make("index-job", aws_env, *account.variables(f"DOCS_S3={documents}", "INSTANCE_COUNT=0"))
     assert too_many.returncode != 0 and "INSTANCE_COUNT" in too_many.stderr
@@ -99,17 +120,31 @@ def test_bad_or_missing_inputs_are_one_line(aws_env, account, documents):
 def test_the_request_sent_carries_instances_and_environment(moto, aws_env, account, documents, monkeypatch):
     for key, value in aws_env.items():
         monkeypatch.setenv(key, value)
-    config = Config.load({"ROLE_ARN": account.role_arn, "BUCKET_NAME": account.bucket, "REGION": REGION,
-                          "DOCS_S3": documents, "INSTANCE_COUNT": "4", "INSTANCE_TYPE": "ml.c5.2xlarge",
-                          "ENDPOINT_NAME": "corpus-d", "RAG_INDEX_TYPE": "hnsw", "RAG_CHUNK_SIZE": "600"},
-                         environ=aws_env)
+    config = Config.load(
+        {
+            "ROLE_ARN": account.role_arn,
+            "BUCKET_NAME": account.bucket,
+            "REGION": REGION,
+            "DOCS_S3": documents,
+            "INSTANCE_COUNT": "4",
+            "INSTANCE_TYPE": "ml.c5.2xlarge",
+            "ENDPOINT_NAME": "corpus-d",
+            "RAG_INDEX_TYPE": "hnsw",
+            "RAG_CHUNK_SIZE": "600",
+        },
+        environ=aws_env,
+    )
     aws = Aws(config)
     sent = []
-    aws.sagemaker.meta.events.register("provide-client-params.sagemaker.CreateProcessingJob",
-                                       lambda params, **_: sent.append(params))
+    aws.sagemaker.meta.events.register(
+        "provide-client-params.sagemaker.CreateProcessingJob", lambda params, **_: sent.append(params)
+    )
     assert run_index_job(aws) == 0
     [request] = sent
     assert request["ProcessingResources"]["ClusterConfig"] == {
-        "InstanceCount": 4, "InstanceType": "ml.c5.2xlarge", "VolumeSizeInGB": 30}
+        "InstanceCount": 4,
+        "InstanceType": "ml.c5.2xlarge",
+        "VolumeSizeInGB": 30,
+    }
     assert request["Environment"] == {"RAG_CHUNK_SIZE": "600", "RAG_INDEX_TYPE": "hnsw"}
     assert jobs_of(moto, "corpus-d-index-")[0]["ProcessingJobName"] == request["ProcessingJobName"]

@@ -1,4 +1,5 @@
 """deploy -> status -> test -> re-deploy (update) -> clean -> clean again, through `make`, against moto."""
+
 from __future__ import annotations
 
 import json
@@ -16,7 +17,9 @@ CAPACITY = {
 
 def names(sagemaker, endpoint):
     """(configs, models) of this endpoint, as moto lists them."""
-    configs = [c["EndpointConfigName"] for c in sagemaker.list_endpoint_configs(NameContains=endpoint)["EndpointConfigs"]]
+    configs = [
+        c["EndpointConfigName"] for c in sagemaker.list_endpoint_configs(NameContains=endpoint)["EndpointConfigs"]
+    ]
     models = [m["ModelName"] for m in sagemaker.list_models(NameContains=endpoint)["Models"]]
     return sorted(configs), sorted(models)
 
@@ -104,7 +107,13 @@ def test_prune_after_update_keeps_only_the_config_in_use(moto, aws_env, account,
     in_use = sagemaker.describe_endpoint(EndpointName="rag-monolito")["EndpointConfigName"]
     sagemaker.create_endpoint_config(  # someone else's config with a similar name is left alone
         EndpointConfigName="rag-monolito-manual",
-        ProductionVariants=[{"VariantName": "AllTraffic", "ModelName": in_use, "ServerlessConfig": {"MemorySizeInMB": 1024, "MaxConcurrency": 1}}],
+        ProductionVariants=[
+            {
+                "VariantName": "AllTraffic",
+                "ModelName": in_use,
+                "ServerlessConfig": {"MemorySizeInMB": 1024, "MaxConcurrency": 1},
+            }
+        ],
     )
     for key in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.setenv(key, aws_env[key])
@@ -122,7 +131,7 @@ def test_deploy_reads_the_config_file_and_the_command_line_wins(moto, aws_env, a
     config_file.write_text(
         "# written by hand\n"
         f"export ROLE_ARN={account.role_arn}\n"
-        f"BUCKET_NAME=\"{account.bucket}\"\n"
+        f'BUCKET_NAME="{account.bucket}"\n'
         f"REGION={REGION}\n"
         "ENDPOINT_NAME=from-file\n"
         "SERVERLESS_MEMORY=2048\n"

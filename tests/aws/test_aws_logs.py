@@ -1,4 +1,5 @@
 """logs: CloudWatch events of the endpoint from moto's Logs API, once and with FOLLOW=1."""
+
 from __future__ import annotations
 
 import sys
@@ -11,8 +12,11 @@ GROUP = "/aws/sagemaker/Endpoints/rag-monolito"
 
 
 def put(logs, message: str) -> None:
-    logs.put_log_events(logGroupName=GROUP, logStreamName="AllTraffic/i-0123",
-                        logEvents=[{"timestamp": int(time.time() * 1000), "message": message}])
+    logs.put_log_events(
+        logGroupName=GROUP,
+        logStreamName="AllTraffic/i-0123",
+        logEvents=[{"timestamp": int(time.time() * 1000), "message": message}],
+    )
 
 
 def test_logs_prints_recent_events_and_names_a_missing_group(moto, aws_env, account):
@@ -36,8 +40,11 @@ def test_follow_tails_new_events(moto, aws_env, account, tmp_path):
     logs.create_log_group(logGroupName=GROUP)
     logs.create_log_stream(logGroupName=GROUP, logStreamName="AllTraffic/i-0123")
     put(logs, "first")
-    follower = ServerProcess([sys.executable, "-m", "sagemaker_lifecycle", "logs", "FOLLOW=1", "REGION=us-east-1", "POLL_SECONDS=0.2"],
-                             env=aws_env, log_path=tmp_path / "follow.log")
+    follower = ServerProcess(
+        [sys.executable, "-m", "sagemaker_lifecycle", "logs", "FOLLOW=1", "REGION=us-east-1", "POLL_SECONDS=0.2"],
+        env=aws_env,
+        log_path=tmp_path / "follow.log",
+    )
     try:
         wait_for_text(follower, "| first")
         put(logs, "second, after the tail started")

@@ -1,4 +1,5 @@
 """upload round trip: pack, put in moto's S3, download, and compare the archive with the folders."""
+
 from __future__ import annotations
 
 import io
@@ -15,7 +16,11 @@ def test_upload_round_trip_with_llm(moto, aws_env, account, index_dir, tmp_path)
     (llm / "tokenizer" / "tokenizer.json").write_text("{}")
     (llm / "weights.safetensors").symlink_to(index_dir / "faiss.index")  # links are packed as files
 
-    result = make("upload", aws_env, *account.variables(f"INDEX={index_dir}", "UPLOAD_LLM=1", f"LLM_DIR={llm}", "S3_PREFIX=releases/v1"))
+    result = make(
+        "upload",
+        aws_env,
+        *account.variables(f"INDEX={index_dir}", "UPLOAD_LLM=1", f"LLM_DIR={llm}", "S3_PREFIX=releases/v1"),
+    )
 
     assert result.returncode == 0, result.stderr
     uri = f"s3://{account.bucket}/releases/v1/model.tar.gz"
@@ -26,8 +31,12 @@ def test_upload_round_trip_with_llm(moto, aws_env, account, index_dir, tmp_path)
     with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as archive:
         members = {member.name: member for member in archive.getmembers()}
         assert sorted(members) == [
-            "index/chunks.jsonl", "index/faiss.index", "index/manifest.json",
-            "llm/config.json", "llm/tokenizer/tokenizer.json", "llm/weights.safetensors",
+            "index/chunks.jsonl",
+            "index/faiss.index",
+            "index/manifest.json",
+            "llm/config.json",
+            "llm/tokenizer/tokenizer.json",
+            "llm/weights.safetensors",
         ]
         assert all(member.isfile() for member in members.values())
         for name in ("manifest.json", "faiss.index", "chunks.jsonl"):

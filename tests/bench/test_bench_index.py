@@ -1,5 +1,6 @@
 """`make bench-index` on a tiny corpus: every figure is produced and published where the docs expect it.
 It asserts no timing (the machine may be busy), only what must hold whatever the load."""
+
 from __future__ import annotations
 
 import json
@@ -41,7 +42,10 @@ def test_a_tiny_run_measures_every_type_and_publishes(tmp_path, monkeypatch):
         assert row["p50_ms"] <= row["p95_ms"] and 0 < row["recall_at_10"] <= 1
         assert row["first_worker_index_pss_mb"] > 0.8 * row["index_mb"]
         assert row["second_worker_added_mb"] < row["index_mb"]  # shared, not copied
-    assert results["embedding"]["chunks_per_s"] > 0 and [r["size"] for r in results["threshold"]["rows"]] == [1000, 2000]
+    assert results["embedding"]["chunks_per_s"] > 0 and [r["size"] for r in results["threshold"]["rows"]] == [
+        1000,
+        2000,
+    ]
     assert not (tmp_path / "work").exists()  # the synthetic artifacts are deleted
 
     document, readme = tmp_path / "large-corpora.md", tmp_path / "README.md"

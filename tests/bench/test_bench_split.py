@@ -1,4 +1,5 @@
 """bench/split.py's hop arithmetic and verdict on synthetic runs (the live run is `python -m bench split`)."""
+
 import pytest
 
 from bench.split import summarize_hops, table
@@ -10,14 +11,26 @@ def run(extra_ms: float, spread_ms: float, pairs: int = 12):
     for index in range(pairs):
         for target, hop in (("microservicos", 3.0), ("split", 3.0 + extra_ms + spread_ms * (-1) ** index)):
             own = 500.0 + index
-            rows.append({"index": index, "target": target, "since": clock, "until": clock + 0.6, "ok": True,
-                         "status": 200, "latency_ms": own + hop + 20, "timings_ms": {"generate": own + hop}})
+            rows.append(
+                {
+                    "index": index,
+                    "target": target,
+                    "since": clock,
+                    "until": clock + 0.6,
+                    "ok": True,
+                    "status": 200,
+                    "latency_ms": own + hop + 20,
+                    "timings_ms": {"generate": own + hop},
+                }
+            )
             logs[target].append((clock + 0.55, own))
             clock += 1.0
     return rows, logs
 
 
-@pytest.mark.parametrize("extra, spread, verdict", [(4.0, 0.5, "met"), (25.0, 0.5, "not met"), (9.0, 6.0, "inconclusive")])
+@pytest.mark.parametrize(
+    "extra, spread, verdict", [(4.0, 0.5, "met"), (25.0, 0.5, "not met"), (9.0, 6.0, "inconclusive")]
+)
 def test_verdict_follows_the_interval(extra, spread, verdict):
     summary = summarize_hops(*run(extra, spread))
     assert summary["verdict"] == verdict, summary["extra_hop_ms"]
@@ -35,7 +48,14 @@ def test_ambiguous_or_failed_requests_are_left_out():
 
 def test_table_states_the_verdict_and_the_load():
     rows, logs = run(4.0, 0.5)
-    results = {"kind": "full", "started_utc": "2026-11-29T16:00:00+00:00", "duration_s": 300, "loadavg_start": [1.0],
-               "loadavg_end": [1.5], "cpu_stall_ms_per_s": 120.0, "summary": summarize_hops(rows, logs)}
+    results = {
+        "kind": "full",
+        "started_utc": "2026-11-29T16:00:00+00:00",
+        "duration_s": 300,
+        "loadavg_start": [1.0],
+        "loadavg_end": [1.5],
+        "cpu_stall_ms_per_s": 120.0,
+        "summary": summarize_hops(rows, logs),
+    }
     text = table(results)
     assert "target <= 10 ms: **met**" in text and "load average 1.0 at start" in text

@@ -1,23 +1,46 @@
 """make eval-report's table, README summary, parity count and publishing, on synthetic results."""
+
 from bench.quality import BEGIN, END, README_BEGIN, README_END, _identical, publish, summary_line, table
 
 
 def summary(accuracy, refusal, hit=1.0):
-    return {"answerable": 60, "unanswerable": 13, "accuracy": accuracy, "refusal": refusal, "hit_at_1": hit,
-            "mrr": 0.98, "prompt_tokens_p50": 240.0, "latency_ms_p50": 1500.0, "latency_ms_p95": 2600.0}
+    return {
+        "answerable": 60,
+        "unanswerable": 13,
+        "accuracy": accuracy,
+        "refusal": refusal,
+        "hit_at_1": hit,
+        "mrr": 0.98,
+        "prompt_tokens_p50": 240.0,
+        "latency_ms_p50": 1500.0,
+        "latency_ms_p95": 2600.0,
+    }
 
 
 def record(line, answer, correct=True):
-    return {"line": line, "answer": answer, "sources": [{"source": "a.md"}], "prompt_tokens": 9,
-            "completion_tokens": 3, "correct": correct}
+    return {
+        "line": line,
+        "answer": answer,
+        "sources": [{"source": "a.md"}],
+        "prompt_tokens": 9,
+        "completion_tokens": 3,
+        "correct": correct,
+    }
 
 
-RESULT = {"started_utc": "20261129T120000Z", "loadavg_start": [1.2, 1.0, 0.9], "previous_ref": "0123456789abcdef",
-          "sets": {"sample": {
-              "previous": {"summary": summary(0.433, 0.0), "records": [record(1, "x", False)]},
-              "monolito": {"summary": summary(0.55, 0.3077), "records": [record(1, "It opened in 1889.")]},
-              "microservicos": {"summary": summary(0.55, 0.3077), "records": [record(1, "It opened in 1889.")]},
-              "parity": {"questions": 1, "identical": 1, "differing_lines": []}}}}
+RESULT = {
+    "started_utc": "20261129T120000Z",
+    "loadavg_start": [1.2, 1.0, 0.9],
+    "previous_ref": "0123456789abcdef",
+    "sets": {
+        "sample": {
+            "previous": {"summary": summary(0.433, 0.0), "records": [record(1, "x", False)]},
+            "monolito": {"summary": summary(0.55, 0.3077), "records": [record(1, "It opened in 1889.")]},
+            "microservicos": {"summary": summary(0.55, 0.3077), "records": [record(1, "It opened in 1889.")]},
+            "parity": {"questions": 1, "identical": 1, "differing_lines": []},
+        }
+    },
+}
 
 
 def test_parity_counts_differences_by_line():
@@ -33,8 +56,10 @@ def test_table_and_summary_show_before_and_after():
     assert "| sample (60 + 13) | now, microservices | 55.0 % | 30.8 % |" in text and "| 1/1 |" in text
     assert "load average 1.2" in text
     line = summary_line(RESULT)
-    assert line == ("**sample**: answer accuracy 55.0 % (before: 43.3 %), refusal of unanswerable questions 30.8 % "
-                    "(before: 0.0 %), hit@1 100.0 %.")
+    assert line == (
+        "**sample**: answer accuracy 55.0 % (before: 43.3 %), refusal of unanswerable questions 30.8 % "
+        "(before: 0.0 %), hit@1 100.0 %."
+    )
 
 
 def test_publish_replaces_the_marked_blocks_only(tmp_path, monkeypatch):

@@ -6,6 +6,7 @@ RAG_REQUIRE_DOCKER=1, which CI sets: then they fail).
 Measurements (build and startup times, `docker stop` times, what memory limits did) are gathered
 in `observations`, written to build/container-observations.json and printed after the run.
 """
+
 from __future__ import annotations
 
 import os
@@ -82,4 +83,3 @@ def served(images, empty_model_dir, observations):
     finally:
         for container in containers.values():
             container.remove()
-

@@ -4,6 +4,7 @@ SageMaker runs them (`docker run IMAGE serve`, /opt/ml/model mounted read-only),
 Every container is published on a free 127.0.0.1 port and removed by id when its test ends, so no
 test leaves a container behind, whatever happens.
 """
+
 from __future__ import annotations
 
 import json
@@ -54,8 +55,9 @@ def docker(*args: str, timeout: float = 120.0, check: bool = True) -> subprocess
 def daemon_problem() -> str | None:
     """Why no Docker daemon can be used here, or None when one answers."""
     try:
-        result = subprocess.run([DOCKER, "version", "--format", "{{.Server.Version}}"],
-                                capture_output=True, text=True, timeout=20)
+        result = subprocess.run(
+            [DOCKER, "version", "--format", "{{.Server.Version}}"], capture_output=True, text=True, timeout=20
+        )
     except FileNotFoundError:
         return f"no docker client ({DOCKER}); apt-get install -y docker.io"
     except subprocess.TimeoutExpired:
@@ -72,9 +74,20 @@ def build_image(arch: str, log_path: Path) -> tuple[str, float]:
     started = time.monotonic()
     with open(log_path, "wb") as log:
         result = subprocess.run(
-            ["make", "--no-print-directory", "build", "OFFLINE=1", f"ARCH={arch}", f"IMAGE_NAME=rag-{arch}",
-             f"IMAGE_TAG={IMAGE_TAG}", f"DOCKER={DOCKER}"],
-            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, timeout=1800,
+            [
+                "make",
+                "--no-print-directory",
+                "build",
+                "OFFLINE=1",
+                f"ARCH={arch}",
+                f"IMAGE_NAME=rag-{arch}",
+                f"IMAGE_TAG={IMAGE_TAG}",
+                f"DOCKER={DOCKER}",
+            ],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            timeout=1800,
         )
     if result.returncode != 0:
         tail = log_path.read_text(errors="replace")[-3000:]
@@ -93,8 +106,16 @@ class Startup:
 class Container:
     """One container run as SageMaker runs it; `remove()` (or leaving the `with`) always deletes it."""
 
-    def __init__(self, image: str, *, model_dir: Path | None = None, env: dict[str, str] | None = None,
-                 memory: str | None = None, container_port: int = 8080, user: str | None = None):
+    def __init__(
+        self,
+        image: str,
+        *,
+        model_dir: Path | None = None,
+        env: dict[str, str] | None = None,
+        memory: str | None = None,
+        container_port: int = 8080,
+        user: str | None = None,
+    ):
         self.image = image
         self.port = free_port()
         args = ["run", "--detach", "--publish", f"127.0.0.1:{self.port}:{container_port}"]
@@ -122,8 +143,14 @@ class Container:
         """One health check with SageMaker's own 2 s timeout."""
         return requests.get(self.url("/ping"), timeout=2)
 
-    def invoke(self, body, *, content_type: str = "application/json", timeout: float = QUERY_TIMEOUT_S,
-               request_id: str | None = None) -> requests.Response:
+    def invoke(
+        self,
+        body,
+        *,
+        content_type: str = "application/json",
+        timeout: float = QUERY_TIMEOUT_S,
+        request_id: str | None = None,
+    ) -> requests.Response:
         """POST /invocations; dicts are sent as JSON, bytes and str as they are."""
         data = json.dumps(body) if isinstance(body, dict) else body
         headers = {"Content-Type": content_type, **({"X-Request-Id": request_id} if request_id else {})}
@@ -146,7 +173,9 @@ class Container:
             if status == 0 and not self.running():
                 raise RuntimeError(f"{self.image} exited before /ping answered 200:\n{self.logs()[-3000:]}")
             time.sleep(0.1)
-        raise TimeoutError(f"{self.image} /ping not 200 within {deadline_s}s ({startup.statuses}):\n{self.logs()[-3000:]}")
+        raise TimeoutError(
+            f"{self.image} /ping not 200 within {deadline_s}s ({startup.statuses}):\n{self.logs()[-3000:]}"
+        )
 
     def running(self) -> bool:
         return self.inspect("{{.State.Running}}") == "true"

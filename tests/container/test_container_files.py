@@ -1,4 +1,5 @@
 """Static checks of the container files, run with or without Docker."""
+
 from __future__ import annotations
 
 import json

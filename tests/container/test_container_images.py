@@ -1,5 +1,6 @@
 """What SageMaker reads from the images themselves: label, exec-form entrypoint, environment, and
 nothing in them that should not ship (compilers). Image sizes are recorded for the README."""
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,15 @@ def test_image_honours_the_sagemaker_contract(images, arch, observations):
 
 @pytest.mark.parametrize("arch", ARCHES)
 def test_image_ships_no_compiler(images, arch):
-    found = docker("run", "--rm", "--entrypoint", "sh", images[arch], "-c",
-                   "for tool in gcc cc c++ g++ clang make; do command -v $tool; done; true").stdout
+    found = docker(
+        "run",
+        "--rm",
+        "--entrypoint",
+        "sh",
+        images[arch],
+        "-c",
+        "for tool in gcc cc c++ g++ clang make; do command -v $tool; done; true",
+    ).stdout
     assert found.strip() == "", f"compilers in the final image: {found.split()}"
 
 

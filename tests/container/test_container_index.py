@@ -6,6 +6,7 @@ SageMaker Processing would download each instance's ShardedByS3Key share of DOCS
 /opt/ml/processing/input, name the instance in /opt/ml/config/resourceconfig.json, and upload
 /opt/ml/processing/output to one S3 prefix for all instances (here: one host folder both write to).
 """
+
 from __future__ import annotations
 
 import json
@@ -39,12 +40,21 @@ def corpus(tmp_path_factory):
     docs = tmp_path_factory.mktemp("docs")
     shutil.copytree(ROOT / "data" / "sample", docs, dirs_exist_ok=True)
     (docs / "manuals").mkdir()
-    (docs / "manuals" / "ferry-timetable.pdf").write_bytes(pdf_bytes([
-        "Skerrow ferry timetable.\nDay ferries leave the Saltmarket quay every 20 minutes.",
-        "Night service.\nThe Skerrow night ferries leave the quay every 70 minutes after midnight."]))
-    (docs / "manuals" / "funicular-fares.docx").write_bytes(docx_bytes(
-        "Funicular fares", ["A Gull Card day pass on the funicular costs 7.50 crowns."], [["ticket", "price"],
-                                                                                          ["single", "2.40"]]))
+    (docs / "manuals" / "ferry-timetable.pdf").write_bytes(
+        pdf_bytes(
+            [
+                "Skerrow ferry timetable.\nDay ferries leave the Saltmarket quay every 20 minutes.",
+                "Night service.\nThe Skerrow night ferries leave the quay every 70 minutes after midnight.",
+            ]
+        )
+    )
+    (docs / "manuals" / "funicular-fares.docx").write_bytes(
+        docx_bytes(
+            "Funicular fares",
+            ["A Gull Card day pass on the funicular costs 7.50 crowns."],
+            [["ticket", "price"], ["single", "2.40"]],
+        )
+    )
     return docs
 
 
@@ -79,22 +89,35 @@ def merged_model(images, corpus, tmp_path_factory):
     runs = []
     for number in (1, 2):
         shard_in, config = work / f"input-{number}", work / f"config-{number}"
-        for relative in files[number - 1::2]:  # each instance gets its share, at its DOCS-relative path
+        for relative in files[number - 1 :: 2]:  # each instance gets its share, at its DOCS-relative path
             (shard_in / relative).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(corpus / relative, shard_in / relative)
         config.mkdir()
-        (config / "resourceconfig.json").write_text(json.dumps({"current_host": f"algo-{number}",
-                                                                "hosts": ["algo-1", "algo-2"]}))
-        runs.append(docker_run(images["monolito"], mounts={shard_in: ("/opt/ml/processing/input", "ro"),
-                                                           shards_out: ("/opt/ml/processing/output", "rw"),
-                                                           config: ("/opt/ml/config", "ro")}))
+        (config / "resourceconfig.json").write_text(
+            json.dumps({"current_host": f"algo-{number}", "hosts": ["algo-1", "algo-2"]})
+        )
+        runs.append(
+            docker_run(
+                images["monolito"],
+                mounts={
+                    shard_in: ("/opt/ml/processing/input", "ro"),
+                    shards_out: ("/opt/ml/processing/output", "rw"),
+                    config: ("/opt/ml/config", "ro"),
+                },
+            )
+        )
     for run in runs:
         finish(run)
     assert sorted(p.name for p in shards_out.iterdir()) == ["shard-algo-1", "shard-algo-2"]
     merged_out = work / "merged"
     merged_out.mkdir()
-    finish(docker_run(images["microservicos"], "merge", mounts={shards_out: ("/opt/ml/processing/input", "ro"),
-                                                                merged_out: ("/opt/ml/processing/output", "rw")}))
+    finish(
+        docker_run(
+            images["microservicos"],
+            "merge",
+            mounts={shards_out: ("/opt/ml/processing/input", "ro"), merged_out: ("/opt/ml/processing/output", "rw")},
+        )
+    )
     assert sorted(p.name for p in merged_out.iterdir()) == ["model.tar.gz"]  # all that SageMaker uploads
     model = work / "opt-ml-model"
     with tarfile.open(merged_out / "model.tar.gz") as archive:
@@ -106,8 +129,14 @@ def merged_model(images, corpus, tmp_path_factory):
 def single_model(corpus, tmp_path_factory):
     """The same documents indexed on one machine by `python -m rag.ingest` (what `make index` runs)."""
     model = tmp_path_factory.mktemp("single-model")
-    subprocess.run([sys.executable, "-m", "rag.ingest", "--docs", str(corpus), "--index", str(model / "index")],
-                   cwd=ROOT, env=base_env(), check=True, capture_output=True, timeout=900)
+    subprocess.run(
+        [sys.executable, "-m", "rag.ingest", "--docs", str(corpus), "--index", str(model / "index")],
+        cwd=ROOT,
+        env=base_env(),
+        check=True,
+        capture_output=True,
+        timeout=900,
+    )
     model.chmod(0o755)  # pytest's folders are private; SageMaker's /opt/ml/model is readable by the workers
     return model
 
@@ -120,8 +149,10 @@ def test_merged_shards_are_the_single_machine_index(merged_model, single_model):
     first, second = read_manifest(merged), read_manifest(single)
     for key in ("embedding_model", "dimension", "documents", "chunks", "index_type", "chunk_size", "chunk_overlap"):
         assert first[key] == second[key], key
-    vectors = [faiss_types.all_vectors(faiss_types.read(path / "faiss.index", first["index_type"]))
-               for path in (merged, single)]
+    vectors = [
+        faiss_types.all_vectors(faiss_types.read(path / "faiss.index", first["index_type"]))
+        for path in (merged, single)
+    ]
     # Embedded in a container and on the host, in other batches: the same vectors up to float rounding.
     assert np.allclose(vectors[0], vectors[1], atol=1e-5)
 
@@ -140,8 +171,12 @@ def test_the_merged_index_answers_as_the_single_machine_index(images, merged_mod
                 bodies[name] = response.json()
             merged, single = bodies["merged"], bodies["single"]
             assert merged["answer"] == single["answer"], question
-            assert [{**s, "score": None} for s in merged["sources"]] == [{**s, "score": None} for s in single["sources"]]
-            assert np.allclose([s["score"] for s in merged["sources"]], [s["score"] for s in single["sources"]], atol=1e-4)
+            assert [{**s, "score": None} for s in merged["sources"]] == [
+                {**s, "score": None} for s in single["sources"]
+            ]
+            assert np.allclose(
+                [s["score"] for s in merged["sources"]], [s["score"] for s in single["sources"]], atol=1e-4
+            )
         night = containers["merged"].invoke({"query": QUESTIONS[1], "max_new_tokens": 8}).json()["sources"][0]
         assert (night["source"], night["page"]) == ("manuals/ferry-timetable.pdf", 2)
     finally:

@@ -5,6 +5,7 @@ answering /ping (503, degraded) and keep its vector service up. For the monolith
 what happens is recorded, as is the microservices image at 1024 MB, in observations["memory"]
 (printed after the run, written to build/container-observations.json, reported in the README).
 """
+
 from __future__ import annotations
 
 import json
@@ -80,8 +81,11 @@ def observe(container: Container, until: float) -> tuple[dict, list]:
     asked = time.monotonic()
     try:
         response = container.invoke(QUESTION, timeout=90)
-        query = {"status": response.status_code, "seconds": round(time.monotonic() - asked, 1),
-                 "error_type": response.json().get("error_type") if response.status_code != 200 else None}
+        query = {
+            "status": response.status_code,
+            "seconds": round(time.monotonic() - asked, 1),
+            "error_type": response.json().get("error_type") if response.status_code != 200 else None,
+        }
     except requests.RequestException as exc:
         query = {"status": 0, "seconds": round(time.monotonic() - asked, 1), "error": type(exc).__name__}
     logs = container.logs().splitlines()
@@ -102,6 +106,7 @@ def observe(container: Container, until: float) -> tuple[dict, list]:
 
 def test_microservices_stay_up_and_degraded_when_the_llm_does_not_fit(images, empty_model_dir, observations):
     with Container(images["microservicos"], model_dir=empty_model_dir, memory=LIMIT) as container:
+
         def vector_ready():
             status, body, _ = sample_ping(container)
             return status != 0 and body.get("services", {}).get("vector") == "ready"
@@ -115,7 +120,9 @@ def test_microservices_stay_up_and_degraded_when_the_llm_does_not_fit(images, em
         logs = container.logs()
 
     assert seen["running"], "the container died under the memory limit"
-    assert all(status == 503 for status, _, _ in samples), f"/ping was not always a 503: {seen['ping_counts_after_first_answer']}"
+    assert all(status == 503 for status, _, _ in samples), (
+        f"/ping was not always a 503: {seen['ping_counts_after_first_answer']}"
+    )
     assert seen["ping_max_s"] < 2.0, "a /ping took longer than SageMaker's 2 s"
     assert all(body.get("services", {}).get("vector") == "ready" for _, body, _ in samples), seen["ping_bodies"]
     assert vector_pings, "the vector service did not answer its own /ping inside the container"

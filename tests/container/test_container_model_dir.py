@@ -1,6 +1,7 @@
 """An index in /opt/ml/model (what SageMaker extracts model.tar.gz into) replaces the built-in one,
 and the SageMaker and RAG_* variables given through the model's Environment are honoured; and an
 image started as a normal user (not as SageMaker does) serves as that user."""
+
 from __future__ import annotations
 
 import subprocess
@@ -34,8 +35,14 @@ def model_dir(tmp_path_factory):
         (docs / name).write_text(text)
     model = tmp_path_factory.mktemp("opt-ml-model")
     model.chmod(0o755)  # readable by all, as SageMaker's is: the workers do not run as root
-    subprocess.run([sys.executable, "-m", "rag.ingest", "--docs", str(docs), "--index", str(model / "index")],
-                   cwd=ROOT, env=base_env(), check=True, capture_output=True, timeout=600)
+    subprocess.run(
+        [sys.executable, "-m", "rag.ingest", "--docs", str(docs), "--index", str(model / "index")],
+        cwd=ROOT,
+        env=base_env(),
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     return model
 
 
@@ -64,8 +71,9 @@ def test_started_as_a_normal_user_it_serves_without_switching(images, model_dir)
     containers = {}
     try:
         for arch in ARCHES:
-            containers[arch] = Container(images[arch], model_dir=model_dir, env={"RAG_TORCH_THREADS": "1"},
-                                         user="65534:65534")
+            containers[arch] = Container(
+                images[arch], model_dir=model_dir, env={"RAG_TORCH_THREADS": "1"}, user="65534:65534"
+            )
         start_ready(containers)
         for arch, container in containers.items():
             response = container.invoke({"query": "Who built the Orvane Beacon?", "max_new_tokens": 4})

@@ -4,6 +4,7 @@ recovery of a killed LLM service, and a SIGTERM that drains and stops in time.
 The module shares one container per image (starting them is the slow part). The shutdown test
 stops them, so it stays the last test of this file.
 """
+
 from __future__ import annotations
 
 import json
@@ -140,12 +141,13 @@ def test_microservices_pid1_is_an_init_and_no_zombies_remain(served):
 
     def processes() -> list[list[str]]:
         words = container.exec_python(LIST_PROCESSES).stdout.split()
-        return [words[i:i + 3] for i in range(0, len(words), 3)]
+        return [words[i : i + 3] for i in range(0, len(words), 3)]
 
     assert [row[2] for row in processes() if row[0] == "1"] == ["dumb-init"]
     # A child is a zombie for the instant between its exit and its parent's wait: only a lasting one counts.
-    assert wait_until(lambda: not [row for row in processes() if row[1] == "Z"], 15, 0.5), \
+    assert wait_until(lambda: not [row for row in processes() if row[1] == "Z"], 15, 0.5), (
         f"zombies that nobody reaps: {processes()}"
+    )
 
 
 # Every gunicorn process with its parent, real/effective/saved uids and gids, and supplementary groups.
@@ -193,8 +195,9 @@ def test_sigterm_drains_the_request_in_flight_and_stops_in_time(served, arch, ob
         try:
             # One passage and few tokens: on a busy CPU a long answer could outlast gunicorn's 25 s
             # graceful timeout, and SageMaker's own SIGKILL at 30 s would end it anyway.
-            outcome["response"] = container.invoke({**QUESTION, "top_k": 1, "max_new_tokens": 8}, timeout=60,
-                                                   request_id=request_id)
+            outcome["response"] = container.invoke(
+                {**QUESTION, "top_k": 1, "max_new_tokens": 8}, timeout=60, request_id=request_id
+            )
         except requests.RequestException as exc:
             outcome["error"] = exc
         outcome["seconds"] = time.monotonic() - sent

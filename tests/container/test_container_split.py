@@ -2,6 +2,7 @@
 plus its environment): the LLM endpoint (RAG_SERVE=llm) and the front (RAG_LLM_URL=sagemaker://...),
 whose boto3 reaches the SageMaker Runtime stand-in on the Docker bridge through
 AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME. A monolith container answers the same questions for comparison."""
+
 from __future__ import annotations
 
 import ipaddress
@@ -32,11 +33,20 @@ def split_stack(images, empty_model_dir, observations):
     containers: dict[str, Container] = {}
     runtime = None
     try:
-        containers["llm"] = Container(images["microservicos"], model_dir=empty_model_dir, env={**ENV, "RAG_SERVE": "llm"})
+        containers["llm"] = Container(
+            images["microservicos"], model_dir=empty_model_dir, env={**ENV, "RAG_SERVE": "llm"}
+        )
         runtime = LocalRuntime({LLM_ENDPOINT: containers["llm"].url("")}, host=bridge_address()).start()
-        containers["front"] = Container(images["microservicos"], model_dir=empty_model_dir, env={
-            **ENV, **RUNTIME_CLIENT_ENV, "RAG_LLM_URL": f"sagemaker://{LLM_ENDPOINT}",
-            "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": runtime.url})
+        containers["front"] = Container(
+            images["microservicos"],
+            model_dir=empty_model_dir,
+            env={
+                **ENV,
+                **RUNTIME_CLIENT_ENV,
+                "RAG_LLM_URL": f"sagemaker://{LLM_ENDPOINT}",
+                "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": runtime.url,
+            },
+        )
         containers["monolith"] = Container(images["monolito"], model_dir=empty_model_dir, env=ENV)
         startups = start_ready(containers)
         observations["split_run_to_ping_200_s"] = {name: startup.ready_s for name, startup in startups.items()}
@@ -53,15 +63,17 @@ def test_split_answers_are_the_monoliths(split_stack):
     front, monolith = containers["front"].invoke(QUESTION), containers["monolith"].invoke(QUESTION)
     assert front.status_code == monolith.status_code == 200, front.text[:300]
     assert front.json()["answer"] == monolith.json()["answer"] and "1889" in front.json()["answer"]
-    assert [(s["source"], s["chunk"]) for s in front.json()["sources"]] == \
-        [(s["source"], s["chunk"]) for s in monolith.json()["sources"]]
+    assert [(s["source"], s["chunk"]) for s in front.json()["sources"]] == [
+        (s["source"], s["chunk"]) for s in monolith.json()["sources"]
+    ]
     assert runtime.invocations >= 1
 
 
 def test_split_streams(split_stack):
     containers, _ = split_stack
-    with requests.post(containers["front"].url("/invocations-response-stream"), json=QUESTION, stream=True,
-                       timeout=120) as response:
+    with requests.post(
+        containers["front"].url("/invocations-response-stream"), json=QUESTION, stream=True, timeout=120
+    ) as response:
         assert response.status_code == 200
         events = [json.loads(line) for line in response.iter_lines() if line]
     assert [events[0]["event"], events[-1]["event"]] == ["sources", "done"] and "1889" in events[-1]["answer"]
@@ -70,8 +82,12 @@ def test_split_streams(split_stack):
 
 def test_split_deadline(split_stack):
     containers, _ = split_stack
-    response = requests.post(containers["front"].url("/invocations"), json={**QUESTION, "max_new_tokens": 1024},
-                             headers={"X-Rag-Timeout-S": "0.2"}, timeout=120)
+    response = requests.post(
+        containers["front"].url("/invocations"),
+        json={**QUESTION, "max_new_tokens": 1024},
+        headers={"X-Rag-Timeout-S": "0.2"},
+        timeout=120,
+    )
     assert response.status_code == 504 and response.json()["error_type"] == "timeout", response.text[:300]
 
 
@@ -79,11 +95,18 @@ def test_llm_container_restarted_under_load(split_stack, observations):
     containers, _ = split_stack
     llm, front = containers["llm"], containers["front"]
     started = time.monotonic()
-    recovery = restart_under_load(front.url(""), llm.url(""), kill=lambda: docker("kill", llm.id),
-                                  start=lambda: docker("start", llm.id), payload={**QUESTION, "max_new_tokens": 4})
+    recovery = restart_under_load(
+        front.url(""),
+        llm.url(""),
+        kill=lambda: docker("kill", llm.id),
+        start=lambda: docker("start", llm.id),
+        payload={**QUESTION, "max_new_tokens": 4},
+    )
     observations["split_llm_restart"] = {
-        "requests": len(recovery.outcomes), "failed": len([o for o in recovery.outcomes if o[2] != 200]),
+        "requests": len(recovery.outcomes),
+        "failed": len([o for o in recovery.outcomes if o[2] != 200]),
         "llm_down_s": round(recovery.ready_at - recovery.killed_at, 1),
         "front_ping_200_after_llm_ping_200_s": round(recovery.front_ready_after_s, 2),
-        "experiment_s": round(time.monotonic() - started, 1)}
+        "experiment_s": round(time.monotonic() - started, 1),
+    }
     recovery.check()

@@ -1,5 +1,6 @@
 """Fuzzing fixtures: both architectures started by their real entrypoints with the tiny LLM, and the
 figures of every run collected for the terminal summary and build/fuzz-results.json."""
+
 from __future__ import annotations
 
 import pytest
@@ -21,8 +22,13 @@ def tiny_llm(tmp_path_factory):
 @pytest.fixture(scope="module", params=["monolito", "microservicos"])
 def fuzzed(request, sample_index, tiny_llm, tmp_path_factory):  # noqa: F811 - the fixture imported above
     """One architecture, ready, serving the sample index with the tiny LLM (one torch thread each)."""
-    service = start_architecture(request.param, tmp_path_factory.mktemp(f"fuzz-{request.param}"), sample_index,
-                                 RAG_LLM_MODEL=tiny_llm, RAG_TORCH_THREADS=1)
+    service = start_architecture(
+        request.param,
+        tmp_path_factory.mktemp(f"fuzz-{request.param}"),
+        sample_index,
+        RAG_LLM_MODEL=tiny_llm,
+        RAG_TORCH_THREADS=1,
+    )
     try:
         service.wait_ready()
         service.arch = request.param

@@ -4,6 +4,7 @@ count what came back (requests, statuses, spec failures), from its HAR report.
 FUZZ_EXAMPLES sets the examples per operation and phase: small in `make check`, large in `make fuzz`,
 which needs at least FUZZ_MIN_REQUESTS requests per architecture.
 """
+
 from __future__ import annotations
 
 import json
@@ -50,18 +51,52 @@ class FuzzRun:
 
     def summary(self) -> dict:
         failures = re.findall(r"^\s*❌ (.+)$", self.output, re.M)
-        return {"requests": self.requests, "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
-                "5xx": self.server_errors, "spec_failures": failures, "exit_code": self.exit_code}
+        return {
+            "requests": self.requests,
+            "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
+            "5xx": self.server_errors,
+            "spec_failures": failures,
+            "exit_code": self.exit_code,
+        }
 
 
-def fuzz(spec: Path, url: str, report_dir: Path, *, paths: str | None = None, exclude_checks: str = "",
-         examples: int = EXAMPLES, timeout_s: float = 3600) -> FuzzRun:
+def fuzz(
+    spec: Path,
+    url: str,
+    report_dir: Path,
+    *,
+    paths: str | None = None,
+    exclude_checks: str = "",
+    examples: int = EXAMPLES,
+    timeout_s: float = 3600,
+) -> FuzzRun:
     """Run Schemathesis (every applicable check, positive and negative data) and read its HAR report."""
-    command = [str(Path(sys.executable).parent / "st"), "run", str(spec), "--url", url, "--no-color",
-               "--max-examples", str(examples), "--seed", str(SEED), "--checks", "all",
-               "--exclude-checks", ",".join(filter(None, [NOT_APPLICABLE, exclude_checks])),
-               "--phases", "examples,coverage,fuzzing", "--suppress-health-check", "all",
-               "--request-timeout", "60", "--report", "har", "--report-har-path", str(report_dir / "fuzz.har")]
+    command = [
+        str(Path(sys.executable).parent / "st"),
+        "run",
+        str(spec),
+        "--url",
+        url,
+        "--no-color",
+        "--max-examples",
+        str(examples),
+        "--seed",
+        str(SEED),
+        "--checks",
+        "all",
+        "--exclude-checks",
+        ",".join(filter(None, [NOT_APPLICABLE, exclude_checks])),
+        "--phases",
+        "examples,coverage,fuzzing",
+        "--suppress-health-check",
+        "all",
+        "--request-timeout",
+        "60",
+        "--report",
+        "har",
+        "--report-har-path",
+        str(report_dir / "fuzz.har"),
+    ]
     if paths:
         command += ["--include-path-regex", paths]
     # In the report folder: Schemathesis keeps its replay store (.schemathesis/) in the working directory.
@@ -76,5 +111,7 @@ def fuzz(spec: Path, url: str, report_dir: Path, *, paths: str | None = None, ex
 
 def worker_deaths(log: str, ready_log: str) -> dict:
     """Workers booted and services restarted since `ready_log` (the log when the server became ready)."""
-    return {"workers_booted": len(WORKER_BOOT.findall(log)) - len(WORKER_BOOT.findall(ready_log)),
-            "services_restarted": len(SERVICE_EXIT.findall(log)) - len(SERVICE_EXIT.findall(ready_log))}
+    return {
+        "workers_booted": len(WORKER_BOOT.findall(log)) - len(WORKER_BOOT.findall(ready_log)),
+        "services_restarted": len(SERVICE_EXIT.findall(log)) - len(SERVICE_EXIT.findall(ready_log)),
+    }

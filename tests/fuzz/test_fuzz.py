@@ -1,6 +1,7 @@
 """Schemathesis against both architectures, started by their real entrypoints: every response must match
 docs/openapi.yaml (and the microservices' internal services docs/openapi-internal.yaml), with no 5xx and
 no worker death. `make check` runs a short run; `make fuzz` a long one (FUZZ_EXAMPLES, FUZZ_MIN_REQUESTS)."""
+
 from __future__ import annotations
 
 import pytest
@@ -27,12 +28,20 @@ def test_public_api_under_fuzz(fuzzed, tmp_path):
 
 
 @pytest.mark.parametrize("fuzzed", ["microservicos"], indirect=True)  # only the microservices have them
-@pytest.mark.parametrize("service, paths", [("vector", "^/(ping|retrieve)$"), ("llm", "^/(ping|generate|generate-stream)$")],
-                         ids=["vector", "llm"])
+@pytest.mark.parametrize(
+    "service, paths",
+    [("vector", "^/(ping|retrieve)$"), ("llm", "^/(ping|generate|generate-stream)$")],
+    ids=["vector", "llm"],
+)
 def test_internal_services_under_fuzz(fuzzed, tmp_path, service, paths):
     ready_log = fuzzed.server.log()
     # The services coerce passage fields as the orchestrator sends them (rank "3" is read as 3): their
     # only client is the orchestrator, so lenient input there is not checked as a rejection.
-    run = fuzz(INTERNAL_SPEC, f"http://127.0.0.1:{fuzzed.ports[service]}", tmp_path, paths=paths,
-               exclude_checks="negative_data_rejection")
+    run = fuzz(
+        INTERNAL_SPEC,
+        f"http://127.0.0.1:{fuzzed.ports[service]}",
+        tmp_path,
+        paths=paths,
+        exclude_checks="negative_data_rejection",
+    )
     check(run, worker_deaths(fuzzed.server.log(), ready_log), f"microservicos {service} service")

@@ -6,6 +6,7 @@ with a one-layer, 16-wide model whose end-of-sequence token is the likeliest nex
 answers end at once, sampled ones after a few tokens, whatever max_new_tokens asks for. So tens of
 thousands of requests fit in minutes instead of days.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -29,8 +30,17 @@ def make_tiny_llm(target: Path, seed: int = 0) -> Path:
     source = prepare_embedded_llm()
     tokenizer = AutoTokenizer.from_pretrained(source)
     config = AutoConfig.from_pretrained(source)
-    config.update({"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
-                   "num_key_value_heads": 1, "head_dim": 8, "tie_word_embeddings": False})
+    config.update(
+        {
+            "hidden_size": 16,
+            "intermediate_size": 32,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 1,
+            "head_dim": 8,
+            "tie_word_embeddings": False,
+        }
+    )
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config)
     with torch.no_grad():

@@ -1,4 +1,5 @@
 """Fixtures that start the real entrypoints (Monolitico/serve, Microservicos/start.sh) on free ports."""
+
 from __future__ import annotations
 
 import subprocess
@@ -19,8 +20,11 @@ TEST_MAX_NEW_TOKENS = "40"
 def sample_index():
     """The sample index that `make setup` builds; built here when missing."""
     if not (SAMPLE_INDEX / "manifest.json").exists():
-        subprocess.run([sys.executable, "-m", "rag.ingest", "--docs", str(ROOT / "data" / "sample"),
-                        "--index", str(SAMPLE_INDEX)], check=True, env=base_env())
+        subprocess.run(
+            [sys.executable, "-m", "rag.ingest", "--docs", str(ROOT / "data" / "sample"), "--index", str(SAMPLE_INDEX)],
+            check=True,
+            env=base_env(),
+        )
     return SAMPLE_INDEX
 
 
@@ -48,8 +52,13 @@ class Service:
 
     def invoke(self, payload=None, *, data=None, content_type="application/json", headers=None, timeout=120):
         headers = {"Content-Type": content_type, **(headers or {})} if content_type else dict(headers or {})
-        return requests.post(f"{self.url}/invocations", json=payload if data is None else None, data=data,
-                             headers=headers, timeout=timeout)
+        return requests.post(
+            f"{self.url}/invocations",
+            json=payload if data is None else None,
+            data=data,
+            headers=headers,
+            timeout=timeout,
+        )
 
 
 def start_architecture(arch: str, tmp_path, index_dir, *, prefix: tuple[str, ...] = (), **env) -> Service:
@@ -57,9 +66,14 @@ def start_architecture(arch: str, tmp_path, index_dir, *, prefix: tuple[str, ...
     command that execs the entrypoint, e.g. setpriv to start it as another user)."""
     ports = {"public": free_port(), "vector": free_port(), "llm": free_port()}
     environment = base_env(
-        RAG_BIND_HOST="127.0.0.1", SAGEMAKER_BIND_TO_PORT=ports["public"], RAG_INDEX_DIR=index_dir,
-        RAG_VECTOR_URL=f"http://127.0.0.1:{ports['vector']}", RAG_LLM_URL=f"http://127.0.0.1:{ports['llm']}",
-        RAG_MAX_NEW_TOKENS=TEST_MAX_NEW_TOKENS, **env)
+        RAG_BIND_HOST="127.0.0.1",
+        SAGEMAKER_BIND_TO_PORT=ports["public"],
+        RAG_INDEX_DIR=index_dir,
+        RAG_VECTOR_URL=f"http://127.0.0.1:{ports['vector']}",
+        RAG_LLM_URL=f"http://127.0.0.1:{ports['llm']}",
+        RAG_MAX_NEW_TOKENS=TEST_MAX_NEW_TOKENS,
+        **env,
+    )
     entrypoint = ROOT / ("Monolitico/serve" if arch == "monolito" else "Microservicos/start.sh")
     server = ServerProcess([*prefix, str(entrypoint), "serve"], environment, tmp_path / f"{arch}.log")
     return Service(server, f"http://127.0.0.1:{ports['public']}", ports)

@@ -2,6 +2,7 @@
 Runtime stand-in, and a front (start.sh with RAG_LLM_URL=sagemaker://...) whose boto3 reaches the
 stand-in through AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME; and the restart-under-load experiment that the
 process and the container tests both run."""
+
 from __future__ import annotations
 
 import signal
@@ -31,10 +32,15 @@ class SplitTopology:
         self.llm: ServerProcess | None = None
         self.runtime = LocalRuntime({LLM_ENDPOINT: f"http://127.0.0.1:{self.llm_port}"}).start()
         self.start_llm()
-        environment = base_env(RAG_LLM_URL=f"sagemaker://{LLM_ENDPOINT}", RAG_BIND_HOST="127.0.0.1",
-                               SAGEMAKER_BIND_TO_PORT=str(self.front_port),
-                               RAG_VECTOR_URL=f"http://127.0.0.1:{free_port()}",
-                               AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME=self.runtime.url, **RUNTIME_CLIENT_ENV, **self.env)
+        environment = base_env(
+            RAG_LLM_URL=f"sagemaker://{LLM_ENDPOINT}",
+            RAG_BIND_HOST="127.0.0.1",
+            SAGEMAKER_BIND_TO_PORT=str(self.front_port),
+            RAG_VECTOR_URL=f"http://127.0.0.1:{free_port()}",
+            AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME=self.runtime.url,
+            **RUNTIME_CLIENT_ENV,
+            **self.env,
+        )
         self.front = ServerProcess([str(START_SH), "serve"], environment, workdir / "front.log")
 
     @property
@@ -48,8 +54,9 @@ class SplitTopology:
     def start_llm(self) -> None:
         """Start the LLM endpoint's container process, as SageMaker does (`serve`, RAG_SERVE=llm)."""
         count = len(list(self.workdir.glob("llm-*.log")))
-        environment = base_env(RAG_SERVE="llm", RAG_BIND_HOST="127.0.0.1", SAGEMAKER_BIND_TO_PORT=str(self.llm_port),
-                               **self.env)
+        environment = base_env(
+            RAG_SERVE="llm", RAG_BIND_HOST="127.0.0.1", SAGEMAKER_BIND_TO_PORT=str(self.llm_port), **self.env
+        )
         self.llm = ServerProcess([str(START_SH), "serve"], environment, self.workdir / f"llm-{count}.log")
 
     def kill_llm(self) -> None:
@@ -88,8 +95,15 @@ class Recovery:
         assert self.front_ready_after_s <= 2.0, f"the front's /ping said 200 {self.front_ready_after_s:.1f} s later"
 
 
-def restart_under_load(front_url: str, llm_url: str, kill: Callable[[], None], start: Callable[[], None],
-                       payload: dict, clients: int = 2, proc=None) -> Recovery:
+def restart_under_load(
+    front_url: str,
+    llm_url: str,
+    kill: Callable[[], None],
+    start: Callable[[], None],
+    payload: dict,
+    clients: int = 2,
+    proc=None,
+) -> Recovery:
     """Keep `clients` requests going to the front; kill the LLM container, start it again, and record."""
     outcomes: list[tuple[float, float, int, str]] = []
     stop = threading.Event()

@@ -1,6 +1,7 @@
 """Admission control on the real entrypoints: past RAG_MAX_CONCURRENT_REQUESTS a request gets a fast
 429 `overloaded` with Retry-After, /ping stays fast, a client that leaves frees its slot, and the
 orchestrator passes an LLM service's 429 through."""
+
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -15,16 +16,28 @@ QUESTION = "In what year did the Glass Bridge over the River Ossa open?"
 # Holds its slot for seconds, whatever the answer: six passages make a prompt of ~1,500 tokens, whose
 # prefill alone takes more than a second on one thread (the slot is taken before the response starts).
 LONG = {"query": QUESTION, "top_k": 6, "max_new_tokens": 1024}
-FILLER = [{"rank": i, "source": "filler.md", "chunk": i, "score": 0.5,
-           "text": "The harbour office keeps the records of every vessel, its owner and its last inspection. " * 9}
-          for i in range(1, 9)]
+FILLER = [
+    {
+        "rank": i,
+        "source": "filler.md",
+        "chunk": i,
+        "score": 0.5,
+        "text": "The harbour office keeps the records of every vessel, its owner and its last inspection. " * 9,
+    }
+    for i in range(1, 9)
+]
 
 
 @pytest.fixture(scope="module", params=["monolito", "microservicos"])
 def limited(request, sample_index, tmp_path_factory):
     """An architecture that admits one request at a time (one model thread, one torch thread)."""
-    service = start_architecture(request.param, tmp_path_factory.mktemp(request.param), sample_index,
-                                 RAG_MAX_CONCURRENT_REQUESTS="1", RAG_TORCH_THREADS="1")
+    service = start_architecture(
+        request.param,
+        tmp_path_factory.mktemp(request.param),
+        sample_index,
+        RAG_MAX_CONCURRENT_REQUESTS="1",
+        RAG_TORCH_THREADS="1",
+    )
     try:
         service.wait_ready()
         yield service
@@ -111,7 +124,11 @@ def test_a_burst_gets_200_or_429_and_ping_answers_throughout(limited):
 
 
 def test_streaming_still_works_when_admitted(limited):
-    with requests.post(f"{limited.url}/invocations-response-stream", json={"query": QUESTION, "max_new_tokens": 12},
-                       stream=True, timeout=120) as response:
+    with requests.post(
+        f"{limited.url}/invocations-response-stream",
+        json={"query": QUESTION, "max_new_tokens": 12},
+        stream=True,
+        timeout=120,
+    ) as response:
         events = [json.loads(line) for line in response.iter_lines() if line]
     assert [e["event"] for e in events][0] == "sources" and events[-1]["event"] == "done"

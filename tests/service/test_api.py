@@ -1,4 +1,5 @@
 """The public API (docs/api.md, docs/openapi.yaml) against real Gunicorn processes of both architectures."""
+
 import json
 import threading
 import time
@@ -28,8 +29,10 @@ def test_answers_from_the_right_document(architecture):
     assert body["sources"][0]["source"] == "tramway.md"
     assert "1889" in body["answer"]
     assert body["architecture"] in ("monolith", "microservices")
-    assert body["model"] == {"embedding": "sentence-transformers/all-MiniLM-L6-v2",
-                             "llm": "HuggingFaceTB/SmolLM2-135M-Instruct"}
+    assert body["model"] == {
+        "embedding": "sentence-transformers/all-MiniLM-L6-v2",
+        "llm": "HuggingFaceTB/SmolLM2-135M-Instruct",
+    }
     assert body["usage"]["prompt_tokens"] > 0 and 0 < body["usage"]["completion_tokens"] <= 40
     assert set(body["timings_ms"]) == {"retrieve", "generate", "total"}
 
@@ -57,9 +60,9 @@ def test_both_architectures_agree(monolith, microservices):
 
 
 BAD_INPUTS = [
-    ("invalid_json", 400, dict(data=b"{\"query\": ", content_type="application/json")),
+    ("invalid_json", 400, dict(data=b'{"query": ', content_type="application/json")),
     ("invalid_json", 400, dict(data=b"\xff\xfe\x00", content_type="application/json")),
-    ("invalid_request", 400, dict(data=b"[\"a list\"]", content_type="application/json")),
+    ("invalid_request", 400, dict(data=b'["a list"]', content_type="application/json")),
     ("invalid_request", 400, dict(payload={})),
     ("invalid_request", 400, dict(payload={"query": "   "})),
     ("invalid_request", 400, dict(payload={"query": None})),
@@ -80,8 +83,9 @@ BAD_INPUTS = [
 ]
 
 
-@pytest.mark.parametrize("error_type, status, request_args", BAD_INPUTS,
-                         ids=[f"{i}-{case[0]}" for i, case in enumerate(BAD_INPUTS)])
+@pytest.mark.parametrize(
+    "error_type, status, request_args", BAD_INPUTS, ids=[f"{i}-{case[0]}" for i, case in enumerate(BAD_INPUTS)]
+)
 def test_bad_input_gets_a_json_4xx(architecture, error_type, status, request_args):
     response = architecture.invoke(**request_args)
     assert response.status_code == status, response.text
@@ -106,15 +110,17 @@ def test_service_keeps_serving_after_bad_input(architecture):
 
 def test_custom_attributes_pass_through(architecture):
     attributes = "trace=abc-123, tenant=velmora"
-    response = architecture.invoke({"query": "fares", "max_new_tokens": 2},
-                                   headers={"X-Amzn-SageMaker-Custom-Attributes": attributes})
+    response = architecture.invoke(
+        {"query": "fares", "max_new_tokens": 2}, headers={"X-Amzn-SageMaker-Custom-Attributes": attributes}
+    )
     assert response.status_code == 200
     assert response.headers["X-Amzn-SageMaker-Custom-Attributes"] == attributes
 
 
 def test_deadline_gives_timeout_not_a_dropped_connection(architecture):
-    response = architecture.invoke({"query": QUESTIONS[0]["question"], "max_new_tokens": 1024},
-                                   headers={"X-Rag-Timeout-S": "0.2"})
+    response = architecture.invoke(
+        {"query": QUESTIONS[0]["question"], "max_new_tokens": 1024}, headers={"X-Rag-Timeout-S": "0.2"}
+    )
     assert response.status_code == 504, response.text
     assert response.json()["error_type"] == "timeout"
 
@@ -143,5 +149,7 @@ def test_ping_answers_during_inference(architecture):
     assert answer.status_code == 200, answer.text
     generation_started = results["answered_at"] - answer.json()["timings_ms"]["generate"] / 1000.0
     during = [ping for ping in pings if generation_started <= ping[0] and ping[1] <= results["answered_at"]]
-    assert len(during) >= 3, f"only {len(during)} pings overlapped a {answer.json()['timings_ms']['generate']:.0f} ms generation"
+    assert len(during) >= 3, (
+        f"only {len(during)} pings overlapped a {answer.json()['timings_ms']['generate']:.0f} ms generation"
+    )
     assert all(status == 200 and received - sent < 2.0 for sent, received, status in pings)

@@ -1,4 +1,5 @@
 """The importable client and `make invoke` against the real monolith (sagemaker_lifecycle, issue 3)."""
+
 import subprocess
 
 import pytest
@@ -18,7 +19,12 @@ def test_client_and_make_invoke_against_the_real_service(monolith):
         assert (err.status, err.error_type) == (400, "invalid_request")
     else:
         raise AssertionError("top_k=99 was accepted")
-    done = subprocess.run(["make", "-s", "-C", str(ROOT), "invoke", f"URL={monolith.url}", "Q=Who designed the Harbour Line?"],
-                          env=base_env(), capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        ["make", "-s", "-C", str(ROOT), "invoke", f"URL={monolith.url}", "Q=Who designed the Harbour Line?"],
+        env=base_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert "Sources:" in done.stdout and "1. " in done.stdout

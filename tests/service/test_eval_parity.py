@@ -6,6 +6,7 @@ between the two paths shows up here as a different answer or excerpt. To keep CI
 sixth question of each set for the whole answer (every question for sources, excerpts and prompt
 size); `make eval-report` compares every whole answer.
 """
+
 import subprocess
 import sys
 
@@ -46,8 +47,12 @@ def test_sample_set_identical_on_both(monolith, microservices):
 
 def test_held_out_set_identical_on_both(tmp_path):
     index = tmp_path / "harbourline-index"
-    subprocess.run([sys.executable, "-m", "rag.ingest", "--docs", str(ROOT / "data" / "harbourline"),
-                    "--index", str(index)], check=True, env=base_env(), capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "rag.ingest", "--docs", str(ROOT / "data" / "harbourline"), "--index", str(index)],
+        check=True,
+        env=base_env(),
+        capture_output=True,
+    )
     services = [start_architecture(arch, tmp_path, index) for arch in ("monolito", "microservicos")]
     try:
         for service in services:

@@ -1,5 +1,6 @@
 """One instance never answers from another's services: taken internal ports stop the start, services
 check that their caller belongs to their own instance, and they die with their supervisor."""
+
 from __future__ import annotations
 
 import os
@@ -45,11 +46,17 @@ def test_a_second_instance_on_taken_internal_ports_refuses_to_start(sample_index
     first = start_architecture("microservicos", tmp_path, sample_index)
     second = None
     try:
-        wait_until(lambda: accepting(first.ports["vector"]) and accepting(first.ports["llm"]), 120,
-                   "the first instance's services never listened")
-        env = base_env(RAG_BIND_HOST="127.0.0.1", SAGEMAKER_BIND_TO_PORT=str(free_port()),
-                       RAG_VECTOR_URL=f"http://127.0.0.1:{first.ports['vector']}",
-                       RAG_LLM_URL=f"http://127.0.0.1:{first.ports['llm']}")
+        wait_until(
+            lambda: accepting(first.ports["vector"]) and accepting(first.ports["llm"]),
+            120,
+            "the first instance's services never listened",
+        )
+        env = base_env(
+            RAG_BIND_HOST="127.0.0.1",
+            SAGEMAKER_BIND_TO_PORT=str(free_port()),
+            RAG_VECTOR_URL=f"http://127.0.0.1:{first.ports['vector']}",
+            RAG_LLM_URL=f"http://127.0.0.1:{first.ports['llm']}",
+        )
         second = ServerProcess([str(ROOT / "Microservicos" / "start.sh"), "serve"], env, tmp_path / "second.log")
         try:
             code = second.proc.wait(timeout=30)
@@ -69,12 +76,23 @@ def test_services_refuse_an_orchestrator_of_another_instance(microservices, tmp_
     """A real orchestrator of another instance (its own token) pointed at this instance's services, as
     after its own service died and this one's took the port: it must not answer from them."""
     port = free_port()
-    env = base_env(RAG_INSTANCE_TOKEN="another-instance",
-                   RAG_VECTOR_URL=f"http://127.0.0.1:{microservices.ports['vector']}",
-                   RAG_LLM_URL=f"http://127.0.0.1:{microservices.ports['llm']}")
-    orchestrator = ServerProcess([str(VENV_BIN / "gunicorn"), "--config", "python:serving.gunicorn_conf",
-                                  "--bind", f"127.0.0.1:{port}", "Microservicos.orchestrator:create_app()"],
-                                 env, tmp_path / "orchestrator.log")
+    env = base_env(
+        RAG_INSTANCE_TOKEN="another-instance",
+        RAG_VECTOR_URL=f"http://127.0.0.1:{microservices.ports['vector']}",
+        RAG_LLM_URL=f"http://127.0.0.1:{microservices.ports['llm']}",
+    )
+    orchestrator = ServerProcess(
+        [
+            str(VENV_BIN / "gunicorn"),
+            "--config",
+            "python:serving.gunicorn_conf",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "Microservicos.orchestrator:create_app()",
+        ],
+        env,
+        tmp_path / "orchestrator.log",
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: accepting(port), 60, "the orchestrator never listened")
@@ -94,8 +112,11 @@ def test_services_exit_when_start_sh_is_killed(sample_index, tmp_path):
     service = start_architecture("microservicos", tmp_path, sample_index)
     family = []
     try:
-        wait_until(lambda: all(accepting(service.ports[name]) for name in ("public", "vector", "llm")), 120,
-                   "the services never listened")
+        wait_until(
+            lambda: all(accepting(service.ports[name]) for name in ("public", "vector", "llm")),
+            120,
+            "the services never listened",
+        )
         family = service.server.descendants()
         assert len(family) >= 6, family  # three gunicorn masters and their workers
         os.kill(service.server.pid, signal.SIGKILL)

@@ -1,4 +1,5 @@
 """Requests Gunicorn itself refuses, before the app runs, still get the API's JSON errors (both architectures)."""
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,11 @@ def raw_request(url: str, request: bytes) -> tuple[int, dict[str, str], bytes]:
 BODY = b'{"query": "tram"}'
 CASES = {
     "URI too long": (b"GET /ping?" + b"x" * 10_000 + b" HTTP/1.1\r\nHost: a\r\n\r\n", 414),
-    "control byte in custom attributes": (b"POST /invocations HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n"
-                                          b"X-Amzn-SageMaker-Custom-Attributes: a\x01b\r\nContent-Length: 17\r\n\r\n" + BODY, 400),
+    "control byte in custom attributes": (
+        b"POST /invocations HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n"
+        b"X-Amzn-SageMaker-Custom-Attributes: a\x01b\r\nContent-Length: 17\r\n\r\n" + BODY,
+        400,
+    ),
     "bad header name": (b"GET /ping HTTP/1.1\r\nHost: a\r\nBad Header: x\r\n\r\n", 400),
     "not HTTP at all": (b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\r\n\r\n", 400),
 }

@@ -1,4 +1,5 @@
 """A user's own folder: `make index` builds it, RAG_INDEX_DIR serves it, answers come from it."""
+
 import subprocess
 
 import pytest
@@ -11,15 +12,16 @@ pytestmark = pytest.mark.slow
 
 DOCS = {
     "handbook/kettles.md": "# Kettle policy\n\nThe Brindlewood office kettle is descaled every Thursday by Oskar Vell. "
-                           "It holds 1.7 litres.",
+    "It holds 1.7 litres.",
     "handbook/parking.md": "# Parking\n\nStaff park in the Quillon Street garage, level 3. Permits cost 14 euros a month.",
     "notes/wifi.txt": "The guest wifi network is called BRINDLE-GUEST and its password changes every Monday.",
 }
 
 
 def make(*args, **env):
-    return subprocess.run(["make", "-s", "-C", str(ROOT), *args], env=base_env(**env), capture_output=True,
-                          text=True, timeout=600)
+    return subprocess.run(
+        ["make", "-s", "-C", str(ROOT), *args], env=base_env(**env), capture_output=True, text=True, timeout=600
+    )
 
 
 def test_index_and_serve_own_documents(tmp_path):
@@ -27,8 +29,11 @@ def test_index_and_serve_own_documents(tmp_path):
     for name, text in DOCS.items():
         (docs / name).parent.mkdir(parents=True, exist_ok=True)
         (docs / name).write_text(text)
-    (docs / "handbook" / "canteen.pdf").write_bytes(pdf_bytes([
-        "Canteen.\nThe canteen opens at 11:30.", "Canteen prices.\nThe Brindlewood canteen soup costs 3 euros."]))
+    (docs / "handbook" / "canteen.pdf").write_bytes(
+        pdf_bytes(
+            ["Canteen.\nThe canteen opens at 11:30.", "Canteen prices.\nThe Brindlewood canteen soup costs 3 euros."]
+        )
+    )
     (docs / "notes" / "printers.docx").write_bytes(docx_bytes("Printers", ["The colour printer is on floor 2."]))
     result = make("index", f"DOCS={docs}", f"INDEX={tmp_path / 'index'}")
     assert result.returncode == 0, result.stderr

@@ -1,5 +1,6 @@
 """Both architectures answer /ping with the same body in every state, apart from the microservices'
 `services` map, and never with exception text; and both refuse a stream they cannot answer before it starts."""
+
 import time
 
 import pytest
@@ -40,12 +41,17 @@ def watch_until_degraded(service, deadline_s: float = 180) -> list[tuple[int, di
 
 def test_loading_and_degraded_bodies_are_identical_and_hold_no_exception_text(sample_index, tmp_path):
     missing = tmp_path / "no-such-model"
-    services = {arch: start_architecture(arch, tmp_path / arch, sample_index, RAG_LLM_MODEL=str(missing))
-                for arch in ARCHES if not (tmp_path / arch).mkdir()}
+    services = {
+        arch: start_architecture(arch, tmp_path / arch, sample_index, RAG_LLM_MODEL=str(missing))
+        for arch in ARCHES
+        if not (tmp_path / arch).mkdir()
+    }
     try:
         history = {arch: watch_until_degraded(service) for arch, service in services.items()}
-        streams = {arch: requests.post(f"{service.url}/invocations-response-stream", json={"query": "Who?"}, timeout=30)
-                   for arch, service in services.items()}
+        streams = {
+            arch: requests.post(f"{service.url}/invocations-response-stream", json={"query": "Who?"}, timeout=30)
+            for arch, service in services.items()
+        }
     finally:
         for service in services.values():
             service.server.stop()
@@ -63,7 +69,10 @@ def test_loading_and_degraded_bodies_are_identical_and_hold_no_exception_text(sa
         assert "failed to load" in degraded["error"]
     assert history["microservicos"][-1][1]["services"]["llm"] == "degraded"
     for arch, response in streams.items():
-        assert response.status_code == 503 and response.headers["Content-Type"] == "application/json", (arch, response.text)
+        assert response.status_code == 503 and response.headers["Content-Type"] == "application/json", (
+            arch,
+            response.text,
+        )
         assert response.json()["error_type"] == "not_ready", (arch, response.text)
 
 
@@ -72,8 +81,18 @@ def test_orchestrator_loading_body_while_its_services_start(tmp_path):
     with the monolith's keys plus services, not degraded."""
     port = free_port()
     env = base_env(RAG_VECTOR_URL=f"http://127.0.0.1:{free_port()}", RAG_LLM_URL=f"http://127.0.0.1:{free_port()}")
-    orchestrator = ServerProcess([str(VENV_BIN / "gunicorn"), "--config", "python:serving.gunicorn_conf", "--bind",
-                                  f"127.0.0.1:{port}", "Microservicos.orchestrator:create_app()"], env, tmp_path / "o.log")
+    orchestrator = ServerProcess(
+        [
+            str(VENV_BIN / "gunicorn"),
+            "--config",
+            "python:serving.gunicorn_conf",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "Microservicos.orchestrator:create_app()",
+        ],
+        env,
+        tmp_path / "o.log",
+    )
     try:
         body = wait_for_status(f"http://127.0.0.1:{port}/ping", 503, deadline_s=60, proc=orchestrator.proc).json()
     finally:

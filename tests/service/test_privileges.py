@@ -1,5 +1,6 @@
 """Least privilege outside containers: a server started as root runs its Gunicorn workers as
 RAG_WORKER_USER, and a server started by a normal user works as it is (nothing to drop)."""
+
 from __future__ import annotations
 
 import os
@@ -23,12 +24,28 @@ def _nobody_problem() -> str | None:
     if os.geteuid() != 0:
         return "needs root; as a normal user every service test already runs `serve` without privileges"
     # A worker keeps the interpreter it was forked from: its executable and standard library must be readable.
-    probe = subprocess.run(["setpriv", f"--reuid={NOBODY.pw_uid}", f"--regid={NOBODY.pw_gid}", "--clear-groups", "--",
-                            "test", "-r", os.__file__, "-a", "-x", os.path.realpath(sys.executable)],
-                           capture_output=True, timeout=60)
+    probe = subprocess.run(
+        [
+            "setpriv",
+            f"--reuid={NOBODY.pw_uid}",
+            f"--regid={NOBODY.pw_gid}",
+            "--clear-groups",
+            "--",
+            "test",
+            "-r",
+            os.__file__,
+            "-a",
+            "-x",
+            os.path.realpath(sys.executable),
+        ],
+        capture_output=True,
+        timeout=60,
+    )
     if probe.returncode != 0:
-        return (f"`nobody` cannot run {sys.executable} here (its standard library sits in a folder only root "
-                "can read); the container tests check the workers' user in the images")
+        return (
+            f"`nobody` cannot run {sys.executable} here (its standard library sits in a folder only root "
+            "can read); the container tests check the workers' user in the images"
+        )
     return None
 
 
@@ -53,7 +70,9 @@ def test_workers_started_by_root_switch_to_the_worker_user(sample_index, tmp_pat
         assert workers, "no gunicorn worker"
         for worker in workers:
             assert set(worker.uids()) == {NOBODY.pw_uid} and set(worker.gids()) == {NOBODY.pw_gid}
-            groups = {int(g) for g in open(f"/proc/{worker.pid}/status").read().split("Groups:")[1].split("\n")[0].split()}
+            groups = {
+                int(g) for g in open(f"/proc/{worker.pid}/status").read().split("Groups:")[1].split("\n")[0].split()
+            }
             assert 0 not in groups, f"worker kept root's supplementary groups: {groups}"
     finally:
         service.server.stop()
@@ -72,9 +91,13 @@ def test_a_worker_user_that_does_not_exist_stops_startup_by_name(sample_index, t
 @root_only
 def test_serve_started_by_a_normal_user_works(sample_index, tmp_path):
     # setpriv: the same entrypoint, started as `nobody`; RAG_WORKER_USER is then ignored (no privilege to drop).
-    service = start_architecture("monolito", tmp_path, sample_index, RAG_WORKER_USER="root",
-                                 prefix=("setpriv", f"--reuid={NOBODY.pw_uid}", f"--regid={NOBODY.pw_gid}",
-                                         "--clear-groups", "--"))
+    service = start_architecture(
+        "monolito",
+        tmp_path,
+        sample_index,
+        RAG_WORKER_USER="root",
+        prefix=("setpriv", f"--reuid={NOBODY.pw_uid}", f"--regid={NOBODY.pw_gid}", "--clear-groups", "--"),
+    )
     try:
         service.wait_ready()
         assert service.invoke(QUESTION).status_code == 200

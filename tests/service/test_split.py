@@ -1,6 +1,7 @@
 """The split topology for real, as processes: the LLM endpoint's server (start.sh, RAG_SERVE=llm), the
 SageMaker Runtime stand-in, and the front (start.sh, RAG_LLM_URL=sagemaker://...) reaching it with boto3.
 The container version of these tests is tests/container/test_container_split.py."""
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,9 @@ QUESTION = {"query": "When did the Velmora Tramway open, and who designed its fi
 @pytest.fixture(scope="module")
 def split(sample_index, tmp_path_factory):
     # One torch thread per process: the split adds two model processes to the session's, on shared cores.
-    topology = SplitTopology(tmp_path_factory.mktemp("split"), sample_index, RAG_MAX_NEW_TOKENS="40",
-                             RAG_TORCH_THREADS="1")
+    topology = SplitTopology(
+        tmp_path_factory.mktemp("split"), sample_index, RAG_MAX_NEW_TOKENS="40", RAG_TORCH_THREADS="1"
+    )
     try:
         wait_for_status(f"{topology.url}/ping", 200, deadline_s=300, proc=topology.front.proc)
         yield topology
@@ -33,8 +35,9 @@ def test_answers_are_the_monoliths(split, monolith):
     theirs = monolith.invoke(QUESTION)
     assert ours.status_code == theirs.status_code == 200, ours.text[:300]
     assert ours.json()["answer"] == theirs.json()["answer"]
-    assert [(s["source"], s["chunk"], s["text"]) for s in ours.json()["sources"]] == \
-        [(s["source"], s["chunk"], s["text"]) for s in theirs.json()["sources"]]
+    assert [(s["source"], s["chunk"], s["text"]) for s in ours.json()["sources"]] == [
+        (s["source"], s["chunk"], s["text"]) for s in theirs.json()["sources"]
+    ]
     assert ours.json()["architecture"] == "microservices"
     assert split.runtime.invocations >= 1  # it went through SageMaker Runtime, not loopback
 
@@ -52,8 +55,12 @@ def test_stream_matches_the_plain_answer(split):
 def test_deadline_reaches_the_llm_endpoint(split):
     # 0.2 s cannot hold the prefill of ~640 tokens plus an answer: a 504 timeout, never a hang or a 500.
     started = time.monotonic()
-    response = requests.post(f"{split.url}/invocations", json={**QUESTION, "max_new_tokens": 1024},
-                             headers={"X-Rag-Timeout-S": "0.2"}, timeout=120)
+    response = requests.post(
+        f"{split.url}/invocations",
+        json={**QUESTION, "max_new_tokens": 1024},
+        headers={"X-Rag-Timeout-S": "0.2"},
+        timeout=120,
+    )
     assert response.status_code == 504 and response.json()["error_type"] == "timeout", response.text[:300]
     assert time.monotonic() - started < 15
 
@@ -61,6 +68,12 @@ def test_deadline_reaches_the_llm_endpoint(split):
 def test_llm_endpoint_restarted_under_load(split):
     """Target: while the LLM container is down, the front answers 503 upstream_unavailable at once (never a
     500) and /ping says degraded; it answers again within 2 s of the LLM container's /ping turning 200."""
-    recovery = restart_under_load(split.url, split.llm_url, split.kill_llm, split.start_llm,
-                                  {**QUESTION, "max_new_tokens": 4}, proc=lambda: split.llm.proc)
+    recovery = restart_under_load(
+        split.url,
+        split.llm_url,
+        split.kill_llm,
+        split.start_llm,
+        {**QUESTION, "max_new_tokens": 4},
+        proc=lambda: split.llm.proc,
+    )
     recovery.check()

@@ -1,4 +1,5 @@
 """What the entrypoints refuse before anything loads: wrong values of the variables they use themselves."""
+
 from __future__ import annotations
 
 import subprocess
@@ -20,9 +21,15 @@ class Outcome:
 def run_entrypoint(arch: str, tmp_path, deadline_s: float = 30, **env) -> Outcome:
     """Run the entrypoint as `make serve` does; a refused configuration ends it within seconds."""
     ports = {name: free_port() for name in ("public", "vector", "llm")}
-    environment = base_env(**{"RAG_BIND_HOST": "127.0.0.1", "SAGEMAKER_BIND_TO_PORT": str(ports["public"]),
-                              "RAG_VECTOR_URL": f"http://127.0.0.1:{ports['vector']}",
-                              "RAG_LLM_URL": f"http://127.0.0.1:{ports['llm']}", **env})
+    environment = base_env(
+        **{
+            "RAG_BIND_HOST": "127.0.0.1",
+            "SAGEMAKER_BIND_TO_PORT": str(ports["public"]),
+            "RAG_VECTOR_URL": f"http://127.0.0.1:{ports['vector']}",
+            "RAG_LLM_URL": f"http://127.0.0.1:{ports['llm']}",
+            **env,
+        }
+    )
     server = ServerProcess([str(ENTRYPOINTS[arch]), "serve"], environment, tmp_path / f"{arch}.log")
     try:
         code = server.proc.wait(timeout=deadline_s)

@@ -1,4 +1,5 @@
 """`POST /invocations-response-stream`: HTTP/1.1 chunked JSON lines, the same answer as /invocations."""
+
 import json
 import sys
 from pathlib import Path
@@ -40,7 +41,9 @@ def test_stream_refuses_bad_input_before_streaming(architecture):
 
 def test_stream_deadline_gives_timeout(architecture):
     # 0.2 s cannot hold a prefill of ~640 tokens plus an answer here, so generation is cut by the deadline.
-    with stream(architecture, {"query": QUESTION, "max_new_tokens": 1024}, headers={"X-Rag-Timeout-S": "0.2"}) as response:
+    with stream(
+        architecture, {"query": QUESTION, "max_new_tokens": 1024}, headers={"X-Rag-Timeout-S": "0.2"}
+    ) as response:
         if response.status_code == 504:  # the deadline passed before streaming began (e.g. during retrieval)
             assert response.json()["error_type"] == "timeout"
             return
@@ -55,15 +58,28 @@ def test_stream_with_the_llm_service_down_is_refused_before_streaming(microservi
     service answers: the stream is refused with a JSON 503, as the monolith refuses it, not a 200
     followed by `sources` and an error event."""
     port = free_port()
-    env = base_env(RAG_VECTOR_URL=f"http://127.0.0.1:{microservices.ports['vector']}",
-                   RAG_LLM_URL=f"http://127.0.0.1:{free_port()}")
+    env = base_env(
+        RAG_VECTOR_URL=f"http://127.0.0.1:{microservices.ports['vector']}",
+        RAG_LLM_URL=f"http://127.0.0.1:{free_port()}",
+    )
     gunicorn = str(Path(sys.executable).parent / "gunicorn")
-    orchestrator = ServerProcess([gunicorn, "--config", "python:serving.gunicorn_conf", "--bind", f"127.0.0.1:{port}",
-                                  "Microservicos.orchestrator:create_app()"], env, tmp_path / "orchestrator.log")
+    orchestrator = ServerProcess(
+        [
+            gunicorn,
+            "--config",
+            "python:serving.gunicorn_conf",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "Microservicos.orchestrator:create_app()",
+        ],
+        env,
+        tmp_path / "orchestrator.log",
+    )
     try:
         wait_for_status(f"http://127.0.0.1:{port}/ping", 503, deadline_s=60, proc=orchestrator.proc)
-        response = requests.post(f"http://127.0.0.1:{port}/invocations-response-stream", json={"query": QUESTION},
-                                 timeout=30)
+        response = requests.post(
+            f"http://127.0.0.1:{port}/invocations-response-stream", json={"query": QUESTION}, timeout=30
+        )
     finally:
         orchestrator.stop()
     assert response.status_code == 503, response.text[:300]

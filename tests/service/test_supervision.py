@@ -1,4 +1,5 @@
 """Process supervision: a crashed LLM service, SIGTERM with requests in flight, no leftovers."""
+
 import os
 import signal
 import threading
@@ -49,8 +50,9 @@ def test_crashed_llm_service_is_isolated_and_restarted(sample_index, tmp_path):
         ping = requests.get(f"{service.url}/ping", timeout=2)
         assert ping.status_code == 503 and ping.json()["status"] in ("degraded", "loading")
 
-        vector = requests.post(f"http://127.0.0.1:{service.ports['vector']}/retrieve",
-                               json={"query": QUESTION, "top_k": 2}, timeout=10)
+        vector = requests.post(
+            f"http://127.0.0.1:{service.ports['vector']}/retrieve", json={"query": QUESTION, "top_k": 2}, timeout=10
+        )
         assert vector.status_code == 200 and vector.json()["passages"][0]["source"] == "funicular.md"
 
         service.wait_ready(deadline_s=180)
@@ -72,8 +74,9 @@ def test_sigterm_drains_in_flight_request(arch, sample_index, tmp_path):
     try:
         service.wait_ready()
         family = [psutil.Process(service.server.pid), *service.server.descendants()]
-        worker = threading.Thread(target=lambda: result.update(
-            response=service.invoke({"query": QUESTION, "max_new_tokens": 48}, timeout=60)))
+        worker = threading.Thread(
+            target=lambda: result.update(response=service.invoke({"query": QUESTION, "max_new_tokens": 48}, timeout=60))
+        )
         worker.start()
         wait_until_in_flight(service)
         stopped_at = time.monotonic()

@@ -1,4 +1,5 @@
 """model.tar.gz members are readable by the unprivileged serving user whatever the packed files' modes."""
+
 from __future__ import annotations
 
 import stat
@@ -23,8 +24,12 @@ def test_private_files_and_folders_are_packed_readable_by_all(tmp_path):
 
 
 def test_the_filter_never_adds_write_permission():
-    for start, kind, expected in ((0o600, tarfile.REGTYPE, 0o644), (0o700, tarfile.DIRTYPE, 0o755),
-                                  (0o400, tarfile.REGTYPE, 0o444), (0o644, tarfile.REGTYPE, 0o644)):
+    for start, kind, expected in (
+        (0o600, tarfile.REGTYPE, 0o644),
+        (0o700, tarfile.DIRTYPE, 0o755),
+        (0o400, tarfile.REGTYPE, 0o444),
+        (0o644, tarfile.REGTYPE, 0o644),
+    ):
         member = tarfile.TarInfo("x")
         member.mode, member.type = start, kind
         assert readable_by_all(member).mode == expected

@@ -1,5 +1,6 @@
 """Batched generation with the real embedded LLM: a batched answer is the answer the request gets alone
 (and the one `model.generate` gives), whatever else shares the batch."""
+
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,8 +26,9 @@ GREEDY = GenerationParams(max_new_tokens=20)
 @pytest.fixture(scope="module")
 def generator():
     # One thread: under a loaded CI machine, two threads per generation can be ten times slower.
-    generator = TransformersGenerator(str(EMBEDDED_LLM_DIR), llm_model_path(EMBEDDED_LLM_MODEL), "cpu", threads=1,
-                                      max_batch_size=8)
+    generator = TransformersGenerator(
+        str(EMBEDDED_LLM_DIR), llm_model_path(EMBEDDED_LLM_MODEL), "cpu", threads=1, max_batch_size=8
+    )
     yield generator
     generator.engine.close()
 
@@ -74,11 +76,12 @@ def test_batched_greedy_answers_equal_unbatched_ones(generator, prompts, alone):
 def test_an_answer_alone_equals_model_generate(generator, prompts, alone):
     model, tokenizer = generator.engine.backend.model, generator.tokenizer
     for (question, passages), answer in list(zip(prompts, alone))[:2]:
-        encoded = tokenizer.apply_chat_template(build_messages(question, passages), add_generation_prompt=True,
-                                                return_tensors="pt", return_dict=True)
+        encoded = tokenizer.apply_chat_template(
+            build_messages(question, passages), add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
         with torch.inference_mode():
             output = model.generate(**encoded, **decoding_kwargs(GREEDY), pad_token_id=tokenizer.eos_token_id)
-        expected = tokenizer.decode(output[0, encoded["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+        expected = tokenizer.decode(output[0, encoded["input_ids"].shape[1] :], skip_special_tokens=True).strip()
         assert answer.text == expected
 
 
@@ -87,21 +90,27 @@ def test_sampling_draws_as_model_generate_does(generator, prompts):
     params = GenerationParams(max_new_tokens=12, temperature=0.8)
     torch.manual_seed(7)
     ours = generator.generate(question, passages, params).text
-    encoded = generator.tokenizer.apply_chat_template(build_messages(question, passages), add_generation_prompt=True,
-                                                      return_tensors="pt", return_dict=True)
+    encoded = generator.tokenizer.apply_chat_template(
+        build_messages(question, passages), add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
     torch.manual_seed(7)
     with torch.inference_mode():
         output = generator.engine.backend.model.generate(**encoded, **decoding_kwargs(params), pad_token_id=2)
-    assert ours == generator.tokenizer.decode(output[0, encoded["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+    assert (
+        ours == generator.tokenizer.decode(output[0, encoded["input_ids"].shape[1] :], skip_special_tokens=True).strip()
+    )
 
 
 def test_different_lengths_and_temperatures_share_a_batch(generator, prompts, alone):
     (q0, p0), (q1, p1), (q2, p2) = prompts[:3]
-    results, mean_batch = together(generator, [
-        lambda: generator.generate(q0, p0, GenerationParams(max_new_tokens=6)),
-        lambda: generator.generate(q1, p1, GenerationParams(max_new_tokens=16, temperature=1.0)),
-        lambda: generator.generate(q2, p2, GREEDY),
-    ])
+    results, mean_batch = together(
+        generator,
+        [
+            lambda: generator.generate(q0, p0, GenerationParams(max_new_tokens=6)),
+            lambda: generator.generate(q1, p1, GenerationParams(max_new_tokens=16, temperature=1.0)),
+            lambda: generator.generate(q2, p2, GREEDY),
+        ],
+    )
     assert mean_batch > 1.2
     assert results[0].completion_tokens <= 6 and alone[0].text.startswith(results[0].text)
     assert 1 <= results[1].completion_tokens <= 16 and results[1].text
@@ -111,10 +120,13 @@ def test_different_lengths_and_temperatures_share_a_batch(generator, prompts, al
 def test_a_deadline_inside_a_batch_ends_that_request_only(generator, prompts, alone):
     (q0, p0), (q1, p1) = prompts[:2]
     started = time.monotonic()
-    results, _ = together(generator, [
-        lambda: generator.generate(q0, p0, GREEDY),
-        lambda: generator.generate(q1, p1, GenerationParams(max_new_tokens=1000), time.monotonic() + 2.0),
-    ])
+    results, _ = together(
+        generator,
+        [
+            lambda: generator.generate(q0, p0, GREEDY),
+            lambda: generator.generate(q1, p1, GenerationParams(max_new_tokens=1000), time.monotonic() + 2.0),
+        ],
+    )
     assert isinstance(results[1], RequestTimeout)
     assert results[0] == alone[0]
     assert generator.engine.admission.in_flight == 0
@@ -131,8 +143,9 @@ def test_streamed_pieces_make_the_answer(generator, prompts, alone):
 
 @pytest.mark.parametrize("dtype, quantize", [("bfloat16", "none"), ("float32", "int8")])
 def test_faster_cpu_options_load_and_answer(prompts, dtype, quantize):
-    generator = TransformersGenerator(str(EMBEDDED_LLM_DIR), llm_model_path(EMBEDDED_LLM_MODEL), "cpu", threads=1,
-                                      dtype=dtype, quantize=quantize)
+    generator = TransformersGenerator(
+        str(EMBEDDED_LLM_DIR), llm_model_path(EMBEDDED_LLM_MODEL), "cpu", threads=1, dtype=dtype, quantize=quantize
+    )
     try:
         question, passages = prompts[0]
         answer = generator.generate(question, passages, GenerationParams(max_new_tokens=8))

@@ -1,5 +1,6 @@
 """The batching engine (rag/generation/batching.py) with a deterministic fake model: who runs together, who is
 turned away, and how a row leaves (its own length, deadline, cancellation, a failed step)."""
+
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -105,8 +106,11 @@ def test_waiting_requests_decode_together(backend):
         _until(lambda: engine.admission.in_flight == 4)
         backend.hold.set()
         assert first.result(10) == [1, 2, 3, 4, 5, END]
-        assert [f.result(10) for f in others] == [[101, 102, 103, 104, 105, END], [201, 202, 203, 204, 205, END],
-                                                  [301, 302, 303, 304, 305, END]]
+        assert [f.result(10) for f in others] == [
+            [101, 102, 103, 104, 105, END],
+            [201, 202, 203, 204, 205, END],
+            [301, 302, 303, 304, 305, END],
+        ]
     assert max(backend.batch_sizes) == 4
     assert engine.admission.in_flight == 0
     engine.close()

@@ -1,4 +1,5 @@
 """The bench's statistics and verdicts on synthetic results: every branch that decides a published word."""
+
 from __future__ import annotations
 
 import copy
@@ -14,9 +15,16 @@ PUBLISHED = json.loads((ROOT / "bench" / "results" / "latest" / "results.json").
 
 def level(latencies_ms, stall_ms_per_s=None, block=1, ok=None):
     """One target's data at one level: requests of the given latencies, in blocks of `block`."""
-    requests = [{"started": 0.0, "finished": ms / 1000.0, "ok": True if ok is None else ok[i], "question": f"q{i % 4}",
-                 "timings_ms": {"retrieve": 1.0, "generate": ms - 2.0, "total": ms - 1.0}}
-                for i, ms in enumerate(latencies_ms)]
+    requests = [
+        {
+            "started": 0.0,
+            "finished": ms / 1000.0,
+            "ok": True if ok is None else ok[i],
+            "question": f"q{i % 4}",
+            "timings_ms": {"retrieve": 1.0, "generate": ms - 2.0, "total": ms - 1.0},
+        }
+        for i, ms in enumerate(latencies_ms)
+    ]
     blocks = -(-len(requests) // block)
     rates = stall_ms_per_s or [30.0] * blocks
     return {"requests": requests, "block_wall_s": [1.0] * blocks, "block_cpu_stall_ms": list(rates)}
@@ -24,14 +32,31 @@ def level(latencies_ms, stall_ms_per_s=None, block=1, ok=None):
 
 # --- stats -----------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("low, high, side", [(1, 2, stats.ABOVE), (-2, -1, stats.BELOW), (-1, 1, stats.INCONCLUSIVE),
-                                             (None, 1, stats.INCONCLUSIVE), (0, 1, stats.INCONCLUSIVE)])
+
+@pytest.mark.parametrize(
+    "low, high, side",
+    [
+        (1, 2, stats.ABOVE),
+        (-2, -1, stats.BELOW),
+        (-1, 1, stats.INCONCLUSIVE),
+        (None, 1, stats.INCONCLUSIVE),
+        (0, 1, stats.INCONCLUSIVE),
+    ],
+)
 def test_side_of_decides_only_when_the_interval_excludes_zero(low, high, side):
     assert stats.side_of(low, high) == side
 
 
-@pytest.mark.parametrize("low, high, verdict", [(1, 4, stats.MET), (6, 9, stats.MISSED), (1, 9, stats.INCONCLUSIVE),
-                                                (None, None, stats.INCONCLUSIVE), (-3, 5, stats.MET)])
+@pytest.mark.parametrize(
+    "low, high, verdict",
+    [
+        (1, 4, stats.MET),
+        (6, 9, stats.MISSED),
+        (1, 9, stats.INCONCLUSIVE),
+        (None, None, stats.INCONCLUSIVE),
+        (-3, 5, stats.MET),
+    ],
+)
 def test_a_target_is_met_only_when_the_whole_interval_is_within_the_limit(low, high, verdict):
     assert stats.within_limit(low, high, 5.0) == verdict
 
@@ -53,8 +78,13 @@ def test_empty_samples_give_no_difference():
 
 def test_availability_is_time_weighted_from_the_requests():
     up, down = {"ok": True}, {"ok": False}
-    outcomes = [{**up, "finished": 1.0}, {**down, "finished": 2.0}, {**down, "finished": 3.0}, {**up, "finished": 6.0},
-                {**down, "finished": 99.0}]  # outside the window: ignored
+    outcomes = [
+        {**up, "finished": 1.0},
+        {**down, "finished": 2.0},
+        {**down, "finished": 3.0},
+        {**up, "finished": 6.0},
+        {**down, "finished": 99.0},
+    ]  # outside the window: ignored
     result = stats.availability(outcomes, 0.0, 10.0)
     assert result == {"window_s": 10.0, "down_s": 4.0, "availability": 0.6}
     # Down at the end of the window: counted to the end.
@@ -64,6 +94,7 @@ def test_availability_is_time_weighted_from_the_requests():
 
 
 # --- analysis: CPU stall, pairing, targets ---------------------------------------------------------
+
 
 def test_blocks_over_the_stall_limit_are_marked():
     data = level([100.0] * 4, stall_ms_per_s=[30.0, 900.0], block=2)
@@ -75,8 +106,11 @@ def test_blocks_over_the_stall_limit_are_marked():
 
 def test_paired_comparison_leaves_out_stalled_and_failed_twins():
     a = level([100.0, 100.0, 100.0, 100.0, 100.0, 100.0])
-    b = level([110.0, 110.0, 5000.0, 110.0, 110.0, 10.0], stall_ms_per_s=[30, 30, 900, 30, 30, 30],
-              ok=[True, True, True, True, True, False])
+    b = level(
+        [110.0, 110.0, 5000.0, 110.0, 110.0, 10.0],
+        stall_ms_per_s=[30, 30, 900, 30, 30, 30],
+        ok=[True, True, True, True, True, False],
+    )
     result = analysis._compare({"a": {"1": a}, "b": {"1": b}}, "1", "a", "b")
     assert result["n"] == 4 and result["left_out"] == 2
     assert result["difference"] == 10.0 and result["low"] == result["high"] == 10.0
@@ -96,23 +130,39 @@ def test_target_verdict_follows_the_interval(low, high, verdict):
 
 
 def test_fault_summary_has_outage_seconds_availability_and_probes_during_the_outage():
-    fault = {"first_failure_s": 1.0, "outage_s": 3.0,
-             "timeline": {"requests": [{"started": -2.0, "finished": -1.0, "ok": True},
-                                       {"started": 0.0, "finished": 1.0, "ok": False},
-                                       {"started": 1.0, "finished": 3.0, "ok": False},
-                                       {"started": 3.0, "finished": 4.0, "ok": True}],
-                          "probes": [(0.5, "vector /retrieve", 200), (2.0, "vector /retrieve", 200),
-                                     (2.5, "llm /ping", 0), (9.0, "llm /ping", 0)]}}
+    fault = {
+        "first_failure_s": 1.0,
+        "outage_s": 3.0,
+        "timeline": {
+            "requests": [
+                {"started": -2.0, "finished": -1.0, "ok": True},
+                {"started": 0.0, "finished": 1.0, "ok": False},
+                {"started": 1.0, "finished": 3.0, "ok": False},
+                {"started": 3.0, "finished": 4.0, "ok": True},
+            ],
+            "probes": [
+                (0.5, "vector /retrieve", 200),
+                (2.0, "vector /retrieve", 200),
+                (2.5, "llm /ping", 0),
+                (9.0, "llm /ping", 0),
+            ],
+        },
+    }
     summary = analysis._faults([fault])[0]
     assert "timeline" not in summary
     assert summary["availability"] == {"window_s": 6.0, "down_s": 3.0, "availability": 0.5}
-    assert summary["during_outage"] == {"llm /ping": {"count": 1, "failed": 1},
-                                        "vector /retrieve": {"count": 1, "failed": 0}}
+    assert summary["during_outage"] == {
+        "llm /ping": {"count": 1, "failed": 1},
+        "vector /retrieve": {"count": 1, "failed": 0},
+    }
 
 
 # --- claims: the published words -------------------------------------------------------------------
 
-@pytest.mark.parametrize("low, high, word", [(1.0, 2.0, "confirmed"), (-2.0, -1.0, "refuted"), (-1.0, 2.0, "inconclusive")])
+
+@pytest.mark.parametrize(
+    "low, high, word", [(1.0, 2.0, "confirmed"), (-2.0, -1.0, "refuted"), (-1.0, 2.0, "inconclusive")]
+)
 def test_decide_says_inconclusive_with_the_interval_when_it_spans_zero(low, high, word):
     text = claims._decide({"difference": 0.5, "low": low, "high": high}, "confirmed", "refuted")
     assert text.startswith(word) and "95 % CI" in text
@@ -193,7 +243,9 @@ def test_a_run_where_every_block_stalled_decides_nothing_and_still_renders(tmp_p
             data["block_cpu_stall_ms"] = [5000.0 * wall for wall in data["block_wall_s"]]
     results["summary"] = summary_of(results)
     targets = results["summary"]["targets"]
-    assert targets["monolith_vs_baseline"]["verdict"] == targets["microservices_vs_monolith"]["verdict"] == "inconclusive"
+    assert (
+        targets["monolith_vs_baseline"]["verdict"] == targets["microservices_vs_monolith"]["verdict"] == "inconclusive"
+    )
     assert rows(results)["Monolith: lower internal latency (no HTTP calls)"].startswith("inconclusive")
     assert "*inconclusive*" in render(results)
     write_charts(results, tmp_path)

@@ -1,4 +1,5 @@
 """The on-disk chunk store, and artifacts of format 1 (no offsets file) still loading."""
+
 import json
 
 import faiss
@@ -12,8 +13,11 @@ from rag.ingest.build import build_index
 from rag.settings import Settings
 from tests.fakes import FakeEmbedder
 
-CHUNKS = [Chunk(0, "a.md", 0, "première ligne"), Chunk(1, "guide.pdf", 0, "page two text", page=2),
-          Chunk(2, "guide.pdf", 1, "line one\nline two {json}", page=3)]
+CHUNKS = [
+    Chunk(0, "a.md", 0, "première ligne"),
+    Chunk(1, "guide.pdf", 0, "page two text", page=2),
+    Chunk(2, "guide.pdf", 1, "line one\nline two {json}", page=3),
+]
 
 
 def test_chunks_are_read_by_id_from_disk(tmp_path):
@@ -48,9 +52,20 @@ def test_an_index_of_format_1_still_loads(tmp_path):
     with open(tmp_path / "chunks.jsonl", "w", encoding="utf-8") as handle:
         for number, text in enumerate(texts):
             handle.write(json.dumps({"id": number, "source": f"{number}.md", "chunk": 0, "text": text}) + "\n")
-    (tmp_path / "manifest.json").write_text(json.dumps({
-        "format_version": 1, "embedding_model": embedder.name, "dimension": embedder.dimension,
-        "metric": "inner_product", "chunk_size": 200, "chunk_overlap": 40, "documents": 2, "chunks": 2}))
+    (tmp_path / "manifest.json").write_text(
+        json.dumps(
+            {
+                "format_version": 1,
+                "embedding_model": embedder.name,
+                "dimension": embedder.dimension,
+                "metric": "inner_product",
+                "chunk_size": 200,
+                "chunk_overlap": 40,
+                "documents": 2,
+                "chunks": 2,
+            }
+        )
+    )
     loaded = VectorIndex.load(tmp_path, embedder.name, embedder.dimension)
     assert loaded.manifest["index_type"] == "flat"
     assert loaded.search(embedder.embed(["glass bridge"])[0], 1)[0].source == "1.md"
@@ -62,7 +77,8 @@ def test_reindexing_a_format_1_index_embeds_everything_once(tmp_path):
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "a.md").write_text("alpha", encoding="utf-8")
     embedder = FakeEmbedder()
-    manifest = build_index(tmp_path / "docs", tmp_path / "index", embedder, Settings(chunk_size=200, chunk_overlap=40),
-                           progress=False)
+    manifest = build_index(
+        tmp_path / "docs", tmp_path / "index", embedder, Settings(chunk_size=200, chunk_overlap=40), progress=False
+    )
     assert manifest["format_version"] == 2 and (tmp_path / "index" / "documents.jsonl").exists()
     assert embedder.calls == 1

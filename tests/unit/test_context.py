@@ -1,4 +1,5 @@
 """Focused context (rag/retrieval/context.py) with the fake embedder: which sentences reach the prompt."""
+
 from dataclasses import replace
 
 import pytest
@@ -8,8 +9,10 @@ from rag.settings import ContextSettings
 from rag.types import Passage
 from tests.fakes import FakeEmbedder
 
-TRAM = ("# The Tramway\n\nThe tramway opened on 14 May 1889. Its first line was designed by Ilse Marrow. "
-        "Horses pulled the cars. The fare was one copper penny.\n\n## Today\n\nToday there are 7 lines.")
+TRAM = (
+    "# The Tramway\n\nThe tramway opened on 14 May 1889. Its first line was designed by Ilse Marrow. "
+    "Horses pulled the cars. The fare was one copper penny.\n\n## Today\n\nToday there are 7 lines."
+)
 BRIDGE = "The Glass Bridge opened in 1936. It crosses the River Ossa. Its architect was Dr. Anton Vell."
 FERRY = "Ferries sail every twenty minutes. The F1 route crosses the harbour."
 
@@ -26,12 +29,17 @@ def focus(query, items, **settings):
 
 
 def test_sentences_split_on_ends_and_lines_without_markup():
-    assert split_sentences(TRAM) == ["The tramway opened on 14 May 1889.",
-                                     "Its first line was designed by Ilse Marrow.", "Horses pulled the cars.",
-                                     "The fare was one copper penny.", "Today there are 7 lines."]
-    assert split_sentences("GREYHOOK LIGHT\n=====\nDr. Vell measured 4.2 km. Then **Single fare:** 2.40.\n"
-                           "- item one, with a comma\nHistory\n") == [
-        "Dr. Vell measured 4.2 km.", "Then Single fare: 2.40.", "item one, with a comma"]
+    assert split_sentences(TRAM) == [
+        "The tramway opened on 14 May 1889.",
+        "Its first line was designed by Ilse Marrow.",
+        "Horses pulled the cars.",
+        "The fare was one copper penny.",
+        "Today there are 7 lines.",
+    ]
+    assert split_sentences(
+        "GREYHOOK LIGHT\n=====\nDr. Vell measured 4.2 km. Then **Single fare:** 2.40.\n"
+        "- item one, with a comma\nHistory\n"
+    ) == ["Dr. Vell measured 4.2 km.", "Then Single fare: 2.40.", "item one, with a comma"]
 
 
 def test_off_leaves_passages_untouched():
@@ -103,12 +111,15 @@ def test_passage_json_round_trip_with_and_without_excerpt():
     assert Passage.from_dict(focused.to_dict()) == focused
 
 
-@pytest.mark.parametrize("env, message", [
-    ({"RAG_CONTEXT_FOCUS": "words"}, "RAG_CONTEXT_FOCUS"),
-    ({"RAG_CONTEXT_MAX_TOKENS": "8"}, "RAG_CONTEXT_MAX_TOKENS"),
-    ({"RAG_CONTEXT_SCORE_GAP": "-1"}, "RAG_CONTEXT_SCORE_GAP"),
-    ({"RAG_CONTEXT_WINDOW": "x"}, "RAG_CONTEXT_WINDOW"),
-])
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"RAG_CONTEXT_FOCUS": "words"}, "RAG_CONTEXT_FOCUS"),
+        ({"RAG_CONTEXT_MAX_TOKENS": "8"}, "RAG_CONTEXT_MAX_TOKENS"),
+        ({"RAG_CONTEXT_SCORE_GAP": "-1"}, "RAG_CONTEXT_SCORE_GAP"),
+        ({"RAG_CONTEXT_WINDOW": "x"}, "RAG_CONTEXT_WINDOW"),
+    ],
+)
 def test_context_settings_are_validated(env, message):
     from rag.errors import ConfigError
     from rag.settings import Settings

@@ -16,6 +16,7 @@ The operating system's own variables (PATH, HOME, ...) are left out.
 Documented means: named in docs/configuration.md or README.md (environment variables), or anywhere in
 README.md and docs/*.md (Make targets and Make variables, which topic pages document).
 """
+
 from __future__ import annotations
 
 import ast
@@ -45,8 +46,9 @@ def source_files(skipped_at_root: set[str] = SKIPPED_AT_ROOT) -> list[tuple[str,
     found = []
     for folder, subfolders, files in os.walk(ROOT):
         at_root = Path(folder) == ROOT
-        subfolders[:] = sorted(name for name in subfolders
-                               if name not in SKIPPED_ANYWHERE and not (at_root and name in skipped_at_root))
+        subfolders[:] = sorted(
+            name for name in subfolders if name not in SKIPPED_ANYWHERE and not (at_root and name in skipped_at_root)
+        )
         for name in sorted(files):
             path = Path(folder) / name
             found.append((path.relative_to(ROOT).as_posix(), path))
@@ -66,8 +68,9 @@ def documentation() -> dict[str, str]:
 
 def _is_env(node: ast.AST) -> bool:
     """True for an expression that looks like an environment mapping: env, environ, os.environ, self.env..."""
-    names = [n.id for n in ast.walk(node) if isinstance(n, ast.Name)] + \
-            [n.attr for n in ast.walk(node) if isinstance(n, ast.Attribute)]
+    names = [n.id for n in ast.walk(node) if isinstance(n, ast.Name)] + [
+        n.attr for n in ast.walk(node) if isinstance(n, ast.Attribute)
+    ]
     return any("env" in name.lower() for name in names)
 
 
@@ -85,15 +88,25 @@ def python_reads(tree: ast.AST) -> set[str]:
             names.add(node.value)
         elif isinstance(node, ast.Call) and node.args and _upper_constant(node.args[0]):
             function = node.func
-            if isinstance(function, ast.Attribute) and function.attr in ("get", "getenv", "setdefault", "pop") \
-                    and (function.attr == "getenv" or _is_env(function.value)):
+            if (
+                isinstance(function, ast.Attribute)
+                and function.attr in ("get", "getenv", "setdefault", "pop")
+                and (function.attr == "getenv" or _is_env(function.value))
+            ):
                 names.add(node.args[0].value)
-        elif isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Load) and _upper_constant(node.slice) \
-                and _is_env(node.value):
+        elif (
+            isinstance(node, ast.Subscript)
+            and isinstance(node.ctx, ast.Load)
+            and _upper_constant(node.slice)
+            and _is_env(node.value)
+        ):
             names.add(node.slice.value)
-        elif isinstance(node, ast.Compare) and _upper_constant(node.left) \
-                and any(isinstance(op, (ast.In, ast.NotIn)) for op in node.ops) \
-                and any(_is_env(comparator) for comparator in node.comparators):
+        elif (
+            isinstance(node, ast.Compare)
+            and _upper_constant(node.left)
+            and any(isinstance(op, (ast.In, ast.NotIn)) for op in node.ops)
+            and any(_is_env(comparator) for comparator in node.comparators)
+        ):
             names.add(node.left.value)
     return names
 
@@ -119,8 +132,11 @@ def make_variables() -> dict[str, str]:
         # Target-specific assignments (`upload: export INDEX := $(INDEX)`) pass a value on; they set nothing new.
         for name in re.findall(r"\$[({]([A-Z][A-Z0-9_]*)[)}]", text):
             used.setdefault(name, where)
-    unassigned = {name: where for name, where in used.items()
-                  if name not in assigned and name not in defaulted and name not in MAKE_BUILTINS}
+    unassigned = {
+        name: where
+        for name, where in used.items()
+        if name not in assigned and name not in defaulted and name not in MAKE_BUILTINS
+    }
     return {**defaulted, **unassigned}
 
 
@@ -159,8 +175,12 @@ def make_targets() -> dict[str, str]:
 
 def phony_targets() -> set[str]:
     """Every target a Makefile declares .PHONY."""
-    return {target for makefile in makefiles()
-            for line in re.findall(r"^\.PHONY:(.*)$", makefile.read_text(), re.M) for target in line.split()}
+    return {
+        target
+        for makefile in makefiles()
+        for line in re.findall(r"^\.PHONY:(.*)$", makefile.read_text(), re.M)
+        for target in line.split()
+    }
 
 
 def code_text(markdown: str) -> list[str]:
@@ -200,33 +220,44 @@ def test_every_help_target_is_documented_and_every_documented_target_exists():
     named = {page: documented_targets(text) for page, text in docs.items()}
     all_named = set().union(*named.values())
     undocumented = sorted(target for target, help_text in targets.items() if help_text and target not in all_named)
-    missing = sorted(f"make {target} (in {', '.join(page for page, found in named.items() if target in found)})"
-                     for target in all_named - set(targets))
-    assert not undocumented, ("Make targets with a `## ` help line that no page of README.md or docs/ names as "
-                              f"`make <target>`: {undocumented}")
+    missing = sorted(
+        f"make {target} (in {', '.join(page for page, found in named.items() if target in found)})"
+        for target in all_named - set(targets)
+    )
+    assert not undocumented, (
+        "Make targets with a `## ` help line that no page of README.md or docs/ names as "
+        f"`make <target>`: {undocumented}"
+    )
     assert not missing, f"targets the docs tell users to run that no Makefile defines: {missing}"
 
 
 def test_every_phony_target_has_a_rule():
     without_rule = sorted(phony_targets() - set(make_targets()))
-    assert not without_rule, (f".PHONY targets without a rule (`make` would do nothing and succeed): {without_rule}; "
-                              "remove them from .PHONY or give them a rule")
+    assert not without_rule, (
+        f".PHONY targets without a rule (`make` would do nothing and succeed): {without_rule}; "
+        "remove them from .PHONY or give them a rule"
+    )
 
 
 def test_every_make_variable_is_documented():
     docs = "\n".join(documentation().values())
     undocumented = sorted(f"{name} ({where})" for name, where in make_variables().items() if not mentioned(name, docs))
-    assert not undocumented, ("Make variables a user can set that neither README.md nor docs/*.md mention: "
-                              f"{undocumented}")
+    assert not undocumented, (
+        f"Make variables a user can set that neither README.md nor docs/*.md mention: {undocumented}"
+    )
 
 
 def test_every_environment_variable_read_is_documented():
     docs = documentation()
     text = docs["README.md"] + docs["docs/configuration.md"]
-    undocumented = sorted(f"{name} ({', '.join(sorted(files))})" for name, files in environment_reads().items()
-                          if not mentioned(name, text))
-    assert not undocumented, ("environment variables the code reads that neither docs/configuration.md nor "
-                              f"README.md names: {undocumented}")
+    undocumented = sorted(
+        f"{name} ({', '.join(sorted(files))})"
+        for name, files in environment_reads().items()
+        if not mentioned(name, text)
+    )
+    assert not undocumented, (
+        f"environment variables the code reads that neither docs/configuration.md nor README.md names: {undocumented}"
+    )
 
 
 def test_every_configuration_table_variable_is_read_somewhere():

@@ -1,4 +1,5 @@
 """PDF and DOCX ingestion with generated files; unreadable files skipped with one line, or fatal with STRICT."""
+
 import logging
 
 import pytest
@@ -17,8 +18,15 @@ SETTINGS = Settings(chunk_size=200, chunk_overlap=40)
 
 def test_pdf_text_layer_is_read_page_by_page(tmp_path):
     path = tmp_path / "report.pdf"
-    path.write_bytes(pdf_bytes(["The lighthouse was lit in 1852.\nIts keeper was Odile Brann.", None,
-                                "The fog horn (1901) replaced the bell."]))
+    path.write_bytes(
+        pdf_bytes(
+            [
+                "The lighthouse was lit in 1852.\nIts keeper was Odile Brann.",
+                None,
+                "The fog horn (1901) replaced the bell.",
+            ]
+        )
+    )
     sections = read_sections(path)
     assert [(s.page, s.text) for s in sections] == [
         (1, "The lighthouse was lit in 1852.\nIts keeper was Odile Brann."),
@@ -40,14 +48,21 @@ def test_docx_paragraphs_and_tables_in_reading_order(tmp_path):
     assert section.text == "Fares\n\nA single ride costs 2.40 crowns.\n\nticket | price\n\nday | 6.00"
 
 
-@pytest.mark.parametrize("name, content, message", [
-    ("locked.pdf", lambda: encrypt_pdf(pdf_bytes(["secret"]), user_password="s3cret"), "encrypted PDF that needs a password"),
-    ("scan.pdf", lambda: pdf_bytes([None, None]), "no text layer on any of its 2 page"),
-    ("broken.pdf", lambda: pdf_bytes(["hello"])[:120], "could not be read as a PDF"),
-    ("garbage.pdf", lambda: b"%PDF-1.4\n" + bytes(range(256)) * 2, "could not be read as a PDF"),
-    ("locked.docx", lambda: b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(512), "password-protected Word file"),
-    ("broken.docx", lambda: b"PK\x03\x04" + bytes(64), "could not be read as a DOCX"),
-])
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        (
+            "locked.pdf",
+            lambda: encrypt_pdf(pdf_bytes(["secret"]), user_password="s3cret"),
+            "encrypted PDF that needs a password",
+        ),
+        ("scan.pdf", lambda: pdf_bytes([None, None]), "no text layer on any of its 2 page"),
+        ("broken.pdf", lambda: pdf_bytes(["hello"])[:120], "could not be read as a PDF"),
+        ("garbage.pdf", lambda: b"%PDF-1.4\n" + bytes(range(256)) * 2, "could not be read as a PDF"),
+        ("locked.docx", lambda: b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(512), "password-protected Word file"),
+        ("broken.docx", lambda: b"PK\x03\x04" + bytes(64), "could not be read as a DOCX"),
+    ],
+)
 def test_unreadable_documents_name_the_file(tmp_path, name, content, message):
     path = tmp_path / name
     path.write_bytes(content())
@@ -58,7 +73,9 @@ def test_unreadable_documents_name_the_file(tmp_path, name, content, message):
 
 def make_corpus(docs):
     docs.mkdir()
-    (docs / "guide.pdf").write_bytes(pdf_bytes(["Ferries leave the quay every 20 minutes.", "Night ferries run hourly."]))
+    (docs / "guide.pdf").write_bytes(
+        pdf_bytes(["Ferries leave the quay every 20 minutes.", "Night ferries run hourly."])
+    )
     (docs / "fares.docx").write_bytes(docx_bytes("Fares", ["A single ride costs 2.40 crowns."]))
     (docs / "notes.md").write_text("The sea wall is 4 km long.", encoding="utf-8")
     (docs / "locked.pdf").write_bytes(encrypt_pdf(pdf_bytes(["secret"]), user_password="pw"))

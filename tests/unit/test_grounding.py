@@ -1,4 +1,5 @@
 """The grounding check (rag/generation/grounding.py) and its place in the pipeline, with fakes."""
+
 import pytest
 
 from rag.api import QueryRequest
@@ -7,25 +8,30 @@ from rag.pipeline import RagPipeline
 from rag.types import Passage, Retriever
 from tests.fakes import FakeGenerator
 
-CONTEXT = ("Velmora Central opened in 1878, designed by the architect Amalia Solvay. About 1,400 bikes and "
-           "a day pass costs 7.50 crowns. The Lantern Warden leads the procession.")
+CONTEXT = (
+    "Velmora Central opened in 1878, designed by the architect Amalia Solvay. About 1,400 bikes and "
+    "a day pass costs 7.50 crowns. The Lantern Warden leads the procession."
+)
 
 
-@pytest.mark.parametrize("answer, missing", [
-    ("Velmora Central opened in 1878.", []),
-    ("It opened in 1978.", ["1978"]),  # a wrong year is a number the context does not hold
-    ("The architect was Amalia Solvay.", []),
-    ("The architect was Captain Jameson.", ["Captain", "Jameson"]),
-    ("There are 1400 bikes and a day pass costs 7.5 crowns.", []),  # the same values, written differently
-    ("It cost about 1.2 million euros.", ["1.2"]),
-    ("The Lantern Wardens lead it; the Warden's lantern is lit in May.", []),  # plural, possessive, month
-    ("The documents do not say.", []),
-    ("When did Velmora Central open? In 1878.", []),
-    ("Approximately 1,400. Roughly half are electric.", []),  # sentence-initial words are not names
-    ("Designed by Amalia Solvay, not Kross.", ["Kross"]),
-    ("1. About 1,400 bikes\n2. A day pass", []),  # list numbers are not facts
-    ("Founded in the 19th century, on the 3rd floor.", []),  # ordinals are not checked
-])
+@pytest.mark.parametrize(
+    "answer, missing",
+    [
+        ("Velmora Central opened in 1878.", []),
+        ("It opened in 1978.", ["1978"]),  # a wrong year is a number the context does not hold
+        ("The architect was Amalia Solvay.", []),
+        ("The architect was Captain Jameson.", ["Captain", "Jameson"]),
+        ("There are 1400 bikes and a day pass costs 7.5 crowns.", []),  # the same values, written differently
+        ("It cost about 1.2 million euros.", ["1.2"]),
+        ("The Lantern Wardens lead it; the Warden's lantern is lit in May.", []),  # plural, possessive, month
+        ("The documents do not say.", []),
+        ("When did Velmora Central open? In 1878.", []),
+        ("Approximately 1,400. Roughly half are electric.", []),  # sentence-initial words are not names
+        ("Designed by Amalia Solvay, not Kross.", ["Kross"]),
+        ("1. About 1,400 bikes\n2. A day pass", []),  # list numbers are not facts
+        ("Founded in the 19th century, on the 3rd floor.", []),  # ordinals are not checked
+    ],
+)
 def test_unsupported_numbers_and_names(answer, missing):
     assert unsupported(answer, "When did Velmora Central open?", CONTEXT) == missing
 
@@ -54,11 +60,14 @@ class SayingGenerator(FakeGenerator):
         return type(answer)(self.text, answer.prompt_tokens, answer.completion_tokens)
 
 
-@pytest.mark.parametrize("check, said, expected", [
-    (True, "It opened in 1878.", "It opened in 1878."),
-    (True, "It cost 3 million crowns.", REFUSAL),
-    (False, "It cost 3 million crowns.", "It cost 3 million crowns."),
-])
+@pytest.mark.parametrize(
+    "check, said, expected",
+    [
+        (True, "It opened in 1878.", "It opened in 1878."),
+        (True, "It cost 3 million crowns.", REFUSAL),
+        (False, "It cost 3 million crowns.", "It cost 3 million crowns."),
+    ],
+)
 def test_pipeline_applies_the_check_to_answers_and_streams(check, said, expected):
     pipeline = RagPipeline(OneRetriever(), SayingGenerator(said), "test", check_grounding=check)
     request = QueryRequest("When did it open?", 1)

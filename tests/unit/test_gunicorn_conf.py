@@ -1,4 +1,5 @@
 """serving/gunicorn_conf.py: who the workers run as (every branch), and Gunicorn's own errors as JSON."""
+
 from __future__ import annotations
 
 import json
@@ -21,25 +22,33 @@ def test_started_as_root_with_a_user_switches_to_it():
     assert worker_account({"RAG_WORKER_USER": " nobody "}, euid=0).pw_uid == NOBODY.pw_uid
 
 
-@pytest.mark.parametrize("environ, euid", [({}, 0), ({"RAG_WORKER_USER": ""}, 0), ({"RAG_WORKER_USER": "nobody"}, 1000)],
-                         ids=["unset", "empty", "normal user"])
+@pytest.mark.parametrize(
+    "environ, euid",
+    [({}, 0), ({"RAG_WORKER_USER": ""}, 0), ({"RAG_WORKER_USER": "nobody"}, 1000)],
+    ids=["unset", "empty", "normal user"],
+)
 def test_nothing_to_switch(environ, euid):
     # A normal user cannot switch (make serve as yourself), and without a user configured nothing changes.
     assert worker_account(environ, euid=euid) is None
 
 
-@pytest.mark.parametrize("name, fragment", [("no-such-user-here", "is not a user"), ("root", "is root or in root's group")])
+@pytest.mark.parametrize(
+    "name, fragment", [("no-such-user-here", "is not a user"), ("root", "is root or in root's group")]
+)
 def test_a_bad_user_is_refused_by_name(name, fragment):
     with pytest.raises(ConfigError, match=f"RAG_WORKER_USER='{name}' {fragment}"):
         worker_account({"RAG_WORKER_USER": name}, euid=0)
 
 
-@pytest.mark.parametrize("status, reason, mesg, error_type", [
-    (414, "URI Too Long", "Request Line is too large (10008 > 4094)", "invalid_request"),
-    (400, "Bad Request", "Invalid header value 'a\x01\xe9'", "invalid_request"),
-    (501, "Not Implemented", "", "invalid_request"),
-    (500, "Internal Server Error", "", "internal"),
-])
+@pytest.mark.parametrize(
+    "status, reason, mesg, error_type",
+    [
+        (414, "URI Too Long", "Request Line is too large (10008 > 4094)", "invalid_request"),
+        (400, "Bad Request", "Invalid header value 'a\x01\xe9'", "invalid_request"),
+        (501, "Not Implemented", "", "invalid_request"),
+        (500, "Internal Server Error", "", "internal"),
+    ],
+)
 def test_gunicorn_errors_are_written_as_json(status, reason, mesg, error_type):
     left, right = socket.socketpair()
     with left, right:

@@ -1,4 +1,5 @@
 """Incremental indexing: only added or changed files are embedded, deleted ones dropped, atomically."""
+
 import json
 import logging
 from dataclasses import replace
@@ -78,8 +79,9 @@ def test_another_model_or_chunking_re_embeds_everything(tmp_path, caplog):
     build_index(tmp_path / "docs", tmp_path / "index", FakeEmbedder(), SETTINGS, progress=False)
     embedder = CountingEmbedder()
     caplog.set_level(logging.INFO)
-    manifest = build_index(tmp_path / "docs", tmp_path / "index", embedder, replace(SETTINGS, chunk_size=300),
-                           progress=False)
+    manifest = build_index(
+        tmp_path / "docs", tmp_path / "index", embedder, replace(SETTINGS, chunk_size=300), progress=False
+    )
     assert len(embedder.texts) == manifest["chunks"] == 4 and "re-embedding every document" in caplog.text
 
 
@@ -87,7 +89,8 @@ def test_changing_the_index_type_rebuilds_without_embedding(tmp_path):
     corpus(tmp_path / "docs")
     build_index(tmp_path / "docs", tmp_path / "index", FakeEmbedder(), SETTINGS, progress=False)
     embedder = CountingEmbedder()
-    manifest = build_index(tmp_path / "docs", tmp_path / "index", embedder, replace(SETTINGS, index_type="hnsw"),
-                           progress=False)
+    manifest = build_index(
+        tmp_path / "docs", tmp_path / "index", embedder, replace(SETTINGS, index_type="hnsw"), progress=False
+    )
     assert embedder.texts == [] and manifest["index_type"] == "hnsw"
     assert json.loads((tmp_path / "index" / "manifest.json").read_text())["index_type"] == "hnsw"

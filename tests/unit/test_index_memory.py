@@ -4,6 +4,7 @@ Each worker is a real process loading the index with VectorIndex.load (bench/ind
 mmap the second worker adds almost nothing; loading a heap copy instead (mmap=False, the old behaviour)
 doubles the total, which shows the measurement can tell the two apart.
 """
+
 import pytest
 
 from bench.index_corpus import corpus_vectors
@@ -19,8 +20,10 @@ def big_index(request, tmp_path_factory):
     """About 75 MB of vectors: large next to the few MB a Python process's memory moves by itself."""
     count = 50_000
     vectors = corpus_vectors(count)  # clustered like embeddings (bench/index_corpus.py)
-    documents = [IndexedDocument(f"doc{n}.md", f"{n:064x}", [f"text of chunk {n}"], [None], vectors[n:n + 1])
-                 for n in range(count)]
+    documents = [
+        IndexedDocument(f"doc{n}.md", f"{n:064x}", [f"text of chunk {n}"], [None], vectors[n : n + 1])
+        for n in range(count)
+    ]
     directory = tmp_path_factory.mktemp("memory") / request.param
     write_index(directory, documents, {"embedding_model": "synthetic", "dimension": DIMENSION}, request.param)
     return directory

@@ -1,4 +1,5 @@
 """Index types chosen by size, tuned at build time, overridable at serve time, loaded memory-mapped."""
+
 import json
 
 import numpy as np
@@ -21,8 +22,10 @@ def clustered(count: int, seed: int = 0) -> np.ndarray:
 
 
 def write(directory, vectors, index_type):
-    documents = [IndexedDocument(f"doc{n:05d}.md", f"{n:064x}", [f"chunk text {n}"], [None], vectors[n:n + 1])
-                 for n in range(len(vectors))]
+    documents = [
+        IndexedDocument(f"doc{n:05d}.md", f"{n:064x}", [f"chunk text {n}"], [None], vectors[n : n + 1])
+        for n in range(len(vectors))
+    ]
     manifest = {"embedding_model": "synthetic", "dimension": DIMENSION, "chunk_size": 800, "chunk_overlap": 120}
     return write_index(directory, documents, manifest, index_type)
 
@@ -88,7 +91,9 @@ def test_every_type_is_memory_mapped_and_returns_its_vectors_exactly(tmp_path, i
     vectors = clustered(1500)
     write(tmp_path / "index", vectors, index_type)
     loaded = VectorIndex.load(tmp_path / "index", "synthetic", DIMENSION)
-    mapped = [line for line in open("/proc/self/maps") if line.rstrip().endswith(str(tmp_path / "index" / "faiss.index"))]
+    mapped = [
+        line for line in open("/proc/self/maps") if line.rstrip().endswith(str(tmp_path / "index" / "faiss.index"))
+    ]
     assert mapped, "faiss.index should be mapped into memory, not copied into the heap"
     assert np.array_equal(faiss_types.all_vectors(loaded.index), vectors)
     best = loaded.search(vectors[7], top_k=3)[0]

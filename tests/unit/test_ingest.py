@@ -1,4 +1,5 @@
 """Ingestion and the index artifact, with the fake embedder."""
+
 import json
 import logging
 import os
@@ -46,8 +47,10 @@ def test_short_text_is_one_chunk_and_empty_text_none():
 
 
 def test_html_keeps_visible_text_only():
-    html = ("<html><head><title>Lanterns</title><style>p{color:red}</style></head><body><h1>Festival</h1>"
-            "<p>First held in 1598.</p><script>var secret = 'SENTINEL';</script></body></html>")
+    html = (
+        "<html><head><title>Lanterns</title><style>p{color:red}</style></head><body><h1>Festival</h1>"
+        "<p>First held in 1598.</p><script>var secret = 'SENTINEL';</script></body></html>"
+    )
     text = normalise(html_to_text(html))
     assert "First held in 1598." in text and "Festival" in text and "Lanterns" in text
     assert "SENTINEL" not in text and "color" not in text
@@ -61,14 +64,22 @@ def test_finds_documents_recursively_and_ignores_others(tmp_path):
     write(tmp_path, "e.DOCX", "read later")
     write(tmp_path, "f.xlsx", "not indexed")
     write(tmp_path, "g.doc", "not indexed")
-    assert [p.relative_to(tmp_path).as_posix() for p in find_documents(tmp_path)] == \
-        ["a.md", "d.pdf", "deep/b.txt", "deep/er/c.html", "e.DOCX"]
+    assert [p.relative_to(tmp_path).as_posix() for p in find_documents(tmp_path)] == [
+        "a.md",
+        "d.pdf",
+        "deep/b.txt",
+        "deep/er/c.html",
+        "e.DOCX",
+    ]
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"\x89PNG\r\n\x1a\n\x00\x00binary", "binary"),
-    (b"caf\xe9 latin-1 text", "not UTF-8"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"\x89PNG\r\n\x1a\n\x00\x00binary", "binary"),
+        (b"caf\xe9 latin-1 text", "not UTF-8"),
+    ],
+)
 def test_binary_or_non_utf8_file_is_named(tmp_path, content, message):
     path = tmp_path / "bad.md"
     path.write_bytes(content)
@@ -99,8 +110,17 @@ def test_build_load_and_search(tmp_path):
     manifest = build_index(docs, tmp_path / "index", embedder, SETTINGS, progress=False)
     assert manifest["documents"] == 2 and manifest["chunks"] == 2
     stored = json.loads((tmp_path / "index" / "manifest.json").read_text())
-    for key in ("format_version", "embedding_model", "dimension", "metric", "chunk_size", "chunk_overlap",
-                "documents", "chunks", "created_at"):
+    for key in (
+        "format_version",
+        "embedding_model",
+        "dimension",
+        "metric",
+        "chunk_size",
+        "chunk_overlap",
+        "documents",
+        "chunks",
+        "created_at",
+    ):
         assert key in stored
     lines = [json.loads(line) for line in (tmp_path / "index" / "chunks.jsonl").read_text().splitlines()]
     assert {line["source"] for line in lines} == {"tram.md", "bridge.md"}
@@ -152,6 +172,7 @@ def test_embed_normalises_and_batches():
 
 
 # --- Nothing outside an index is ever deleted, and nothing outside DOCS is ever read ----------------
+
 
 def test_existing_folder_that_is_not_an_index_is_refused_and_kept(tmp_path):
     docs, home = tmp_path / "docs", tmp_path / "home"

@@ -1,4 +1,5 @@
 """The Makefile as a user drives it: values with shell syntax stay data, and an empty Q is refused."""
+
 from __future__ import annotations
 
 import subprocess
@@ -12,8 +13,14 @@ from tests.support import ROOT, VENV_BIN, base_env
 
 def make(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     """`make -s ARGS` in the repository, with this test run's virtualenv."""
-    return subprocess.run(["make", "-s", "--no-print-directory", f"VENV={VENV_BIN.parent}", *args], cwd=ROOT,
-                          env=base_env(), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        ["make", "-s", "--no-print-directory", f"VENV={VENV_BIN.parent}", *args],
+        cwd=ROOT,
+        env=base_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 class Recorder(BaseHTTPRequestHandler):

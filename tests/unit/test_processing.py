@@ -1,5 +1,6 @@
 """The Processing steps in-process, with the fake embedder: shards built apart merge into the index a
 single machine builds. (tests/container/test_container_index.py runs the same steps in the real image.)"""
+
 import json
 import tarfile
 from dataclasses import replace
@@ -43,12 +44,16 @@ def extract(archive, target):
 def test_sharded_build_then_merge_equals_a_single_build(tmp_path, index_type):
     settings = replace(SETTINGS, index_type=index_type)
     # ShardedByS3Key keeps each object's key, so every instance sees its files at their DOCS-relative paths.
-    shard_inputs = [write_docs(tmp_path / "in1", ["tram.md", "ferries/night.txt"]),
-                    write_docs(tmp_path / "in2", ["bridge.md", "ferries/day.txt", "wall.md"])]
+    shard_inputs = [
+        write_docs(tmp_path / "in1", ["tram.md", "ferries/night.txt"]),
+        write_docs(tmp_path / "in2", ["bridge.md", "ferries/day.txt", "wall.md"]),
+    ]
     shards = tmp_path / "shards"
     for number, folder in enumerate(shard_inputs, start=1):
-        assert build_shard(folder, shards, settings, host=f"algo-{number}", embedder=FakeEmbedder()).name == \
-            f"shard-algo-{number}"
+        assert (
+            build_shard(folder, shards, settings, host=f"algo-{number}", embedder=FakeEmbedder()).name
+            == f"shard-algo-{number}"
+        )
     archive = merge_shards(shards, tmp_path / "out", settings)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["model.tar.gz"]  # nothing else uploaded
     merged = extract(archive, tmp_path / "model")
@@ -57,7 +62,10 @@ def test_sharded_build_then_merge_equals_a_single_build(tmp_path, index_type):
     for name in ("chunks.jsonl", "documents.jsonl", "chunk_offsets.npy"):
         assert (merged / name).read_bytes() == (single / name).read_bytes(), name
     manifest = json.loads((merged / "manifest.json").read_text())
-    assert manifest["documents"] == 5 and manifest["index_type"] == json.loads((single / "manifest.json").read_text())["index_type"]
+    assert (
+        manifest["documents"] == 5
+        and manifest["index_type"] == json.loads((single / "manifest.json").read_text())["index_type"]
+    )
     loaded = [VectorIndex.load(path, "fake-embedder", 256) for path in (merged, single)]
     assert np.array_equal(*(faiss_types.all_vectors(index.index) for index in loaded))
     query = FakeEmbedder().embed(["when do night ferries run"])[0]
@@ -74,13 +82,25 @@ def test_an_instance_without_documents_writes_no_shard(tmp_path):
 
 def test_merge_refuses_overlapping_or_mismatched_shards(tmp_path):
     for number in (1, 2):
-        build_shard(write_docs(tmp_path / f"in{number}", ["wall.md"]), tmp_path / "dup", SETTINGS, host=f"algo-{number}",
-                    embedder=FakeEmbedder())
+        build_shard(
+            write_docs(tmp_path / f"in{number}", ["wall.md"]),
+            tmp_path / "dup",
+            SETTINGS,
+            host=f"algo-{number}",
+            embedder=FakeEmbedder(),
+        )
     with pytest.raises(IngestError, match="wall.md is in two shards"):
         merge_shards(tmp_path / "dup", tmp_path / "out", SETTINGS)
-    build_shard(write_docs(tmp_path / "a", ["tram.md"]), tmp_path / "mixed", SETTINGS, host="algo-1", embedder=FakeEmbedder())
-    build_shard(write_docs(tmp_path / "b", ["wall.md"]), tmp_path / "mixed", replace(SETTINGS, chunk_size=300),
-                host="algo-2", embedder=FakeEmbedder())
+    build_shard(
+        write_docs(tmp_path / "a", ["tram.md"]), tmp_path / "mixed", SETTINGS, host="algo-1", embedder=FakeEmbedder()
+    )
+    build_shard(
+        write_docs(tmp_path / "b", ["wall.md"]),
+        tmp_path / "mixed",
+        replace(SETTINGS, chunk_size=300),
+        host="algo-2",
+        embedder=FakeEmbedder(),
+    )
     with pytest.raises(IngestError, match="chunk_size"):
         merge_shards(tmp_path / "mixed", tmp_path / "out", SETTINGS)
     with pytest.raises(IngestError, match="holds no shard"):

@@ -1,4 +1,5 @@
 """The core with the real embedded models (no servers): retrieval quality, generation, deadlines."""
+
 import json
 import time
 
@@ -47,8 +48,10 @@ def test_retrieval_ranks_the_right_document_first(retriever, question):
 
 
 def test_top_five_passages_hold_the_facts(retriever):
-    found = [any(all(fact in p.text for fact in q["expect"]) for p in retriever.retrieve(q["question"], 5))
-             for q in QUESTIONS]
+    found = [
+        any(all(fact in p.text for fact in q["expect"]) for p in retriever.retrieve(q["question"], 5))
+        for q in QUESTIONS
+    ]
     assert all(found), [q["question"] for q, ok in zip(QUESTIONS, found) if not ok]
 
 
@@ -96,5 +99,7 @@ def test_a_vanishing_temperature_decodes_greedily_instead_of_failing(retriever, 
     # Dividing the logits by 6e-145 overflows float32 and sampling then raised on NaN probabilities (a 500).
     passages = retriever.retrieve(QUESTIONS[0]["question"], top_k=1)
     greedy = generator.generate(QUESTIONS[0]["question"], passages, GenerationParams(max_new_tokens=6))
-    tiny = generator.generate(QUESTIONS[0]["question"], passages, GenerationParams(max_new_tokens=6, temperature=6.34e-145))
+    tiny = generator.generate(
+        QUESTIONS[0]["question"], passages, GenerationParams(max_new_tokens=6, temperature=6.34e-145)
+    )
     assert tiny.text == greedy.text

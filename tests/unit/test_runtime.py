@@ -1,4 +1,5 @@
 """CPU runtime defaults applied when the rag package loads, before torch (rag/runtime.py)."""
+
 import subprocess
 import sys
 
@@ -9,15 +10,25 @@ from tests.support import ROOT, base_env
 PROBE = "import os, rag; print(os.environ.get('GOMP_SPINCOUNT'), os.environ.get('OMP_WAIT_POLICY'))"
 
 
-@pytest.mark.parametrize("env, expected", [
-    ({}, "3000 None"),  # the bounded spin
-    ({"GOMP_SPINCOUNT": "200000"}, "200000 None"),  # the user's value wins
-    ({"OMP_WAIT_POLICY": "PASSIVE"}, "None PASSIVE"),  # so does a wait policy
-])
+@pytest.mark.parametrize(
+    "env, expected",
+    [
+        ({}, "3000 None"),  # the bounded spin
+        ({"GOMP_SPINCOUNT": "200000"}, "200000 None"),  # the user's value wins
+        ({"OMP_WAIT_POLICY": "PASSIVE"}, "None PASSIVE"),  # so does a wait policy
+    ],
+)
 def test_spin_default_unless_the_user_chose(env, expected):
     clean = {key: value for key, value in base_env().items() if key not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
-    output = subprocess.run([sys.executable, "-c", PROBE], cwd=ROOT, env={**clean, **env}, capture_output=True,
-                            text=True, timeout=120, check=True).stdout.strip()
+    output = subprocess.run(
+        [sys.executable, "-c", PROBE],
+        cwd=ROOT,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout.strip()
     assert output == expected
 
 
@@ -25,8 +36,15 @@ def test_spin_default_unless_the_user_chose(env, expected):
 def test_mkl_memory_pool_off_unless_the_user_chose(env, expected):
     clean = {key: value for key, value in base_env().items() if key != "MKL_DISABLE_FAST_MM"}
     probe = "import os, rag; print(os.environ.get('MKL_DISABLE_FAST_MM'))"
-    output = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env={**clean, **env}, capture_output=True,
-                            text=True, timeout=120, check=True).stdout.strip()
+    output = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=ROOT,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout.strip()
     assert output == expected
 
 

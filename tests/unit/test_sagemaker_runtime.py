@@ -1,5 +1,6 @@
 """SageMakerGenerator (rag/clients/sagemaker_runtime.py) through real boto3 and the SageMaker Runtime stand-in,
 in front of a scripted container: error mapping, retries, deadlines, stream decoding, health."""
+
 from __future__ import annotations
 
 import json
@@ -70,8 +71,12 @@ class ScriptedContainer:
 def setup(monkeypatch):
     container = ScriptedContainer()
     runtime = LocalRuntime({"rag-split-llm": container.url}).start()
-    for key, value in {"AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": runtime.url, "AWS_ACCESS_KEY_ID": "x",
-                       "AWS_SECRET_ACCESS_KEY": "x", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+    for key, value in {
+        "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": runtime.url,
+        "AWS_ACCESS_KEY_ID": "x",
+        "AWS_SECRET_ACCESS_KEY": "x",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
         monkeypatch.setenv(key, value)
     try:
         yield container, runtime, SageMakerGenerator("rag-split-llm")
@@ -90,12 +95,15 @@ def test_answer_and_deadline_travel_through_the_runtime(setup):
     assert 9 < remaining <= 10  # the deadline reached the container, the one header the runtime forwards
 
 
-@pytest.mark.parametrize("status, body, expected", [
-    (400, {"error": "bad passages", "error_type": "invalid_request"}, errors.InvalidRequest),
-    (503, {"error": "still loading", "error_type": "not_ready"}, errors.UpstreamUnavailable),
-    (504, {"error": "out of time", "error_type": "timeout"}, errors.RequestTimeout),
-    (500, b"<html>Internal Server Error</html>", errors.UpstreamUnavailable),
-])
+@pytest.mark.parametrize(
+    "status, body, expected",
+    [
+        (400, {"error": "bad passages", "error_type": "invalid_request"}, errors.InvalidRequest),
+        (503, {"error": "still loading", "error_type": "not_ready"}, errors.UpstreamUnavailable),
+        (504, {"error": "out of time", "error_type": "timeout"}, errors.RequestTimeout),
+        (500, b"<html>Internal Server Error</html>", errors.UpstreamUnavailable),
+    ],
+)
 def test_a_container_error_keeps_its_type(setup, status, body, expected):
     container, runtime, generator = setup
     container.then(status, body)
@@ -141,8 +149,12 @@ def test_unknown_endpoint_says_so():
     runtime = LocalRuntime({}).start()
     try:
         with pytest.MonkeyPatch.context() as patch:
-            for key, value in {"AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": runtime.url, "AWS_ACCESS_KEY_ID": "x",
-                               "AWS_SECRET_ACCESS_KEY": "x", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+            for key, value in {
+                "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": runtime.url,
+                "AWS_ACCESS_KEY_ID": "x",
+                "AWS_SECRET_ACCESS_KEY": "x",
+                "AWS_DEFAULT_REGION": "us-east-1",
+            }.items():
                 patch.setenv(key, value)
             with pytest.raises(errors.UpstreamUnavailable, match="does not exist"):
                 SageMakerGenerator("rag-split-llm").generate("When?", PASSAGES, PARAMS)
@@ -153,7 +165,7 @@ def test_unknown_endpoint_says_so():
 def test_stream_is_reassembled_across_event_boundaries(setup):
     container, runtime, generator = setup
     lines = b'{"text": "In "}\n{"text": "1889."}\n' + json.dumps(ANSWER).encode() + b"\n"
-    container.then(200, *[lines[i:i + 7] for i in range(0, len(lines), 7)])  # cut mid-line, mid-character
+    container.then(200, *[lines[i : i + 7] for i in range(0, len(lines), 7)])  # cut mid-line, mid-character
     pieces = list(generator.stream("When?", PASSAGES, PARAMS, time.monotonic() + 10))
     assert pieces[:2] == ["In ", "1889."] and pieces[2].text == "In 1889."
     assert container.requests[0][0] == "/invocations-response-stream"
@@ -187,4 +199,8 @@ def test_ping_probes_when_nothing_was_observed(setup):
 
 
 def test_split_lines():
-    assert list(split_lines([b'{"a"', b': 1}\n{"b": 2}\n', b'{"c"', b": 3}"])) == [b'{"a": 1}', b'{"b": 2}', b'{"c": 3}']
+    assert list(split_lines([b'{"a"', b': 1}\n{"b": 2}\n', b'{"c"', b": 3}"])) == [
+        b'{"a": 1}',
+        b'{"b": 2}',
+        b'{"c": 3}',
+    ]

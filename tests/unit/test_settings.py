@@ -1,23 +1,29 @@
 """Settings that the entrypoints and the deploy rely on: values validated before they reach a shell."""
+
 import pytest
 
 from rag.errors import ConfigError
 from rag.settings import Settings, main
 
 
-@pytest.mark.parametrize("host, bind", [("127.0.0.1", "127.0.0.1:8080"), ("::1", "[::1]:8080"),
-                                        ("localhost", "localhost:8080"), ("", "0.0.0.0:8080")])
+@pytest.mark.parametrize(
+    "host, bind",
+    [("127.0.0.1", "127.0.0.1:8080"), ("::1", "[::1]:8080"), ("localhost", "localhost:8080"), ("", "0.0.0.0:8080")],
+)
 def test_public_bind(host, bind):
     assert Settings.from_env({"RAG_BIND_HOST": host}).public_bind == bind
 
 
-@pytest.mark.parametrize("env, name", [
-    ({"RAG_BIND_HOST": "0.0.0.0:1"}, "RAG_BIND_HOST"),
-    ({"RAG_STARTUP_TIMEOUT": "1+1"}, "RAG_STARTUP_TIMEOUT"),
-    ({"RAG_VECTOR_URL": "http://127.0.0.1:port"}, "RAG_VECTOR_URL"),
-    ({"RAG_LLM_URL": "http://:5002"}, "RAG_LLM_URL"),
-    ({"RAG_INSTANCE_TOKEN": "a b"}, "RAG_INSTANCE_TOKEN"),
-])
+@pytest.mark.parametrize(
+    "env, name",
+    [
+        ({"RAG_BIND_HOST": "0.0.0.0:1"}, "RAG_BIND_HOST"),
+        ({"RAG_STARTUP_TIMEOUT": "1+1"}, "RAG_STARTUP_TIMEOUT"),
+        ({"RAG_VECTOR_URL": "http://127.0.0.1:port"}, "RAG_VECTOR_URL"),
+        ({"RAG_LLM_URL": "http://:5002"}, "RAG_LLM_URL"),
+        ({"RAG_INSTANCE_TOKEN": "a b"}, "RAG_INSTANCE_TOKEN"),
+    ],
+)
 def test_wrong_values_name_the_variable(env, name):
     with pytest.raises(ConfigError, match=name):
         Settings.from_env(env)

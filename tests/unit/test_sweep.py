@@ -1,4 +1,5 @@
 """The concurrency sweep's arithmetic, table, chart and client behaviour (bench/sweep.py), on made-up outcomes."""
+
 import time
 
 import pytest
@@ -22,8 +23,12 @@ def outcomes(statuses_and_ms):
 
 
 def test_summary_counts_throughput_latency_refusals_and_pings():
-    row = _summary(outcomes([(200, 1000), (200, 2000), (200, 3000), (429, 5), (429, 15), (504, 55000)]), 10.0,
-                   [20.0, 40.0, None], 1234.0)
+    row = _summary(
+        outcomes([(200, 1000), (200, 2000), (200, 3000), (429, 5), (429, 15), (504, 55000)]),
+        10.0,
+        [20.0, 40.0, None],
+        1234.0,
+    )
     assert (row["requests"], row["ok"], row["refused"], row["errors"]) == (6, 3, 2, 1)
     assert row["error_kinds"] == ["504"] and row["throughput_rps"] == pytest.approx(0.3)
     assert row["latency_ms"] == {"p50": 2000, "p95": 3000, "p99": 3000}
@@ -33,9 +38,12 @@ def test_summary_counts_throughput_latency_refusals_and_pings():
 
 
 def sweep_of(rows):
-    return {"settings": {"levels": [1, 8], "seconds": 5, "enabled": True},
-            "levels": {"1": {"monolito": rows[0]}, "8": {"monolito": rows[1]}},
-            "rss_before_mib": {"monolito": 1000.0}, "rss_after_mib": {"monolito": 1050.0}}
+    return {
+        "settings": {"levels": [1, 8], "seconds": 5, "enabled": True},
+        "levels": {"1": {"monolito": rows[0]}, "8": {"monolito": rows[1]}},
+        "rss_before_mib": {"monolito": 1000.0},
+        "rss_after_mib": {"monolito": 1050.0},
+    }
 
 
 def test_table_gives_throughput_against_one_client_and_memory_change():
@@ -51,8 +59,13 @@ def test_chart_markdown_and_doc_markers(tmp_path):
     import json
 
     one = _summary(outcomes([(200, 2000)] * 4), 8.0, [10.0], 900.0)
-    results = {"sweep": sweep_of([one, one]), "started_utc": "2026-11-29T17:00:00", "loadavg_start": [1.5, 1, 1],
-               "machine": {"cpu_model": "Test CPU", "usable_cpus": 2}, "settings": {"max_new_tokens": 48}}
+    results = {
+        "sweep": sweep_of([one, one]),
+        "started_utc": "2026-11-29T17:00:00",
+        "loadavg_start": [1.5, 1, 1],
+        "machine": {"cpu_model": "Test CPU", "usable_cpus": 2},
+        "settings": {"max_new_tokens": 48},
+    }
     path = tmp_path / "20261129T170000Z.json"
     path.write_text(json.dumps(results))
     chart = write_sweep(path)

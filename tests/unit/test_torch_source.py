@@ -1,5 +1,6 @@
 """Where torch's CPU build comes from: the project's own rule (docker/pip-torch.sh, used by `make setup`
 and `make wheels`), not this machine's pip configuration. Resolved with `pip install --dry-run`."""
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,11 @@ import pytest
 
 from tests.support import ROOT, base_env
 
-VERSION = next(line.split("==")[1].strip() for line in (ROOT / "requirements.txt").read_text().splitlines()
-               if line.startswith("torch=="))
+VERSION = next(
+    line.split("==")[1].strip()
+    for line in (ROOT / "requirements.txt").read_text().splitlines()
+    if line.startswith("torch==")
+)
 
 
 def local_cpu_wheel() -> Path | None:
@@ -39,8 +43,14 @@ def clean_pip_env(**extra: str) -> dict[str, str]:
 
 def resolve(command: list[str], env: dict[str, str], report: Path) -> dict:
     """What pip would install (name, version, where from), without installing anything."""
-    subprocess.run([*command, "--dry-run", "--no-deps", "--ignore-installed", "--quiet", "--report", str(report)],
-                   cwd=ROOT, env=env, check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [*command, "--dry-run", "--no-deps", "--ignore-installed", "--quiet", "--report", str(report)],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     chosen = json.loads(report.read_text())["install"][0]
     return {"version": chosen["metadata"]["version"], "url": chosen["download_info"]["url"]}
 
@@ -56,4 +66,3 @@ def test_a_machine_without_this_pip_configuration_gets_the_cpu_build(tmp_path):
     # Without the rule, the same clean pip takes PyPI's wheel of that version: the CUDA build.
     plain = resolve([sys.executable, "-m", "pip", "install", f"torch=={VERSION}"], env, tmp_path / "plain.json")
     assert plain["version"] == VERSION and "+cpu" not in plain["url"]
-

@@ -1,4 +1,5 @@
 """The HTTP edge (serving/web.py) with fakes: JSON errors, streaming, loader states. No model, no server."""
+
 import json
 import threading
 import time
@@ -131,8 +132,9 @@ def test_an_upstream_429_keeps_its_type():
     assert isinstance(error, errors.Overloaded) and error.status == 429 and error.message == "full"
 
 
-@pytest.mark.parametrize("body", [b"[" * 100_000 + b"]" * 100_000, b'{"a":' * 5_000 + b"1" + b"}" * 5_000],
-                         ids=["lists", "objects"])
+@pytest.mark.parametrize(
+    "body", [b"[" * 100_000 + b"]" * 100_000, b'{"a":' * 5_000 + b"1" + b"}" * 5_000], ids=["lists", "objects"]
+)
 def test_deeply_nested_json_is_invalid_json_not_a_500(body):
     # The decoder's recursion limit raises RecursionError, which is not a ValueError.
     response = app_with(FakeGenerator()).post("/invocations", data=body, content_type="application/json")
