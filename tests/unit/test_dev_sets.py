@@ -1,0 +1,137 @@
+"""The evaluation question files (data/*.questions.jsonl) hold what data/README.md says they hold.
+
+For every question file and its corpus folder (data/<name>.questions.jsonl and data/<name>/):
+- every line is a JSON object with exactly the four fields, and `make eval` can load it;
+- an answerable question names a source document that exists, and each accepted string (every string
+  of an all-of list included) appears in that document's text as ingestion reads it (HTML: the visible
+  text, script and style removed), compared the way `make eval` compares (case, thousands separators);
+- no accepted string appears in its own question;
+- an unanswerable question has no answers and no source;
+- every document of the corpus is the source of at least 3 questions, no question is asked twice, and
+  the counts match the Counts section of data/README.md.
+
+Pure file reading: no model, no index, well under a second.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from evaluation.evaluate import load_questions, normalise
+from rag.ingest.formats import EXTENSIONS, read_sections
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT / "data"
+README = DATA / "README.md"
+QUESTION_FILES = sorted(DATA.glob("*.questions.jsonl"))
+FIELDS = {"question", "answers", "source", "answerable"}
+MIN_PER_DOCUMENT = 3
+COUNTS = re.compile(
+    r"`(?P<file>[\w.-]+\.questions\.jsonl)`: (?P<total>\d+) questions\. (?P<answerable>\d+) are answerable"
+    r".*? and (?P<unanswerable>\d+) are unanswerable"
+)
+
+
+def _corpus(path: Path) -> Path:
+    return path.with_name(path.name.removesuffix(".questions.jsonl"))
+
+
+def _records(path: Path) -> list[tuple[int, dict]]:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [(number, json.loads(line)) for number, line in enumerate(lines, start=1) if line.strip()]
+
+
+def _strings(answers: list) -> list[str]:
+    return [s for item in answers for s in ([item] if isinstance(item, str) else item)]
+
+
+def _document_text(path: Path) -> str:
+    return normalise("\n\n".join(section.text for section in read_sections(path)))
+
+
+def _documented_counts() -> dict[str, tuple[int, int, int]]:
+    text = README.read_text(encoding="utf-8")
+    return {m["file"]: (int(m["total"]), int(m["answerable"]), int(m["unanswerable"])) for m in COUNTS.finditer(text)}
+
+
+def test_there_are_question_files_and_each_has_a_corpus():
+    assert len(QUESTION_FILES) >= 3
+    for path in QUESTION_FILES:
+        assert _corpus(path).is_dir(), f"{path.name} has no corpus folder data/{_corpus(path).name}/"
+
+
+@pytest.mark.parametrize("path", QUESTION_FILES, ids=lambda p: p.name)
+def test_every_line_has_the_four_fields_and_loads(path):
+    for number, record in _records(path):
+        where = f"{path.name}:{number}"
+        assert isinstance(record, dict) and set(record) == FIELDS, f"{where}: fields must be exactly {sorted(FIELDS)}"
+        assert isinstance(record["question"], str) and record["question"].strip(), where
+        assert isinstance(record["answerable"], bool), where
+        assert isinstance(record["answers"], list), where
+    assert len(load_questions(path)) == len(_records(path))  # what `make eval` reads
+
+
+@pytest.mark.parametrize("path", QUESTION_FILES, ids=lambda p: p.name)
+def test_accepted_strings_are_in_the_source_and_not_in_the_question(path):
+    corpus = _corpus(path)
+    texts: dict[str, str] = {}
+    problems = []
+    for number, record in _records(path):
+        if not record["answerable"]:
+            continue
+        where = f"{path.name}:{number}"
+        source = record["source"]
+        if not isinstance(source, str) or not (corpus / source).is_file():
+            problems.append(f"{where}: source {source!r} is not a file in data/{corpus.name}/")
+            continue
+        if source not in texts:
+            texts[source] = _document_text(corpus / source)
+        question = normalise(record["question"])
+        for accepted in _strings(record["answers"]):
+            if normalise(accepted) not in texts[source]:
+                problems.append(f"{where}: {accepted!r} is not in {source}")
+            if normalise(accepted) in question:
+                problems.append(f"{where}: {accepted!r} appears in the question itself")
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("path", QUESTION_FILES, ids=lambda p: p.name)
+def test_answerable_questions_have_answers_and_unanswerable_ones_have_none(path):
+    for number, record in _records(path):
+        where = f"{path.name}:{number}"
+        if record["answerable"]:
+            assert record["answers"] and record["source"], f"{where}: an answerable question needs answers and source"
+            for item in record["answers"]:
+                assert isinstance(item, str) or (isinstance(item, list) and len(item) >= 2), (
+                    f"{where}: an all-of answer is a list of at least two strings"
+                )
+        else:
+            assert record["answers"] == [], f"{where}: an unanswerable question has answers []"
+            assert record["source"] is None, f"{where}: an unanswerable question has source null"
+
+
+@pytest.mark.parametrize("path", QUESTION_FILES, ids=lambda p: p.name)
+def test_every_document_has_questions_and_no_question_is_repeated(path):
+    records = [record for _, record in _records(path)]
+    corpus = _corpus(path)
+    documents = sorted(
+        str(p.relative_to(corpus)) for p in corpus.rglob("*") if p.is_file() and p.suffix.lower() in EXTENSIONS
+    )
+    asked = {doc: sum(record["source"] == doc for record in records) for doc in documents}
+    assert {doc: n for doc, n in asked.items() if n < MIN_PER_DOCUMENT} == {}
+    questions = [normalise(record["question"]) for record in records]
+    assert len(questions) == len(set(questions)), "a question is asked twice"
+
+
+@pytest.mark.parametrize("path", QUESTION_FILES, ids=lambda p: p.name)
+def test_counts_match_the_readme(path):
+    counts = _documented_counts()
+    assert path.name in counts, f"data/README.md's Counts section does not list {path.name}"
+    records = [record for _, record in _records(path)]
+    answerable = sum(record["answerable"] for record in records)
+    assert (len(records), answerable, len(records) - answerable) == counts[path.name]
+    assert f"`{_corpus(path).name}/`" in README.read_text(encoding="utf-8"), "the corpus is not in the README table"
