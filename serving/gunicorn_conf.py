@@ -14,8 +14,8 @@ import time as _time
 from gunicorn import util as _gunicorn_util
 
 from rag.errors import ConfigError
-from rag.models import EMBEDDED_LLM_DIR
-from rag.settings import EMBEDDED_LLM_MODEL, Settings
+from rag.models import local_llm_dir
+from rag.settings import Settings
 
 _settings = Settings.from_env()
 
@@ -90,7 +90,7 @@ def unreadable_for(account, roots) -> list[str]:
 
 def _model_paths(settings: Settings) -> list[str]:
     """What the workers load: /opt/ml/model, the index, and the models when they are local folders."""
-    llm = str(EMBEDDED_LLM_DIR) if settings.llm_model == EMBEDDED_LLM_MODEL else settings.llm_model
+    llm = local_llm_dir(settings.llm_model) or settings.llm_model
     return [
         "/opt/ml/model",
         str(settings.index_dir),

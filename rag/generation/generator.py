@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from rag.errors import InvalidRequest
 from rag.generation.batching import BatchEngine, Job
 from rag.generation.prompt import build_messages
+from rag.ladder import embedded_tier
 from rag.models import llm_model_path
 from rag.runtime import single_threaded_from_now
 from rag.settings import CHARS_PER_TOKEN, Settings
@@ -73,8 +74,9 @@ class TransformersGenerator(Generator):
     @classmethod
     def from_settings(cls, settings, path: str) -> TransformersGenerator:
         """The generator that RAG_LLM_* and the batching settings describe, loaded from `path`."""
+        model = embedded_tier(settings.llm_model)
         return cls(
-            settings.llm_model,
+            model.upstream if model is not None else settings.llm_model,  # the name answers report
             path,
             settings.device,
             settings.torch_threads,

@@ -25,9 +25,10 @@ def make_tiny_llm(target: Path, seed: int = 0) -> Path:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from rag.models import make_readable, prepare_embedded_llm
+    from rag.ladder import tier
+    from rag.models import make_readable, prepare
 
-    source = prepare_embedded_llm()
+    source = prepare(tier("smollm2-135m-instruct"), download=False)
     tokenizer = AutoTokenizer.from_pretrained(source)
     config = AutoConfig.from_pretrained(source)
     config.update(

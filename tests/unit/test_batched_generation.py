@@ -11,11 +11,15 @@ import torch
 from rag.errors import RequestTimeout
 from rag.generation.generator import TransformersGenerator, decoding_kwargs
 from rag.generation.prompt import build_messages
-from rag.models import EMBEDDED_LLM_DIR, llm_model_path
+from rag.ladder import tier
+from rag.models import llm_model_path, tier_dir
 from rag.retrieval.local import load_retriever
-from rag.settings import EMBEDDED_LLM_MODEL, Settings
+from rag.settings import Settings
 from rag.types import GenerationParams
 from tests.support import ROOT
+
+EMBEDDED_LLM = "embedded:smollm2-135m-instruct"
+EMBEDDED_LLM_DIR = tier_dir(tier("smollm2-135m-instruct"))
 
 pytestmark = pytest.mark.slow
 # The first dev questions of the tuning set: several documents, answers of different lengths.
@@ -27,7 +31,7 @@ GREEDY = GenerationParams(max_new_tokens=20)
 def generator():
     # One thread: under a loaded CI machine, two threads per generation can be ten times slower.
     generator = TransformersGenerator(
-        str(EMBEDDED_LLM_DIR), llm_model_path(EMBEDDED_LLM_MODEL), "cpu", threads=1, max_batch_size=8
+        str(EMBEDDED_LLM_DIR), llm_model_path(EMBEDDED_LLM), "cpu", threads=1, max_batch_size=8
     )
     yield generator
     generator.engine.close()
@@ -144,7 +148,7 @@ def test_streamed_pieces_make_the_answer(generator, prompts, alone):
 @pytest.mark.parametrize("dtype, quantize", [("bfloat16", "none"), ("float32", "int8")])
 def test_faster_cpu_options_load_and_answer(prompts, dtype, quantize):
     generator = TransformersGenerator(
-        str(EMBEDDED_LLM_DIR), llm_model_path(EMBEDDED_LLM_MODEL), "cpu", threads=1, dtype=dtype, quantize=quantize
+        str(EMBEDDED_LLM_DIR), llm_model_path(EMBEDDED_LLM), "cpu", threads=1, dtype=dtype, quantize=quantize
     )
     try:
         question, passages = prompts[0]

@@ -9,12 +9,16 @@ from rag.api import QueryRequest
 from rag.errors import ConfigError, InvalidRequest, RequestTimeout
 from rag.generation.generator import TransformersGenerator
 from rag.generation.prompt import build_messages
-from rag.models import EMBEDDED_LLM_DIR, llm_model_path
+from rag.ladder import tier
+from rag.models import llm_model_path, tier_dir
 from rag.pipeline import RagPipeline
 from rag.retrieval.local import load_retriever
-from rag.settings import EMBEDDED_LLM_MODEL, Settings
+from rag.settings import Settings
 from rag.types import GenerationParams
 from tests.support import ROOT
+
+EMBEDDED_LLM = "embedded:smollm2-135m-instruct"
+EMBEDDED_LLM_DIR = tier_dir(tier("smollm2-135m-instruct"))
 
 pytestmark = pytest.mark.slow
 QUESTIONS = json.loads((ROOT / "tests" / "data" / "sample_questions.json").read_text())
@@ -28,7 +32,7 @@ def retriever(sample_index):
 @pytest.fixture(scope="module")
 def generator():
     # A local directory, as a user would configure RAG_LLM_MODEL=/path/to/model.
-    return TransformersGenerator(str(EMBEDDED_LLM_DIR), llm_model_path(EMBEDDED_LLM_MODEL), "cpu", threads=2)
+    return TransformersGenerator(str(EMBEDDED_LLM_DIR), llm_model_path(EMBEDDED_LLM), "cpu", threads=2)
 
 
 @pytest.fixture(scope="module")
