@@ -17,13 +17,18 @@ from __future__ import annotations
 import logging
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
 from rag.errors import ConfigError
 from rag.generation.batching import DecodeBackend, Job
 from rag.runtime import release_free_memory, resolve_device
+
+# End-of-turn markers of the common chat templates (ChatML, Llama 3, Gemma, and the plain end of text).
+END_OF_TURN_MARKERS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<end_of_turn>", "</s>")
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +74,7 @@ class RowDecoding:
     sample: bool
     processors: object  # a transformers LogitsProcessorList, empty for plain greedy
     end_ids: frozenset
-    stop: object | None  # a StopStringCriteria when the request has stop strings
+    stop: Callable[[str], bool] | None  # whether the decoded answer so far has reached its end
 
 
 class TransformersDecoder(DecodeBackend):
@@ -108,19 +113,27 @@ class TransformersDecoder(DecodeBackend):
         )
 
     def decoding(self, options: dict) -> RowDecoding:
-        """Build one request's decoding from `model.generate` keyword arguments (not max_new_tokens)."""
+        """Build one request's decoding from `model.generate` keyword arguments (not max_new_tokens), plus
+        `stop`: a function of the decoded text that says when the answer has ended."""
+        options = dict(options)
+        stop = options.pop("stop", None)
         config, unused = self.model._prepare_generation_config(None, **options)
         if unused:
             raise ValueError(f"decoding options that generate() would not use: {sorted(unused)}")
         processors = self.model._get_logits_processor(generation_config=config, device=self.device, model_kwargs={})
-        eos = config.eos_token_id if config.eos_token_id is not None else []
-        end_ids = frozenset(eos if isinstance(eos, list) else [eos]) | {self.tokenizer.eos_token_id}
-        stop = None
-        if config.stop_strings:
-            from transformers import StopStringCriteria
+        return RowDecoding(bool(config.do_sample), processors, self._end_ids(config), stop)
 
-            stop = StopStringCriteria(tokenizer=self.tokenizer, stop_strings=config.stop_strings)
-        return RowDecoding(bool(config.do_sample), processors, end_ids, stop)
+    def _end_ids(self, config) -> frozenset:
+        """The tokens that end a turn: the configured EOS ids, the tokenizer's, and the chat template's
+        end-of-turn markers where the vocabulary has them (a converted GGUF may list only one of them)."""
+        eos = config.eos_token_id if config.eos_token_id is not None else []
+        ids = set(eos if isinstance(eos, list) else [eos]) | {self.tokenizer.eos_token_id} | self._turn_markers
+        return frozenset(ids - {None})
+
+    @cached_property
+    def _turn_markers(self) -> set[int]:
+        vocabulary = self.tokenizer.get_vocab()
+        return {vocabulary[marker] for marker in END_OF_TURN_MARKERS if marker in vocabulary}
 
     def prefill(self, job: Job) -> int:
         job.state = self.decoding(job.decoding or {})
@@ -175,8 +188,8 @@ class TransformersDecoder(DecodeBackend):
         row: RowDecoding = job.state
         if token in row.end_ids:
             return True
-        if row.stop is not None:
-            return bool(row.stop(torch.tensor([job.prompt + job.tokens]), None)[0])
+        if row.stop is not None:  # the text decides: a stop string may span tokens, or be inside one
+            return row.stop(self.tokenizer.decode(job.tokens, skip_special_tokens=True))
         return False
 
     def idle(self) -> None:

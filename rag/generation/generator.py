@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 from rag.errors import InvalidRequest
 from rag.generation.batching import BatchEngine, Job
-from rag.generation.prompt import build_messages
+from rag.generation.prompt import answer_has_ended, build_messages, visible_answer
 from rag.ladder import embedded_tier
 from rag.models import llm_model_path
 from rag.runtime import single_threaded_from_now
@@ -119,11 +119,12 @@ class TransformersGenerator(Generator):
                 f"model's context of {self.context_length} tokens; lower top_k or max_new_tokens"
             )
         options = decoding_kwargs(params)
+        options["stop"] = answer_has_ended  # the decoder stops a row whose text reached a stop string
         return Job(prompt, options.pop("max_new_tokens"), deadline, decoding=options, stream=stream)
 
     def _answer(self, job: Job) -> Answer:
-        text = self.tokenizer.decode(job.tokens, skip_special_tokens=True).strip()
-        return Answer(text, len(job.prompt), len(job.tokens))
+        text = visible_answer(self.tokenizer.decode(job.tokens, skip_special_tokens=True), final=True)
+        return Answer(text.strip(), len(job.prompt), len(job.tokens))
 
     def generate(self, query, passages, params, deadline=None):
         job = self._job(query, passages, params, deadline, stream=False)
@@ -142,15 +143,15 @@ class TransformersGenerator(Generator):
         try:
             for token in tokens:
                 ids.append(token)
-                text = self.tokenizer.decode(ids, skip_special_tokens=True)
+                text = visible_answer(self.tokenizer.decode(ids, skip_special_tokens=True), final=False)
                 # Hold back a piece that ends inside a multi-byte character, or that would rewrite text
-                # already sent; the next token completes it.
+                # already sent, or could still be the start of a stop string; the next token settles it.
                 if text.startswith(sent) and len(text) > len(sent) and not text.endswith("\ufffd"):
                     yield text[len(sent) :]
                     sent = text
         finally:
             tokens.close()  # the consumer stopped early (client gone): the row leaves the batch
-        rest = self.tokenizer.decode(ids, skip_special_tokens=True)
+        rest = visible_answer(self.tokenizer.decode(ids, skip_special_tokens=True), final=True)
         if rest.startswith(sent) and len(rest) > len(sent):
             yield rest[len(sent) :]
         yield self._answer(job)

@@ -21,3 +21,33 @@ def build_messages(query: str, passages: list[Passage]) -> list[dict]:
     context = "\n\n".join(p.text for p in passages) or "(nothing was found)"
     user = f"Question: {query}\n\nContext:\n{context}\n\nQuestion: {query}"
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+
+
+# Where an answer ends besides the model's end-of-turn token: a blank line (a second paragraph) or a new
+# turn in the prompt's own layout. Small models run on past their answer ("Ilse Marren of Velmora\n\n
+# Question: Who was ..."); generation stops at the first of these, and the answer is cut before it.
+STOP_STRINGS = ("\n\n", "\nQuestion:", "\nContext:", "\nAnswer:")
+
+
+def answer_end(text: str) -> int | None:
+    """Where the answer in `text` ends: the first stop string after its first visible character."""
+    start = len(text) - len(text.lstrip())
+    found = [at for stop in STOP_STRINGS if (at := text.find(stop, start)) >= 0]
+    return min(found) if found else None
+
+
+def answer_has_ended(text: str) -> bool:
+    return answer_end(text) is not None
+
+
+def visible_answer(text: str, final: bool) -> str:
+    """What of the decoded `text` is answer: cut at a stop string and, while decoding goes on, without a
+    tail that could still become one (a stream never sends text that the final answer drops)."""
+    end = answer_end(text)
+    if end is not None:
+        return text[:end]
+    if not final:  # hold back the longest tail that is the start of a stop string
+        for size in range(min(len(text), max(map(len, STOP_STRINGS)) - 1), 0, -1):
+            if any(stop.startswith(text[-size:]) for stop in STOP_STRINGS):
+                return text[:-size]
+    return text

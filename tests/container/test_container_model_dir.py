@@ -4,6 +4,7 @@ image started as a normal user (not as SageMaker does) serves as that user."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 
@@ -95,3 +96,42 @@ for pid in filter(str.isdigit, os.listdir('/proc')):
         except (OSError, IndexError):
             pass
 """
+
+
+@pytest.fixture(scope="module")
+def model_dir_with_llm(model_dir, tmp_path_factory):
+    """/opt/ml/model with a bring-your-own LLM in llm/ besides the index, as `make upload UPLOAD_LLM=1
+    LLM_DIR=...` packs it: here the fuzz suite's tiny random model, which no image carries."""
+    from tests.fuzz.tiny_llm import make_tiny_llm
+
+    model = tmp_path_factory.mktemp("opt-ml-model-llm")
+    model.chmod(0o755)
+    shutil.copytree(model_dir / "index", model / "index")
+    make_tiny_llm(model / "llm")
+    return model
+
+
+def test_a_model_in_opt_ml_model_llm_replaces_the_baked_in_tier(images, model_dir, model_dir_with_llm):
+    question = {"query": "Who built the Orvane Beacon?", "max_new_tokens": 12}
+    answers = {}
+    for label, folder in (("baked-in", model_dir), ("own", model_dir_with_llm)):
+        containers = {}
+        try:
+            for arch in ARCHES:
+                containers[arch] = Container(images[arch], model_dir=folder, env={"RAG_TORCH_THREADS": "1"})
+            start_ready(containers)
+            for arch, container in containers.items():
+                response = container.invoke(question)
+                assert response.status_code == 200, f"{arch} ({label}): {response.text[:300]}"
+                answers[label, arch] = response.json()
+        finally:
+            for container in containers.values():
+                container.remove()
+    for arch in ARCHES:
+        assert answers["own", arch]["model"]["llm"] == "/opt/ml/model/llm", arch
+        assert answers["baked-in", arch]["model"]["llm"] != "/opt/ml/model/llm", arch
+        # The tiny model answers something else than the baked-in tier, from the same sources.
+        assert answers["own", arch]["answer"] != answers["baked-in", arch]["answer"], arch
+        assert answers["own", arch]["sources"] == answers["baked-in", arch]["sources"], arch
+    first, second = ARCHES
+    assert answers["own", first]["answer"] == answers["own", second]["answer"]

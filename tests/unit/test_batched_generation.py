@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from rag.errors import RequestTimeout
+from rag.generation.batching import Job
 from rag.generation.generator import TransformersGenerator, decoding_kwargs
-from rag.generation.prompt import build_messages
+from rag.generation.prompt import answer_has_ended, build_messages, visible_answer
 from rag.ladder import tier
 from rag.models import llm_model_path, tier_dir
 from rag.retrieval.local import load_retriever
@@ -85,8 +86,26 @@ def test_an_answer_alone_equals_model_generate(generator, prompts, alone):
         )
         with torch.inference_mode():
             output = model.generate(**encoded, **decoding_kwargs(GREEDY), pad_token_id=tokenizer.eos_token_id)
-        expected = tokenizer.decode(output[0, encoded["input_ids"].shape[1] :], skip_special_tokens=True).strip()
-        assert answer.text == expected
+        expected = tokenizer.decode(output[0, encoded["input_ids"].shape[1] :], skip_special_tokens=True)
+        # generate() runs on past a stop string, to EOS; the answer is that text up to its first stop string.
+        assert answer.text == visible_answer(expected, final=True).strip()
+
+
+def test_a_row_ends_at_a_stop_string_or_an_end_of_turn_token(generator):
+    backend, tokenizer = generator.engine.backend, generator.tokenizer
+    state = backend.decoding(
+        {"do_sample": False, "temperature": None, "top_p": None, "top_k": None, "stop": answer_has_ended}
+    )
+    assert tokenizer.convert_tokens_to_ids("<|im_end|>") in state.end_ids
+    job = Job([1, 2, 3], 20, None, decoding=None)
+    job.state = state
+    ran_on = tokenizer("Ilse Marren of Velmora\n\nQuestion: Who was the first president?")["input_ids"]
+    ended = []
+    for token in ran_on:
+        job.tokens.append(token)
+        ended.append(backend.ends(job, token))
+    first = ended.index(True)
+    assert tokenizer.decode(ran_on[:first]).strip() == "Ilse Marren of Velmora"
 
 
 def test_sampling_draws_as_model_generate_does(generator, prompts):
