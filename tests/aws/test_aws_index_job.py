@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import re
 
-import boto3
 import pytest
 from botocore.stub import Stubber
 
@@ -19,7 +18,7 @@ from sagemaker_lifecycle.config import Config
 from sagemaker_lifecycle.errors import AccessDenied, LifecycleError, NotFound
 from sagemaker_lifecycle.index_job import run_index_job, wait_for_job
 from sagemaker_lifecycle.session import Aws
-from tests.aws.aws_support import REGION, make
+from tests.aws.aws_support import REGION, make, stubbed_sagemaker
 
 IMAGE = "rag-monolito:latest"
 
@@ -156,27 +155,17 @@ def test_the_request_sent_carries_instances_and_environment(moto, aws_env, accou
 
 def stubbed_job(*describes: dict | str) -> tuple[Aws, Stubber]:
     """An Aws whose DescribeProcessingJob answers `describes` in turn: fields of the job, or an error code."""
-    aws = Aws(Config({"REGION": REGION, "POLL_SECONDS": "0.1", "WAIT_TIMEOUT": "0.2"}))
-    client = boto3.client("sagemaker", region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x")
-    stubber = Stubber(client)
-    for answer in describes:
-        if isinstance(answer, str):
-            message = "Could not find requested job with name j" if answer == "ValidationException" else answer
-            stubber.add_client_error("describe_processing_job", answer, message, 400)
-            continue
-        job = {
-            "ProcessingJobName": "j",
-            "ProcessingJobArn": "arn:aws:sagemaker:us-east-1:1:processing-job/j",
-            "ProcessingResources": {
-                "ClusterConfig": {"InstanceCount": 1, "InstanceType": "ml.m5.xlarge", "VolumeSizeInGB": 30}
-            },
-            "AppSpecification": {"ImageUri": "rag-monolito:latest"},
-            "CreationTime": 0,
-        }
-        stubber.add_response("describe_processing_job", {**job, **answer})
-    aws._clients["sagemaker"] = client
-    stubber.activate()
-    return aws, stubber
+    job = {
+        "ProcessingJobName": "j",
+        "ProcessingJobArn": "arn:aws:sagemaker:us-east-1:1:processing-job/j",
+        "ProcessingResources": {
+            "ClusterConfig": {"InstanceCount": 1, "InstanceType": "ml.m5.xlarge", "VolumeSizeInGB": 30}
+        },
+        "AppSpecification": {"ImageUri": "rag-monolito:latest"},
+        "CreationTime": 0,
+    }
+    missing = {"ValidationException": "Could not find requested job with name j"}
+    return stubbed_sagemaker("describe_processing_job", job, *describes, messages=missing)
 
 
 def test_wait_for_job_outcomes(caplog):
