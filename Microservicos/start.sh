@@ -65,15 +65,26 @@ start_service() {
   log "started $1 (pid ${PID[$1]})"
 }
 
+# SageMaker sends SIGKILL 30 s after SIGTERM. One deadline for the whole stop, counted from the SIGTERM:
+# whatever still runs STOP_BUDGET_S later is killed (Gunicorn's graceful_timeout, 25 s too, already bounds
+# the orchestrator's drain; this bounds the internal services after it, and any child ignoring SIGTERM).
+STOP_BUDGET_S=25
+
 stop_all() {
   STOPPING=1
-  log "SIGTERM received: draining the orchestrator, then stopping the internal services"
+  log "SIGTERM received: draining the orchestrator, then stopping the internal services (${STOP_BUDGET_S}s in all)"
+  local name groups=()
+  for name in orchestrator "${INTERNAL[@]}"; do groups+=("-${PID[$name]}"); done
+  ( read -r -t "$STOP_BUDGET_S" <> <(:) || true
+    log "services still running ${STOP_BUDGET_S}s after SIGTERM: SIGKILL"
+    kill -KILL -- "${groups[@]}" 2>/dev/null ) &
+  local deadline=$!
   # The front stops first, so the requests it still has in flight can finish using the services.
   kill -TERM -- "-${PID[orchestrator]}" 2>/dev/null
   wait "${PID[orchestrator]}" 2>/dev/null
-  local name
   for name in "${INTERNAL[@]}"; do kill -TERM -- "-${PID[$name]}" 2>/dev/null; done
   for name in "${INTERNAL[@]}"; do wait "${PID[$name]}" 2>/dev/null; done
+  kill "$deadline" 2>/dev/null
   log "all services stopped"
   exit 0
 }

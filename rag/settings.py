@@ -384,15 +384,18 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m rag.settings [--get NAME ...]`: validate the environment; one line on error.
 
     With --get, print the validated values named (from SHELL_VALUES) on one line, space-separated.
+    Bad use (an unknown name, `--get` alone, another argument) is argparse's usage error, exit 2.
     """
+    import argparse
     import sys
 
-    argv = sys.argv[1:] if argv is None else argv
-    wanted = argv[1:] if argv[:1] == ["--get"] else []
-    unknown = [name for name in wanted if name not in SHELL_VALUES] + ([argv[0]] if argv and argv[0] != "--get" else [])
-    if unknown:
-        sys.stderr.write(f"usage: python -m rag.settings [--get {'|'.join(SHELL_VALUES)} ...]; got {unknown}\n")
-        return 2
+    parser = argparse.ArgumentParser(
+        prog="python -m rag.settings", description="Validate the RAG_* environment; print validated values."
+    )
+    parser.add_argument(
+        "--get", nargs="+", choices=SHELL_VALUES, default=[], metavar="NAME", help=f"one of {', '.join(SHELL_VALUES)}"
+    )
+    wanted = parser.parse_args(argv).get
     try:
         settings = Settings.from_env()
     except ConfigError as exc:

@@ -14,14 +14,17 @@ Nothing is downloaded to the caller's machine: both steps run where the data is.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import time
 from datetime import UTC, datetime
 
+from botocore.exceptions import BotoCoreError, ClientError, WaiterError
+
 from .config import Config
 from .deploy import TAG_KEY, resolve_image
-from .errors import ConfigError, LifecycleError, NotFound
-from .session import MISSING, Aws
+from .errors import ConfigError, LifecycleError, NotFound, error_message, translate
+from .session import Aws
 
 log = logging.getLogger(__name__)
 
@@ -159,32 +162,42 @@ def latest_index_job(aws: Aws) -> dict:
 
 
 def wait_for_job(aws: Aws, name: str) -> dict:
-    """Poll the job until it finishes; raise with its FailureReason unless it Completed."""
-    timeout_s, poll_s = aws.config.number("WAIT_TIMEOUT", 3600.0), aws.config.number("POLL_SECONDS", 15.0)
-    started, last = time.monotonic(), None
-    while True:
-        job = aws.call(
-            f"describe processing job {name}",
-            aws.sagemaker.describe_processing_job,
-            absent=[MISSING],
+    """Wait until the job finishes (boto3's processing_job_completed_or_stopped waiter); raise with its
+    FailureReason unless it Completed.
+
+    The waiter logs nothing between polls, so the wait is logged when it starts and when it ends: a job is
+    InProgress (then perhaps Stopping) until it finishes, so no status in between goes unseen but Stopping.
+    """
+    timeout_s, poll_s = aws.config.number("WAIT_TIMEOUT", 3600.0), max(aws.config.number("POLL_SECONDS", 15.0), 0.1)
+    action, started = f"describe processing job {name}", time.monotonic()
+    log.info("[%5.0fs] %s: waiting (a poll every %gs, WAIT_TIMEOUT=%gs)", 0, name, poll_s, timeout_s)
+    try:
+        aws.sagemaker.get_waiter("processing_job_completed_or_stopped").wait(
+            # The waiter counts attempts, not seconds: as many as WAIT_TIMEOUT allows at this pace.
             ProcessingJobName=name,
+            WaiterConfig={"Delay": poll_s, "MaxAttempts": 1 + math.ceil(timeout_s / poll_s)},
         )
-        if job is None:
-            raise NotFound(f"processing job {name} does not exist in {aws.region}")
-        status, elapsed = job["ProcessingJobStatus"], time.monotonic() - started
-        if status != last:
-            log.info("[%5.0fs] %s: %s", elapsed, name, status)
-            last = status
-        if status == "Completed":
-            return job
-        if status in FINISHED:
-            raise LifecycleError(
-                f"processing job {name} {status}: {job.get('FailureReason', 'no reason given')}; "
-                "its logs are in CloudWatch under /aws/sagemaker/ProcessingJobs"
-            )
-        if elapsed >= timeout_s:
-            raise LifecycleError(f"processing job {name} is still {status} after {elapsed:.0f}s: raise WAIT_TIMEOUT")
-        time.sleep(poll_s)
+    except WaiterError as exc:  # Failed, out of attempts, or an error (no such job, access denied, ...)
+        job = exc.last_response or {}
+        if "Error" in job:
+            error = ClientError(job, "DescribeProcessingJob")
+            if "could not find" in error_message(error).lower():
+                raise NotFound(f"processing job {name} does not exist in {aws.region}")
+            raise translate(error, action) from None
+    except BotoCoreError as exc:  # no credentials, no connection: one line, as aws.call gives
+        raise translate(exc, action) from None
+    else:  # Completed or Stopped; the waiter returns no description
+        job = aws.call(action, aws.sagemaker.describe_processing_job, ProcessingJobName=name)
+    status, elapsed = job["ProcessingJobStatus"], time.monotonic() - started
+    log.info("[%5.0fs] %s: %s", elapsed, name, status)
+    if status == "Completed":
+        return job
+    if status in FINISHED:
+        raise LifecycleError(
+            f"processing job {name} {status}: {job.get('FailureReason', 'no reason given')}; "
+            "its logs are in CloudWatch under /aws/sagemaker/ProcessingJobs"
+        )
+    raise LifecycleError(f"processing job {name} is still {status} after {elapsed:.0f}s: raise WAIT_TIMEOUT")
 
 
 def _start(aws: Aws, request: dict) -> None:

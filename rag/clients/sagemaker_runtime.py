@@ -26,10 +26,19 @@ from __future__ import annotations
 import json
 import logging
 import math
-import random
 import threading
 import time
 from collections.abc import Iterable, Iterator
+
+from tenacity import (
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_before_delay,
+    stop_never,
+    wait_exponential,
+    wait_random,
+)
 
 from rag import errors
 from rag.clients.http import DEFAULT_READ_TIMEOUT_S, LlmServiceGenerator
@@ -38,7 +47,11 @@ from rag.clients.protocol import deadline_attribute, decode_events
 log = logging.getLogger(__name__)
 
 JSON = "application/json"
-RETRY_PAUSES_S = (0.1, 0.3)  # two retries at most, only where the request never reached the model
+# Two retries at most, only where the request never reached the model (NotSent), after 0.1 then 0.3 s plus
+# up to 0.1 s of jitter, and only while a retry still fits before the deadline. Not botocore's own retries:
+# its standard mode also retries read timeouts and 500s (the model may have run) and knows no deadline.
+MAX_RETRIES = 2
+RETRY_WAIT = wait_exponential(multiplier=0.1, exp_base=3) + wait_random(0, 0.1)
 THROTTLED = {"ThrottlingException", "Throttling", "ThrottledException", "TooManyRequestsException"}
 NOT_SENT = THROTTLED | {"ServiceUnavailable", "ModelNotReadyException"}
 # The container stops at the deadline it was given; our read waits a little longer, so its own
@@ -52,6 +65,11 @@ READY_TTL_S, NOT_READY_TTL_S = 5.0, 1.0
 
 class EndpointLoading(errors.UpstreamUnavailable):
     """The LLM endpoint answered not_ready: to the front's callers, an upstream not available yet."""
+
+
+class NotSent(errors.UpstreamUnavailable):
+    """SageMaker Runtime turned the call away, or could not be reached: the request never reached the
+    model, so it is safe to retry."""
 
 
 def split_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
@@ -144,30 +162,40 @@ class SageMakerGenerator(LlmServiceGenerator):
                     return body  # the LLM service's own /ping answer, relayed
             except ValueError:
                 pass
-        return {"status": "unavailable", "error": self._translate(exc)[0].message}
+        return {"status": "unavailable", "error": self._translate(exc).message}
 
     # --- transport ---
 
     def _invoke(self, operation: str, payload: dict, deadline: float | None, accept: str):
         body = json.dumps(payload, ensure_ascii=False).encode()
-        for attempt in range(len(RETRY_PAUSES_S) + 1):
-            remaining = DEFAULT_READ_TIMEOUT_S if deadline is None else deadline - time.monotonic()
-            if remaining <= 0:
-                raise errors.RequestTimeout("the request deadline passed before calling the LLM endpoint")
-            try:
-                response = self._call(operation, body, remaining, accept=accept)
-                self._observed = (time.monotonic(), {"status": "ready"})
-                return response
-            except Exception as exc:  # noqa: BLE001 - translated below; unknown ones re-raised by _translate
-                error, retry = self._translate(exc)
-            self._observe(error)
-            pause = RETRY_PAUSES_S[attempt] if attempt < len(RETRY_PAUSES_S) else None
-            left = math.inf if deadline is None else deadline - time.monotonic()
-            if not retry or pause is None or left < pause + READ_GRACE_S:
-                raise error
-            log.warning("LLM endpoint %s: %s; retrying in %.1f s", self.endpoint_name, error.message, pause)
-            time.sleep(pause * random.uniform(1.0, 1.5))
-        raise AssertionError("unreachable")
+        retrying = Retrying(
+            retry=retry_if_exception_type(NotSent),
+            wait=RETRY_WAIT,
+            # a retry starts only if it can still be answered before the deadline (with the read's grace)
+            stop=stop_after_attempt(1 + MAX_RETRIES)
+            | (stop_never if deadline is None else stop_before_delay(deadline - time.monotonic() - READ_GRACE_S)),
+            before_sleep=self._log_retry,
+            reraise=True,  # the last RagError itself, not tenacity's RetryError
+        )
+        return retrying(self._attempt, operation, body, deadline, accept)
+
+    def _attempt(self, operation: str, body: bytes, deadline: float | None, accept: str):
+        remaining = DEFAULT_READ_TIMEOUT_S if deadline is None else deadline - time.monotonic()
+        if remaining <= 0:
+            raise errors.RequestTimeout("the request deadline passed before calling the LLM endpoint")
+        try:
+            response = self._call(operation, body, remaining, accept=accept)
+        except Exception as exc:  # noqa: BLE001 - translated; unknown ones re-raised by _translate
+            error = self._translate(exc)
+        else:
+            self._observed = (time.monotonic(), {"status": "ready"})
+            return response
+        self._observe(error)
+        raise error
+
+    def _log_retry(self, state) -> None:
+        error = state.outcome.exception()
+        log.warning("LLM endpoint %s: %s; retrying in %.1f s", self.endpoint_name, error.message, state.upcoming_sleep)
 
     def _call(
         self,
@@ -215,8 +243,8 @@ class SageMakerGenerator(LlmServiceGenerator):
         elif not isinstance(error, errors.RequestTimeout):
             self._observed = (time.monotonic(), {"status": "ready"})  # it answered, with an error of the request
 
-    def _translate(self, exc: Exception) -> tuple[errors.RagError, bool]:
-        """(the RagError for `exc`, whether retrying is safe); anything unknown is re-raised (a 500)."""
+    def _translate(self, exc: Exception) -> errors.RagError:
+        """The RagError for `exc` (a NotSent where retrying is safe); anything unknown is re-raised (a 500)."""
         from botocore.exceptions import (
             BotoCoreError,
             ClientError,
@@ -229,40 +257,38 @@ class SageMakerGenerator(LlmServiceGenerator):
 
         name = self.endpoint_name
         if isinstance(exc, errors.RagError):
-            return exc, False
+            return exc
         if isinstance(exc, ClientError):
             code, status = _code(exc), exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             message = exc.response.get("Error", {}).get("Message", "")
             if code == "ModelError":
-                return self._model_error(exc), False
+                return self._model_error(exc)
             if code in NOT_SENT or status in (429, 503):
-                return errors.UpstreamUnavailable(
+                return NotSent(
                     f"SageMaker Runtime turned the LLM endpoint {name} call away ({code or status}); retry shortly"
-                ), code in NOT_SENT or status in (429, 503)
+                )
             if code.startswith("AccessDenied") or status == 403:
                 return errors.UpstreamUnavailable(
                     f"not allowed to invoke the LLM endpoint {name}: the execution role "
                     "needs sagemaker:InvokeEndpoint on it (see docs/deploy.md, IAM)"
-                ), False
+                )
             if code.startswith("Validation") and "not found" in message.lower():
                 return errors.UpstreamUnavailable(
                     f"the LLM endpoint {name} does not exist in this region: deploy it "
                     "(make deploy ARCH=split) or fix RAG_LLM_URL"
-                ), False
-            return errors.UpstreamUnavailable(
-                f"SageMaker Runtime failed on the LLM endpoint {name} ({code or status})"
-            ), False
+                )
+            return errors.UpstreamUnavailable(f"SageMaker Runtime failed on the LLM endpoint {name} ({code or status})")
         if isinstance(exc, ReadTimeoutError):
-            return errors.RequestTimeout(f"the LLM endpoint {name} did not answer before the request deadline"), False
+            return errors.RequestTimeout(f"the LLM endpoint {name} did not answer before the request deadline")
         if isinstance(exc, (EndpointConnectionError, ConnectTimeoutError)):
-            return errors.UpstreamUnavailable(f"cannot reach SageMaker Runtime for the LLM endpoint {name}"), True
+            return NotSent(f"cannot reach SageMaker Runtime for the LLM endpoint {name}")
         if isinstance(exc, (NoCredentialsError, NoRegionError)):
             return errors.UpstreamUnavailable(
                 f"cannot call the LLM endpoint {name}: {exc} (on SageMaker the execution "
                 "role gives credentials; elsewhere set AWS_PROFILE and AWS_DEFAULT_REGION)"
-            ), False
+            )
         if isinstance(exc, BotoCoreError):
-            return errors.UpstreamUnavailable(f"calling the LLM endpoint {name} failed: {type(exc).__name__}"), False
+            return errors.UpstreamUnavailable(f"calling the LLM endpoint {name} failed: {type(exc).__name__}")
         raise exc
 
     def _model_error(self, exc) -> errors.RagError:

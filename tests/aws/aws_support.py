@@ -8,7 +8,10 @@ from pathlib import Path
 
 import boto3
 import requests
+from botocore.stub import Stubber
 
+from sagemaker_lifecycle.config import Config
+from sagemaker_lifecycle.session import Aws
 from tests.support import ROOT, ServerProcess
 
 REGION = "us-east-1"
@@ -83,3 +86,20 @@ class Account:
             "POLL_SECONDS=0.1",
             *extra,
         ]
+
+
+def stubbed_sagemaker(operation: str, fields: dict, *answers: dict | str, messages=None) -> tuple[Aws, Stubber]:
+    """An Aws (POLL_SECONDS=0.1, WAIT_TIMEOUT=0.2) whose SageMaker client answers `operation` with `answers` in
+    turn: `fields` updated with the answer, or an error code (its message from `messages`, else a stub's)."""
+    aws = Aws(Config({"REGION": REGION, "POLL_SECONDS": "0.1", "WAIT_TIMEOUT": "0.2"}))
+    client = boto3.client("sagemaker", region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x")
+    stubber = Stubber(client)
+    for answer in answers:
+        if isinstance(answer, str):
+            message = (messages or {}).get(answer, f"{answer} from the stub")
+            stubber.add_client_error(operation, answer, message, 400)
+        else:
+            stubber.add_response(operation, {**fields, **answer})
+    aws._clients["sagemaker"] = client
+    stubber.activate()
+    return aws, stubber

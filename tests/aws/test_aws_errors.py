@@ -5,17 +5,15 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import boto3
 import pytest
 from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 
 from sagemaker_lifecycle.clean import wait_until_gone
-from sagemaker_lifecycle.config import Config
 from sagemaker_lifecycle.endpoint_status import wait_until_settled
 from sagemaker_lifecycle.errors import AccessDenied, EndpointFailed, LifecycleError, NotImplementedByApi, translate
 from sagemaker_lifecycle.session import Aws
-from tests.aws.aws_support import CREDENTIALS, REGION, make
+from tests.aws.aws_support import CREDENTIALS, REGION, make, stubbed_sagemaker
 
 
 def error_lines(result) -> list[str]:
@@ -164,27 +162,14 @@ def test_wait_gives_up_after_the_timeout():
 
 def stubbed_aws(*describes: dict | str) -> tuple[Aws, Stubber]:
     """An Aws whose DescribeEndpoint answers `describes` in turn: a status, or an error code."""
-    aws = Aws(Config({"REGION": REGION, "POLL_SECONDS": "0.1", "WAIT_TIMEOUT": "0.2"}))
-    client = boto3.client("sagemaker", region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x")
-    stubber = Stubber(client)
-    for answer in describes:
-        if isinstance(answer, str):
-            stubber.add_client_error("describe_endpoint", answer, f"{answer} from the stub", 400)
-        else:
-            stubber.add_response(
-                "describe_endpoint",
-                {
-                    "EndpointName": "e",
-                    "EndpointArn": "arn:aws:sagemaker:us-east-1:1:endpoint/e",
-                    "EndpointConfigName": "c",
-                    "CreationTime": 0,
-                    "LastModifiedTime": 0,
-                    **answer,
-                },
-            )
-    aws._clients["sagemaker"] = client
-    stubber.activate()
-    return aws, stubber
+    endpoint = {
+        "EndpointName": "e",
+        "EndpointArn": "arn:aws:sagemaker:us-east-1:1:endpoint/e",
+        "EndpointConfigName": "c",
+        "CreationTime": 0,
+        "LastModifiedTime": 0,
+    }
+    return stubbed_sagemaker("describe_endpoint", endpoint, *describes)
 
 
 def test_clean_waits_for_the_deletion_and_gives_up_with_a_warning(caplog):

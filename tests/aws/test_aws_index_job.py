@@ -8,14 +8,17 @@ tests/container/test_container_index.py.
 
 from __future__ import annotations
 
+import logging
 import re
 
 import pytest
+from botocore.stub import Stubber
 
 from sagemaker_lifecycle.config import Config
-from sagemaker_lifecycle.index_job import run_index_job
+from sagemaker_lifecycle.errors import AccessDenied, LifecycleError, NotFound
+from sagemaker_lifecycle.index_job import run_index_job, wait_for_job
 from sagemaker_lifecycle.session import Aws
-from tests.aws.aws_support import REGION, make
+from tests.aws.aws_support import REGION, make, stubbed_sagemaker
 
 IMAGE = "rag-monolito:latest"
 
@@ -148,3 +151,45 @@ def test_the_request_sent_carries_instances_and_environment(moto, aws_env, accou
     }
     assert request["Environment"] == {"RAG_CHUNK_SIZE": "600", "RAG_INDEX_TYPE": "hnsw"}
     assert jobs_of(moto, "corpus-d-index-")[0]["ProcessingJobName"] == request["ProcessingJobName"]
+
+
+def stubbed_job(*describes: dict | str) -> tuple[Aws, Stubber]:
+    """An Aws whose DescribeProcessingJob answers `describes` in turn: fields of the job, or an error code."""
+    job = {
+        "ProcessingJobName": "j",
+        "ProcessingJobArn": "arn:aws:sagemaker:us-east-1:1:processing-job/j",
+        "ProcessingResources": {
+            "ClusterConfig": {"InstanceCount": 1, "InstanceType": "ml.m5.xlarge", "VolumeSizeInGB": 30}
+        },
+        "AppSpecification": {"ImageUri": "rag-monolito:latest"},
+        "CreationTime": 0,
+    }
+    missing = {"ValidationException": "Could not find requested job with name j"}
+    return stubbed_sagemaker("describe_processing_job", job, *describes, messages=missing)
+
+
+def test_wait_for_job_outcomes(caplog):
+    """moto reports a job Completed at once; a real one is InProgress for a while, and may fail or stop."""
+    caplog.set_level(logging.INFO, "sagemaker_lifecycle")
+    aws, stubber = stubbed_job(*[{"ProcessingJobStatus": s} for s in ("InProgress", "Completed", "Completed")])
+    assert wait_for_job(aws, "j")["ProcessingJobStatus"] == "Completed"  # the waiter's polls, then one describe
+    stubber.assert_no_pending_responses()
+    assert caplog.messages[0].endswith("j: waiting (a poll every 0.1s, WAIT_TIMEOUT=0.2s)")
+    assert caplog.messages[-1].endswith("j: Completed")
+
+    aws, _ = stubbed_job({"ProcessingJobStatus": "Failed", "FailureReason": "ClientError: out of disk"})
+    with pytest.raises(LifecycleError, match="processing job j Failed: ClientError: out of disk; its logs are in"):
+        wait_for_job(aws, "j")
+    aws, _ = stubbed_job({"ProcessingJobStatus": "Stopping"}, *[{"ProcessingJobStatus": "Stopped"}] * 2)
+    with pytest.raises(LifecycleError, match="processing job j Stopped: no reason given"):
+        wait_for_job(aws, "j")
+    aws, stubber = stubbed_job(*[{"ProcessingJobStatus": "InProgress"}] * 3)  # WAIT_TIMEOUT / POLL_SECONDS + 1 polls
+    with pytest.raises(LifecycleError, match="still InProgress after 0s: raise WAIT_TIMEOUT"):
+        wait_for_job(aws, "j")
+    stubber.assert_no_pending_responses()
+    aws, _ = stubbed_job("ValidationException")
+    with pytest.raises(NotFound, match="processing job j does not exist in us-east-1"):
+        wait_for_job(aws, "j")
+    aws, _ = stubbed_job("AccessDeniedException")
+    with pytest.raises(AccessDenied, match="describe processing job j"):
+        wait_for_job(aws, "j")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from rag.settings import parse_bool
 from tests.container.docker_support import ARCHES, Container, build_image, daemon_problem, start_ready
 from tests.support import ROOT, report_figures
 
@@ -38,7 +39,7 @@ REQUIRE_DOCKER = "RAG_REQUIRE_DOCKER"
 @pytest.fixture(scope="session")
 def docker_ready() -> None:
     reason = daemon_problem()
-    if reason and os.environ.get(REQUIRE_DOCKER, "").strip() not in ("", "0"):
+    if reason and parse_bool(os.environ.get(REQUIRE_DOCKER), REQUIRE_DOCKER):
         pytest.fail(f"{reason}, and {REQUIRE_DOCKER}=1 says the container tests must run", pytrace=False)
     if reason:
         pytest.skip(f"{reason}; start dockerd (see .ci/run) to run the container tests")

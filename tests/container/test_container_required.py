@@ -10,7 +10,10 @@ import pytest
 from tests.support import ROOT, base_env
 
 
-@pytest.mark.parametrize("required, outcome", [("", "1 skipped"), ("0", "1 skipped"), ("1", "1 error")])
+@pytest.mark.parametrize(
+    "required, outcome",
+    [("", "1 skipped"), ("0", "1 skipped"), ("no", "1 skipped"), ("1", "1 error"), ("true", "1 error")],
+)
 def test_no_daemon_is_a_skip_or_a_failure(tmp_path, required, outcome):
     # A docker client that does not exist: `docker version` fails as it does without a daemon.
     env = base_env(DOCKER=str(tmp_path / "no-docker"), RAG_REQUIRE_DOCKER=required)
@@ -31,6 +34,6 @@ def test_no_daemon_is_a_skip_or_a_failure(tmp_path, required, outcome):
         timeout=120,
     )
     assert outcome in result.stdout, result.stdout[-2000:]
-    assert (result.returncode != 0) == (required == "1")
-    if required == "1":
+    assert (result.returncode != 0) == (outcome == "1 error")
+    if outcome == "1 error":
         assert "RAG_REQUIRE_DOCKER=1" in result.stdout

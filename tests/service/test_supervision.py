@@ -2,6 +2,7 @@
 
 import os
 import signal
+import sys
 import threading
 import time
 
@@ -10,6 +11,7 @@ import pytest
 import requests
 
 from tests.service.conftest import start_architecture
+from tests.support import ROOT, VENV_BIN, ServerProcess, base_env, free_port
 
 pytestmark = pytest.mark.slow
 QUESTION = "How long is the track of the Kessel Heights Funicular, in metres?"
@@ -111,3 +113,55 @@ def test_monolith_worker_crash_loop_backs_off(sample_index, tmp_path):
         assert service.invoke({"query": QUESTION, "max_new_tokens": 8}).status_code == 200
     finally:
         service.server.stop()
+
+
+FAKE_GUNICORN = """#!{python}
+# Stands in for gunicorn under start.sh: answers /ping on --bind; the service named in STUBBORN ignores SIGTERM.
+import os, signal, sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+host, _, port = sys.argv[sys.argv.index("--bind") + 1].rpartition(":")
+if os.environ["STUBBORN"] in sys.argv[-1]:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+class Ping(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.send_header("Content-Length", "0"); self.end_headers()
+    def log_message(self, *args):
+        pass
+HTTPServer((host, int(port)), Ping).serve_forever()
+"""
+
+
+def test_stop_is_bounded_when_a_service_ignores_sigterm(tmp_path):
+    """SageMaker's SIGKILL comes 30 s after SIGTERM: start.sh's whole stop, orchestrator drain and internal
+    services together, ends within its 25 s budget even when a service never exits on SIGTERM."""
+    fake = tmp_path / "bin" / "gunicorn"
+    fake.parent.mkdir()
+    fake.write_text(FAKE_GUNICORN.format(python=sys.executable))
+    fake.chmod(0o755)
+    ports = {name: free_port() for name in ("public", "vector", "llm")}
+    env = base_env(
+        PATH=f"{fake.parent}:{VENV_BIN}:{os.environ['PATH']}",
+        STUBBORN="vector_service",
+        RAG_BIND_HOST="127.0.0.1",
+        SAGEMAKER_BIND_TO_PORT=str(ports["public"]),
+        RAG_VECTOR_URL=f"http://127.0.0.1:{ports['vector']}",
+        RAG_LLM_URL=f"http://127.0.0.1:{ports['llm']}",
+    )
+    server = ServerProcess([str(ROOT / "Microservicos" / "start.sh"), "serve"], env, tmp_path / "start.log")
+    try:
+        end = time.monotonic() + 60
+        while "service(s) ready" not in server.log():
+            assert time.monotonic() < end and server.proc.poll() is None, server.log()
+            time.sleep(0.1)
+        family = server.descendants()
+        stopped_at = time.monotonic()
+        os.kill(server.pid, signal.SIGTERM)
+        code = server.proc.wait(timeout=40)
+        elapsed = time.monotonic() - stopped_at
+        psutil.wait_procs(family, timeout=2)
+        survivors = [p for p in family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    finally:
+        server.stop()
+    assert code == 0 and 24 < elapsed < 27, (elapsed, server.log())
+    assert "services still running 25s after SIGTERM: SIGKILL" in server.log()
+    assert not survivors

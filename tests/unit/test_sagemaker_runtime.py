@@ -3,15 +3,19 @@ in front of a scripted container: error mapping, retries, deadlines, stream deco
 
 from __future__ import annotations
 
+import io
 import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import boto3
 import pytest
+from botocore.response import StreamingBody
+from botocore.stub import Stubber
 
 from rag import errors
-from rag.clients.sagemaker_runtime import SageMakerGenerator, split_lines
+from rag.clients.sagemaker_runtime import NotSent, SageMakerGenerator, split_lines
 from rag.types import GenerationParams, Passage
 from sagemaker_lifecycle.local_runtime import LocalRuntime
 from tests.support import free_port
@@ -204,3 +208,47 @@ def test_split_lines():
         b'{"b": 2}',
         b'{"c": 3}',
     ]
+
+
+def stubbed(*codes: tuple[str, int]) -> tuple[SageMakerGenerator, Stubber]:
+    """A generator whose SageMaker Runtime client answers the given (error code, status)s in turn, then
+    the answer: botocore's own errors, without a network."""
+    client = boto3.client(
+        "sagemaker-runtime", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"
+    )
+    stubber = Stubber(client)
+    for code, status in codes:
+        stubber.add_client_error("invoke_endpoint", code, f"{code} from the stub", status)
+    stubber.add_response(
+        "invoke_endpoint", {"Body": StreamingBody(io.BytesIO(json.dumps(ANSWER).encode()), len(json.dumps(ANSWER)))}
+    )
+    stubber.activate()
+    generator = SageMakerGenerator("rag-split-llm")
+    generator._client = lambda read_timeout, connect_timeout: client
+    return generator, stubber
+
+
+def test_a_call_turned_away_is_retried_with_a_warning(caplog):
+    generator, stubber = stubbed(("ModelNotReadyException", 429), ("ThrottlingException", 400))
+    assert generator.generate("When?", PASSAGES, PARAMS, time.monotonic() + 10).text == "In 1889."
+    stubber.assert_no_pending_responses()
+    assert [m for m in caplog.messages if "retrying in" in m][1].startswith("LLM endpoint rag-split-llm: SageMaker")
+
+
+def test_a_failure_after_the_model_may_have_run_is_not_retried():
+    generator, stubber = stubbed(("InternalFailure", 500))
+    with pytest.raises(errors.UpstreamUnavailable, match="InternalFailure") as raised:
+        generator.generate("When?", PASSAGES, PARAMS, time.monotonic() + 10)
+    assert not isinstance(raised.value, NotSent)
+    assert len(stubber._queue) == 1  # only the answer is left: one call, no retry
+
+
+def test_retries_stop_where_the_deadline_leaves_no_room():
+    """A retry starts only when it would still have the read's grace (1 s) before the deadline: with 1.4 s,
+    the first retry (after 0.1 to 0.2 s) fits, the second (after 0.3 to 0.4 s more) does not."""
+    generator, stubber = stubbed(*[("ThrottlingException", 400)] * 3)
+    started = time.monotonic()
+    with pytest.raises(NotSent, match="ThrottlingException"):
+        generator.generate("When?", PASSAGES, PARAMS, started + 1.4)
+    assert time.monotonic() - started < 0.6
+    assert len(stubber._queue) == 2  # two calls made: the third error and the answer were never asked for

@@ -38,4 +38,25 @@ def test_get_prints_only_validated_values(monkeypatch, capsys):
     monkeypatch.setenv("RAG_STARTUP_TIMEOUT", "42")
     assert main(["--get", "startup_timeout_s", "vector_port"]) == 0
     assert capsys.readouterr().out == "42 5001\n"
-    assert main(["--get", "instance_token"]) == 2
+
+
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        (["--get", "instance_token"], "invalid choice: 'instance_token'"),  # not a validated shell value
+        (["--get"], "expected at least one argument"),
+        (["public_bind"], "unrecognized arguments: public_bind"),
+    ],
+)
+def test_bad_use_is_a_usage_error(argv, says, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and err.startswith("usage: python -m rag.settings") and says in err
+
+
+def test_a_wrong_value_is_one_line_and_exit_2(monkeypatch, capsys):
+    monkeypatch.setenv("RAG_STARTUP_TIMEOUT", "1+1")
+    assert main(["--get", "startup_timeout_s"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("configuration error: RAG_STARTUP_TIMEOUT") and err.count("\n") == 1
