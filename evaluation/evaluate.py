@@ -200,7 +200,10 @@ def score(question: Question, response: dict | None, error: str | None, latency_
         "error": error,
         "rank": source_rank(sources, question.source),
         "sources": [
-            {key: s.get(key) for key in ("rank", "source", "chunk", "score", "excerpt") if key in s} for s in sources
+            # The passage's whole text only where the model saw it whole (no excerpt: RAG_CONTEXT_FOCUS=off).
+            {key: s.get(key) for key in ("rank", "source", "chunk", "score", "excerpt") if key in s}
+            | ({} if "excerpt" in s else {"text": s.get("text", "")})
+            for s in sources
         ],
         "prompt_tokens": usage.get("prompt_tokens"),
         "completion_tokens": usage.get("completion_tokens"),
@@ -210,7 +213,15 @@ def score(question: Question, response: dict | None, error: str | None, latency_
     record["correct"] = error is None and (
         is_correct(answer, question.answers) if question.answerable else record["refused"]
     )
+    # Whether the text the model saw held an accepted answer: separates retrieval and context errors
+    # from the model's own.
+    record["answer_in_context"] = question.answerable and is_correct(seen_context(record), question.answers)
     return record
+
+
+def seen_context(record: dict) -> str:
+    """The context the model was given, as the grounding check sees it: the excerpts, in rank order."""
+    return "\n".join(s["excerpt"] if "excerpt" in s else s.get("text", "") for s in record["sources"])
 
 
 def _rate(hits: int, total: int) -> float | None:
@@ -234,6 +245,7 @@ def summarize(records: list[dict], top_k: int) -> dict:
         "top_k": top_k,
         "accuracy": _rate(sum(r["correct"] for r in answerable), len(answerable)),
         "false_refusal": _rate(sum(r["refused"] for r in answerable), len(answerable)),
+        "answer_in_context": _rate(sum(bool(r.get("answer_in_context")) for r in answerable), len(answerable)),
         "refusal": _rate(sum(r["refused"] for r in unanswerable), len(unanswerable)),
         "hit_at_1": _rate(sum(r["rank"] == 1 for r in with_source), len(with_source)),
         "hit_at_k": _rate(sum(r["rank"] is not None for r in with_source), len(with_source)),
@@ -271,6 +283,7 @@ def format_table(summary: dict) -> str:
         ("answer accuracy (answerable)", pct(summary["accuracy"])),
         ("refusal rate (unanswerable)", pct(summary["refusal"])),
         ("false refusals (answerable)", pct(summary["false_refusal"])),
+        ("answer in context (answerable)", pct(summary.get("answer_in_context"))),
         ("hit@1 (expected source first)", pct(summary["hit_at_1"])),
         (f"hit@{summary['top_k']} (expected source retrieved)", pct(summary["hit_at_k"])),
         ("MRR of the expected source", "n/a" if summary["mrr"] is None else f"{summary['mrr']:.3f}"),

@@ -25,11 +25,11 @@ def _ms(seconds: float) -> float:
 class RagPipeline:
     """retrieve, then generate; returns the response body of the API contract."""
 
-    def __init__(self, retriever: Retriever, generator: Generator, architecture: str, check_grounding: bool = False):
+    def __init__(self, retriever: Retriever, generator: Generator, architecture: str, grounding: str = "off"):
         self.retriever = retriever
         self.generator = generator
         self.architecture = architecture
-        self.check_grounding = check_grounding  # rag/generation/grounding.py: unsupported answers become a refusal
+        self.grounding = grounding  # rag/generation/grounding.py's mode: unsupported answers become a refusal
 
     def answer(self, request: QueryRequest, deadline: float | None = None) -> dict:
         """Answer one validated request, with sources, usage and stage timings."""
@@ -62,9 +62,9 @@ class RagPipeline:
 
     def _response(self, query: str, passages: list[Passage], answer: Answer, started: float, retrieved: float) -> dict:
         text = answer.text
-        if self.check_grounding:
+        if self.grounding != "off":
             context = "\n".join(p.text for p in prompt_passages(passages))
-            text, unsupported = check_answer(text, query, context)
+            text, unsupported = check_answer(text, query, context, self.grounding)
             if unsupported:
                 log.info("answer replaced by a refusal: %d unsupported number(s) or name(s)", len(unsupported))
         finished = time.perf_counter()

@@ -83,6 +83,22 @@ def _switch(env: dict, name: str, default: bool) -> bool:
     return parse_bool(env.get(name), name, default)
 
 
+GROUNDING_MODES = ("off", "present", "subject")  # rag/generation/grounding.py
+
+
+def _grounding(env: dict, default: str) -> str:
+    """RAG_GROUNDING_CHECK: a mode, or a yes/no (yes: the default mode; no: off), as before the modes."""
+    value = env.get("RAG_GROUNDING_CHECK", "").strip().lower()
+    if value in GROUNDING_MODES:
+        return value
+    try:
+        return default if parse_bool(value, "RAG_GROUNDING_CHECK", True) else "off"
+    except ConfigError:
+        raise ConfigError(
+            f"RAG_GROUNDING_CHECK={value!r} is not valid; use {', '.join(GROUNDING_MODES)} (or on, which is {default})"
+        ) from None
+
+
 SAGEMAKER_SCHEME = "sagemaker://"  # RAG_LLM_URL=sagemaker://<endpoint>: the LLM endpoint of the split topology
 # SageMaker's own rule for endpoint names.
 _ENDPOINT_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
@@ -205,9 +221,9 @@ class Settings:
     context_score_gap: float = 0.15
     context_window: int = 0
     context_lexical_weight: float = 0.3
-    grounding_check: bool = (
-        True  # rag/generation/grounding.py: refuse answers stating numbers or names not in the context
-    )
+    # rag/generation/grounding.py: refuse answers stating numbers or names not in the context ("present"),
+    # or not near the question's subject ("subject"); "off".
+    grounding_check: str = "present"
     vector_url: str = "http://127.0.0.1:5001"
     llm_url: str = "http://127.0.0.1:5002"
     port: int = 8080
@@ -286,7 +302,7 @@ class Settings:
             context_score_gap=_float(env, "RAG_CONTEXT_SCORE_GAP", cls.context_score_gap, 0.0, 2.0),
             context_window=env_int(env, "RAG_CONTEXT_WINDOW", cls.context_window, 0, 10),
             context_lexical_weight=_float(env, "RAG_CONTEXT_LEXICAL_WEIGHT", cls.context_lexical_weight, 0.0, 10.0),
-            grounding_check=_switch(env, "RAG_GROUNDING_CHECK", cls.grounding_check),
+            grounding_check=_grounding(env, cls.grounding_check),
             vector_url=_url(env, "RAG_VECTOR_URL", "http://127.0.0.1:5001"),
             llm_url=_llm_url(env),
             port=env_int(env, "SAGEMAKER_BIND_TO_PORT", 8080, 1, 65535),

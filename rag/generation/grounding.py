@@ -46,24 +46,95 @@ def _number_values(text: str) -> set[str]:
     return values
 
 
+def _forms(word: str) -> set[str]:
+    folded = _fold(word)
+    # "Warden's", "Wardens" and "Warden" are one name.
+    return {folded, folded.removesuffix("'s"), folded.removesuffix("s"), folded.removesuffix("es")}
+
+
+def _names(answer: str) -> list[str]:
+    """The capitalised words of `answer` that may name something."""
+    # A sentence's first word is capitalised whatever it is ("Approximately 318 metres."): not a name.
+    later_words = [word for sentence in _SENTENCE.split(answer) for word in _WORD.findall(sentence)[1:]]
+    return [word for word in later_words if word[0].isupper() and word not in _COMMON]
+
+
 def unsupported(answer: str, question: str, context: str) -> list[str]:
     """The numbers and capitalised names of `answer` that neither the question nor the context contains."""
     answer = _LIST_MARKER.sub("", answer)  # "1. The first ..." numbers a list; it states nothing
     known_numbers = _number_values(question) | _number_values(context)
     missing = sorted(n for n in _number_values(answer) - known_numbers)
     known_words = set(_fold(w) for w in _WORD.findall(f"{question} {context}"))
-    # A sentence's first word is capitalised whatever it is ("Approximately 318 metres."): not a name.
-    later_words = [word for sentence in _SENTENCE.split(answer) for word in _WORD.findall(sentence)[1:]]
-    for word in later_words:
-        if word[0].isupper() and word not in _COMMON and _fold(word) not in known_words:
-            folded = _fold(word)
-            # "Warden's", "Wardens" and "Warden" are one name.
-            if not {folded.removesuffix("'s"), folded.removesuffix("s"), folded.removesuffix("es")} & known_words:
-                missing.append(word)
+    missing += [word for word in _names(answer) if not _forms(word) & known_words]
     return missing
 
 
-def check_answer(answer: str, question: str, context: str) -> tuple[str, list[str]]:
-    """The answer, or REFUSAL when it states something unsupported; with what was unsupported."""
+# Words a question asks with, which say nothing about what it asks about.
+_QUESTION_WORDS = frozenset(
+    """what which who whom whose when where why how much many long old does did do is are was were has have had
+can could would should will the a an of in on at by for from to and or with about into than that this
+there their its it be been being any some kind name named called year date number first last""".split()
+)
+
+
+def _subject(question: str) -> set[str]:
+    """What a question is about (folded): the names it mentions, or else its content words."""
+    words = _WORD.findall(question)
+    names = [w for w in words[1:] if w[0].isupper() and w not in _COMMON]
+    if words and words[0][0].isupper() and _fold(words[0]) not in _QUESTION_WORDS and words[0] not in _COMMON:
+        names.insert(0, words[0])
+    chosen = names or [w for w in words if len(w) > 2 and _fold(w) not in _QUESTION_WORDS]
+    return set().union(*(_forms(w) for w in chosen)) if chosen else set()
+
+
+def unrelated(answer: str, question: str, context: str) -> list[str]:
+    """The numbers and names of `answer` that the context states, but never near the question's subject.
+
+    The subject is the names the question mentions (else its content words). A fact is related when a
+    context sentence holding it, or the sentence before it in the same passage (which may name what "it"
+    refers to), mentions the subject. This catches a true figure attached to the wrong thing ("A ticket on
+    the Quellmark funicular costs 1,240 euros", where 1,240 is the tramway's passenger count)."""
+    subject = _subject(question)
+    if not subject:
+        return []
+    answer = _LIST_MARKER.sub("", answer)
+    sentences: list[tuple[int, str]] = []  # (passage line, sentence)
+    for line_number, line in enumerate(context.split("\n")):
+        sentences += [(line_number, s) for s in _SENTENCE.split(line) if s.strip()]
+    words = [set().union(*(_forms(w) for w in _WORD.findall(s))) if s else set() for _, s in sentences]
+    numbers = [_number_values(s) for _, s in sentences]
+    asked = _number_values(question) | set().union(*(_forms(w) for w in _WORD.findall(question)))
+
+    def related(found: list[int]) -> bool:
+        for i in found:
+            window = words[i] | (words[i - 1] if i and sentences[i - 1][0] == sentences[i][0] else set())
+            if subject & window:
+                return True
+        return False
+
+    missing = []
+    for value in _number_values(answer) - asked:
+        found = [i for i, values in enumerate(numbers) if value in values]
+        if found and not related(found):
+            missing.append(value)
+    for name in _names(answer):
+        forms = _forms(name)
+        if forms & asked:
+            continue
+        found = [i for i, sentence_words in enumerate(words) if forms & sentence_words]
+        if found and not related(found):
+            missing.append(name)
+    return sorted(missing)
+
+
+def check_answer(answer: str, question: str, context: str, mode: str = "present") -> tuple[str, list[str]]:
+    """The answer, or REFUSAL when it states something unsupported; with what was unsupported.
+
+    `present`: every number and name must appear in the question or the context. `subject`: also, near
+    the question's subject (`unrelated`)."""
+    if mode == "off":
+        return answer, []
     missing = unsupported(answer, question, context)
+    if mode == "subject" and not missing:
+        missing = unrelated(answer, question, context)
     return (REFUSAL if missing else answer), missing

@@ -3,7 +3,7 @@
 import pytest
 
 from rag.api import QueryRequest
-from rag.generation.grounding import REFUSAL, check_answer, unsupported
+from rag.generation.grounding import REFUSAL, check_answer, unrelated, unsupported
 from rag.pipeline import RagPipeline
 from rag.types import Passage, Retriever
 from tests.fakes import FakeGenerator
@@ -69,9 +69,65 @@ class SayingGenerator(FakeGenerator):
     ],
 )
 def test_pipeline_applies_the_check_to_answers_and_streams(check, said, expected):
-    pipeline = RagPipeline(OneRetriever(), SayingGenerator(said), "test", check_grounding=check)
+    pipeline = RagPipeline(OneRetriever(), SayingGenerator(said), "test", grounding="present" if check else "off")
     request = QueryRequest("When did it open?", 1)
     assert pipeline.answer(request)["answer"] == expected
     events = list(pipeline.stream(request))
     assert events[-1]["event"] == "done" and events[-1]["answer"] == expected
     assert events[0]["sources"][0]["text"].startswith("Whole chunk.")  # sources untouched
+
+
+SUBJECT_CONTEXT = (
+    "The Quellmark funicular climbs 212 metres from the harbour to the old town. A single ticket costs 3 euros.\n"
+    "The tramway carried 1,240 passengers on its first day. Its first line was designed by Ilse Marren."
+)
+
+
+@pytest.mark.parametrize(
+    "answer, unrelated_facts",
+    [
+        # The figure is in the context, but only in a sentence about something else.
+        ("A ticket on the Quellmark funicular costs 1,240 euros.", ["1240"]),
+        ("The Quellmark funicular was designed by Ilse Marren.", ["Ilse", "Marren"]),
+        # In the same sentence as the subject, or in the sentence after the one naming it ("A single ticket").
+        ("It climbs 212 metres.", []),
+        ("A single ticket costs 3 euros.", []),
+    ],
+)
+def test_a_fact_must_stand_near_the_question_subject(answer, unrelated_facts):
+    question = "How much does a ticket on the Quellmark funicular cost?"
+    if "designed" in answer or "climbs" in answer:
+        question = "Who designed the Quellmark funicular, and how high does it climb?"
+    assert unrelated(answer, question, SUBJECT_CONTEXT) == sorted(unrelated_facts)
+    text, missing = check_answer(answer, question, SUBJECT_CONTEXT, "subject")
+    assert (text == REFUSAL) == bool(unrelated_facts) and missing == sorted(unrelated_facts)
+    # `present` only asks that the facts appear somewhere: all of these do.
+    assert check_answer(answer, question, SUBJECT_CONTEXT, "present") == (answer, [])
+    assert check_answer(answer, question, SUBJECT_CONTEXT, "off") == (answer, [])
+
+
+def test_regrading_saved_answers_matches_the_check():
+    from evaluation.regrade import regrade
+
+    records = [
+        {
+            "question": "How much does a ticket on the Quellmark funicular cost?",
+            "answer": "A ticket on the Quellmark funicular costs 1,240 euros.",
+            "answerable": True,
+            "expected": [["3 euros"]],
+            "error": None,
+            "sources": [{"rank": 1, "source": "x.md", "excerpt": SUBJECT_CONTEXT}],
+        },
+        {
+            "question": "What does a season pass for the funicular cost?",
+            "answer": "The documents do not say.",
+            "answerable": False,
+            "expected": [],
+            "error": None,
+            "sources": [{"rank": 1, "source": "x.md", "excerpt": SUBJECT_CONTEXT}],
+        },
+    ]
+    present, subject = regrade(records, "present"), regrade(records, "subject")
+    assert [r["refused"] for r in present] == [False, True]
+    assert [r["refused"] for r in subject] == [True, True]
+    assert [r["correct"] for r in subject] == [False, True]
