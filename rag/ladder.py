@@ -49,6 +49,9 @@ class Tier:
     gguf_name: str
     tensor_count: int
     parts: tuple[Part, ...]
+    # The tier's own instructions, when the shared prompt (rag/generation/prompt.py) measured worse for it
+    # on the tuning set; None: the shared one.
+    system_prompt: str | None = None
 
     @property
     def download_bytes(self) -> int:

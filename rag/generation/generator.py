@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 from rag.errors import InvalidRequest
 from rag.generation.batching import BatchEngine, Job
-from rag.generation.prompt import answer_has_ended, build_messages, visible_answer
+from rag.generation.prompt import SYSTEM_PROMPT, answer_has_ended, build_messages, visible_answer
 from rag.ladder import embedded_tier
 from rag.models import llm_model_path
 from rag.runtime import single_threaded_from_now
@@ -50,6 +50,7 @@ class TransformersGenerator(Generator):
         max_batch_size: int = 8,
         batch_wait_ms: int = 0,
         max_concurrent_requests: int = 16,
+        system_prompt: str = SYSTEM_PROMPT,
     ):
         # transformers (1.5 s) and torch (3.0 s, through the decoder) are imported only by a process that
         # loads a model (measured with python -X importtime); the orchestrator and the evaluation client do not.
@@ -58,6 +59,7 @@ class TransformersGenerator(Generator):
         from rag.generation.decoder import TransformersDecoder
 
         self.name = name
+        self.system_prompt = system_prompt
         self.tokenizer = AutoTokenizer.from_pretrained(path)  # request threads encode and decode; no torch there
         self.engine = BatchEngine(
             name,
@@ -85,6 +87,7 @@ class TransformersGenerator(Generator):
             max_batch_size=settings.max_batch_size,
             batch_wait_ms=settings.batch_wait_ms,
             max_concurrent_requests=settings.max_concurrent_requests,
+            system_prompt=(model.system_prompt if model is not None else None) or SYSTEM_PROMPT,
         )
 
     def warm_up(self, prompt_chars: int, new_tokens: int = 8) -> None:
@@ -103,7 +106,7 @@ class TransformersGenerator(Generator):
         log.info("LLM warm-up with a %d-character context took %.2f s", prompt_chars, time.perf_counter() - started)
 
     def _encode(self, query: str, passages: list[Passage]) -> list[int]:
-        messages = build_messages(query, passages)
+        messages = build_messages(query, passages, self.system_prompt)
         if self.tokenizer.chat_template:
             encoded = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)
         else:  # a base model without a chat template still gets the same instructions

@@ -16,11 +16,12 @@ SYSTEM_PROMPT = (
 )
 
 
-def build_messages(query: str, passages: list[Passage]) -> list[dict]:
-    """The grounded chat prompt: instructions, then the question, the passages' text and the question again."""
+def build_messages(query: str, passages: list[Passage], system_prompt: str = SYSTEM_PROMPT) -> list[dict]:
+    """The grounded chat prompt: instructions, then the question, the passages' text and the question again.
+    A model tier may bring its own instructions (`system_prompt` in rag/model_ladder.toml)."""
     context = "\n\n".join(p.text for p in passages) or "(nothing was found)"
     user = f"Question: {query}\n\nContext:\n{context}\n\nQuestion: {query}"
-    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+    return [{"role": "system", "content": system_prompt}, {"role": "user", "content": user}]
 
 
 # Where an answer ends besides the model's end-of-turn token: a blank line (a second paragraph) or a new

