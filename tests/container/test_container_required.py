@@ -7,13 +7,13 @@ import sys
 
 import pytest
 
-from tests.support import ROOT, base_env
+from tests.support import ROOT, child_env
 
 
 @pytest.mark.parametrize("required, outcome", [("", "1 skipped"), ("0", "1 skipped"), ("1", "1 error")])
 def test_no_daemon_is_a_skip_or_a_failure(tmp_path, required, outcome):
     # A docker client that does not exist: `docker version` fails as it does without a daemon.
-    env = base_env(DOCKER=str(tmp_path / "no-docker"), RAG_REQUIRE_DOCKER=required)
+    env = child_env(DOCKER=str(tmp_path / "no-docker"), RAG_REQUIRE_DOCKER=required)
     result = subprocess.run(
         [
             sys.executable,

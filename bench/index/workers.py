@@ -6,7 +6,7 @@ that map it, so the PSS of the workers adds up to what they really cost the mach
 memory is the PSS of its mappings of files in the index directory plus the anonymous memory that loading
 and searching added: a heap copy of the index shows up in the second term, a shared mapping in the first.
 
-    python -m bench.index_workers INDEX_DIR DIMENSION [--no-mmap]    (one worker; driven by measure_workers)
+    python -m bench.index.workers INDEX_DIR DIMENSION [--no-mmap]    (one worker; driven by measure_workers)
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 WARM_QUERIES = 200
 
 
@@ -93,7 +93,7 @@ def measure_workers(
     `nprobe` overrides an ivf index's (a large one makes every list resident)."""
     procs, loads, steps = [], [], []
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    argv = [sys.executable, "-m", "bench.index_workers", str(index_dir), str(dimension)] + (
+    argv = [sys.executable, "-m", "bench.index.workers", str(index_dir), str(dimension)] + (
         [] if mmap else ["--no-mmap"]
     )
     argv += ["--nprobe", str(nprobe)] if nprobe else []
@@ -141,7 +141,7 @@ def _read_line(proc: subprocess.Popen, timeout_s: float) -> str:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="python -m bench.index_workers")
+    parser = argparse.ArgumentParser(prog="python -m bench.index.workers")
     parser.add_argument("index_dir", type=Path)
     parser.add_argument("dimension", type=int)
     parser.add_argument("--no-mmap", action="store_true", help="load a private heap copy (the old behaviour)")
