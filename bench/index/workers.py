@@ -19,33 +19,21 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
+
 ROOT = Path(__file__).resolve().parents[2]
 WARM_QUERIES = 200
 
 
-def rollup(pid: int | str = "self") -> dict[str, int]:
-    """The kB fields of /proc/PID/smaps_rollup (Rss, Pss, Anonymous, ...)."""
-    fields = {}
-    with open(f"/proc/{pid}/smaps_rollup") as handle:
-        for line in handle:
-            name, _, rest = line.partition(":")
-            parts = rest.split()
-            if len(parts) == 2 and parts[1] == "kB":
-                fields[name] = int(parts[0])
-    return fields
+def anonymous_kb(pid: int | None = None) -> int:
+    """Anonymous memory (kB) of a process: the sum over its mappings, as /proc/PID/smaps counts it."""
+    return sum(m.anonymous for m in psutil.Process(pid).memory_maps(grouped=True)) // 1024
 
 
 def mapped_pss_kb(pid: int, directory: Path) -> int:
     """PSS (kB) of the mappings of `pid` whose file lies in `directory`."""
-    prefix, total, inside = str(Path(directory).resolve()) + "/", 0, False
-    with open(f"/proc/{pid}/smaps") as handle:
-        for line in handle:
-            head = line.split(None, 5)
-            if len(head) >= 5 and "-" in head[0] and ":" not in head[0]:  # a mapping's header line
-                inside = len(head) == 6 and head[5].strip().startswith(prefix)
-            elif inside and line.startswith("Pss:"):
-                total += int(line.split()[1])
-    return total
+    prefix = str(Path(directory).resolve()) + "/"
+    return sum(m.pss for m in psutil.Process(pid).memory_maps(grouped=True) if m.path.startswith(prefix)) // 1024
 
 
 def worker(index_dir: Path, dimension: int, mmap: bool, nprobe: int | None = None) -> None:
@@ -55,7 +43,7 @@ def worker(index_dir: Path, dimension: int, mmap: bool, nprobe: int | None = Non
 
     from rag.index.artifact import VectorIndex, read_manifest
 
-    before = rollup()
+    before = anonymous_kb()
     started = time.perf_counter()
     index = VectorIndex.load(
         index_dir, read_manifest(index_dir)["embedding_model"], dimension, mmap=mmap, nprobe=nprobe
@@ -64,10 +52,8 @@ def worker(index_dir: Path, dimension: int, mmap: bool, nprobe: int | None = Non
     queries = np.random.default_rng(1).standard_normal((WARM_QUERIES, dimension)).astype(np.float32)
     for query in queries / np.linalg.norm(queries, axis=1, keepdims=True):
         index.search(query, 10)
-    after = rollup()
-    print(
-        json.dumps({"load_s": round(load_s, 3), "anon_growth_kb": after["Anonymous"] - before["Anonymous"]}), flush=True
-    )
+    after = anonymous_kb()
+    print(json.dumps({"load_s": round(load_s, 3), "anon_growth_kb": after - before}), flush=True)
     sys.stdin.read()
 
 
@@ -110,8 +96,8 @@ def measure_workers(
                         mapped_pss_kb(p.pid, index_dir) + max(0, load["anon_growth_kb"])
                         for p, load in zip(procs, loads)
                     ],
-                    "pss_kb": [rollup(p.pid)["Pss"] for p in procs],
-                    "rss_kb": [rollup(p.pid)["Rss"] for p in procs],
+                    "pss_kb": [psutil.Process(p.pid).memory_full_info().pss // 1024 for p in procs],
+                    "rss_kb": [psutil.Process(p.pid).memory_full_info().rss // 1024 for p in procs],
                     "load_s": [load["load_s"] for load in loads],
                 }
             )
