@@ -78,7 +78,7 @@ eval: ## Evaluate retrieval and answers on QUESTIONS=<file.jsonl> [URL=...] [MIN
 	  $(if $(MIN_HIT1),--min-hit1 $(call q,$(MIN_HIT1))) $(if $(EVAL_OUT),--out $(call q,$(EVAL_OUT)))
 
 eval-report: ## Measure quality on both dev sets and both architectures (BENCH_PREVIOUS_REF=<commit> adds "before"); publish to docs/evaluation.md
-	$(PYQ) -m bench.quality --publish
+	$(PYQ) -m evaluation.quality --publish
 
 # make gpu-check: the LLM side on this machine's device (a CUDA GPU when one is visible), from passages that
 # a fresh index of each dev set retrieves; GPU_CHECK_REFERENCE=<an earlier run's JSON> counts identical answers.
@@ -86,8 +86,8 @@ GPU_CHECK_DTYPES ?= float32,bfloat16
 GPU_CHECK_LEVELS ?= 8,32
 GPU_CHECK_OUT ?= $(ROOT)/bench/results/gpu-check.json
 gpu-check: ## The LLM on a CUDA GPU (or this CPU): accuracy, batched = alone, speed per dtype; docs/performance.md#gpu-cuda
-	$(PYQ) -m bench.gpu_check prompts --out $(call q,$(ROOT)/bench/results/gpu-prompts.json)
-	$(PYQ) -m bench.gpu_check run --prompts $(call q,$(ROOT)/bench/results/gpu-prompts.json) \
+	$(PYQ) -m evaluation.gpu_check prompts --out $(call q,$(ROOT)/bench/results/gpu-prompts.json)
+	$(PYQ) -m evaluation.gpu_check run --prompts $(call q,$(ROOT)/bench/results/gpu-prompts.json) \
 	  --dtypes $(call q,$(GPU_CHECK_DTYPES)) --levels $(call q,$(GPU_CHECK_LEVELS)) --out $(call q,$(GPU_CHECK_OUT)) \
 	  $(if $(GPU_CHECK_REFERENCE),--reference $(call q,$(GPU_CHECK_REFERENCE)))
 

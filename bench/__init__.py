@@ -1,10 +1,11 @@
-"""`make bench`: measures the monolith against the microservices, on one machine, in one run.
+"""The benchmarks, organised like the core: what they share, then one package per benchmark.
 
-    python -m bench run      start both architectures, drive them, write results/<timestamp>.json + report
-    python -m bench report   rebuild the report, charts and the README table from a results file
+    core/     settings (config), the process manager the tests share (processes), the request stream,
+              its targets and the one closed-loop client loop (workload), percentile and intervals (stats)
+    serving/  `make bench`, `bench-split`, `soak`: the monolith against the microservices (python -m bench)
+    index/    `make bench-index`: flat, hnsw and ivf on synthetic corpora (python -m bench.index.run)
+    probes/   investigation tools run by hand, through public interfaces only
 
-Modules: config (settings from BENCH_* variables), processes (start/stop a served architecture,
-process-tree memory), workload (the identical request stream), inprocess (the no-HTTP baseline),
-faults (kill a stage under load), stats, cost (the cost estimate), charts, claims (README table),
-report (Markdown), run (the phases in order).
+Answer quality (`make eval`, `eval-report`, `gpu-check`) lives in evaluation/, which may use bench.core;
+bench never imports evaluation.
 """

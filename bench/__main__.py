@@ -7,10 +7,10 @@ import json
 import logging
 import sys
 
-from bench.config import REPO_ROOT
+from bench.core.config import REPO_ROOT
 from rag.errors import ConfigError
 
-PERFORMANCE_DOC = REPO_ROOT / "docs" / "performance.md"  # its sweep table is generated (bench/sweep.py)
+PERFORMANCE_DOC = REPO_ROOT / "docs" / "performance.md"  # its sweep table is generated (bench/serving/sweep.py)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,21 +33,21 @@ def main(argv: list[str] | None = None) -> int:
     split = commands.add_parser(
         "split",
         help="measure the split topology's extra hop against the one-container "
-        "microservices (bench/split.py); write results/split-<timestamp>.json",
+        "microservices (bench/serving/split.py); write results/split-<timestamp>.json",
     )
     split.add_argument("--publish", action="store_true", help="also bench/results/latest/split.json and docs/bench.md")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
-    from bench.config import BenchSettings
-    from bench.report import find_results, publish, write_report
-    from bench.sweep import update_sweep_doc, write_sweep
+    from bench.core.config import BenchSettings
+    from bench.serving.report import find_results, publish, write_report
+    from bench.serving.sweep import update_sweep_doc, write_sweep
 
     try:
         settings = BenchSettings.from_env()
         if args.command == "soak":
-            from bench.soak import SoakSettings
-            from bench.soak import run as run_soak
+            from bench.serving.soak import SoakSettings
+            from bench.serving.soak import run as run_soak
 
             soak_settings = SoakSettings.from_env()
     except ConfigError as exc:
@@ -56,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "soak":
         return _soak(run_soak(soak_settings))
     if args.command == "split":
-        from bench.split import measure, table
-        from bench.split import publish as publish_split
+        from bench.serving.split import measure, table
+        from bench.serving.split import publish as publish_split
 
         path = measure(settings)
         sys.stdout.write(table(json.loads(path.read_text())) + "\n")
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.stderr.write(f"published: {publish_split(path)}\n")
         return 0
     if args.command == "run":
-        from bench.run import run as run_bench
+        from bench.serving.run import run as run_bench
 
         path = run_bench(settings)
         report_path = write_report(path)

@@ -17,7 +17,6 @@ import json
 import logging
 import re
 import sys
-import time
 import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rag.api import QueryRequest
+from bench.core.stats import percentile
+from bench.core.workload import HttpTarget, InProcessTarget, Outcome
 from rag.errors import RagError
 from rag.loading import load_local_pipeline
 from rag.settings import REPO_ROOT, Settings
@@ -179,11 +179,6 @@ def source_rank(sources: list[dict], expected: str | None) -> int | None:
     return None
 
 
-def percentile(values: list[float], q: float) -> float | None:
-    """The q-th percentile (linear interpolation), None for no values."""
-    return float(np.percentile(values, q)) if values else None
-
-
 def score(question: Question, response: dict | None, error: str | None, latency_ms: float) -> dict:
     """One evaluated question: what was asked, what came back, and whether it was right."""
     response = response or {}
@@ -299,54 +294,23 @@ def format_table(summary: dict) -> str:
     return "\n".join(f"{name.ljust(width)}  {value}" for name, value in rows)
 
 
-class LocalTarget:
+class LocalTarget(InProcessTarget):
     """The in-process pipeline on RAG_INDEX_DIR, built exactly as the monolith builds it, or `pipeline`
-    when one is given (bench/gpu_check.py's, which replays recorded passages and has no index to check)."""
+    when one is given (evaluation/gpu_check.py's, which replays recorded passages and has no index to check)."""
 
     def __init__(self, settings, pipeline=None):
-        self.settings = settings
         self.index_sources = None
         if pipeline is None:
             pipeline = load_local_pipeline(settings, "in-process")
             self.index_sources = {chunk.source for chunk in pipeline.retriever.index.chunks}
-        self.pipeline = pipeline
-        self.name = f"in-process ({settings.index_dir})"
-
-    def ask(self, payload: dict) -> tuple[dict | None, str | None]:
-
-        try:
-            request = QueryRequest.from_dict(payload, self.settings)
-            return self.pipeline.answer(request, time.monotonic() + self.settings.request_timeout_s), None
-        except RagError as exc:
-            return None, f"{exc.error_type}: {exc.message}"
+        super().__init__(pipeline, settings, name=f"in-process ({settings.index_dir})")
 
 
-class HttpTarget:
-    """A running server of either architecture, through its public /invocations."""
-
-    def __init__(self, url: str, timeout_s: float = 120.0):
-        import requests
-
-        self.url = url.rstrip("/")
-        self.session = requests.Session()
-        self.timeout_s = timeout_s
-        self.index_sources = None  # unknown: the server's index is its own
-        self.name = self.url
-
-    def ask(self, payload: dict) -> tuple[dict | None, str | None]:
-        import requests
-
-        try:
-            response = self.session.post(f"{self.url}/invocations", json=payload, timeout=(5, self.timeout_s))
-        except requests.RequestException as exc:
-            return None, f"connection: {exc.__class__.__name__}"
-        try:
-            body = response.json()
-        except ValueError:
-            body = {}
-        if response.status_code != 200:
-            return None, f"{body.get('error_type', response.status_code)}: {body.get('error', response.text[:200])}"
-        return body, None
+def failure(outcome: Outcome) -> str | None:
+    """The error of a failed request as the records show it; None for an answer."""
+    if outcome.ok:
+        return None
+    return f"{outcome.error_type}: {outcome.error}" if outcome.status else outcome.error
 
 
 def check_sources_indexed(questions: list[Question], index_sources: set[str] | None, index_dir) -> None:
@@ -385,9 +349,8 @@ def evaluate(
             payload["top_k"] = top_k
         if max_new_tokens is not None:
             payload["max_new_tokens"] = max_new_tokens
-        started = time.perf_counter()
-        response, error = target.ask(payload)
-        records.append(score(question, response, error, (time.perf_counter() - started) * 1000))
+        outcome = target.call(payload)
+        records.append(score(question, outcome.body, failure(outcome), outcome.latency_ms))
     return records
 
 

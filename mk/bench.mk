@@ -1,5 +1,5 @@
 # Benchmark targets (included by the top-level Makefile): the measured comparison of the two
-# architectures. Settings come from BENCH_* variables (bench/config.py); BENCH_RESULTS_DIR says where
+# architectures. Settings come from BENCH_* variables (bench/core/config.py); BENCH_RESULTS_DIR says where
 # results go (default bench/results/, where only latest/ is committed).
 
 .PHONY: bench bench-report bench-split

@@ -12,4 +12,4 @@ index-merge: ## Merge the newest index job's shards (or SHARDS_S3) into model.ta
 	@$(PY) -m sagemaker_lifecycle index-merge
 
 bench-index: ## Measure flat/hnsw/ivf on synthetic corpora of 10k, 100k, 1M chunks (BENCH_INDEX_SIZES=...; ~1 h)
-	$(PY) -m bench.index_bench --publish
+	$(PY) -m bench.index.run --publish

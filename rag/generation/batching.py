@@ -187,8 +187,23 @@ class Follow:
     __del__ = close
 
 
+@dataclass(frozen=True)
+class Step:
+    """One piece of the model thread's work, as an engine's `on_step` observer receives it."""
+
+    kind: str  # "prefill" (one new row), "decode" (one step of every row) or "wait" (idle, waiting for work)
+    rows: int  # rows decoded in a step; 1 for a prefill; 0 for a wait
+    seconds: float
+    tokens: int = 0  # a prefill's prompt tokens
+
+
 class BatchEngine:
-    """The model's thread and its queue. `load` runs on that thread and returns the DecodeBackend."""
+    """The model's thread and its queue. `load` runs on that thread and returns the DecodeBackend.
+
+    `on_step`, when set, is called on the model's thread after every prefill, decode step and wait for
+    work with a `Step` (for profiling: bench/probes/engine_profile.py). It is off by default, and then
+    costs one attribute check per step; an observer must be quick and must not raise.
+    """
 
     def __init__(
         self,
@@ -197,8 +212,10 @@ class BatchEngine:
         max_batch_size: int = 8,
         batch_wait_s: float = 0.0,
         max_concurrent: int = 16,
+        on_step: Callable[[Step], None] | None = None,
     ):
         self.name = name
+        self.on_step = on_step
         self.max_batch_size = max_batch_size
         self.batch_wait_s = batch_wait_s
         self.admission = Admission(max_concurrent, f"model {name}")
@@ -253,7 +270,10 @@ class BatchEngine:
         """Move queued jobs to `waiting`; when idle, block for the first one (then the batch window)."""
         try:
             if block:
+                started = time.perf_counter()
                 waiting.append(self._first_job())
+                if self.on_step is not None:
+                    self.on_step(Step("wait", 0, time.perf_counter() - started))
                 window_end = time.monotonic() + self.batch_wait_s
                 while len(waiting) < self.max_batch_size and (left := window_end - time.monotonic()) > 0:
                     waiting.append(self._queue.get(timeout=left))
@@ -285,7 +305,10 @@ class BatchEngine:
                 job.finish("deadline")
                 continue
             try:
+                started = time.perf_counter()
                 token = self.backend.prefill(job)
+                if self.on_step is not None:
+                    self.on_step(Step("prefill", 1, time.perf_counter() - started, len(job.prompt)))
             except Exception as exc:  # noqa: BLE001 - this request fails; the others go on
                 log.exception("prefill failed")
                 job.finish("error", exc)
@@ -296,6 +319,7 @@ class BatchEngine:
 
     def _step(self, running: list[Job]) -> None:
         try:
+            started = time.perf_counter()
             tokens = self.backend.decode()
         except Exception as exc:  # noqa: BLE001 - every running request fails; the engine goes on
             log.exception("decode step failed")
@@ -304,6 +328,8 @@ class BatchEngine:
             self.backend.remove(list(range(len(running))))
             running.clear()
             return
+        if self.on_step is not None:
+            self.on_step(Step("decode", len(running), time.perf_counter() - started))
         self.steps += 1
         self.rows_decoded += len(running)
         for job, token in zip(running, tokens):

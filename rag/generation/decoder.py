@@ -112,6 +112,21 @@ class TransformersDecoder(DecodeBackend):
             time.perf_counter() - started,
         )
 
+    @property
+    def rows(self) -> int:
+        """How many rows are running."""
+        return len(self._jobs)
+
+    @property
+    def columns(self) -> int:
+        """The width of the running rows' attention (their longest, left-padded sequence)."""
+        return 0 if self._mask is None else int(self._mask.shape[1])
+
+    @property
+    def padded(self) -> bool:
+        """Whether a decode step needs the padding mask (rows of different lengths)."""
+        return self._mask is not None and not bool(self._mask.all())
+
     def decoding(self, options: dict) -> RowDecoding:
         """Build one request's decoding from `model.generate` keyword arguments (not max_new_tokens), plus
         `stop`: a function of the decoded text that says when the answer has ended."""

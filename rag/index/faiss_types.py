@@ -46,7 +46,7 @@ IVF_TRAIN_PER_LIST = 50  # k-means training points per list (FAISS warns below 3
 
 def _faiss():
     """FAISS, imported where an index is built or read: the LLM's side (the LLM service, a GPU endpoint,
-    `python -m bench.gpu_check run`) imports this module through rag.index and never needs FAISS."""
+    `python -m evaluation.gpu_check run`) imports this module through rag.index and never needs FAISS."""
     import faiss
 
     return faiss

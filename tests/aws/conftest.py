@@ -15,7 +15,7 @@ import pytest
 
 from sagemaker_lifecycle.config import VARIABLES
 from tests.aws.aws_support import CREDENTIALS, Account, Moto
-from tests.support import VENV_BIN, ServerProcess, base_env, free_port, wait_for_status
+from tests.support import VENV_BIN, ServerProcess, child_env, free_port, wait_for_status
 
 
 @pytest.fixture(scope="session")
@@ -25,7 +25,7 @@ def moto(tmp_path_factory) -> Moto:
     log_path = tmp_path_factory.mktemp("moto") / "moto.log"
     server = ServerProcess(
         [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        env=base_env(MOTO_IAM_LOAD_MANAGED_POLICIES="true"),
+        env=child_env(MOTO_IAM_LOAD_MANAGED_POLICIES="true"),
         log_path=log_path,
     )
     try:
@@ -58,7 +58,7 @@ def fresh_moto(moto: Moto):
 @pytest.fixture
 def aws_env(moto: Moto, tmp_path: Path) -> dict[str, str]:
     """Environment for lifecycle subprocesses: moto, dummy credentials, nothing from the caller."""
-    env = base_env()
+    env = child_env()
     for key in list(env):
         if key in VARIABLES or key.startswith(("RAG_", "AWS_")) or key in {"DEPLOY_CONFIG", "MAKEFLAGS", "MFLAGS"}:
             del env[key]

@@ -8,8 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from bench import index_bench, index_corpus
-from bench.index_report import BEGIN, END, SUMMARY_BEGIN, SUMMARY_END, publish
+from bench.index import corpus as index_corpus
+from bench.index import run as index_bench
+from bench.index.report import BEGIN, END, SUMMARY_BEGIN, SUMMARY_END, publish
 
 pytestmark = pytest.mark.slow
 

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from tests.support import ROOT, base_env
+from tests.support import ROOT, child_env
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +31,7 @@ def quick_run(tmp_path_factory):
         capture_output=True,
         text=True,
         timeout=900,
-        env=base_env(BENCH_QUICK="1", BENCH_RESULTS_DIR=str(results_dir)),
+        env=child_env(BENCH_QUICK="1", BENCH_RESULTS_DIR=str(results_dir)),
     )
     assert completed.returncode == 0, completed.stderr[-4000:]
     assert (ROOT / "docs" / "bench.md").read_text() == readme_before, "a quick run must not publish"
@@ -99,7 +99,7 @@ def test_report_and_charts_are_written(quick_run):
 
 
 def test_report_regenerates_but_a_quick_run_is_never_published(quick_run, tmp_path):
-    from bench.report import publish
+    from bench.serving.report import publish
 
     completed = subprocess.run(
         [sys.executable, "-m", "bench", "report", str(quick_run), "--no-publish"],
@@ -107,7 +107,7 @@ def test_report_regenerates_but_a_quick_run_is_never_published(quick_run, tmp_pa
         capture_output=True,
         text=True,
         timeout=300,
-        env=base_env(),
+        env=child_env(),
     )
     assert completed.returncode == 0, completed.stderr[-4000:]
     refused = subprocess.run(
@@ -116,7 +116,7 @@ def test_report_regenerates_but_a_quick_run_is_never_published(quick_run, tmp_pa
         capture_output=True,
         text=True,
         timeout=300,
-        env=base_env(),
+        env=child_env(),
     )
     assert refused.returncode == 2 and "is a quick run" in refused.stderr, refused.stderr[-2000:]
     with pytest.raises(ValueError, match="only a full run"):

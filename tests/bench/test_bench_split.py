@@ -1,8 +1,8 @@
-"""bench/split.py's hop arithmetic and verdict on synthetic runs (the live run is `python -m bench split`)."""
+"""bench/serving/split.py's hop arithmetic and verdict on synthetic runs (the live run is `python -m bench split`)."""
 
 import pytest
 
-from bench.split import summarize_hops, table
+from bench.serving.split import summarize_hops, table
 
 
 def run(extra_ms: float, spread_ms: float, pairs: int = 12):

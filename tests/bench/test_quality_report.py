@@ -1,6 +1,6 @@
 """make eval-report's table, README summary, parity count and publishing, on synthetic results."""
 
-from bench.quality import BEGIN, END, README_BEGIN, README_END, _identical, publish, summary_line, table
+from evaluation.quality import BEGIN, END, README_BEGIN, README_END, _identical, publish, summary_line, table
 
 
 def summary(accuracy, refusal, hit=1.0):
@@ -63,7 +63,7 @@ def test_table_and_summary_show_before_and_after():
 
 
 def test_publish_replaces_the_marked_blocks_only(tmp_path, monkeypatch):
-    import bench.quality as quality
+    import evaluation.quality as quality
 
     monkeypatch.setattr(quality, "DEFAULT_RESULTS_DIR", tmp_path / "results")
     doc, readme = tmp_path / "evaluation.md", tmp_path / "README.md"

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from tests.support import ROOT, base_env
+from tests.support import ROOT, child_env
 
 pytestmark = pytest.mark.slow
 
@@ -28,7 +28,7 @@ def test_soak_smoke(tmp_path):
         capture_output=True,
         text=True,
         timeout=900,
-        env=base_env(
+        env=child_env(
             SOAK_MINUTES="1",
             SOAK_KILL_EVERY_S="20",
             SOAK_WARMUP_S="0",

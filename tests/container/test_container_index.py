@@ -23,7 +23,7 @@ from rag.index import faiss_types
 from rag.index.artifact import read_manifest
 from tests.container.docker_support import DOCKER, Container, docker, start_ready
 from tests.documents import docx_bytes, pdf_bytes
-from tests.support import ROOT, base_env
+from tests.support import ROOT, child_env
 
 pytestmark = pytest.mark.docker
 
@@ -132,7 +132,7 @@ def single_model(corpus, tmp_path_factory):
     subprocess.run(
         [sys.executable, "-m", "rag.ingest", "--docs", str(corpus), "--index", str(model / "index")],
         cwd=ROOT,
-        env=base_env(),
+        env=child_env(),
         check=True,
         capture_output=True,
         timeout=900,

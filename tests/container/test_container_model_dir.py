@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from tests.container.docker_support import ARCHES, Container, start_ready
-from tests.support import ROOT, base_env
+from tests.support import ROOT, child_env
 
 pytestmark = pytest.mark.docker
 
@@ -39,7 +39,7 @@ def model_dir(tmp_path_factory):
     subprocess.run(
         [sys.executable, "-m", "rag.ingest", "--docs", str(docs), "--index", str(model / "index")],
         cwd=ROOT,
-        env=base_env(),
+        env=child_env(),
         check=True,
         capture_output=True,
         timeout=600,

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.support import ROOT, base_env
+from tests.support import ROOT, child_env
 
 
 @pytest.mark.parametrize(
@@ -16,7 +16,7 @@ from tests.support import ROOT, base_env
 )
 def test_no_daemon_is_a_skip_or_a_failure(tmp_path, required, outcome):
     # A docker client that does not exist: `docker version` fails as it does without a daemon.
-    env = base_env(DOCKER=str(tmp_path / "no-docker"), RAG_REQUIRE_DOCKER=required)
+    env = child_env(DOCKER=str(tmp_path / "no-docker"), RAG_REQUIRE_DOCKER=required)
     result = subprocess.run(
         [
             sys.executable,

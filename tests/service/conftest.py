@@ -9,7 +9,7 @@ import time
 import pytest
 import requests
 
-from tests.support import ROOT, ServerProcess, base_env, free_port
+from tests.support import ROOT, ServerProcess, child_env, free_port
 
 SAMPLE_INDEX = ROOT / "indexes" / "sample"
 # Short answers keep the suite fast; every request path is the same as with the default 128.
@@ -23,7 +23,7 @@ def sample_index():
         subprocess.run(
             [sys.executable, "-m", "rag.ingest", "--docs", str(ROOT / "data" / "sample"), "--index", str(SAMPLE_INDEX)],
             check=True,
-            env=base_env(),
+            env=child_env(),
         )
     return SAMPLE_INDEX
 
@@ -65,7 +65,7 @@ def start_architecture(arch: str, tmp_path, index_dir, *, prefix: tuple[str, ...
     """Start one architecture exactly as `make serve` does, on loopback and free ports (`prefix`: a
     command that execs the entrypoint, e.g. setpriv to start it as another user)."""
     ports = {"public": free_port(), "vector": free_port(), "llm": free_port()}
-    environment = base_env(
+    environment = child_env(
         RAG_BIND_HOST="127.0.0.1",
         SAGEMAKER_BIND_TO_PORT=ports["public"],
         RAG_INDEX_DIR=index_dir,

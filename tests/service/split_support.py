@@ -15,7 +15,7 @@ from pathlib import Path
 import requests
 
 from sagemaker_lifecycle.local_runtime import LocalRuntime
-from tests.support import ROOT, ServerProcess, base_env, free_port, wait_for_status
+from tests.support import ROOT, ServerProcess, child_env, free_port, wait_for_status
 
 LLM_ENDPOINT = "rag-split-llm"
 START_SH = ROOT / "Microservicos" / "start.sh"
@@ -32,7 +32,7 @@ class SplitTopology:
         self.llm: ServerProcess | None = None
         self.runtime = LocalRuntime({LLM_ENDPOINT: f"http://127.0.0.1:{self.llm_port}"}).start()
         self.start_llm()
-        environment = base_env(
+        environment = child_env(
             RAG_LLM_URL=f"sagemaker://{LLM_ENDPOINT}",
             RAG_BIND_HOST="127.0.0.1",
             SAGEMAKER_BIND_TO_PORT=str(self.front_port),
@@ -54,7 +54,7 @@ class SplitTopology:
     def start_llm(self) -> None:
         """Start the LLM endpoint's container process, as SageMaker does (`serve`, RAG_SERVE=llm)."""
         count = len(list(self.workdir.glob("llm-*.log")))
-        environment = base_env(
+        environment = child_env(
             RAG_SERVE="llm", RAG_BIND_HOST="127.0.0.1", SAGEMAKER_BIND_TO_PORT=str(self.llm_port), **self.env
         )
         self.llm = ServerProcess([str(START_SH), "serve"], environment, self.workdir / f"llm-{count}.log")

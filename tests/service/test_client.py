@@ -5,7 +5,7 @@ import subprocess
 import pytest
 
 from sagemaker_lifecycle import InvocationError, invoke_endpoint
-from tests.support import ROOT, base_env
+from tests.support import ROOT, child_env
 
 pytestmark = pytest.mark.slow
 
@@ -21,7 +21,7 @@ def test_client_and_make_invoke_against_the_real_service(monolith):
         raise AssertionError("top_k=99 was accepted")
     done = subprocess.run(
         ["make", "-s", "-C", str(ROOT), "invoke", f"URL={monolith.url}", "Q=Who designed the Harbour Line?"],
-        env=base_env(),
+        env=child_env(),
         capture_output=True,
         text=True,
         timeout=120,

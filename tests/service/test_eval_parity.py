@@ -14,7 +14,7 @@ import pytest
 
 from evaluation.evaluate import load_questions
 from tests.service.conftest import start_architecture
-from tests.support import ROOT, base_env
+from tests.support import ROOT, child_env
 
 pytestmark = pytest.mark.slow
 EVERY = 6
@@ -50,7 +50,7 @@ def test_held_out_set_identical_on_both(tmp_path):
     subprocess.run(
         [sys.executable, "-m", "rag.ingest", "--docs", str(ROOT / "data" / "harbourline"), "--index", str(index)],
         check=True,
-        env=base_env(),
+        env=child_env(),
         capture_output=True,
     )
     services = [start_architecture(arch, tmp_path, index) for arch in ("monolito", "microservicos")]

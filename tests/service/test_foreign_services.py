@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from tests.service.conftest import start_architecture
-from tests.support import ROOT, VENV_BIN, ServerProcess, base_env, free_port
+from tests.support import ROOT, VENV_BIN, ServerProcess, child_env, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -51,7 +51,7 @@ def test_a_second_instance_on_taken_internal_ports_refuses_to_start(sample_index
             120,
             "the first instance's services never listened",
         )
-        env = base_env(
+        env = child_env(
             RAG_BIND_HOST="127.0.0.1",
             SAGEMAKER_BIND_TO_PORT=str(free_port()),
             RAG_VECTOR_URL=f"http://127.0.0.1:{first.ports['vector']}",
@@ -76,7 +76,7 @@ def test_services_refuse_an_orchestrator_of_another_instance(microservices, tmp_
     """A real orchestrator of another instance (its own token) pointed at this instance's services, as
     after its own service died and this one's took the port: it must not answer from them."""
     port = free_port()
-    env = base_env(
+    env = child_env(
         RAG_INSTANCE_TOKEN="another-instance",
         RAG_VECTOR_URL=f"http://127.0.0.1:{microservices.ports['vector']}",
         RAG_LLM_URL=f"http://127.0.0.1:{microservices.ports['llm']}",

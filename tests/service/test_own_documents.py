@@ -6,7 +6,7 @@ import pytest
 
 from tests.documents import docx_bytes, pdf_bytes
 from tests.service.conftest import start_architecture
-from tests.support import ROOT, base_env
+from tests.support import ROOT, child_env
 
 pytestmark = pytest.mark.slow
 
@@ -20,7 +20,7 @@ DOCS = {
 
 def make(*args, **env):
     return subprocess.run(
-        ["make", "-s", "-C", str(ROOT), *args], env=base_env(**env), capture_output=True, text=True, timeout=600
+        ["make", "-s", "-C", str(ROOT), *args], env=child_env(**env), capture_output=True, text=True, timeout=600
     )
 
 

@@ -7,7 +7,7 @@ import pytest
 import requests
 
 from tests.service.conftest import start_architecture
-from tests.support import VENV_BIN, ServerProcess, base_env, free_port, wait_for_status
+from tests.support import VENV_BIN, ServerProcess, child_env, free_port, wait_for_status
 
 pytestmark = pytest.mark.slow
 ARCHES = ("monolito", "microservicos")
@@ -80,7 +80,7 @@ def test_orchestrator_loading_body_while_its_services_start(tmp_path):
     """A real orchestrator whose services do not listen yet (as in the first seconds of start.sh): loading,
     with the monolith's keys plus services, not degraded."""
     port = free_port()
-    env = base_env(RAG_VECTOR_URL=f"http://127.0.0.1:{free_port()}", RAG_LLM_URL=f"http://127.0.0.1:{free_port()}")
+    env = child_env(RAG_VECTOR_URL=f"http://127.0.0.1:{free_port()}", RAG_LLM_URL=f"http://127.0.0.1:{free_port()}")
     orchestrator = ServerProcess(
         [
             str(VENV_BIN / "gunicorn"),

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.support import ROOT, ServerProcess, base_env, free_port
+from tests.support import ROOT, ServerProcess, child_env, free_port
 
 ENTRYPOINTS = {"monolito": ROOT / "Monolitico" / "serve", "microservicos": ROOT / "Microservicos" / "start.sh"}
 
@@ -21,7 +21,7 @@ class Outcome:
 def run_entrypoint(arch: str, tmp_path, deadline_s: float = 30, **env) -> Outcome:
     """Run the entrypoint as `make serve` does; a refused configuration ends it within seconds."""
     ports = {name: free_port() for name in ("public", "vector", "llm")}
-    environment = base_env(
+    environment = child_env(
         **{
             "RAG_BIND_HOST": "127.0.0.1",
             "SAGEMAKER_BIND_TO_PORT": str(ports["public"]),

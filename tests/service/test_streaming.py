@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.support import ServerProcess, base_env, free_port, wait_for_status
+from tests.support import ServerProcess, child_env, free_port, wait_for_status
 
 pytestmark = pytest.mark.slow
 QUESTION = "In what year did the Glass Bridge over the River Ossa open?"
@@ -58,7 +58,7 @@ def test_stream_with_the_llm_service_down_is_refused_before_streaming(microservi
     service answers: the stream is refused with a JSON 503, as the monolith refuses it, not a 200
     followed by `sources` and an error event."""
     port = free_port()
-    env = base_env(
+    env = child_env(
         RAG_VECTOR_URL=f"http://127.0.0.1:{microservices.ports['vector']}",
         RAG_LLM_URL=f"http://127.0.0.1:{free_port()}",
     )

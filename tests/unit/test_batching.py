@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from rag.errors import ClientGone, Overloaded, RequestTimeout
-from rag.generation.batching import Admission, BatchEngine, DecodeBackend, Job, client_gone
+from rag.generation.batching import Admission, BatchEngine, DecodeBackend, Job, Step, client_gone
 
 END = 0
 
@@ -239,3 +239,29 @@ def _until(condition, deadline_s: float = 10.0) -> None:
     while not condition():
         assert time.monotonic() < end, "condition not met before the deadline"
         time.sleep(0.005)
+
+
+def test_on_step_sees_each_prefill_decode_step_and_wait_on_the_model_thread(backend):
+    seen, threads = [], set()
+
+    def observe(step):
+        seen.append(step)
+        threads.add(threading.current_thread().name)
+
+    engine = engine_with(backend, on_step=observe)
+    assert answer(engine, 10, 12) == [11, 12, END]
+    engine.close()
+    kinds = [step.kind for step in seen]
+    assert kinds[0] == "wait" and kinds.count("prefill") == 1 and kinds.count("decode") == 2
+    prefill = next(step for step in seen if step.kind == "prefill")
+    assert (prefill.rows, prefill.tokens) == (1, 2)
+    assert all(step.rows == 1 for step in seen if step.kind == "decode")
+    assert all(isinstance(step, Step) and step.seconds >= 0 for step in seen)
+    assert threads == {"model-fake"}
+
+
+def test_on_step_is_off_by_default(backend):
+    engine = engine_with(backend)
+    assert engine.on_step is None
+    assert answer(engine, 10, 11) == [11, END]
+    engine.close()

@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from bench import analysis, claims, stats
+from bench.core import stats
+from bench.serving import analysis, claims
 from tests.support import ROOT
 
 PUBLISHED = json.loads((ROOT / "bench" / "results" / "latest" / "results.json").read_text())
@@ -234,8 +235,8 @@ def test_hop_verdict_without_service_logs_uses_the_floors():
 
 
 def test_a_run_where_every_block_stalled_decides_nothing_and_still_renders(tmp_path):
-    from bench.charts import write_charts
-    from bench.report import render
+    from bench.serving.charts import write_charts
+    from bench.serving.report import render
 
     results = copy.deepcopy(PUBLISHED)
     for levels in results["latency"].values():
@@ -250,3 +251,13 @@ def test_a_run_where_every_block_stalled_decides_nothing_and_still_renders(tmp_p
     assert "*inconclusive*" in render(results)
     write_charts(results, tmp_path)
     assert (tmp_path / "overhead.png").exists()
+
+
+def test_the_one_percentile_interpolates_as_numpy_does_by_default():
+    import numpy as np
+
+    values = [1000.0, 2000.0, 3000.0, 5.0]
+    for q in (50, 95, 99):
+        assert stats.percentile(values, q) == pytest.approx(float(np.percentile(values, q)))
+    assert stats.percentile([1000.0, 2000.0, 3000.0], 95) == pytest.approx(2900.0)
+    assert stats.percentile([], 50) is None

@@ -1,4 +1,4 @@
-"""bench/gpu_check.py: replayed passages, the comparison table, and an LLM side that needs no FAISS."""
+"""evaluation/gpu_check.py: replayed passages, the comparison table, and an LLM side that needs no FAISS."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from bench.gpu_check import ReplayRetriever, compare
+from evaluation.gpu_check import ReplayRetriever, compare
 from rag.settings import REPO_ROOT
 from rag.types import Passage
 
@@ -65,7 +65,7 @@ def test_the_llm_side_imports_without_faiss_or_sentence_transformers():
         "        if name.split('.')[0] in ('faiss', 'sentence_transformers'):\n"
         "            raise ImportError('blocked ' + name)\n"
         "sys.meta_path.insert(0, Block())\n"
-        "import rag.generation.generator, rag.generation.decoder, rag.loading, evaluation.evaluate, bench.gpu_check\n"
+        "import rag.generation.generator, rag.generation.decoder, rag.loading, evaluation.evaluate, evaluation.gpu_check\n"
         "print('ok')\n"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)

@@ -1,14 +1,14 @@
 """Two serving workers do not double the index's resident memory (PSS), because the index is mapped.
 
-Each worker is a real process loading the index with VectorIndex.load (bench/index_workers.py). With
+Each worker is a real process loading the index with VectorIndex.load (bench/index/workers.py). With
 mmap the second worker adds almost nothing; loading a heap copy instead (mmap=False, the old behaviour)
 doubles the total, which shows the measurement can tell the two apart.
 """
 
 import pytest
 
-from bench.index_corpus import corpus_vectors
-from bench.index_workers import index_bytes, measure_workers
+from bench.index.corpus import corpus_vectors
+from bench.index.workers import index_bytes, measure_workers
 from rag.index.artifact import IndexedDocument, write_index
 
 pytestmark = pytest.mark.slow
@@ -19,7 +19,7 @@ DIMENSION = 384
 def big_index(request, tmp_path_factory):
     """About 75 MB of vectors: large next to the few MB a Python process's memory moves by itself."""
     count = 50_000
-    vectors = corpus_vectors(count)  # clustered like embeddings (bench/index_corpus.py)
+    vectors = corpus_vectors(count)  # clustered like embeddings (bench/index/corpus.py)
     documents = [
         IndexedDocument(f"doc{n}.md", f"{n:064x}", [f"text of chunk {n}"], [None], vectors[n : n + 1])
         for n in range(count)

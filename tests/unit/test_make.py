@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tests.support import ROOT, VENV_BIN, base_env
+from tests.support import ROOT, VENV_BIN, child_env
 
 
 def make(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -16,7 +16,7 @@ def make(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run(
         ["make", "-s", "--no-print-directory", f"VENV={VENV_BIN.parent}", *args],
         cwd=ROOT,
-        env=base_env(),
+        env=child_env(),
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from tests.support import ROOT, base_env
+from tests.support import ROOT, child_env
 
 PROBE = "import os, rag; print(os.environ.get('GOMP_SPINCOUNT'), os.environ.get('OMP_WAIT_POLICY'))"
 
@@ -19,7 +19,7 @@ PROBE = "import os, rag; print(os.environ.get('GOMP_SPINCOUNT'), os.environ.get(
     ],
 )
 def test_spin_default_unless_the_user_chose(env, expected):
-    clean = {key: value for key, value in base_env().items() if key not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    clean = {key: value for key, value in child_env().items() if key not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
     output = subprocess.run(
         [sys.executable, "-c", PROBE],
         cwd=ROOT,
@@ -34,7 +34,7 @@ def test_spin_default_unless_the_user_chose(env, expected):
 
 @pytest.mark.parametrize("env, expected", [({}, "1"), ({"MKL_DISABLE_FAST_MM": "0"}, "0")])
 def test_mkl_memory_pool_off_unless_the_user_chose(env, expected):
-    clean = {key: value for key, value in base_env().items() if key != "MKL_DISABLE_FAST_MM"}
+    clean = {key: value for key, value in child_env().items() if key != "MKL_DISABLE_FAST_MM"}
     probe = "import os, rag; print(os.environ.get('MKL_DISABLE_FAST_MM'))"
     output = subprocess.run(
         [sys.executable, "-c", probe],

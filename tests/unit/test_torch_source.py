@@ -12,7 +12,7 @@ from urllib.parse import unquote
 
 import pytest
 
-from tests.support import ROOT, base_env
+from tests.support import ROOT, child_env
 
 VERSION = next(
     line.split("==")[1].strip()
@@ -36,7 +36,7 @@ WHEEL = local_cpu_wheel()
 
 def clean_pip_env(**extra: str) -> dict[str, str]:
     """A fresh machine's pip: no configuration files, no find-links, no constraints."""
-    env = base_env(PIP_CONFIG_FILE=os.devnull, PIP_FIND_LINKS="", PIP_EXTRA_INDEX_URL="", PIP_CONSTRAINT="", **extra)
+    env = child_env(PIP_CONFIG_FILE=os.devnull, PIP_FIND_LINKS="", PIP_EXTRA_INDEX_URL="", PIP_CONSTRAINT="", **extra)
     env.pop("PIP_INDEX_URL", None)
     return env
 

@@ -6,7 +6,7 @@ that map it, so the PSS of the workers adds up to what they really cost the mach
 memory is the PSS of its mappings of files in the index directory plus the anonymous memory that loading
 and searching added: a heap copy of the index shows up in the second term, a shared mapping in the first.
 
-    python -m bench.index_workers INDEX_DIR DIMENSION [--no-mmap]    (one worker; driven by measure_workers)
+    python -m bench.index.workers INDEX_DIR DIMENSION [--no-mmap]    (one worker; driven by measure_workers)
 """
 
 from __future__ import annotations
@@ -19,33 +19,21 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+import psutil
+
+ROOT = Path(__file__).resolve().parents[2]
 WARM_QUERIES = 200
 
 
-def rollup(pid: int | str = "self") -> dict[str, int]:
-    """The kB fields of /proc/PID/smaps_rollup (Rss, Pss, Anonymous, ...)."""
-    fields = {}
-    with open(f"/proc/{pid}/smaps_rollup") as handle:
-        for line in handle:
-            name, _, rest = line.partition(":")
-            parts = rest.split()
-            if len(parts) == 2 and parts[1] == "kB":
-                fields[name] = int(parts[0])
-    return fields
+def anonymous_kb(pid: int | None = None) -> int:
+    """Anonymous memory (kB) of a process: the sum over its mappings, as /proc/PID/smaps counts it."""
+    return sum(m.anonymous for m in psutil.Process(pid).memory_maps(grouped=True)) // 1024
 
 
 def mapped_pss_kb(pid: int, directory: Path) -> int:
     """PSS (kB) of the mappings of `pid` whose file lies in `directory`."""
-    prefix, total, inside = str(Path(directory).resolve()) + "/", 0, False
-    with open(f"/proc/{pid}/smaps") as handle:
-        for line in handle:
-            head = line.split(None, 5)
-            if len(head) >= 5 and "-" in head[0] and ":" not in head[0]:  # a mapping's header line
-                inside = len(head) == 6 and head[5].strip().startswith(prefix)
-            elif inside and line.startswith("Pss:"):
-                total += int(line.split()[1])
-    return total
+    prefix = str(Path(directory).resolve()) + "/"
+    return sum(m.pss for m in psutil.Process(pid).memory_maps(grouped=True) if m.path.startswith(prefix)) // 1024
 
 
 def worker(index_dir: Path, dimension: int, mmap: bool, nprobe: int | None = None) -> None:
@@ -55,7 +43,7 @@ def worker(index_dir: Path, dimension: int, mmap: bool, nprobe: int | None = Non
 
     from rag.index.artifact import VectorIndex, read_manifest
 
-    before = rollup()
+    before = anonymous_kb()
     started = time.perf_counter()
     index = VectorIndex.load(
         index_dir, read_manifest(index_dir)["embedding_model"], dimension, mmap=mmap, nprobe=nprobe
@@ -64,10 +52,8 @@ def worker(index_dir: Path, dimension: int, mmap: bool, nprobe: int | None = Non
     queries = np.random.default_rng(1).standard_normal((WARM_QUERIES, dimension)).astype(np.float32)
     for query in queries / np.linalg.norm(queries, axis=1, keepdims=True):
         index.search(query, 10)
-    after = rollup()
-    print(
-        json.dumps({"load_s": round(load_s, 3), "anon_growth_kb": after["Anonymous"] - before["Anonymous"]}), flush=True
-    )
+    after = anonymous_kb()
+    print(json.dumps({"load_s": round(load_s, 3), "anon_growth_kb": after - before}), flush=True)
     sys.stdin.read()
 
 
@@ -93,7 +79,7 @@ def measure_workers(
     `nprobe` overrides an ivf index's (a large one makes every list resident)."""
     procs, loads, steps = [], [], []
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    argv = [sys.executable, "-m", "bench.index_workers", str(index_dir), str(dimension)] + (
+    argv = [sys.executable, "-m", "bench.index.workers", str(index_dir), str(dimension)] + (
         [] if mmap else ["--no-mmap"]
     )
     argv += ["--nprobe", str(nprobe)] if nprobe else []
@@ -110,8 +96,8 @@ def measure_workers(
                         mapped_pss_kb(p.pid, index_dir) + max(0, load["anon_growth_kb"])
                         for p, load in zip(procs, loads)
                     ],
-                    "pss_kb": [rollup(p.pid)["Pss"] for p in procs],
-                    "rss_kb": [rollup(p.pid)["Rss"] for p in procs],
+                    "pss_kb": [psutil.Process(p.pid).memory_full_info().pss // 1024 for p in procs],
+                    "rss_kb": [psutil.Process(p.pid).memory_full_info().rss // 1024 for p in procs],
                     "load_s": [load["load_s"] for load in loads],
                 }
             )
@@ -141,7 +127,7 @@ def _read_line(proc: subprocess.Popen, timeout_s: float) -> str:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="python -m bench.index_workers")
+    parser = argparse.ArgumentParser(prog="python -m bench.index.workers")
     parser.add_argument("index_dir", type=Path)
     parser.add_argument("dimension", type=int)
     parser.add_argument("--no-mmap", action="store_true", help="load a private heap copy (the old behaviour)")

@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from bench.config import REPO_ROOT
+from bench.core.config import REPO_ROOT
 
 
 def _git(*args: str, cwd: Path = REPO_ROOT) -> str:

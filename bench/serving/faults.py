@@ -15,8 +15,8 @@ from collections import Counter
 
 import requests
 
-from bench.processes import Served
-from bench.workload import HttpTarget, Outcome, payloads
+from bench.core.processes import Served
+from bench.core.workload import ClientLoop, HttpTarget, Outcome, pause_after_failure, payloads
 
 # The stages each kind of process holds: killing one takes all of them down.
 STAGES = {
@@ -29,7 +29,7 @@ STAGES = {
 FAULTY_STAGE = {"monolith": "generate", "llm_service": "generate", "vector_service": "retrieve"}
 PROBE_INTERVAL_S = 0.2
 FAILED_REQUEST_PAUSE_S = 0.1  # a client whose request failed waits this long: bounded load while down
-MAX_REQUESTS = 5000
+MAX_REQUESTS = 5000  # per client
 
 
 class _Probes(threading.Thread):
@@ -67,16 +67,6 @@ class _Probes(threading.Thread):
                 self.stop.wait(PROBE_INTERVAL_S)
 
 
-def _load(target: HttpTarget, batch: list[dict], outcomes: list[Outcome], stop: threading.Event, offset: int):
-    for i in range(MAX_REQUESTS):
-        if stop.is_set():
-            return
-        outcome = target.call(batch[(offset + i) % len(batch)])
-        outcomes.append(outcome)
-        if not outcome.ok:
-            stop.wait(FAILED_REQUEST_PAUSE_S)
-
-
 def _first_answer(outcomes: list[Outcome], killed_at: float) -> float | None:
     """When the first request sent after the kill was answered: service is back."""
     return min((o.finished for o in list(outcomes) if o.ok and o.started >= killed_at), default=None)
@@ -97,18 +87,23 @@ def _ready_again(probes: list, killed_at: float) -> float | None:
 
 def run_fault(served: Served, role: str, settings, questions: list[str], progress=None) -> dict:
     """Kill `role`'s worker under load; return the timeline and its analysis (times relative to the kill)."""
-    target = HttpTarget(served.arch, served.url, settings.request_timeout_s)
+    target = HttpTarget(served.url, settings.request_timeout_s, name=served.arch)
     batch = payloads(questions, len(questions), 0, settings.fault_max_new_tokens, settings.top_k)
     roles = [r for r in STAGES if r != "monolith"] if served.arch == "microservicos" else ["monolith"]
     pids_before = {r: served.worker(r).pid for r in roles}
-    stop, outcomes = threading.Event(), []
+    stop = threading.Event()
     probes = _Probes(served, stop)
-    clients = [
-        threading.Thread(target=_load, args=(target, batch, outcomes, stop, i), daemon=True)
-        for i in range(settings.fault_concurrency)
-    ]
-    for thread in [probes, *clients]:
-        thread.start()
+    load = ClientLoop(
+        target,
+        batch,
+        settings.fault_concurrency,
+        limit=MAX_REQUESTS * settings.fault_concurrency,
+        stop=stop,
+        pause=pause_after_failure(FAILED_REQUEST_PAUSE_S),
+    )
+    outcomes = load.outcomes  # filled as requests are answered
+    probes.start()
+    clients = load.start("fault-client")
     killed_at = answered_at = None
     try:
         stop.wait(settings.fault_before_s)

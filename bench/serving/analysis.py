@@ -4,8 +4,7 @@ so `make bench-report` can recompute everything from a results file."""
 
 from __future__ import annotations
 
-from bench.cost import estimate_costs
-from bench.stats import (
+from bench.core.stats import (
     availability,
     median_difference,
     median_interval,
@@ -16,6 +15,7 @@ from bench.stats import (
     summarize,
     within_limit,
 )
+from bench.serving.cost import estimate_costs
 
 ARCHS = ("monolito", "microservicos")
 TARGETS = ("baseline", *ARCHS)

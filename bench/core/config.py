@@ -11,11 +11,11 @@ from pathlib import Path
 from rag.errors import ConfigError
 from rag.settings import env_int  # the same validated-integer rule as the services' settings
 
-BENCH_DIR = Path(__file__).resolve().parent
+BENCH_DIR = Path(__file__).resolve().parents[1]
 REPO_ROOT = BENCH_DIR.parent
 DEFAULT_RESULTS_DIR = BENCH_DIR / "results"
 QUESTIONS_FILE = REPO_ROOT / "tests" / "data" / "sample_questions.json"
-PRICES_FILE = BENCH_DIR / "prices.json"
+PRICES_FILE = BENCH_DIR / "serving" / "prices.json"
 
 
 def write_results(name: str, data: dict, path: Path | None = None) -> Path:

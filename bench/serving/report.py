@@ -7,11 +7,11 @@ import json
 import shutil
 from pathlib import Path
 
-from bench.analysis import ARCHS, TARGETS, summarize_results
-from bench.charts import LABELS, write_charts
-from bench.claims import claims_table
-from bench.config import DEFAULT_RESULTS_DIR, REPO_ROOT
-from bench.stats import interval_text
+from bench.core.config import DEFAULT_RESULTS_DIR, REPO_ROOT
+from bench.core.stats import interval_text
+from bench.serving.analysis import ARCHS, TARGETS, summarize_results
+from bench.serving.charts import LABELS, write_charts
+from bench.serving.claims import claims_table
 
 README = REPO_ROOT / "docs" / "bench.md"  # the published page; the README links to it
 LATEST = DEFAULT_RESULTS_DIR / "latest"
@@ -26,8 +26,8 @@ clients see when a worker is killed under load. It takes about 15 minutes on 2 C
 `BENCH_QUICK=1 make bench` is a two-minute smoke run (it writes no README and no `latest/`), and
 `tests/bench/` runs it in `make check`. `make bench-report` regenerates the report, the charts,
 `bench/results/latest/` and this table from the newest results file (`BENCH_RESULTS_DIR` moves the
-results; `BENCH_*` variables in `bench/config.py` change the workload). The cost figures are an
-estimate: measured CPU throughput times the prices and the stated GPU assumption in `bench/prices.json`. The figures below come from one machine (its CPU,
+results; `BENCH_*` variables in `bench/core/config.py` change the workload). The cost figures are an
+estimate: measured CPU throughput times the prices and the stated GPU assumption in `bench/serving/prices.json`. The figures below come from one machine (its CPU,
 load average and every setting are in the [report](../bench/results/latest/report.md)); the machine was shared,
 so read small differences against the confidence intervals, and measure on your own hardware.
 
@@ -386,7 +386,7 @@ def _cost_section(s: dict) -> list[str]:
         json.dumps(cost["measured_inputs"], indent=1),
         "```",
         "",
-        "Prices and assumptions (bench/prices.json):",
+        "Prices and assumptions (bench/serving/prices.json):",
         "",
         "```json",
         json.dumps({"instances": cost["prices"], **cost["assumptions"]}, indent=1),

@@ -1,4 +1,4 @@
-"""Where the time goes when 1 and 8 requests share the model: `python -m bench.engine_profile`.
+"""Where the time goes when 1 and 8 requests share the model: `python -m bench.probes.engine_profile`.
 
 In-process, with the default settings and the bench's questions and request shape (48 new tokens, top_k
 3), it runs closed-loop blocks at each client count and, interleaved, two variants:
@@ -29,9 +29,9 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from bench.config import write_results
-from bench.inprocess import load_pipeline
-from bench.workload import InProcessTarget, Outcome, cpu_stall_ms, load_questions, payloads, run_block
+from bench.core.config import write_results
+from bench.core.workload import InProcessTarget, Outcome, cpu_stall_ms, load_questions, payloads, run_block
+from bench.serving.inprocess import load_pipeline
 
 MAX_NEW_TOKENS, TOP_K = 48, 3
 
@@ -49,38 +49,25 @@ def schedstat() -> dict[int, tuple[int, int]]:
 
 
 class EngineProbe:
-    """Times the model thread's prefills, decode steps and waits for work, by wrapping the backend's
-    methods on the instance (only the model's thread calls them, so plain lists suffice)."""
+    """Records the model thread's prefills, decode steps and waits for work through the engine's public
+    `on_step` hook (called only on the model's thread, so plain lists suffice)."""
 
     def __init__(self, engine):
         self.engine, self.backend = engine, engine.backend
+        self.model_tid: int | None = None
         self.reset()
-        prefill, decode, first_job = self.backend.prefill, self.backend.decode, engine._first_job
+        engine.on_step = self.record
 
-        def timed_prefill(job):
-            started = time.perf_counter()
-            try:
-                return prefill(job)
-            finally:
-                self.prefills.append(((time.perf_counter() - started) * 1000, len(job.prompt)))
-
-        def timed_decode():
-            rows, mask = len(self.backend._jobs), not bool(self.backend._mask.all())
-            columns = self.backend._mask.shape[1]
-            started = time.perf_counter()
-            try:
-                return decode()
-            finally:
-                self.steps.append(((time.perf_counter() - started) * 1000, rows, mask, columns))
-
-        def timed_first_job():
-            started = time.perf_counter()
-            try:
-                return first_job()
-            finally:
-                self.idle_s += time.perf_counter() - started
-
-        self.backend.prefill, self.backend.decode, engine._first_job = timed_prefill, timed_decode, timed_first_job
+    def record(self, step) -> None:
+        self.model_tid = threading.get_native_id()
+        if step.kind == "prefill":
+            self.prefills.append((step.seconds * 1000, step.tokens))
+        elif step.kind == "decode":
+            # Read after the step: the padding and width it decoded with (the new column is every row's).
+            padded, columns = getattr(self.backend, "padded", False), getattr(self.backend, "columns", 0)
+            self.steps.append((step.seconds * 1000, step.rows, padded, columns))
+        else:
+            self.idle_s += step.seconds
 
     def reset(self) -> None:
         self.prefills: list[tuple[float, int]] = []
@@ -142,7 +129,7 @@ def _mean(values) -> float | None:
 def run_block_profiled(target, probe: EngineProbe, requests: list[dict], clients: int, pool) -> dict:
     """One closed-loop block, with the engine's and the kernel's view of it."""
     client_tids: set[int] = set()
-    model_tid = probe.engine._thread.native_id
+    model_tid = probe.model_tid
     probe.reset()
     stall, load, before = cpu_stall_ms(), os.getloadavg()[0], schedstat()
     outcomes, wall_s = run_block(Recording(target, client_tids), requests, clients, pool=pool)
@@ -229,7 +216,7 @@ def step_profile(repeats: int) -> dict:
     greedy = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
 
     def fill(rows: int, padded: bool) -> None:
-        decoder.remove(list(range(len(decoder._jobs))))
+        decoder.remove(list(range(decoder.rows)))
         draw = random.Random(rows)
         for row in range(rows):  # about the bench's prompt length (234 tokens)
             length = 220 + 7 * row if padded else 240

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import psutil
 
-from bench.config import DEFAULT_RESULTS_DIR
-from bench.processes import Served, role_of
-from bench.workload import HttpTarget, load_questions, payloads
+from bench.core.config import DEFAULT_RESULTS_DIR
+from bench.core.processes import Served, role_of
+from bench.core.workload import ClientLoop, HttpTarget, load_questions, pause_after_failure, payloads
 from rag.errors import ConfigError
 from rag.settings import env_int
 
@@ -73,32 +73,15 @@ class Tape:
     """Everything one architecture's soak saw, on the monotonic clock."""
 
     origin: float
-    requests: list = field(default_factory=list)  # (started, finished, status, error_type)
     kills: list = field(default_factory=list)  # (at, service, pids)
     rss: list = field(default_factory=list)  # (at, MiB, MiB by role)
-    in_flight: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    load: ClientLoop | None = None  # the clients: their outcomes, and how many requests are in flight
 
-
-def _clients(target: HttpTarget, batch: list[dict], tape: Tape, stop: threading.Event, concurrency: int):
-    def client(offset: int) -> None:
-        i = offset
-        while True:
-            with tape.lock:  # checked and counted together, so that after stop no request begins
-                if stop.is_set():
-                    return
-                tape.in_flight += 1
-            outcome = target.call(batch[i % len(batch)])
-            with tape.lock:
-                tape.in_flight -= 1
-                tape.requests.append((outcome.started, outcome.finished, outcome.status, outcome.error_type))
-            if not outcome.ok:
-                stop.wait(0.1)  # a failing client backs off a little: bounded load while a service is down
-            i += concurrency
-
-    return [
-        threading.Thread(target=client, args=(n,), name=f"soak-client-{n}", daemon=True) for n in range(concurrency)
-    ]
+    @property
+    def requests(self) -> list:
+        """(started, finished, status, error_type) of every request answered."""
+        outcomes = list(self.load.outcomes) if self.load is not None else []
+        return [(o.started, o.finished, o.status, o.error_type) for o in outcomes]
 
 
 def _sampler(served: Served, tape: Tape, stop: threading.Event, every_s: int) -> threading.Thread:
@@ -127,8 +110,8 @@ def _sigterm_in_flight(served: Served, tape: Tape, stop: threading.Event, deadli
     """Once a request is in flight: stop sending, SIGTERM the entrypoint (as SageMaker does), wait for it."""
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
-        with tape.lock:
-            if tape.in_flight:
+        with tape.load.lock:
+            if tape.load.in_flight:
                 stop.set()
                 break
         time.sleep(0.005)
@@ -150,14 +133,12 @@ def soak_architecture(arch: str, settings: SoakSettings, folder: Path) -> dict:
     try:
         served.wait_ready()
         tape = Tape(origin=time.monotonic())
-        target = HttpTarget(arch, served.url, 120)
+        target = HttpTarget(served.url, 120, name=arch)
         batch = payloads(load_questions(), 64, 0, settings.max_new_tokens, 3)
-        threads = [
-            *_clients(target, batch, tape, stop, settings.concurrency),
-            _sampler(served, tape, stop, settings.sample_every_s),
-        ]
-        for thread in threads:
-            thread.start()
+        tape.load = ClientLoop(target, batch, settings.concurrency, stop=stop, pause=pause_after_failure(0.1))
+        sampler = _sampler(served, tape, stop, settings.sample_every_s)
+        sampler.start()
+        threads = [sampler, *tape.load.start("soak-client")]
         chooser = random.Random(settings.seed)
         end = tape.origin + 60 * settings.minutes
         next_kill = tape.origin + settings.kill_every_s
@@ -239,7 +220,7 @@ def analyse(tape: Tape, sigterm: dict, settings: SoakSettings) -> dict:
 
 def run(settings: SoakSettings) -> Path:
     """Soak every chosen architecture; write soak.json and soak.png; return the folder."""
-    from bench.charts import soak_chart
+    from bench.serving.charts import soak_chart
 
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     folder = settings.results_dir / f"soak-{stamp}"

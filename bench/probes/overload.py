@@ -1,6 +1,6 @@
-"""A burst against a real served architecture: `python -m bench.overload_probe`.
+"""A burst against a real served architecture: `python -m bench.probes.overload`.
 
-Starts the architecture as `make serve` does (bench/processes.py), warms it up, reads the RSS (VmRSS) of
+Starts the architecture as `make serve` does (bench/core/processes.py), warms it up, reads the RSS (VmRSS) of
 the worker that holds the model once it has been idle, drives `--clients` closed-loop clients for
 `--seconds` (a client waits Retry-After after a 429, as in the sweep) while /ping is polled, then reads
 the RSS again right after the burst and after `--idle` seconds (and the whole process tree's, by role).
@@ -17,9 +17,10 @@ import threading
 import time
 from pathlib import Path
 
-from bench.processes import Served
-from bench.sweep import _closed_loop, _percentile, _pinger
-from bench.workload import HttpTarget, load_questions, payloads
+from bench.core.processes import Served
+from bench.core.stats import percentile
+from bench.core.workload import HttpTarget, load_questions, payloads, poll_ping
+from bench.serving.sweep import closed_loop
 
 ROLE = {"monolito": "monolith", "microservicos": "orchestrator"}
 
@@ -36,7 +37,7 @@ def probe(arch: str, clients: int, seconds: float, idle_s: float, env: dict, max
     served = Served(arch, log, env)
     try:
         served.wait_ready()
-        target = HttpTarget(arch, served.url, 120)
+        target = HttpTarget(served.url, 120, name=arch)
         for request in payloads(questions, 4, 0, max_new_tokens, 3):  # the bench's warm-up shape
             target.call(request)
         time.sleep(
@@ -45,10 +46,10 @@ def probe(arch: str, clients: int, seconds: float, idle_s: float, env: dict, max
         role = "llm_service" if arch == "microservicos" else ROLE[arch]
         before, tree_before = worker_rss_mib(served, role), served.memory()
         pings, stop = [], threading.Event()
-        pinger = threading.Thread(target=_pinger, args=(served.url, stop, pings), daemon=True)
+        pinger = threading.Thread(target=poll_ping, args=(served.url, stop, pings), daemon=True)
         pinger.start()
         try:
-            outcomes, wall = _closed_loop(target, clients, seconds, questions, max_new_tokens, 3)
+            outcomes, wall = closed_loop(target, clients, seconds, questions, max_new_tokens, 3)
         finally:
             stop.set()
             pinger.join(timeout=10)
@@ -69,12 +70,12 @@ def probe(arch: str, clients: int, seconds: float, idle_s: float, env: dict, max
             "ok": len(ok),
             "refused": len(refused),
             "other": sorted({str(o.status or o.error_type) for o in outcomes if o.status not in (200, 429)}),
-            "refused_ms": {f"p{q}": _percentile(refused, q) for q in (50, 90, 99)},
+            "refused_ms": {f"p{q}": percentile(refused, q) for q in (50, 90, 99)},
             "slowest_refused": [[round(o.started - first, 2), round(o.latency_ms)] for o in slowest],
-            "ok_ms": {f"p{q}": _percentile(ok, q) for q in (50, 99)},
+            "ok_ms": {f"p{q}": percentile(ok, q) for q in (50, 99)},
             "ping_ms": {
-                "p50": _percentile(answered, 50),
-                "p99": _percentile(answered, 99),
+                "p50": percentile(answered, 50),
+                "p99": percentile(answered, 99),
                 "failed": len(pings) - len(answered),
             },
             "rss_mib": {

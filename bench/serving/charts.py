@@ -9,7 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 
-from bench.analysis import ARCHS, TARGETS, latency_of  # noqa: E402
+from bench.serving.analysis import ARCHS, TARGETS, latency_of  # noqa: E402
 
 COLORS = {"baseline": "#7f7f7f", "monolito": "#1f77b4", "microservicos": "#ff7f0e"}
 LABELS = {"baseline": "in-process baseline", "monolito": "monolith", "microservicos": "microservices"}

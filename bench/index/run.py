@@ -4,9 +4,9 @@ For each corpus size (BENCH_INDEX_SIZES, default 10000,100000,1000000) and each 
 writes a real artifact with rag.index.write_index (build time includes tuning and writing), then measures:
 search latency p50/p95 of VectorIndex.search (one query at a time, top 10, chunk texts read from disk),
 recall@10 against exact search on queries that are not stored vectors, load time, and the resident
-memory of two worker processes sharing the index (PSS; bench/index_workers.py). It also measures how
+memory of two worker processes sharing the index (PSS; bench/index/workers.py). It also measures how
 fast exact search gets slow (the `auto` threshold), and embedding throughput with the real model.
-The corpus is described in bench/index_corpus.py. With --publish the table goes into
+The corpus is described in bench/index/corpus.py. With --publish the table goes into
 docs/large-corpora.md and the chart and results into bench/results/index-latest/.
 """
 
@@ -25,14 +25,15 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import index_corpus as corpus
-from bench.index_workers import index_bytes, measure_workers
+from bench.core.stats import percentile
+from bench.index import corpus
+from bench.index.workers import index_bytes, measure_workers
 from rag.index import faiss_types
 from rag.index.artifact import VectorIndex, write_index
 
 log = logging.getLogger("bench.index")
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 WORK_DIR = ROOT / "build" / "bench-index"  # the synthetic artifacts (GBs at 1M chunks), deleted as we go
 RESULTS_DIR = ROOT / "bench" / "results" / "index"
 PUBLISHED = ROOT / "bench" / "results" / "index-latest"
@@ -45,9 +46,9 @@ THRESHOLD_SIZES = (10_000, 25_000, 50_000, 75_000, 100_000, 200_000)
 EMBED_TEXTS = 1024
 
 
-def percentile(values: list[float], q: float) -> float:
-    """The q-th percentile (linear interpolation), rounded to 3 decimals."""
-    return round(float(np.percentile(values, q)), 3)
+def milliseconds(values: list[float], q: float) -> float:
+    """The q-th percentile of `values` (bench.core.stats.percentile), rounded to 3 decimals for the tables."""
+    return round(percentile(values, q), 3)
 
 
 def timed_searches(index: VectorIndex, queries: np.ndarray) -> list[float]:
@@ -89,8 +90,8 @@ def measure_type(
         "faiss_build_s": manifest["build_seconds"],
         "build_recall_at_10": manifest["recall_at_10"],
         "recall_at_10": round(measured_recall, 4),
-        "p50_ms": percentile(latencies, 50),
-        "p95_ms": percentile(latencies, 95),
+        "p50_ms": milliseconds(latencies, 50),
+        "p95_ms": milliseconds(latencies, 95),
         "load_s": one["load_s"][0],
         "index_mb": round(resident / 2**20, 1),
         "first_worker_index_pss_mb": round(one["index_pss_kb"][0] / 1024, 1),
@@ -124,7 +125,7 @@ def flat_threshold() -> dict:
             started = time.perf_counter()
             faiss_types.search_one_thread(index, query.reshape(1, -1), 10)
             latencies.append((time.perf_counter() - started) * 1000)
-        rows.append({"size": size, "p50_ms": percentile(latencies, 50), "p95_ms": percentile(latencies, 95)})
+        rows.append({"size": size, "p50_ms": milliseconds(latencies, 50), "p95_ms": milliseconds(latencies, 95)})
     within = [row["size"] for row in rows if row["p95_ms"] <= LATENCY_BUDGET_MS]
     return {
         "budget_ms": LATENCY_BUDGET_MS,
@@ -164,7 +165,7 @@ def run(sizes: list[int]) -> Path:
             "python": platform.python_version(),
             "loadavg_start": open("/proc/loadavg").read().split()[:3],
         },
-        "corpus": "bench/index_corpus.py: clustered unit vectors (dimension 384, 200 chunks per topic), "
+        "corpus": "bench/index/corpus.py: clustered unit vectors (dimension 384, 200 chunks per topic), "
         "~700-character generated texts",
         "threshold": flat_threshold(),
         "embedding": embedding_throughput(),
@@ -182,13 +183,13 @@ def run(sizes: list[int]) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m bench.index_bench [--publish] [--report RESULTS.json]`."""
-    parser = argparse.ArgumentParser(prog="python -m bench.index_bench", description=__doc__.splitlines()[0])
+    """`python -m bench.index.run [--publish] [--report RESULTS.json]`."""
+    parser = argparse.ArgumentParser(prog="python -m bench.index.run", description=__doc__.splitlines()[0])
     parser.add_argument("--publish", action="store_true", help="refresh bench/results/index-latest/ and the docs table")
     parser.add_argument("--report", type=Path, help="only publish this results file again (no measuring)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    from bench.index_report import publish
+    from bench.index.report import publish
 
     raw = os.environ.get("BENCH_INDEX_SIZES", "10000,100000,1000000")
     try:

@@ -1,6 +1,6 @@
 """The in-process baseline: retrieval and generation loaded and called in one Python process.
 
-`python -m bench.inprocess` loads the models in a fresh process, answers one question, and prints
+`python -m bench.serving.inprocess` loads the models in a fresh process, answers one question, and prints
 one JSON line: the model-load time (imports included, as a server's loader sees it) and the process
 memory. `make bench` runs it as a subprocess so that every measurement starts from nothing.
 """

@@ -20,15 +20,14 @@ import statistics
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import requests
 from tqdm import tqdm
 
-from bench.workload import payloads
-from rag.errors import ConfigError, Overloaded
+from bench.core.stats import percentile
+from bench.core.workload import ClientLoop, payloads, poll_ping, retry_after_429
+from rag.errors import ConfigError
 from rag.runtime import IDLE_S
 from rag.settings import env_int
 
@@ -61,46 +60,16 @@ class SweepSettings:
         )
 
 
-def _percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
-
-
-def _closed_loop(target, clients: int, seconds: float, questions, max_new_tokens: int, top_k: int):
-    """`clients` threads, each sending the next request as soon as it has an answer, for `seconds`."""
-    end = time.monotonic() + seconds
-    counter = iter(range(10**9))
-    lock = threading.Lock()
-
-    def client() -> list:
-        seen = []
-        while time.monotonic() < end:
-            with lock:
-                index = next(counter)
-            outcome = target.call(payloads(questions, 1, index, max_new_tokens, top_k)[0])
-            seen.append(outcome)
-            if outcome.status == 429:
-                time.sleep(min(Overloaded.retry_after_s, max(0.0, end - time.monotonic())))
-        return seen
-
-    started = time.monotonic()
-    with ThreadPoolExecutor(clients, thread_name_prefix=f"sweep-{target.name}") as pool:
-        outcomes = [o for result in pool.map(lambda _: client(), range(clients)) for o in result]
-    return outcomes, time.monotonic() - started
-
-
-def _pinger(url: str, stop: threading.Event, seen: list) -> None:
-    with requests.Session() as session:
-        while not stop.is_set():
-            started = time.monotonic()
-            try:
-                ok = session.get(f"{url}/ping", timeout=5).status_code == 200
-            except requests.RequestException:
-                ok = False
-            seen.append((time.monotonic() - started) * 1000 if ok else None)
-            stop.wait(PING_INTERVAL_S)
+def closed_loop(target, clients: int, seconds: float, questions, max_new_tokens: int, top_k: int):
+    """`clients` closed-loop clients for `seconds`; after a 429 a client waits Retry-After first."""
+    loop = ClientLoop(
+        target,
+        payloads(questions, len(questions), 0, max_new_tokens, top_k),
+        clients,
+        until=time.monotonic() + seconds,
+        pause=retry_after_429,
+    )
+    return loop.run()
 
 
 def _summary(outcomes: list, wall_s: float, pings: list | None, peak_mib: float | None) -> dict:
@@ -115,9 +84,9 @@ def _summary(outcomes: list, wall_s: float, pings: list | None, peak_mib: float 
         "error_kinds": [str(kind) for kind in other],
         "throughput_rps": len(ok) / wall_s if wall_s > 0 else 0.0,
         "wall_s": wall_s,
-        "latency_ms": {f"p{q}": _percentile(ok, q) for q in (50, 95, 99)},
+        "latency_ms": {f"p{q}": percentile(ok, q) for q in (50, 95, 99)},
         "rate_429": len(refused) / len(outcomes) if outcomes else 0.0,
-        "refused_p99_ms": _percentile(refused, 99),
+        "refused_p99_ms": percentile(refused, 99),
         "peak_rss_mib": peak_mib,
     }
     if pings is not None:
@@ -125,7 +94,7 @@ def _summary(outcomes: list, wall_s: float, pings: list | None, peak_mib: float 
         result["ping"] = {
             "count": len(pings),
             "failed": len(pings) - len(answered),
-            "p99_ms": _percentile(answered, 99),
+            "p99_ms": percentile(answered, 99),
             "max_ms": max(answered, default=None),
         }
     return result
@@ -146,7 +115,7 @@ def run_sweep(
                 bar.set_postfix_str(f"clients={level} {name}")
                 pings, stop = ([] if name in live else None), threading.Event()
                 pinger = (
-                    threading.Thread(target=_pinger, args=(live[name].url, stop, pings), daemon=True)
+                    threading.Thread(target=poll_ping, args=(live[name].url, stop, pings, PING_INTERVAL_S), daemon=True)
                     if name in live
                     else None
                 )
@@ -157,7 +126,7 @@ def run_sweep(
                     sampler.samples.clear()
                     sampler.__enter__()
                 try:
-                    outcomes, wall = _closed_loop(targets[name], level, sweep.seconds, questions, max_new_tokens, top_k)
+                    outcomes, wall = closed_loop(targets[name], level, sweep.seconds, questions, max_new_tokens, top_k)
                 finally:
                     stop.set()
                     if pinger:
@@ -191,7 +160,7 @@ def _fmt(value, digits: int = 0, unit: str = "") -> str:
 
 def sweep_table(sweep: dict) -> str:
     """The sweep as a Markdown table, one row per level and target, then the memory check."""
-    from bench.charts import LABELS
+    from bench.serving.charts import LABELS
 
     lines = [
         "| clients | target | throughput (req/s) | vs 1 client | p50 / p95 / p99 (s) | 429 rate | 429 p99 (ms) "
@@ -223,7 +192,7 @@ def sweep_table(sweep: dict) -> str:
 
 def sweep_chart(sweep: dict, path: Path) -> Path:
     """Throughput, latency, 429 rate and /ping latency against the number of clients."""
-    from bench.charts import COLORS, LABELS, _save, plt
+    from bench.serving.charts import COLORS, LABELS, _save, plt
 
     levels = sorted(sweep["levels"], key=int)
     names = list(sweep["levels"][levels[0]])
@@ -256,7 +225,7 @@ def sweep_chart(sweep: dict, path: Path) -> Path:
 
 
 def _folder(results_path: Path) -> Path:
-    # Where bench/report.py puts the charts of a results file (publish copies its PNGs to latest/).
+    # Where bench/serving/report.py puts the charts of a results file (publish copies its PNGs to latest/).
     return results_path.parent / results_path.stem if results_path.name != "results.json" else results_path.parent
 
 

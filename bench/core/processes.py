@@ -1,8 +1,9 @@
-"""Start a served architecture exactly as `make serve` does, watch its memory, and always stop it.
+"""Start real server processes, watch their memory, and always stop them: the benchmarks' and the tests'.
 
-Each architecture runs in its own session (process group) on free loopback ports. stop() signals the
+`ServerProcess` is any server started as a child in its own session (process group). stop() signals the
 group, then kills every process that was ever seen in the tree: start.sh gives each service its own
-process group, so signalling one group is not enough.
+process group, so signalling one group is not enough. `Served` is one architecture started exactly as
+`make serve` starts it, on free loopback ports. tests/support.py re-exports this module for the tests.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from pathlib import Path
 import psutil
 import requests
 
-from bench.config import REPO_ROOT
+from bench.core.config import REPO_ROOT
 
+VENV_BIN = Path(sys.executable).parent
 ENTRYPOINTS = {
     "monolito": REPO_ROOT / "Monolitico" / "serve",
     "microservicos": REPO_ROOT / "Microservicos" / "start.sh",
@@ -51,17 +53,100 @@ def free_port() -> int:
 
 
 def child_env(**overrides) -> dict[str, str]:
-    """The environment of a served architecture: offline, the repository importable, this venv first."""
+    """The environment of a child server: offline, the repository importable, this venv first on PATH."""
     env = dict(os.environ)
     env.update(
         PYTHONPATH=str(REPO_ROOT),
-        PATH=f"{Path(sys.executable).parent}:{env.get('PATH', '')}",
+        PATH=f"{VENV_BIN}:{env.get('PATH', '')}",
         HF_HUB_OFFLINE="1",
         TRANSFORMERS_OFFLINE="1",
         PYTHONUNBUFFERED="1",
     )
     env.update({key: str(value) for key, value in overrides.items()})
     return env
+
+
+def wait_for_status(url: str, status: int = 200, deadline_s: float = 180.0, proc=None) -> requests.Response:
+    """Poll `url` until it answers `status`; fail with the last answer when the deadline passes (or at
+    once when the process `proc` exits)."""
+    end = time.monotonic() + deadline_s
+    last = "no answer"
+    while time.monotonic() < end:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before {url} answered {status}")
+        try:
+            response = requests.get(url, timeout=2)
+            if response.status_code == status:
+                return response
+            last = f"{response.status_code} {response.text[:200]}"
+        except requests.RequestException as exc:
+            last = repr(exc)
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} did not answer {status} within {deadline_s}s (last: {last})")
+
+
+class ServerProcess:
+    """A real server started as a child in its own session; stop() always reaps its whole tree."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], log_path: Path, cwd: Path = REPO_ROOT):
+        self.argv = argv
+        self.log_path = log_path
+        self._log = open(log_path, "wb")
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(
+            argv, cwd=cwd, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        self._seen: dict[int, psutil.Process] = {}
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log(self) -> str:
+        """Everything the server wrote so far."""
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def tree(self) -> list[psutil.Process]:
+        """Every live process of the server, itself first; each one is remembered for stop()."""
+        try:
+            root = psutil.Process(self.proc.pid)
+            family = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+        for proc in family:
+            self._seen.setdefault(proc.pid, proc)
+        return family
+
+    def descendants(self) -> list[psutil.Process]:
+        """Every live process below this one, whatever its process group."""
+        return self.tree()[1:]
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 30.0) -> int:
+        """Send `sig` to the process group and wait; then SIGKILL the group and every process ever seen in
+        the tree (start.sh gives each service its own group). Returns the exit code."""
+        self.tree()  # remember the whole family before signalling: some of it re-parents as it dies
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, sig)
+                self.proc.wait(timeout=timeout_s)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        code = self.proc.wait(timeout=10)
+        leftovers = [proc for pid, proc in self._seen.items() if pid != self.proc.pid and proc.is_running()]
+        for proc in leftovers:
+            try:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(leftovers, timeout=10)
+        self._log.close()
+        return code
 
 
 def role_of(proc: psutil.Process) -> str:
@@ -73,16 +158,16 @@ def role_of(proc: psutil.Process) -> str:
     return next((role for role, marker in ROLES if marker in cmdline), "supervisor")
 
 
-class Served:
-    """One running architecture: its public URL, internal ports and process tree."""
+class Served(ServerProcess):
+    """One running architecture, started as `make serve` starts it: its public URL, internal ports and
+    process tree."""
 
     def __init__(self, arch: str, log_path: Path, env: dict, root: Path = REPO_ROOT):
-        """`root` is the checkout whose entrypoint runs (bench/previous.py gives an earlier commit's)."""
+        """`root` is the checkout whose entrypoint runs (evaluation/previous.py gives an earlier commit's)."""
         self.arch = arch
         self.ports = {"public": free_port(), "vector": free_port(), "llm": free_port()}
         self.url = f"http://127.0.0.1:{self.ports['public']}"
-        self.log_path = log_path
-        # `env` may override the wiring too (bench/split.py points RAG_LLM_URL at an endpoint).
+        # `env` may override the wiring too (bench/serving/split.py points RAG_LLM_URL at an endpoint).
         environment = child_env(
             **{
                 "RAG_BIND_HOST": "127.0.0.1",
@@ -92,30 +177,9 @@ class Served:
                 **env,
             }
         )
-        self._log = open(log_path, "wb")
-        self.started = time.monotonic()
         environment["PYTHONPATH"] = str(root)
         entrypoint = root / ENTRYPOINTS[arch].relative_to(REPO_ROOT)
-        self.proc = subprocess.Popen(
-            [str(entrypoint), "serve"],
-            cwd=root,
-            env=environment,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self._seen: dict[int, psutil.Process] = {}
-
-    def tree(self) -> list[psutil.Process]:
-        """Every live process of the architecture, the entrypoint included."""
-        try:
-            root = psutil.Process(self.proc.pid)
-            family = [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return []
-        for proc in family:
-            self._seen.setdefault(proc.pid, proc)
-        return family
+        super().__init__([str(entrypoint), "serve"], environment, log_path, cwd=root)
 
     def wait_ready(self, deadline_s: float = 300.0, interval_s: float = 0.05) -> float:
         """Poll /ping until 200; return the seconds since the process was started."""
@@ -137,8 +201,7 @@ class Served:
 
     def ready_lines(self) -> dict[str, float]:
         """The services' own "<what> ready after X s" log lines (model load, as each process saw it)."""
-        self._log.flush()
-        text = self.log_path.read_text(errors="replace")
+        text = self.log()
         return {
             match.group(1).split(": ")[-1]: float(match.group(2))
             for match in READY_LINE.finditer(text)
@@ -148,9 +211,8 @@ class Served:
     def service_times(self, since: float, until: float) -> list[tuple[float, str, float]]:
         """(epoch seconds, path, ms) of each internal /retrieve and /generate the services logged in
         [since, until]: their own handling time, to set against what the orchestrator measured."""
-        self._log.flush()
         out = []
-        for match in REQUEST_LINE.finditer(self.log_path.read_text(errors="replace")):
+        for match in REQUEST_LINE.finditer(self.log()):
             # asctime is local time with milliseconds, as logging.Formatter writes it.
             stamp = datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
             if since <= stamp <= until:
@@ -188,29 +250,6 @@ class Served:
         if detailed:
             result["pss_mib"] = pss / 2**20
         return result
-
-    def stop(self, timeout_s: float = 30.0) -> None:
-        """SIGTERM the group, wait, then SIGKILL every process ever seen in the tree."""
-        self.tree()
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(timeout=timeout_s)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                pass
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait(timeout=10)
-        leftovers = [proc for proc in self._seen.values() if proc.is_running()]
-        for proc in leftovers:
-            try:
-                proc.kill()
-            except psutil.NoSuchProcess:
-                pass
-        psutil.wait_procs(leftovers, timeout=10)
-        self._log.close()
 
 
 class MemorySampler:

@@ -1,4 +1,4 @@
-"""Cost per 1,000 requests on SageMaker: an ESTIMATE from measured throughput and bench/prices.json.
+"""Cost per 1,000 requests on SageMaker: an ESTIMATE from measured throughput and bench/serving/prices.json.
 
 Measured here: the monolith's best throughput, and the median stage times at concurrency 1.
 Assumed (inputs in prices.json, never measured here): instance prices, linear scaling with vCPUs,
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 
-from bench.config import PRICES_FILE
+from bench.core.config import PRICES_FILE
 
 SPEEDUP_CASES = ("low", "central", "high")
 

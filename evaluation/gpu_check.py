@@ -5,9 +5,9 @@ those passages, so a GPU run and a CPU run answer from identical prompts and the
 one by one. The generation side is the real one: the served pipeline's TransformersGenerator and batch
 engine, its prompt and its grounding check, with RAG_* settings as the services read them.
 
-    python -m bench.gpu_check prompts [--out F]            retrieve every question of the two eval sets
-    python -m bench.gpu_check run --prompts F [--dtypes auto,float32] [--levels 8,32] [--reference R] [--out O]
-    python -m bench.gpu_check compare RUN.json [RUN.json ...]   one table: accuracy, speed, same answers
+    python -m evaluation.gpu_check prompts [--out F]            retrieve every question of the two eval sets
+    python -m evaluation.gpu_check run --prompts F [--dtypes auto,float32] [--levels 8,32] [--reference R] [--out O]
+    python -m evaluation.gpu_check compare RUN.json [RUN.json ...]   one table: accuracy, speed, same answers
 
 `run`, per dtype: every question one at a time (`make eval`'s accuracy, refusal rate and latency), then
 the same questions from N concurrent clients through the batch engine (throughput, and how many answers
@@ -23,10 +23,10 @@ import os
 import platform
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bench.config import DEFAULT_RESULTS_DIR, write_results
+from bench.core.config import DEFAULT_RESULTS_DIR, write_results
+from bench.core.workload import run_block
 from rag.errors import RagError
 from rag.settings import REPO_ROOT, Settings
 from rag.types import Passage, Retriever
@@ -54,8 +54,8 @@ def prompts(out: Path) -> dict:
     """Index both eval sets' documents afresh, retrieve every question as configured, record the passages."""
     import tempfile
 
-    from bench.previous import build_index
     from evaluation.evaluate import load_questions
+    from evaluation.previous import build_index
     from rag.retrieval.local import load_retriever
 
     recorded = {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "sets": []}
@@ -95,11 +95,9 @@ def _machine() -> dict:
 
 
 def _answers_together(target, questions, clients: int) -> tuple[list[str | None], float]:
-    """Every question asked of `target` from `clients` concurrent threads: the answers in order, and the wall time."""
-    started = time.perf_counter()
-    with ThreadPoolExecutor(clients) as pool:
-        bodies = list(pool.map(lambda question: target.ask({"query": question.question})[0], questions))
-    return [(body or {}).get("answer") for body in bodies], time.perf_counter() - started
+    """Every question asked of `target` by `clients` closed-loop clients: the answers in order, and the wall time."""
+    outcomes, wall_s = run_block(target, [{"query": question.question} for question in questions], clients)
+    return [(outcome.body or {}).get("answer") for outcome in outcomes], wall_s
 
 
 def run(recorded: dict, dtypes: list[str], levels: list[int], reference: dict | None) -> dict:
@@ -224,7 +222,7 @@ def compare(reports: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """`prompts` or `run`; see the module docstring."""
-    parser = argparse.ArgumentParser(prog="python -m bench.gpu_check", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m evaluation.gpu_check", description=__doc__.split("\n")[0])
     parser.add_argument("command", choices=["prompts", "run", "compare"])
     parser.add_argument("reports", nargs="*", type=Path, help="compare: run JSON files, the first is the reference")
     parser.add_argument("--prompts", type=Path, default=DEFAULT_RESULTS_DIR / "gpu-prompts.json")

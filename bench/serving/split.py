@@ -20,10 +20,10 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.config import REPO_ROOT, BenchSettings
-from bench.processes import Served
-from bench.stats import paired_median_difference, summarize
-from bench.workload import HttpTarget, cpu_stall_ms, load_questions, payloads
+from bench.core.config import REPO_ROOT, BenchSettings
+from bench.core.processes import Served
+from bench.core.stats import paired_median_difference, summarize
+from bench.core.workload import HttpTarget, cpu_stall_ms, load_questions, payloads
 from sagemaker_lifecycle.local_runtime import LocalRuntime
 
 ENDPOINT = "rag-split-llm"
@@ -106,7 +106,7 @@ def measure(settings: BenchSettings) -> Path:
 def alternate(served: dict, settings: BenchSettings) -> list[dict]:
     """Warm-up, then each request to both targets back to back, the first one alternating."""
     targets = {
-        name: HttpTarget(name, served[name].url, settings.request_timeout_s) for name in ("microservicos", "split")
+        name: HttpTarget(served[name].url, settings.request_timeout_s, name=name) for name in ("microservicos", "split")
     }
     questions = load_questions()
     for payload in payloads(questions, settings.warmup, 0, settings.max_new_tokens, settings.top_k):

@@ -1,7 +1,7 @@
-"""HNSW at 1M chunks alone: `python -m bench.hnsw_1m` (about 11 min on 2 quiet cores, 3 GB of RAM).
+"""HNSW at 1M chunks alone: `python -m bench.index.hnsw_1m` (about 11 min on 2 quiet cores, 3 GB of RAM).
 
 The same synthetic vectors and the same build and tuning as `make bench-index`'s hnsw row
-(bench/index_corpus.corpus_vectors, rag.index.faiss_types.build_tuned), then recall@10 against exact search on 500
+(bench/index/corpus.py corpus_vectors, rag.index.faiss_types.build_tuned), then recall@10 against exact search on 500
 queries that are not stored vectors, and FAISS search latency one query at a time on one thread. Unlike
 `make bench-index` it writes no artifact, so the latency excludes reading the chunk texts from disk.
 Prints its progress and, last, one JSON line with the figures.
@@ -13,8 +13,8 @@ import json
 import sys
 import time
 
-from bench import index_corpus as corpus
-from bench.index_bench import percentile
+from bench.index import corpus
+from bench.index.run import milliseconds
 from rag.index import faiss_types
 
 SIZE = 1_000_000
@@ -42,8 +42,8 @@ def main() -> int:
                 "build_and_tune_s": round(build_s, 1),
                 "manifest": manifest,
                 "recall_at_10": round(recall, 4),
-                "search_p50_ms": percentile(timings, 50),
-                "search_p95_ms": percentile(timings, 95),
+                "search_p50_ms": milliseconds(timings, 50),
+                "search_p95_ms": milliseconds(timings, 95),
             }
         )
     )

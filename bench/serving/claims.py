@@ -6,7 +6,7 @@ says "inconclusive", with the interval. Figures with no interval (one kill per a
 
 from __future__ import annotations
 
-from bench.stats import ABOVE, BELOW, INCONCLUSIVE, interval_text, side_of
+from bench.core.stats import ABOVE, BELOW, INCONCLUSIVE, interval_text, side_of
 
 CHART_DIR = "../bench/results/latest"  # relative to docs/bench.md, where the table is published
 SMALL_SHARE = 0.10  # below this share of a replica's memory or a request's time, a saving is "small here"

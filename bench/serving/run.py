@@ -24,13 +24,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from bench.analysis import summarize_results
-from bench.config import REPO_ROOT, BenchSettings
-from bench.faults import run_fault
-from bench.inprocess import load_pipeline
-from bench.processes import MemorySampler, Served, child_env
-from bench.sweep import SweepSettings, run_sweep
-from bench.workload import HttpTarget, InProcessTarget, cpu_stall_ms, load_questions, payloads, run_block
+from bench.core.config import REPO_ROOT, BenchSettings
+from bench.core.processes import MemorySampler, Served, child_env
+from bench.core.workload import HttpTarget, InProcessTarget, cpu_stall_ms, load_questions, payloads, run_block
+from bench.serving.analysis import summarize_results
+from bench.serving.faults import run_fault
+from bench.serving.inprocess import load_pipeline
+from bench.serving.sweep import SweepSettings, run_sweep
 
 ARCHITECTURES = ("monolito", "microservicos")
 PACKAGES = (
@@ -88,10 +88,10 @@ def machine_info() -> dict:
 
 
 def _baseline_load(env: dict, request: dict) -> dict:
-    """`python -m bench.inprocess` in a fresh process: model-load time, first answer and memory."""
+    """`python -m bench.serving.inprocess` in a fresh process: model-load time, first answer and memory."""
     started = time.monotonic()
     result = subprocess.run(
-        [sys.executable, "-m", "bench.inprocess", request["query"], str(request["max_new_tokens"])],
+        [sys.executable, "-m", "bench.serving.inprocess", request["query"], str(request["max_new_tokens"])],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,
@@ -99,7 +99,7 @@ def _baseline_load(env: dict, request: dict) -> dict:
         timeout=600,
     )
     if result.returncode != 0:
-        raise RuntimeError(f"bench.inprocess failed ({result.returncode}):\n{result.stderr[-3000:]}")
+        raise RuntimeError(f"bench.serving.inprocess failed ({result.returncode}):\n{result.stderr[-3000:]}")
     return {**json.loads(result.stdout.strip().splitlines()[-1]), "process_s": time.monotonic() - started}
 
 
@@ -116,7 +116,7 @@ def cold_starts(settings, workdir: Path, env: dict, live: dict) -> dict:
                 live[arch] = served
                 ready_s = served.wait_ready()
                 # The first answer after /ping 200 shows whether "ready" means "fast" yet.
-                first = HttpTarget(arch, served.url, settings.request_timeout_s).call(first_request)
+                first = HttpTarget(served.url, settings.request_timeout_s, name=arch).call(first_request)
                 runs[arch].append(
                     {
                         "ready_s": ready_s,
@@ -232,7 +232,9 @@ def run(settings: BenchSettings) -> Path:
         load_started = time.monotonic()
         targets = {"baseline": InProcessTarget(load_pipeline(rag_settings), rag_settings)}
         results["baseline_load_in_bench_s"] = time.monotonic() - load_started
-        targets.update({arch: HttpTarget(arch, live[arch].url, settings.request_timeout_s) for arch in ARCHITECTURES})
+        targets.update(
+            {arch: HttpTarget(live[arch].url, settings.request_timeout_s, name=arch) for arch in ARCHITECTURES}
+        )
         _warm_up(targets, pools, settings, questions)
         results["memory_idle"] = steady_memory(live)
         samplers = {arch: MemorySampler(served, settings.memory_interval_s) for arch, served in live.items()}

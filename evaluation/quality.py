@@ -19,10 +19,10 @@ from contextlib import nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.config import DEFAULT_RESULTS_DIR, REPO_ROOT
-from bench.previous import build_index, previous_checkout
-from bench.processes import Served, child_env
+from bench.core.config import DEFAULT_RESULTS_DIR, REPO_ROOT
+from bench.core.processes import Served, child_env
 from evaluation.evaluate import HttpTarget, evaluate, load_questions, summarize
+from evaluation.previous import build_index, previous_checkout
 
 SETS = ("sample", "harbourline")
 ARCHS = {"monolito": "monolith", "microservicos": "microservices"}
@@ -176,7 +176,7 @@ def publish(result: dict, doc: Path = DOC, readme: Path = README) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.quality", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m evaluation.quality", description=__doc__.splitlines()[0])
     parser.add_argument("--publish", action="store_true", help="update bench/results/latest and docs/evaluation.md")
     parser.add_argument("--report", help="only re-render the table from this results file")
     parser.add_argument("--sets", default=",".join(SETS), help="comma-separated question sets (default: all)")

@@ -1,0 +1,1 @@
+"""The serving benchmark (`make bench`, `bench-split`, `soak`): the monolith against the microservices."""
