@@ -29,7 +29,7 @@ PYQ := $(call q,$(PY))
 
 export PYTHONPATH := $(ROOT)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: help setup models sample-index serve index eval eval-report gpu-check check lint
+.PHONY: help setup models sample-index serve index eval eval-report eval-models gpu-check check lint
 
 help: ## List every target
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sort -u \
@@ -77,8 +77,11 @@ eval: ## Evaluate retrieval and answers on QUESTIONS=<file.jsonl> [URL=...] [MIN
 	  $(if $(MIN_ACCURACY),--min-accuracy $(call q,$(MIN_ACCURACY))) $(if $(MIN_REFUSAL),--min-refusal $(call q,$(MIN_REFUSAL))) \
 	  $(if $(MIN_HIT1),--min-hit1 $(call q,$(MIN_HIT1))) $(if $(EVAL_OUT),--out $(call q,$(EVAL_OUT)))
 
-eval-report: ## Measure quality on both dev sets and both architectures (BENCH_PREVIOUS_REF=<commit> adds "before"); publish to docs/evaluation.md
+eval-report: ## Measure quality on the three dev sets and both architectures (BENCH_PREVIOUS_REF=<commit> adds "before"); publish to docs/evaluation.md
 	$(PYQ) -m evaluation.quality --publish
+
+eval-models: ## Every installed model tier on every dev set and both architectures, speed and memory too; the ladder's rule picks the default; publish
+	$(PYQ) -m evaluation.ladder --publish
 
 # make gpu-check: the LLM side on this machine's device (a CUDA GPU when one is visible), from passages that
 # a fresh index of each dev set retrieves; GPU_CHECK_REFERENCE=<an earlier run's JSON> counts identical answers.

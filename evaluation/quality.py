@@ -24,7 +24,7 @@ from bench.core.processes import Served, child_env
 from evaluation.evaluate import HttpTarget, evaluate, load_questions, summarize
 from evaluation.previous import build_index, previous_checkout
 
-SETS = ("sample", "harbourline")
+SETS = ("sample", "harbourline", "kelvane")
 ARCHS = {"monolito": "monolith", "microservicos": "microservices"}
 DOC = REPO_ROOT / "docs" / "evaluation.md"
 BEGIN, END = "<!-- quality:begin -->", "<!-- quality:end -->"
@@ -45,7 +45,7 @@ def _serve_and_evaluate(arch: str, root: Path, index: Path, questions_file: Path
     return {"summary": summary, "records": records, "eval_s": round(elapsed, 1)}
 
 
-def _identical(first: list[dict], second: list[dict]) -> dict:
+def identical(first: list[dict], second: list[dict]) -> dict:
     """How many questions got the same answer, sources, tokens from both architectures."""
 
     def key(record):
@@ -76,7 +76,7 @@ def run(previous_ref: str | None, sets: tuple[str, ...] = SETS) -> dict:
                 arch: _serve_and_evaluate(arch, REPO_ROOT, index, questions, workdir, f"{name}-{arch}")
                 for arch in ARCHS
             }
-            entry["parity"] = _identical(entry["monolito"]["records"], entry["microservicos"]["records"])
+            entry["parity"] = identical(entry["monolito"]["records"], entry["microservicos"]["records"])
             if previous_root is not None:
                 old_index = build_index(previous_root, docs, workdir / f"index-{name}-previous", env)
                 entry["previous"] = _serve_and_evaluate(
@@ -143,7 +143,7 @@ def summary_line(result: dict) -> str:
     return "; ".join(parts) + "."
 
 
-def _replace_between(path: Path, begin: str, end: str, body: str) -> None:
+def replace_between(path: Path, begin: str, end: str, body: str) -> None:
     text = path.read_text()
     if begin not in text or end not in text:
         raise ValueError(f"{path} has no {begin} ... {end} markers; add them where the table belongs")
@@ -171,8 +171,8 @@ def publish(result: dict, doc: Path = DOC, readme: Path = README) -> None:
         },
     }
     (latest / "quality.json").write_text(json.dumps(slim, indent=1, ensure_ascii=False) + "\n")
-    _replace_between(doc, BEGIN, END, table(result))
-    _replace_between(readme, README_BEGIN, README_END, summary_line(result))
+    replace_between(doc, BEGIN, END, table(result))
+    replace_between(readme, README_BEGIN, README_END, summary_line(result))
 
 
 def main(argv: list[str] | None = None) -> int:

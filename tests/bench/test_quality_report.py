@@ -1,6 +1,6 @@
 """make eval-report's table, README summary, parity count and publishing, on synthetic results."""
 
-from evaluation.quality import BEGIN, END, README_BEGIN, README_END, _identical, publish, summary_line, table
+from evaluation.quality import BEGIN, END, README_BEGIN, README_END, identical, publish, summary_line, table
 
 
 def summary(accuracy, refusal, hit=1.0):
@@ -46,8 +46,8 @@ RESULT = {
 def test_parity_counts_differences_by_line():
     same = [record(1, "a"), record(2, "b")]
     other = [record(1, "a"), record(2, "c")]
-    assert _identical(same, same) == {"questions": 2, "identical": 2, "differing_lines": []}
-    assert _identical(same, other) == {"questions": 2, "identical": 1, "differing_lines": [2]}
+    assert identical(same, same) == {"questions": 2, "identical": 2, "differing_lines": []}
+    assert identical(same, other) == {"questions": 2, "identical": 1, "differing_lines": [2]}
 
 
 def test_table_and_summary_show_before_and_after():
