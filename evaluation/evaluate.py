@@ -214,9 +214,14 @@ def score(question: Question, response: dict | None, error: str | None, latency_
     return record
 
 
+def seen_passages(record: dict) -> list[str]:
+    """The passages the model was given, as the grounding check sees them: the excerpts, in rank order
+    (a passage whose excerpt is empty was left out of the prompt)."""
+    return [s["excerpt"] if "excerpt" in s else s.get("text", "") for s in record["sources"] if s.get("excerpt") != ""]
+
+
 def seen_context(record: dict) -> str:
-    """The context the model was given, as the grounding check sees it: the excerpts, in rank order."""
-    return "\n".join(s["excerpt"] if "excerpt" in s else s.get("text", "") for s in record["sources"])
+    return "\n".join(seen_passages(record))
 
 
 def _rate(hits: int, total: int) -> float | None:

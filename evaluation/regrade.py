@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from evaluation.evaluate import is_correct, is_refusal, seen_context, summarize
+from evaluation.evaluate import is_correct, is_refusal, seen_passages, summarize
 from rag.generation.grounding import check_answer
 from rag.settings import GROUNDING_MODES
 
@@ -25,7 +25,7 @@ def regrade(records: list[dict], mode: str) -> list[dict]:
         if record["error"] is not None:
             graded.append(record)
             continue
-        answer, _ = check_answer(record["answer"], record["question"], seen_context(record), mode)
+        answer, _ = check_answer(record["answer"], record["question"], seen_passages(record), mode)
         accepted = tuple(tuple(alternative) for alternative in record["expected"])
         refused = is_refusal(answer)
         correct = is_correct(answer, accepted) if record["answerable"] else refused

@@ -63,7 +63,7 @@ class RagPipeline:
     def _response(self, query: str, passages: list[Passage], answer: Answer, started: float, retrieved: float) -> dict:
         text = answer.text
         if self.grounding != "off":
-            context = "\n".join(p.text for p in prompt_passages(passages))
+            context = [p.text for p in prompt_passages(passages)]
             text, unsupported = check_answer(text, query, context, self.grounding)
             if unsupported:
                 log.info("answer replaced by a refusal: %d unsupported number(s) or name(s)", len(unsupported))

@@ -87,30 +87,25 @@ def _subject(question: str) -> set[str]:
     return set().union(*(_forms(w) for w in chosen)) if chosen else set()
 
 
-def unrelated(answer: str, question: str, context: str) -> list[str]:
-    """The numbers and names of `answer` that the context states, but never near the question's subject.
+def unrelated(answer: str, question: str, passages: list[str]) -> list[str]:
+    """The numbers and names of `answer` that the context states, but never in a passage about the
+    question's subject.
 
     The subject is the names the question mentions (else its content words). A fact is related when a
-    context sentence holding it, or the sentence before it in the same passage (which may name what "it"
-    refers to), mentions the subject. This catches a true figure attached to the wrong thing ("A ticket on
-    the Quellmark funicular costs 1,240 euros", where 1,240 is the tramway's passenger count)."""
+    passage the model saw holds both the fact and the subject. This catches a true figure taken from
+    another passage ("A ticket on the Quellmark funicular costs 1,240 euros", where 1,240 is the tramway
+    passage's passenger count). Within one passage, sentences were too narrow a window: a focused excerpt
+    names its subject once, and "it" does the rest (measured on the tuning set, docs/evaluation.md)."""
     subject = _subject(question)
     if not subject:
         return []
     answer = _LIST_MARKER.sub("", answer)
-    sentences: list[tuple[int, str]] = []  # (passage line, sentence)
-    for line_number, line in enumerate(context.split("\n")):
-        sentences += [(line_number, s) for s in _SENTENCE.split(line) if s.strip()]
-    words = [set().union(*(_forms(w) for w in _WORD.findall(s))) if s else set() for _, s in sentences]
-    numbers = [_number_values(s) for _, s in sentences]
+    words = [set().union(*(_forms(w) for w in _WORD.findall(text))) for text in passages]
+    numbers = [_number_values(text) for text in passages]
     asked = _number_values(question) | set().union(*(_forms(w) for w in _WORD.findall(question)))
 
     def related(found: list[int]) -> bool:
-        for i in found:
-            window = words[i] | (words[i - 1] if i and sentences[i - 1][0] == sentences[i][0] else set())
-            if subject & window:
-                return True
-        return False
+        return any(subject & words[i] for i in found)
 
     missing = []
     for value in _number_values(answer) - asked:
@@ -121,20 +116,20 @@ def unrelated(answer: str, question: str, context: str) -> list[str]:
         forms = _forms(name)
         if forms & asked:
             continue
-        found = [i for i, sentence_words in enumerate(words) if forms & sentence_words]
+        found = [i for i, passage_words in enumerate(words) if forms & passage_words]
         if found and not related(found):
             missing.append(name)
     return sorted(missing)
 
 
-def check_answer(answer: str, question: str, context: str, mode: str = "present") -> tuple[str, list[str]]:
+def check_answer(answer: str, question: str, passages: list[str], mode: str = "present") -> tuple[str, list[str]]:
     """The answer, or REFUSAL when it states something unsupported; with what was unsupported.
 
-    `present`: every number and name must appear in the question or the context. `subject`: also, near
-    the question's subject (`unrelated`)."""
+    `passages` are the texts the model saw. `present`: every number and name must appear in the question
+    or the passages. `subject`: also, in a passage about the question's subject (`unrelated`)."""
     if mode == "off":
         return answer, []
-    missing = unsupported(answer, question, context)
+    missing = unsupported(answer, question, "\n".join(passages))
     if mode == "subject" and not missing:
-        missing = unrelated(answer, question, context)
+        missing = unrelated(answer, question, passages)
     return (REFUSAL if missing else answer), missing

@@ -41,8 +41,8 @@ def test_question_words_count_as_known():
 
 
 def test_check_answer_refuses_only_unsupported_answers():
-    assert check_answer("It opened in 1878.", "q", CONTEXT) == ("It opened in 1878.", [])
-    assert check_answer("It opened in 1879.", "q", CONTEXT) == (REFUSAL, ["1879"])
+    assert check_answer("It opened in 1878.", "q", [CONTEXT]) == ("It opened in 1878.", [])
+    assert check_answer("It opened in 1879.", "q", [CONTEXT]) == (REFUSAL, ["1879"])
 
 
 class OneRetriever(Retriever):
@@ -77,19 +77,19 @@ def test_pipeline_applies_the_check_to_answers_and_streams(check, said, expected
     assert events[0]["sources"][0]["text"].startswith("Whole chunk.")  # sources untouched
 
 
-SUBJECT_CONTEXT = (
-    "The Quellmark funicular climbs 212 metres from the harbour to the old town. A single ticket costs 3 euros.\n"
-    "The tramway carried 1,240 passengers on its first day. Its first line was designed by Ilse Marren."
-)
+SUBJECT_CONTEXT = [
+    "The Quellmark funicular climbs 212 metres from the harbour to the old town. A single ticket costs 3 euros.",
+    "The tramway carried 1,240 passengers on its first day. Its first line was designed by Ilse Marren.",
+]
 
 
 @pytest.mark.parametrize(
     "answer, unrelated_facts",
     [
-        # The figure is in the context, but only in a sentence about something else.
+        # The figure is in the context, but only in a passage about something else.
         ("A ticket on the Quellmark funicular costs 1,240 euros.", ["1240"]),
         ("The Quellmark funicular was designed by Ilse Marren.", ["Ilse", "Marren"]),
-        # In the same sentence as the subject, or in the sentence after the one naming it ("A single ticket").
+        # In the passage about the subject, in any of its sentences ("A single ticket costs 3 euros").
         ("It climbs 212 metres.", []),
         ("A single ticket costs 3 euros.", []),
     ],
@@ -116,7 +116,7 @@ def test_regrading_saved_answers_matches_the_check():
             "answerable": True,
             "expected": [["3 euros"]],
             "error": None,
-            "sources": [{"rank": 1, "source": "x.md", "excerpt": SUBJECT_CONTEXT}],
+            "sources": [{"rank": n + 1, "source": "x.md", "excerpt": text} for n, text in enumerate(SUBJECT_CONTEXT)],
         },
         {
             "question": "What does a season pass for the funicular cost?",
@@ -124,7 +124,7 @@ def test_regrading_saved_answers_matches_the_check():
             "answerable": False,
             "expected": [],
             "error": None,
-            "sources": [{"rank": 1, "source": "x.md", "excerpt": SUBJECT_CONTEXT}],
+            "sources": [{"rank": n + 1, "source": "x.md", "excerpt": text} for n, text in enumerate(SUBJECT_CONTEXT)],
         },
     ]
     present, subject = regrade(records, "present"), regrade(records, "subject")
