@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from tests.service.conftest import start_architecture
-from tests.support import ROOT, VENV_BIN, ServerProcess, base_env, free_port
+from tests.support import ROOT, VENV_BIN, ServerProcess, child_env, free_port
 
 pytestmark = pytest.mark.slow
 QUESTION = "How long is the track of the Kessel Heights Funicular, in metres?"
@@ -139,7 +139,7 @@ def test_stop_is_bounded_when_a_service_ignores_sigterm(tmp_path):
     fake.write_text(FAKE_GUNICORN.format(python=sys.executable))
     fake.chmod(0o755)
     ports = {name: free_port() for name in ("public", "vector", "llm")}
-    env = base_env(
+    env = child_env(
         PATH=f"{fake.parent}:{VENV_BIN}:{os.environ['PATH']}",
         STUBBORN="vector_service",
         RAG_BIND_HOST="127.0.0.1",
