@@ -21,16 +21,23 @@ from rag.types import Passage
 RRF_K = 60  # the usual constant (Cormack et al., 2009); it damps the weight of the very first ranks
 CANDIDATES_PER_RESULT = 4  # each ranking contributes this many candidates per passage asked for
 MIN_CANDIDATES = 20
+# The BM25 ranking's weight in the fused score (the dense ranking's is 1). Plain RRF: 0.5 gained nothing on the
+# sample set's answers (docs/evaluation.md#hybrid-retrieval).
+BM25_WEIGHT = 1.0
 
 
-def reciprocal_rank_fusion(rankings: list[list[int]], k: int = RRF_K) -> list[tuple[int, float]]:
-    """(id, fused score) over the union of `rankings` (ids best first), best first. Equal scores are
-    ordered by the best rank the id had anywhere, the earlier ranking first, so the order is deterministic."""
+def reciprocal_rank_fusion(
+    rankings: list[list[int]], k: int = RRF_K, weights: list[float] | None = None
+) -> list[tuple[int, float]]:
+    """(id, fused score) over the union of `rankings` (ids best first), best first: the sum over rankings of
+    weight / (k + rank). Equal scores are ordered by the best rank the id had anywhere, the earlier ranking
+    first, so the order is deterministic."""
     fused: dict[int, float] = {}
     best: dict[int, tuple[int, int]] = {}
     for which, ranking in enumerate(rankings):
+        weight = 1.0 if weights is None else weights[which]
         for rank, item in enumerate(ranking, start=1):
-            fused[item] = fused.get(item, 0.0) + 1.0 / (k + rank)
+            fused[item] = fused.get(item, 0.0) + weight / (k + rank)
             best[item] = min(best.get(item, (rank, which)), (rank, which))
     return sorted(fused.items(), key=lambda pair: (-pair[1], best[pair[0]]))
 
@@ -42,7 +49,9 @@ def hybrid_search(index: VectorIndex, vector: np.ndarray, query: str, top_k: int
     lexical = index.lexical.search(query, count)
     # BM25 first: on a tie (first in one ranking and second in the other) its first place stands, since it
     # rests on exact terms that dense vectors blur (a part number's digits barely move an embedding).
-    fused = reciprocal_rank_fusion([[chunk_id for chunk_id, _ in lexical], [chunk_id for chunk_id, _ in dense]])
+    fused = reciprocal_rank_fusion(
+        [[chunk_id for chunk_id, _ in lexical], [chunk_id for chunk_id, _ in dense]], weights=[BM25_WEIGHT, 1.0]
+    )
     chosen = [chunk_id for chunk_id, _ in fused[:top_k]]
     similarity = dict(dense)
     missing = [chunk_id for chunk_id in chosen if chunk_id not in similarity]

@@ -172,7 +172,7 @@ def test_shards_merged_give_the_same_hybrid_results_as_a_single_build(tmp_path):
         assert hybrid(load(merged), query) == hybrid(load(single), query)
 
 
-@pytest.mark.parametrize("value, expected", [("", "hybrid"), ("dense", "dense"), (" HYBRID ", "hybrid")])
+@pytest.mark.parametrize("value, expected", [("", "dense"), ("dense", "dense"), (" HYBRID ", "hybrid")])
 def test_rag_retrieval_is_validated(value, expected):
     assert Settings.from_env({"RAG_RETRIEVAL": value}).retrieval == expected
 
@@ -181,3 +181,9 @@ def test_a_wrong_rag_retrieval_is_one_line_naming_the_variable():
     with pytest.raises(ConfigError) as refused:
         Settings.from_env({"RAG_RETRIEVAL": "sparse"})
     assert refused.value.message == "RAG_RETRIEVAL='sparse' is not valid; use dense or hybrid"
+
+
+def test_weights_scale_each_rankings_share():
+    fused = dict(reciprocal_rank_fusion([[1, 2], [2, 1]], k=60, weights=[0.5, 1.0]))
+    assert fused == {1: pytest.approx(0.5 / 61 + 1 / 62), 2: pytest.approx(0.5 / 62 + 1 / 61)}
+    assert [item for item, _ in reciprocal_rank_fusion([[1, 2], [2, 1]], weights=[0.5, 1.0])] == [2, 1]
