@@ -52,7 +52,7 @@ models: $(VENV)/.installed ## Install the default model tier, and LLM=<tier>|all
 	$(PYQ) -m rag.models prepare --tier default $(if $(LLM),--tier $(call q,$(LLM)))
 
 sample-index: $(VENV)/.installed ## Build the sample index from data/sample into indexes/sample
-	@cd $(call q,$(ROOT)) && if [ -f indexes/sample/manifest.json ] \
+	@cd $(call q,$(ROOT)) && if [ -f indexes/sample/manifest.json ] && [ -f indexes/sample/bm25.params.json ] \
 	  && [ -z "$$(find data/sample -newer indexes/sample/manifest.json -type f)" ]; then \
 	  echo "indexes/sample is up to date"; \
 	else $(PYQ) -m rag.ingest --docs data/sample --index indexes/sample; fi

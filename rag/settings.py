@@ -23,6 +23,7 @@ EMBEDDED_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 MAX_QUERY_CHARS = 4000  # the public API's limit on "query" (docs/api.md, docs/openapi.yaml)
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024  # SageMaker's own real-time limit
 INDEX_TYPES = ("auto", "flat", "hnsw", "ivf")  # RAG_INDEX_TYPE; rag/index/faiss_types.py says what each is
+RETRIEVAL_MODES = ("dense", "hybrid")  # RAG_RETRIEVAL; rag/retrieval/hybrid.py
 MAX_CHUNK_CHARS = 20000  # the largest RAG_CHUNK_SIZE: no passage an index holds is longer
 MAX_PASSAGES = 20  # the largest top_k
 
@@ -253,6 +254,10 @@ class Settings:
     index_type: str = "auto"
     index_ef_search: int | None = None
     index_nprobe: int | None = None
+    # dense: FAISS alone; hybrid: FAISS and the index's BM25 part, fused (rag/retrieval/hybrid.py). Dense by
+    # measurement: on the sample set hybrid gained one hit@1 but lost one answer-in-context and three correct
+    # answers (docs/evaluation.md#hybrid-retrieval).
+    retrieval: str = "dense"
 
     @property
     def context(self) -> ContextSettings:
@@ -318,6 +323,7 @@ class Settings:
             index_type=index_type,
             index_ef_search=env_int(env, "RAG_INDEX_EF_SEARCH", None, 1, 4096),
             index_nprobe=env_int(env, "RAG_INDEX_NPROBE", None, 1, 65536),
+            retrieval=_choice(env, "RAG_RETRIEVAL", cls.retrieval, RETRIEVAL_MODES),
         )
         return settings
 

@@ -5,6 +5,7 @@
     chunks.jsonl         one line per chunk: id, source, chunk number, text (and page for PDFs)
     chunk_offsets.npy    where each line of chunks.jsonl starts (rag/index/chunk_store.py)
     documents.jsonl      one line per document: source, sha256, first chunk id, chunk count
+    bm25.*               the BM25 part over the same chunks (rag/index/lexical.py), for hybrid retrieval
 
 Like a checkpoint that stores its model args, the artifact carries its own config in the manifest,
 and loading checks it against the configured embedding model.
@@ -25,6 +26,7 @@ import numpy as np
 from rag.errors import ConfigError, IndexMismatchError
 from rag.index import faiss_types
 from rag.index.chunk_store import CHUNKS_FILE, OFFSETS_FILE, Chunk, ChunkStore, write_chunks
+from rag.index.lexical import BM25_FILES, LexicalIndex, write_bm25
 from rag.types import Passage
 
 log = logging.getLogger(__name__)
@@ -33,7 +35,7 @@ FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)  # format 1: flat index, chunks.jsonl without offsets or documents.jsonl
 MANIFEST, FAISS_FILE, DOCUMENTS_FILE = "manifest.json", "faiss.index", "documents.jsonl"
 # Everything an index directory may hold. Replacing an index deletes only a directory made of these.
-ARTIFACT_FILES = frozenset({MANIFEST, FAISS_FILE, CHUNKS_FILE, OFFSETS_FILE, DOCUMENTS_FILE})
+ARTIFACT_FILES = frozenset({MANIFEST, FAISS_FILE, CHUNKS_FILE, OFFSETS_FILE, DOCUMENTS_FILE}) | BM25_FILES
 
 __all__ = [
     "ARTIFACT_FILES",
@@ -82,12 +84,15 @@ def check_index_target(directory: Path, docs: Path | None = None) -> None:
 def missing_files(directory: Path) -> list[str]:
     """The files an index at `directory` lacks to be served as it was built: format 1 needs the manifest,
     the FAISS index and the chunks; format 2 also the chunk offsets (else every start scans the chunks)
-    and the documents list (else the next `make index` cannot update it incrementally)."""
+    and the documents list (else the next `make index` cannot update it incrementally), and the files of
+    the BM25 part its manifest lists."""
     directory = Path(directory)
     needed = [MANIFEST, FAISS_FILE, CHUNKS_FILE]
     if (directory / MANIFEST).is_file():
-        if read_manifest(directory).get("format_version") != 1:
+        manifest = read_manifest(directory)
+        if manifest.get("format_version") != 1:
             needed += [OFFSETS_FILE, DOCUMENTS_FILE]
+        needed += (manifest.get("bm25") or {}).get("files", [])
     return [name for name in needed if not (directory / name).is_file()]
 
 
@@ -111,13 +116,17 @@ def read_manifest(directory: Path) -> dict:
 
 
 class VectorIndex:
-    """A loaded index: search a normalised query vector, get ranked passages."""
+    """A loaded index: search a normalised query vector, get ranked passages. `lexical` is the BM25 part
+    (rag.index.lexical.LexicalIndex) when loaded with `lexical=True`, else None."""
 
-    def __init__(self, directory: Path, manifest: dict, chunks: ChunkStore, index):
+    lexical: LexicalIndex | None = None
+
+    def __init__(self, directory: Path, manifest: dict, chunks: ChunkStore, index, lexical_index=None):
         self.directory = directory
         self.manifest = manifest
         self.chunks = chunks  # a ChunkStore: len() and chunks[id], read from disk per hit
         self.index = index
+        self.lexical = lexical_index
 
     @classmethod
     def load(
@@ -129,9 +138,11 @@ class VectorIndex:
         ef_search: int | None = None,
         nprobe: int | None = None,
         mmap: bool = True,
+        lexical: bool = False,
     ) -> VectorIndex:
         """Load and verify an index (memory-mapped); refuse one built with another embedding model.
-        `ef_search`/`nprobe` override the search parameters tuned at build time."""
+        `ef_search`/`nprobe` override the search parameters tuned at build time; `lexical` loads the BM25
+        part too (refused, with how to fix it, when the index has none)."""
         directory = Path(directory)
         manifest = read_manifest(directory)
         if manifest["embedding_model"] != embedding_model or int(manifest["dimension"]) != dimension:
@@ -154,21 +165,44 @@ class VectorIndex:
         if name and overrides[name]:
             params[name] = overrides[name]
         faiss_types.apply_search_params(index, kind, params)
+        lexical_index = None
+        if lexical:
+            lexical_index = LexicalIndex.load(directory, manifest, mmap=mmap)
+            if lexical_index.chunks != len(chunks):
+                raise IndexMismatchError(
+                    f"index {directory} is inconsistent: BM25 over {lexical_index.chunks} chunks but "
+                    f"{len(chunks)} chunks; rebuild it with `make index`"
+                )
+            faiss_types.prepare_reconstruct(index)
         log.info("index %s: %s, %d chunks, search %s", directory, kind, len(chunks), params or "exact")
-        return cls(directory, manifest, chunks, index)
+        return cls(directory, manifest, chunks, index, lexical_index)
 
     def search(self, vector: np.ndarray, top_k: int) -> list[Passage]:
         """The `top_k` chunks nearest to one query vector, best first."""
         query = np.ascontiguousarray(vector.reshape(1, -1), dtype=np.float32)
         scores, ids = faiss_types.search_one_thread(self.index, query, min(top_k, len(self.chunks)))
+        found = [(int(chunk_id), float(score)) for score, chunk_id in zip(scores[0], ids[0]) if chunk_id >= 0]
+        return self.passages(found)  # FAISS pads with -1 when it has fewer results than asked
+
+    def nearest(self, vector: np.ndarray, count: int) -> list[tuple[int, float]]:
+        """The `count` nearest (chunk id, similarity) pairs to one query vector, best first."""
+        query = np.ascontiguousarray(vector.reshape(1, -1), dtype=np.float32)
+        scores, ids = faiss_types.search_one_thread(self.index, query, min(count, len(self.chunks)))
+        return [(int(chunk_id), float(score)) for score, chunk_id in zip(scores[0], ids[0]) if chunk_id >= 0]
+
+    def similarities(self, vector: np.ndarray, chunk_ids: list[int]) -> np.ndarray:
+        """The query's similarity (inner product) to the stored vectors of `chunk_ids`, exact for every type."""
+        if not chunk_ids:
+            return np.zeros(0, dtype=np.float32)
+        stored = self.index.reconstruct_batch(np.asarray(chunk_ids, dtype=np.int64))
+        return stored @ np.asarray(vector, dtype=np.float32).reshape(-1)
+
+    def passages(self, scored: list[tuple[int, float]]) -> list[Passage]:
+        """Passages for (chunk id, score) pairs, ranked 1, 2 ... in the order given."""
         passages = []
-        for score, chunk_id in zip(scores[0], ids[0]):
-            if chunk_id < 0:  # FAISS pads with -1 when it has fewer results than asked
-                continue
-            chunk = self.chunks[int(chunk_id)]
-            passages.append(
-                Passage(len(passages) + 1, chunk.source, chunk.chunk, round(float(score), 6), chunk.text, chunk.page)
-            )
+        for rank, (chunk_id, score) in enumerate(scored, start=1):
+            chunk = self.chunks[chunk_id]
+            passages.append(Passage(rank, chunk.source, chunk.chunk, round(score, 6), chunk.text, chunk.page))
         return passages
 
 
@@ -199,6 +233,7 @@ def write_index(directory: Path, documents: list[IndexedDocument], manifest: dic
         faiss_types.write(index, staging / FAISS_FILE)
         del index
         count = write_chunks(staging, _chunks(documents))
+        bm25 = write_bm25(staging, [text for doc in documents for text in doc.texts])
         with open(staging / DOCUMENTS_FILE, "w", encoding="utf-8") as handle:
             first = 0
             for doc in documents:
@@ -220,6 +255,7 @@ def write_index(directory: Path, documents: list[IndexedDocument], manifest: dic
             "chunks": count,
             "requested_index_type": index_type,
             **described,
+            "bm25": bm25,
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")

@@ -222,6 +222,13 @@ def all_vectors(index) -> np.ndarray:
     return index.reconstruct_n(0, index.ntotal)
 
 
+def prepare_reconstruct(index) -> None:
+    """Let `index.reconstruct_batch` read stored vectors by id (hybrid retrieval scores the chunks BM25
+    found): flat and hnsw can already; ivf needs its id -> list map, 8 bytes per vector of private memory."""
+    if isinstance(index, _faiss().IndexIVF):
+        index.make_direct_map()
+
+
 def write(index, path: Path) -> None:
     """Write a FAISS index file."""
     faiss = _faiss()

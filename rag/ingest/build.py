@@ -21,6 +21,7 @@ import numpy as np
 
 from rag.errors import IngestError, RagError
 from rag.index.artifact import MANIFEST, IndexedDocument, check_index_target, read_manifest, write_index
+from rag.index.lexical import TOKENIZER
 from rag.index.stored_documents import read_document_hashes, read_documents
 from rag.ingest.formats import DESCRIPTION, EXTENSIONS, UnreadableDocument, html_to_text, normalise, read_sections
 from rag.retrieval.embedder import Embedder
@@ -190,14 +191,17 @@ def build_index(
         len(texts),
         embedder.name,
     )
+    existing = read_manifest(index_dir) if known else {}
+    # An index written before the BM25 part (or its tokenizer) is rewritten, nothing re-embedded, to gain it.
     if (
         known
         and not fresh
         and not removed
-        and read_manifest(index_dir).get("requested_index_type") == settings.index_type
+        and existing.get("requested_index_type") == settings.index_type
+        and (existing.get("bm25") or {}).get("tokenizer") == TOKENIZER
     ):
         log.info("%s is up to date: nothing embedded, nothing rewritten", index_dir)
-        return read_manifest(index_dir)
+        return existing
     vectors = embedder.embed(texts, progress=progress) if texts else np.zeros((0, embedder.dimension), np.float32)
     start = 0
     for document in fresh.values():

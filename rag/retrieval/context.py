@@ -3,7 +3,7 @@
 A small model answers better from three relevant sentences than from three whole chunks, and on a CPU
 most of a request's time is the prefill of its prompt. So, after retrieval, each passage's sentences are
 scored by cosine similarity to the query with the same embedder, and the best ones (with their
-neighbours) are kept within a token budget. Passages far below the best score are dropped. Sources keep
+neighbours) are kept within a token budget. Passages far below the first one's score are dropped. Sources keep
 their whole text: only what the prompt sees changes (`Passage.excerpt`).
 
 This runs where the embedder lives: in the monolith's process, and in the microservices' vector service,
@@ -93,7 +93,10 @@ def focus_passages(
     """The passages with `excerpt` set: their best sentences within the budget, "" when dropped."""
     if settings.focus == "off" or not passages:
         return passages
-    best = max(p.score for p in passages)
+    # Relative to the first-ranked passage, which is therefore always kept: in dense mode it has the best
+    # score; in hybrid mode (rag/retrieval/hybrid.py) the fused order may put a passage that names the
+    # question's exact terms first with a lower similarity, and that passage must not be dropped.
+    best = passages[0].score
     kept = [i for i, p in enumerate(passages) if p.score >= best - settings.score_gap]
     sentences = [(i, j, s) for i in kept for j, s in enumerate(split_sentences(passages[i].text))]
     if not sentences:

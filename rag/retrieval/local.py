@@ -1,4 +1,5 @@
-"""The local retriever: embed the query in this process, search the index, focus the context.
+"""The local retriever: embed the query in this process, search the index (dense, or hybrid with its BM25
+part: rag/retrieval/hybrid.py), focus the context.
 
 The monolith and the vector service both retrieve with it; `load_retriever` builds it from the settings.
 """
@@ -9,10 +10,12 @@ import contextlib
 import logging
 import threading
 
-from rag.index.artifact import VectorIndex
+from rag.index.artifact import VectorIndex, read_manifest
+from rag.index.lexical import require_bm25
 from rag.models import embedding_model_path
 from rag.retrieval.context import focus_passages
 from rag.retrieval.embedder import Embedder, SentenceTransformerEmbedder
+from rag.retrieval.hybrid import hybrid_search
 from rag.runtime import IDLE_S, TrimWhenIdle, resolve_device, single_threaded_from_now
 from rag.settings import ContextSettings, Settings
 from rag.types import Retriever
@@ -21,7 +24,8 @@ log = logging.getLogger(__name__)
 
 
 class LocalRetriever(Retriever):
-    """Embeds the query in-process, searches a FAISS index and focuses the passages' context.
+    """Embeds the query in-process, searches a FAISS index (fused with its BM25 part when the index was
+    loaded with it: hybrid retrieval) and focuses the passages' context.
     `concurrency` bounds how many requests retrieve at once (None: no bound); with `trim_idle_s`, freed
     memory goes back to the OS once no request has retrieved for that long (rag.runtime.TrimWhenIdle)."""
 
@@ -43,7 +47,11 @@ class LocalRetriever(Retriever):
     def retrieve(self, query, top_k, deadline=None):
         with self._trim, self._slots:
             vector = self.embedder.embed([query])[0]
-            return focus_passages(vector, self.index.search(vector, top_k), self.embedder, self.context, query)
+            if self.index.lexical is not None:
+                passages = hybrid_search(self.index, vector, query, top_k)
+            else:
+                passages = self.index.search(vector, top_k)
+            return focus_passages(vector, passages, self.embedder, self.context, query)
 
 
 def load_embedder(settings: Settings) -> Embedder:
@@ -62,8 +70,11 @@ def load_embedder(settings: Settings) -> Embedder:
 def load_retriever(
     settings: Settings, concurrency: int | None = None, trim_idle_s: float | None = IDLE_S
 ) -> LocalRetriever:
-    """Embedder plus the index at RAG_INDEX_DIR, checked against each other; `concurrency` and `trim_idle_s`
-    as LocalRetriever's (by default, memory is handed back after IDLE_S without a retrieval)."""
+    """Embedder plus the index at RAG_INDEX_DIR (and its BM25 part when RAG_RETRIEVAL=hybrid), checked
+    against each other; `concurrency` and `trim_idle_s` as LocalRetriever's (by default, memory is handed
+    back after IDLE_S without a retrieval)."""
+    if settings.retrieval == "hybrid":  # an index without a BM25 part is refused before the model loads
+        require_bm25(settings.index_dir, read_manifest(settings.index_dir))
     embedder = load_embedder(settings)
     index = VectorIndex.load(
         settings.index_dir,
@@ -71,9 +82,14 @@ def load_retriever(
         embedder.dimension,
         ef_search=settings.index_ef_search,
         nprobe=settings.index_nprobe,
+        lexical=settings.retrieval == "hybrid",
     )
     log.info(
-        "index %s: %d chunks from %s documents", settings.index_dir, len(index.chunks), index.manifest.get("documents")
+        "index %s: %d chunks from %s documents, %s retrieval",
+        settings.index_dir,
+        len(index.chunks),
+        index.manifest.get("documents"),
+        settings.retrieval,
     )
     # Queries are embedded on request threads with one torch thread, in the monolith and in the vector
     # service alike: the same sums in the same order, so both architectures give identical sources.
