@@ -1,5 +1,5 @@
-"""clean: deregister autoscaling, delete the endpoint, then its configs and models (every endpoint of ARCH);
-optionally the S3 artifacts and ECR repository.
+"""clean: delete the alarms, deregister autoscaling, delete the endpoint, then its configs and models (every
+endpoint of ARCH), then the dashboard; optionally the S3 artifacts and ECR repository.
 
 Idempotent: whatever is already gone is skipped, and a run that finds nothing says so and succeeds.
 """
@@ -11,7 +11,9 @@ import math
 
 from botocore.exceptions import ClientError, WaiterError
 
+from .alarms import delete_alarms
 from .autoscale import deregister
+from .dashboard import delete_dashboard
 from .deploy import delete_quietly, list_names
 from .endpoint_status import describe_endpoint
 from .errors import translate
@@ -28,6 +30,7 @@ def run_clean(aws: Aws) -> int:
     deleted: list[str] = []
     for endpoint in reversed(endpoints(config)):
         deleted += clean_endpoint(aws, endpoint)
+    deleted += delete_dashboard(aws)
     if config.flag("DELETE_S3"):
         deleted += delete_s3_prefix(aws, config.require("BUCKET_NAME"), config.s3_prefix)
     if config.flag("DELETE_ECR"):
@@ -42,12 +45,15 @@ def run_clean(aws: Aws) -> int:
 
 
 def clean_endpoint(aws: Aws, target: Endpoint) -> list[str]:
-    """Deregister its autoscaling, delete the endpoint (and wait), then its configs and models."""
+    """Delete its alarms, deregister its autoscaling, delete the endpoint (and wait), then its configs and models."""
     endpoint, sagemaker = target.name, aws.sagemaker
-    # Scaling first: a scalable target left behind would point at an endpoint that no longer exists.
-    deleted = deregister(aws, target)
-    for label in deleted:
+    # Alarms first: the no-invocations alarm would go off (and notify) for an endpoint being deleted.
+    deleted = delete_alarms(aws, target)
+    # Then scaling: a scalable target left behind would point at an endpoint that no longer exists.
+    registered = deregister(aws, target)
+    for label in registered:
         log.info("deregistered %s", label)
+    deleted += registered
     configs = set(
         list_names(
             aws, "endpoint configs", sagemaker.list_endpoint_configs, "EndpointConfigs", "EndpointConfigName", endpoint
