@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import boto3
@@ -33,15 +33,23 @@ class Moto:
 
     url: str
     server: ServerProcess
+    # Clients with the dummy credentials, made once: every test's clean-up uses several, and making one costs
+    # a few hundred milliseconds on a busy machine.
+    clients: dict = field(default_factory=dict, repr=False)
 
     def client(self, service: str, **credentials):
         """A boto3 client for `service` on this server (dummy credentials unless given)."""
+        if not credentials and service in self.clients:
+            return self.clients[service]
         session = boto3.session.Session(
             aws_access_key_id=credentials.get("key", CREDENTIALS["AWS_ACCESS_KEY_ID"]),
             aws_secret_access_key=credentials.get("secret", CREDENTIALS["AWS_SECRET_ACCESS_KEY"]),
             region_name=REGION,
         )
-        return session.client(service, endpoint_url=self.url)
+        client = session.client(service, endpoint_url=self.url)
+        if not credentials:
+            self.clients[service] = client
+        return client
 
     def enforce_iam(self, enabled: bool) -> None:
         """Switch moto's IAM enforcement on (every later call is authorised) or off again."""
