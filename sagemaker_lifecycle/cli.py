@@ -49,10 +49,12 @@ COMMANDS = {
 def usage() -> str:
     """The --help text: commands, then variables."""
     lines = ["usage: python -m sagemaker_lifecycle <command> [KEY=VALUE ...]", "", "commands:"]
-    lines += [f"  {name:<8} {text}" for name, text in COMMANDS.items()]
+    width = max(map(len, COMMANDS))
+    lines += [f"  {name:<{width}} {text}" for name, text in COMMANDS.items()]
     lines += ["", "variables (KEY=VALUE, environment, or .deploy.env / DEPLOY_CONFIG):"]
-    lines += [f"  {name:<22} {text}" for name, text in VARIABLES.items()]
-    lines += ["  RAG_*                  passed to the container's environment by deploy"]
+    width = max(map(len, VARIABLES))
+    lines += [f"  {name:<{width}} {text}" for name, text in VARIABLES.items()]
+    lines += [f"  {'RAG_*':<{width}} passed to the container's environment by deploy"]
     return "\n".join(lines)
 
 
