@@ -467,20 +467,8 @@ def test_clean_without_cloudwatch_permissions_still_deletes_the_endpoint_side_an
     """An operator who may not touch CloudWatch: clean warns about the alarms and the dashboard and goes on."""
     for target in ("dashboard", "alarms"):
         assert make(target, aws_env, f"REGION={REGION}").returncode == 0
-    iam = moto.client("iam")
-    iam.create_user(UserName="no-cloudwatch")
-    policy = {
-        "Version": "2012-10-17",
-        "Statement": [{"Effect": "Allow", "Action": ["sagemaker:*", "application-autoscaling:*"], "Resource": "*"}],
-    }
-    iam.put_user_policy(UserName="no-cloudwatch", PolicyName="lifecycle", PolicyDocument=json.dumps(policy))
-    key = iam.create_access_key(UserName="no-cloudwatch")["AccessKey"]
-    env = dict(aws_env, AWS_ACCESS_KEY_ID=key["AccessKeyId"], AWS_SECRET_ACCESS_KEY=key["SecretAccessKey"])
-    moto.enforce_iam(True)
-    try:
-        clean = make("clean", env, f"REGION={REGION}")
-    finally:
-        moto.enforce_iam(False)
+    allowed = ["sagemaker:*", "application-autoscaling:*"]
+    clean = moto.make_as_user("no-cloudwatch", allowed, "clean", aws_env, f"REGION={REGION}")
     assert clean.returncode == 0, clean.stderr
     assert "the alarms of rag-monolito not deleted: access denied while trying to describe alarms" in clean.stdout
     assert "the dashboard not deleted: access denied while trying to list dashboards" in clean.stdout
