@@ -40,5 +40,18 @@ invoke: ## Ask the local server at URL (default http://127.0.0.1:PORT) the quest
 logs: ## Print recent CloudWatch logs of the endpoint (FOLLOW=1 tails, SINCE=minutes)
 	@$(LIFECYCLE) logs
 
-clean: ## Deregister autoscaling, delete the endpoint(s), configs and models (DELETE_S3=1, DELETE_ECR=1: also artifacts, repository)
+clean: ## Delete the alarms, autoscaling, endpoint(s), configs, models and dashboard (DELETE_S3=1, DELETE_ECR=1: also artifacts, repository)
 	@$(LIFECYCLE) clean
+
+# The dashboard and alarms read the same metric definitions (sagemaker_lifecycle/metrics.py); `clean` deletes
+# both. dashboard-image needs no AWS: it draws the dashboard's JSON definition (matplotlib, a test dependency).
+.PHONY: dashboard alarms dashboard-image
+
+dashboard: ## Create or update the CloudWatch dashboard ENDPOINT_NAME: SageMaker's and the service's metrics (split: both endpoints)
+	@$(LIFECYCLE) dashboard
+
+alarms: ## Create or update the 5xx-rate, p99-latency, 429-rate and no-invocations alarms of each endpoint (ALARM_*; ALARM_TOPIC_ARN notifies)
+	@$(LIFECYCLE) alarms
+
+dashboard-image: ## Draw the dashboard's layout from its JSON definition into DASHBOARD_PNG (default docs/images/dashboard-ARCH.png)
+	@"$(PY)" -m sagemaker_lifecycle.dashboard_image

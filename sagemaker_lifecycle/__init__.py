@@ -1,6 +1,6 @@
 """Deploy the RAG service to Amazon SageMaker and talk to it.
 
-The lifecycle (push, upload, deploy, status, test, logs, clean) runs as
+The lifecycle (push, upload, deploy, status, test, logs, dashboard, alarms, clean) runs as
 `python -m sagemaker_lifecycle <command>` or through `make <command>`. From Python, ask a deployed
 endpoint or a local server a question:
 

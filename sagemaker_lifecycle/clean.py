@@ -1,5 +1,5 @@
-"""clean: deregister autoscaling, delete the endpoint, then its configs and models (every endpoint of ARCH);
-optionally the S3 artifacts and ECR repository.
+"""clean: delete the alarms, deregister autoscaling, delete the endpoint, then its configs and models (every
+endpoint of ARCH), then the dashboard; optionally the S3 artifacts and ECR repository.
 
 Idempotent: whatever is already gone is skipped, and a run that finds nothing says so and succeeds.
 """
@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 
 from botocore.exceptions import ClientError, WaiterError
 
+from .alarms import delete_alarms
 from .autoscale import deregister
+from .dashboard import delete_dashboard
 from .deploy import delete_quietly, list_names
 from .endpoint_status import describe_endpoint
-from .errors import translate
+from .errors import AccessDenied, translate
 from .session import MISSING, Aws
 from .topology import Endpoint, endpoints
 
@@ -28,6 +31,7 @@ def run_clean(aws: Aws) -> int:
     deleted: list[str] = []
     for endpoint in reversed(endpoints(config)):
         deleted += clean_endpoint(aws, endpoint)
+    deleted += unless_denied("the dashboard", lambda: delete_dashboard(aws))
     if config.flag("DELETE_S3"):
         deleted += delete_s3_prefix(aws, config.require("BUCKET_NAME"), config.s3_prefix)
     if config.flag("DELETE_ECR"):
@@ -42,12 +46,15 @@ def run_clean(aws: Aws) -> int:
 
 
 def clean_endpoint(aws: Aws, target: Endpoint) -> list[str]:
-    """Deregister its autoscaling, delete the endpoint (and wait), then its configs and models."""
+    """Delete its alarms, deregister its autoscaling, delete the endpoint (and wait), then its configs and models."""
     endpoint, sagemaker = target.name, aws.sagemaker
-    # Scaling first: a scalable target left behind would point at an endpoint that no longer exists.
-    deleted = deregister(aws, target)
-    for label in deleted:
+    # Alarms first: the no-invocations alarm would go off (and notify) for an endpoint being deleted.
+    deleted = unless_denied(f"the alarms of {endpoint}", lambda: delete_alarms(aws, target))
+    # Then scaling: a scalable target left behind would point at an endpoint that no longer exists.
+    registered = deregister(aws, target)
+    for label in registered:
         log.info("deregistered %s", label)
+    deleted += registered
     configs = set(
         list_names(
             aws, "endpoint configs", sagemaker.list_endpoint_configs, "EndpointConfigs", "EndpointConfigName", endpoint
@@ -69,6 +76,16 @@ def clean_endpoint(aws: Aws, target: Endpoint) -> list[str]:
         log.info("deleted %s", label)
         deleted.append(label)
     return deleted
+
+
+def unless_denied(what: str, remove: Callable[[], list[str]]) -> list[str]:
+    """Run `remove`; a caller without CloudWatch permissions is warned instead of stopped, so that the endpoint,
+    which is what costs money, is still deleted."""
+    try:
+        return remove()
+    except AccessDenied as exc:
+        log.warning("%s not deleted: %s", what, exc)
+        return []
 
 
 def models_of(aws: Aws, config_name: str) -> list[str]:

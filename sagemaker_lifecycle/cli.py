@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 
+from .alarms import alarm_summary, run_alarms
 from .autoscale import describe_scaling, run_autoscale
 from .clean import run_clean
 from .client import format_result, invoke_endpoint
 from .config import VARIABLES, Config
+from .dashboard import run_dashboard
 from .deploy import run_deploy
 from .endpoint_status import describe_endpoint, status_line, wait_for
 from .errors import ConfigError, EndpointFailed, EndpointNotFound, LifecycleError
@@ -36,18 +39,22 @@ COMMANDS = {
     "logs": "print recent CloudWatch events of the endpoint; FOLLOW=1 tails them",
     "index-job": "index DOCS_S3 on SageMaker Processing, sharded over INSTANCE_COUNT instances",
     "index-merge": "merge the newest index job's shards (or SHARDS_S3) into model.tar.gz at MODEL_DATA_URL",
-    "clean": "deregister autoscaling, delete the endpoint, its configs and models (DELETE_S3=1, DELETE_ECR=1 for more)",
+    "clean": "delete alarms, autoscaling, the endpoint, its configs and models, the dashboard (DELETE_S3=1, DELETE_ECR=1 for more)",
     "autoscale": "register the endpoint(s) with Application Auto Scaling and put a target-tracking policy",
+    "dashboard": "create or update the CloudWatch dashboard ENDPOINT_NAME (split: both endpoints)",
+    "alarms": "create or update four CloudWatch alarms per endpoint (ALARM_*; ALARM_TOPIC_ARN notifies)",
 }
 
 
 def usage() -> str:
     """The --help text: commands, then variables."""
     lines = ["usage: python -m sagemaker_lifecycle <command> [KEY=VALUE ...]", "", "commands:"]
-    lines += [f"  {name:<8} {text}" for name, text in COMMANDS.items()]
+    width = max(map(len, COMMANDS))
+    lines += [f"  {name:<{width}} {text}" for name, text in COMMANDS.items()]
     lines += ["", "variables (KEY=VALUE, environment, or .deploy.env / DEPLOY_CONFIG):"]
-    lines += [f"  {name:<22} {text}" for name, text in VARIABLES.items()]
-    lines += ["  RAG_*                  passed to the container's environment by deploy"]
+    width = max(map(len, VARIABLES))
+    lines += [f"  {name:<{width}} {text}" for name, text in VARIABLES.items()]
+    lines += [f"  {'RAG_*':<{width}} passed to the container's environment by deploy"]
     return "\n".join(lines)
 
 
@@ -56,13 +63,18 @@ def parse(argv: list[str]) -> tuple[str, dict[str, str]]:
     if not argv or argv[0] not in COMMANDS:
         got = f" (got {argv[0]!r})" if argv else ""
         raise ConfigError(f"expected a command, one of {', '.join(COMMANDS)}{got}: see --help")
+    return argv[0], parse_overrides(argv[1:])
+
+
+def parse_overrides(arguments: list[str]) -> dict[str, str]:
+    """KEY=VALUE arguments of known variables (or RAG_*, DEPLOY_CONFIG) as a dict."""
     overrides = {}
-    for argument in argv[1:]:
+    for argument in arguments:
         key, sep, value = argument.partition("=")
         if not sep or not (key in VARIABLES or key.startswith("RAG_") or key == "DEPLOY_CONFIG"):
             raise ConfigError(f"unexpected argument {argument!r}: pass KEY=VALUE with a known variable (see --help)")
         overrides[key] = value
-    return argv[0], overrides
+    return overrides
 
 
 def run_test(config: Config) -> int:
@@ -89,7 +101,7 @@ def run_test(config: Config) -> int:
 
 
 def run_status(aws: Aws) -> int:
-    """`status`: each endpoint of ARCH with its autoscaling; WAIT=1 waits until each settles. Non-zero on Failed."""
+    """`status`: each endpoint of ARCH with its autoscaling and alarms; WAIT=1 waits until each settles. Non-zero on Failed."""
     for endpoint in endpoints(aws.config):
         if aws.config.flag("WAIT"):
             description = wait_for(aws, endpoint.name)
@@ -99,6 +111,7 @@ def run_status(aws: Aws) -> int:
                 raise EndpointNotFound(endpoint.name, aws.region)
             log.info("%s", status_line(description))
         log.info("  %s", describe_scaling(aws, endpoint))
+        log.info("  %s", alarm_summary(aws, endpoint))
         if description["EndpointStatus"] == "Failed":
             raise EndpointFailed(endpoint.name, description.get("FailureReason"))
     return 0
@@ -120,22 +133,33 @@ def dispatch(command: str, config: Config) -> int:
         "autoscale": run_autoscale,
         "index-job": run_index_job,
         "index-merge": run_index_merge,
+        "dashboard": run_dashboard,
+        "alarms": run_alarms,
     }[command]
     return handler(Aws(config))
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: configure logging, run, turn any LifecycleError into one line on stderr."""
+    """Entry point: --help, or one command run at the edge."""
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in {"-h", "--help", "help"}:
         sys.stdout.write(usage() + "\n")
         return 0
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
-    for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    try:
+
+    def run() -> int:
         command, overrides = parse(argv)
         return dispatch(command, Config.load(overrides))
+
+    return edge(run)
+
+
+def edge(run: Callable[[], int]) -> int:
+    """Configure logging, run, turn any LifecycleError into one line on stderr and its exit status."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        return run()
     except LifecycleError as exc:
         sys.stdout.flush()
         sys.stderr.write(f"error: {exc}\n")

@@ -69,6 +69,15 @@ VARIABLES: dict[str, str] = {
     "URL": "local server for test/invoke instead of the endpoint",
     "DELETE_S3": "1: clean also deletes s3://$BUCKET_NAME/$S3_PREFIX/",
     "DELETE_ECR": "1: clean also deletes the ECR repository IMAGE_NAME",
+    # dashboard / alarms (dashboard.py, alarms.py); the service's namespace is RAG_METRICS_NAMESPACE.
+    "ALARM_5XX_PERCENT": "alarms: 5xx answers, in percent of invocations, that raise the alarm (default 5)",
+    "ALARM_429_PERCENT": "alarms: 429 overloaded answers, in percent of requests (default 10)",
+    "ALARM_P99_LATENCY_MS": "alarms: ModelLatency p99 in milliseconds (default 30000, half SageMaker's 60 s limit)",
+    "ALARM_IDLE_MINUTES": "alarms: minutes without an invocation, 5..1440 in steps of 5 (default 30)",
+    "ALARM_PERIOD": "alarms: seconds per period of the rate and latency alarms, 60..3600 in steps of 60 (default 300)",
+    "ALARM_EVALUATION_PERIODS": "alarms: breaching periods in a row before ALARM, 1..100 (default 2)",
+    "ALARM_TOPIC_ARN": "alarms: SNS topic ARN notified on ALARM and on OK (default: none)",
+    "DASHBOARD_PNG": "dashboard-image: the PNG to write (default docs/images/dashboard-$ARCH.png)",
     # index-job / index-merge (index_job.py); they also use INSTANCE_TYPE, INSTANCE_COUNT and WAIT.
     "DOCS_S3": "index-job: s3:// prefix of the documents to index",
     "SHARDS_S3": "index-merge: s3:// prefix of the shards (default: the newest completed index job's)",

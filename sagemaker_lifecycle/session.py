@@ -44,6 +44,7 @@ class Aws:
     logs = property(lambda self: self.client("logs"))
     iam = property(lambda self: self.client("iam"))
     autoscaling = property(lambda self: self.client("application-autoscaling"))
+    cloudwatch = property(lambda self: self.client("cloudwatch"))
 
     @staticmethod
     def call(action: str, function, /, *, absent: Iterable[str] = (), **kwargs):

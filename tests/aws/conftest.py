@@ -53,6 +53,13 @@ def fresh_moto(moto: Moto):
             s3.delete_object(Bucket=bucket["Name"], Key=item["Key"])
     for group in logs.describe_log_groups()["logGroups"]:
         logs.delete_log_group(logGroupName=group["logGroupName"])
+    cloudwatch = moto.client("cloudwatch")
+    alarms = [alarm["AlarmName"] for alarm in cloudwatch.describe_alarms()["MetricAlarms"]]
+    if alarms:
+        cloudwatch.delete_alarms(AlarmNames=alarms)
+    dashboards = [entry["DashboardName"] for entry in cloudwatch.list_dashboards()["DashboardEntries"]]
+    if dashboards:
+        cloudwatch.delete_dashboards(DashboardNames=dashboards)
 
 
 @pytest.fixture

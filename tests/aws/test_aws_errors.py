@@ -84,15 +84,7 @@ def test_switching_instance_to_serverless_in_place_is_refused(moto, aws_env, acc
 
 def test_access_denied(moto, aws_env, account):
     """An IAM user without policies, with moto enforcing IAM for every call after the setup."""
-    iam = moto.client("iam")
-    iam.create_user(UserName="no-permissions")
-    key = iam.create_access_key(UserName="no-permissions")["AccessKey"]
-    env = dict(aws_env, AWS_ACCESS_KEY_ID=key["AccessKeyId"], AWS_SECRET_ACCESS_KEY=key["SecretAccessKey"])
-    moto.enforce_iam(True)
-    try:
-        result = make("status", env, f"REGION={REGION}")
-    finally:
-        moto.enforce_iam(False)
+    result = moto.make_as_user("no-permissions", [], "status", aws_env, f"REGION={REGION}")
     assert_one_line(
         result,
         "access denied while trying to describe endpoint rag-monolito",
