@@ -15,6 +15,7 @@ from rag.api import parse_json_object, validate_generation, validate_query
 from rag.errors import InvalidRequest
 from rag.generation.generator import load_generator
 from rag.settings import MAX_CHUNK_CHARS, MAX_PASSAGES, Settings
+from rag.telemetry import uncounted
 from rag.types import Answer, Passage
 from serving.web import create_loading_app, json_response, request_deadline, stream_events
 
@@ -69,6 +70,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         """The split topology's LLM endpoint: SageMaker Runtime reaches only /invocations, so it is
         /generate, and `{"ping": true}` is the front's health probe, answered as /ping."""
         data = body()
-        return loader.ping() if data == {"ping": True} else generate(data)
+        if data == {"ping": True}:
+            uncounted()
+            return loader.ping()
+        return generate(data)
 
     return app

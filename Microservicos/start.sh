@@ -20,7 +20,13 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 # Validated values only: nothing from the environment reaches a bind address or bash arithmetic raw.
 CONFIG=$(python -m rag.settings --get public_bind startup_timeout_s vector_port llm_port local_services) || exit 2
 read -r PUBLIC_BIND STARTUP_TIMEOUT VECTOR_PORT LLM_PORT LOCAL_SERVICES <<<"$CONFIG"
-log() { echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) start.sh: $*"; }
+# One JSON object per line, like the services' own lines (serving/telemetry.py).
+log() {
+  local message=${*//\\/\\\\}
+  message=${message//\"/\\\"}
+  printf '{"timestamp": "%s", "level": "INFO", "logger": "start.sh", "pid": %d, "request_id": null, "message": "%s"}\n' \
+    "$(date -u +%Y-%m-%dT%H:%M:%S.%3NZ)" "$$" "$message"
+}
 
 if [[ $LOCAL_SERVICES == llm ]]; then
   log "RAG_SERVE=llm: the LLM service alone on $PUBLIC_BIND (/invocations is its /generate)"

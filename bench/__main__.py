@@ -36,6 +36,20 @@ def main(argv: list[str] | None = None) -> int:
         "microservices (bench/serving/split.py); write results/split-<timestamp>.json",
     )
     split.add_argument("--publish", action="store_true", help="also bench/results/latest/split.json and docs/bench.md")
+    telemetry = commands.add_parser(
+        "telemetry",
+        help="measure what metrics cost: each architecture with RAG_METRICS on and off, interleaved, at 1 and 8 "
+        "clients (bench/serving/telemetry.py); write results/telemetry-<timestamp>.json",
+    )
+    telemetry.add_argument(
+        "--arch",
+        choices=["monolito", "microservicos", "both"],
+        default="both",
+        help="which architecture (default both)",
+    )
+    telemetry.add_argument(
+        "--publish", action="store_true", help="also bench/results/latest/telemetry.json and docs/operations.md"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
@@ -64,6 +78,18 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"results: {path}\n")
         if args.publish:
             sys.stderr.write(f"published: {publish_split(path)}\n")
+        return 0
+    if args.command == "telemetry":
+        from bench.serving import telemetry as overhead
+
+        architectures = overhead.ARCHITECTURES if args.arch == "both" else (args.arch,)
+        path = overhead.measure(settings, architectures)
+        sys.stdout.write(overhead.table(json.loads(path.read_text())) + "\n")
+        sys.stderr.write(f"results: {path}\n")
+        if args.publish and not settings.quick:
+            sys.stderr.write(f"published: {overhead.publish(path)}\n")
+        elif args.publish:
+            sys.stderr.write("a quick run: not published\n")
         return 0
     if args.command == "run":
         from bench.serving.run import run as run_bench

@@ -258,6 +258,14 @@ class Settings:
     # measurement: on the sample set hybrid gained one hit@1 but lost one answer-in-context and three correct
     # answers (docs/evaluation.md#hybrid-retrieval).
     retrieval: str = "dense"
+    # Operations (docs/operations.md): CloudWatch EMF lines per request, their namespace and dimensions (deploy sets
+    # the endpoint and variant names), and OpenTelemetry traces, on only when an OTEL_* variable asks for them.
+    metrics: bool = True
+    metrics_namespace: str = "RagService"
+    endpoint_name: str = "local"
+    variant_name: str = "AllTraffic"
+    tracing: bool = False
+    service_name: str = ""  # OTEL_SERVICE_NAME; empty: rag-<service> (rag-monolith, rag-orchestrator, ...)
 
     @property
     def context(self) -> ContextSettings:
@@ -324,6 +332,7 @@ class Settings:
             index_ef_search=env_int(env, "RAG_INDEX_EF_SEARCH", None, 1, 4096),
             index_nprobe=env_int(env, "RAG_INDEX_NPROBE", None, 1, 65536),
             retrieval=_choice(env, "RAG_RETRIEVAL", cls.retrieval, RETRIEVAL_MODES),
+            **_telemetry(env),
         )
         return settings
 
@@ -395,6 +404,48 @@ def _batching(env: dict) -> dict:
         "llm_dtype": _choice(env, "RAG_LLM_DTYPE", "auto", LLM_DTYPES),
         "llm_quantize": _choice(env, "RAG_LLM_QUANTIZE", "none", LLM_QUANTIZATIONS),
         "threads": threads,
+    }
+
+
+_NAMESPACE = re.compile(r"[A-Za-z0-9 ._/#:-]{1,255}")  # CloudWatch's characters for a namespace
+_DIMENSION_VALUE = re.compile(r"[ -~]{1,255}")
+OTLP_PROTOCOL = "http/protobuf"  # the one OTLP transport the services export with (no gRPC stack in the images)
+
+
+def _telemetry(env: dict) -> dict:
+    """RAG_METRICS and the names its lines carry; and whether the standard OTEL_* variables turn tracing
+    on: an OTLP endpoint or OTEL_TRACES_EXPORTER=otlp does, OTEL_SDK_DISABLED=true or OTEL_TRACES_EXPORTER=none
+    wins over both."""
+    namespace = env.get("RAG_METRICS_NAMESPACE", "").strip() or "RagService"
+    if not _NAMESPACE.fullmatch(namespace) or namespace.startswith("AWS/"):
+        raise ConfigError(
+            f"RAG_METRICS_NAMESPACE={namespace!r} is not a CloudWatch namespace of your own; use letters, digits, "
+            "spaces and . - _ / # : (not AWS/...)"
+        )
+    names = {}
+    for name, default in (("RAG_ENDPOINT_NAME", "local"), ("RAG_VARIANT_NAME", "AllTraffic")):
+        names[name] = env.get(name, "").strip() or default
+        if not _DIMENSION_VALUE.fullmatch(names[name]):
+            raise ConfigError(f"{name}={names[name]!r} must be 1 to 255 printable ASCII characters")
+    exporter = env.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    if exporter not in ("", "otlp", "none"):
+        raise ConfigError(f"OTEL_TRACES_EXPORTER={exporter!r} is not supported; use otlp (OTLP over HTTP) or none")
+    endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip() or env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "")
+    disabled = parse_bool(env.get("OTEL_SDK_DISABLED"), "OTEL_SDK_DISABLED")
+    tracing = not disabled and exporter != "none" and bool(exporter or endpoint.strip())
+    for name in ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
+        protocol = env.get(name, "").strip().lower()
+        if protocol:  # the traces-specific one, when set, is the one the exporter uses
+            if tracing and protocol != OTLP_PROTOCOL:
+                raise ConfigError(f"{name}={protocol!r} is not supported; unset it or use {OTLP_PROTOCOL}")
+            break
+    return {
+        "metrics": _switch(env, "RAG_METRICS", True),
+        "metrics_namespace": namespace,
+        "endpoint_name": names["RAG_ENDPOINT_NAME"],
+        "variant_name": names["RAG_VARIANT_NAME"],
+        "tracing": tracing,
+        "service_name": env.get("OTEL_SERVICE_NAME", "").strip(),
     }
 
 

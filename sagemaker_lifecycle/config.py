@@ -94,6 +94,8 @@ NOT_FORWARDED = {
     "RAG_BIND_HOST": "the container must listen on every interface, where SageMaker connects",
     "RAG_INSTANCE_TOKEN": "start.sh makes one for each container",
     "RAG_SERVE": "deploy sets it, for the LLM endpoint of ARCH=split",
+    "RAG_ENDPOINT_NAME": "deploy sets it to the endpoint's name (the metrics' Endpoint dimension)",
+    "RAG_VARIANT_NAME": "deploy sets it to the endpoint's variant (the metrics' Variant dimension)",
 }
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 

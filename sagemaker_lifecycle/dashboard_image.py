@@ -5,7 +5,7 @@
 Each widget is drawn at its x/y/width/height on CloudWatch's 24-column grid, with its title and the metrics it
 charts (namespace, name, statistic; hidden inputs of metric math in grey, then the expressions, then the
 alarm thresholds drawn as lines). Nothing is asked of AWS: the picture shows the layout, not data. The
-default path is docs/images/dashboard-<ARCH>.png, the pictures docs/operations-dashboard.md shows.
+default path is docs/images/dashboard-<ARCH>.png, the pictures docs/operations.md shows.
 """
 
 from __future__ import annotations

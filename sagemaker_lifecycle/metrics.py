@@ -12,7 +12,7 @@ Two sources, one endpoint each time:
                                Status5xx, RequestLatency, PromptTokens, CompletionTokens, BatchSize
                                dimensions Endpoint, Variant, Architecture; StageLatency also by Stage
 
-The service's names and dimensions are its contract with this module (docs/operations-dashboard.md lists
+The service's names and dimensions are its contract with this module (docs/operations.md lists
 them); a renamed metric would leave a panel or an alarm without data, which tests/aws/test_aws_dashboard.py
 catches by putting metric data under the contract's names and reading it back through these definitions.
 """

@@ -44,8 +44,9 @@ def endpoints(config: Config) -> list[Endpoint]:
 
 def container_environment(endpoint: Endpoint, config: Config, region: str) -> dict[str, str]:
     """The container environment of `endpoint`: the operator's checked RAG_* and MODEL_SERVER_* variables,
-    plus what the split topology wires between its two endpoints."""
-    environment = config.container_environment()
+    the names its metrics carry as dimensions (docs/operations.md), and what the split topology wires
+    between its two endpoints."""
+    environment = {**config.container_environment(), "RAG_ENDPOINT_NAME": endpoint.name, "RAG_VARIANT_NAME": VARIANT}
     if endpoint.part == "endpoint":
         return environment
     if config.get("SERVERLESS_MEMORY") is not None:

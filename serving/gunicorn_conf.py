@@ -10,14 +10,21 @@ import os as _os
 import pwd as _pwd
 import sys as _sys
 import time as _time
+import uuid as _uuid
 
 from gunicorn import util as _gunicorn_util
+from gunicorn.glogging import Logger as _GunicornLogger
 
 from rag.errors import ConfigError
 from rag.models import local_llm_dir
 from rag.settings import Settings
+from serving.telemetry import JsonFormatter as _JsonFormatter
 
 _settings = Settings.from_env()
+# Every line the services write is a JSON object (serving/telemetry.py); the Hugging Face libraries' progress
+# bars ("Loading weights") would not be, so they are off unless the environment says otherwise. Set here, in
+# the master, before any worker imports them (they read it once, at import).
+_os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 # Least privilege. SageMaker starts containers as root, and the master keeps root (it binds the port
 # and supervises), but the workers, which parse untrusted requests and run the models, switch to
@@ -122,6 +129,18 @@ loglevel = _settings.log_level.lower()
 # Several gunicorns share one machine (the microservices image runs three): no shared control socket.
 control_socket_disable = True
 
+
+class JsonLogger(_GunicornLogger):
+    """Gunicorn's own lines (workers booting and exiting, timeouts, errors) as JSON lines like the app's."""
+
+    def setup(self, cfg):
+        super().setup(cfg)
+        for handler in self.error_log.handlers:
+            handler.setFormatter(_JsonFormatter())
+
+
+logger_class = JsonLogger
+
 # Gunicorn's master replaces a dead worker at once. A worker that keeps dying while loading (too
 # little memory, a broken model) would then reload torch in a tight loop. The first restart in a
 # minute is immediate; later ones wait 1, 2, 4 ... 30 s. The wait happens in the new worker, after
@@ -161,15 +180,21 @@ def post_fork(server, worker):
 # headers...) itself, before the app runs, with an HTML page. The API promises JSON errors, so its one
 # error writer is replaced by a JSON one (the module function its workers call; gunicorn is pinned).
 def write_json_error(sock, status_int: int, reason: str, mesg: str) -> None:
-    """Gunicorn's own error answers as {"error", "error_type"}: `internal` for 500, else `invalid_request`."""
+    """Gunicorn's own error answers as {"error", "error_type", "request_id"}: `internal` for 500, else
+    `invalid_request`; the request could not be read, so its id is a new one."""
+    request_id = _uuid.uuid4().hex
     if status_int >= 500 and status_int != 501:
-        body = {"error": "internal error; see the service log", "error_type": "internal"}
+        body = {"error": "internal error; see the service log", "error_type": "internal", "request_id": request_id}
     else:
-        body = {"error": f"{reason}: {mesg}" if mesg else reason, "error_type": "invalid_request"}
+        body = {
+            "error": f"{reason}: {mesg}" if mesg else reason,
+            "error_type": "invalid_request",
+            "request_id": request_id,
+        }
     payload = _json.dumps(body).encode("ascii")  # ASCII escapes: the message may quote the client's raw bytes
     head = (
         f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(payload)}\r\n\r\n"
+        f"X-Request-Id: {request_id}\r\nContent-Length: {len(payload)}\r\n\r\n"
     )
     _gunicorn_util.write_nonblock(sock, head.encode("latin-1") + payload)
 

@@ -1,7 +1,7 @@
 """The HTTP edge shared by all four services. Model code never sees Flask; Flask never sees torch.
 
-Every error leaves as {"error", "error_type"} with its status, and one log line per request records
-the request id, status and stage timings (never the payload).
+Every error leaves as {"error", "error_type", "request_id"} with its status; request ids, the one JSON log line
+per request (status and stage timings, never the payload), metrics and traces are serving/telemetry.py's.
 """
 
 from __future__ import annotations
@@ -9,26 +9,23 @@ from __future__ import annotations
 import json
 import logging
 import socket
-import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from flask import Flask, Response, g, request, stream_with_context
 from werkzeug.exceptions import HTTPException
 
-from rag import errors
+from rag import errors, telemetry
 from rag.api import QueryRequest
-from rag.clients.protocol import DEADLINE_HEADER, INSTANCE_HEADER, timeout_from_attributes
+from rag.clients.protocol import CUSTOM_ATTRIBUTES, DEADLINE_HEADER, INSTANCE_HEADER, timeout_from_attributes
 from rag.generation.batching import Admission, client_gone
 from rag.settings import MAX_PAYLOAD_BYTES, Settings
+from serving.telemetry import configure_logging, instrument
 
 log = logging.getLogger("rag.http")
 T = TypeVar("T")
-
-CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
 _HTTP_ERROR_TYPES = {
     400: errors.InvalidRequest,
     404: errors.NotFound,
@@ -36,18 +33,6 @@ _HTTP_ERROR_TYPES = {
     413: errors.PayloadTooLarge,
     415: errors.UnsupportedMediaType,
 }
-
-
-def configure_logging(level: str = "INFO") -> None:
-    """stdout, one line per record, with the process id so the three microservices can be told apart."""
-    root = logging.getLogger()
-    if getattr(root, "_rag_configured", False):
-        return
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"))
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    root._rag_configured = True
 
 
 def json_response(body: dict, status: int = 200) -> Response:
@@ -161,23 +146,25 @@ def _client_probe() -> Callable[[], bool]:
     return gone
 
 
+def error_body(error: errors.RagError) -> dict:
+    """The JSON body of an error: {"error", "error_type", "request_id"}."""
+    return {**error.to_dict(), "request_id": g.get("request_id") or telemetry.request_id()}
+
+
 def create_service_app(name: str, settings: Settings) -> Flask:
-    """A Flask app with JSON errors, the 6 MB payload limit and one log line per request."""
+    """A Flask app with JSON errors, the 6 MB payload limit, and a request id, a log line, metrics and a
+    span for every request (serving/telemetry.py)."""
     configure_logging(settings.log_level)
     app = Flask(name)
     app.config["MAX_CONTENT_LENGTH"] = MAX_PAYLOAD_BYTES
     app.json.ensure_ascii = False
+    instrument(app, name, settings)  # first: even a request refused below has its id
 
     @app.before_request
     def _start():
         g.started = time.monotonic()
-        g.request_id = (
-            request.headers.get("X-Amzn-RequestId") or request.headers.get("X-Request-Id") or uuid.uuid4().hex
-        )
         g.timings = None
         client_gone.set(_client_probe())
-        if request.path != "/ping":
-            log.debug("request_id=%s %s %s started", g.request_id, request.method, request.path)
         caller = request.headers.get(INSTANCE_HEADER)
         if settings.instance_token and caller is not None and caller != settings.instance_token:
             message = (
@@ -190,26 +177,14 @@ def create_service_app(name: str, settings: Settings) -> Flask:
 
     @app.after_request
     def _finish(response: Response):
-        response.headers["X-Request-Id"] = g.get("request_id", "")
         attributes = request.headers.get(CUSTOM_ATTRIBUTES)
         if attributes is not None and response.status_code < 400:
             response.headers[CUSTOM_ATTRIBUTES] = attributes  # passed through verbatim
-        if request.path != "/ping":
-            elapsed = (time.monotonic() - g.get("started", time.monotonic())) * 1000
-            log.info(
-                "request_id=%s %s %s status=%d ms=%.1f timings=%s",
-                g.get("request_id"),
-                request.method,
-                request.path,
-                response.status_code,
-                elapsed,
-                json.dumps(g.get("timings")),
-            )
         return response
 
     @app.errorhandler(errors.RagError)
     def _rag_error(exc: errors.RagError):
-        response = json_response(exc.to_dict(), exc.status)
+        response = json_response(error_body(exc), exc.status)
         if isinstance(exc, errors.Overloaded):
             response.headers["Retry-After"] = str(exc.retry_after_s)
         return response
@@ -225,16 +200,17 @@ def create_service_app(name: str, settings: Settings) -> Flask:
         elif cls is not None:
             error = cls(f"{exc.name}: {exc.description}")
         else:
-            return json_response({"error": exc.name, "error_type": f"http_{exc.code}"}, exc.code or 500)
-        response = json_response(error.to_dict(), error.status)
+            body = {"error": exc.name, "error_type": f"http_{exc.code}", "request_id": g.get("request_id")}
+            return json_response(body, exc.code or 500)
+        response = json_response(error_body(error), error.status)
         if getattr(exc, "valid_methods", None):  # a 405 must say which methods the route takes (RFC 9110)
             response.headers["Allow"] = ", ".join(exc.valid_methods)
         return response
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
-        log.exception("request_id=%s unexpected error", g.get("request_id"))
-        return json_response({"error": "internal error; see the service log", "error_type": "internal"}, 500)
+        log.exception("unexpected error")
+        return json_response(error_body(errors.InternalError("internal error; see the service log")), 500)
 
     return app
 
@@ -247,15 +223,20 @@ def stream_events(events, what: str) -> Response:
             for event in events:
                 yield json.dumps(event, ensure_ascii=False) + "\n"
         except errors.RagError as exc:
-            yield json.dumps({"event": "error", **exc.to_dict()}, ensure_ascii=False) + "\n"
+            yield _error_event(exc)
         except Exception:  # noqa: BLE001 - logged with its traceback; the client gets no details
             log.exception("%s stream failed", what)
-            yield (
-                json.dumps({"event": "error", "error": "internal error; see the service log", "error_type": "internal"})
-                + "\n"
-            )
+            yield _error_event(errors.InternalError("internal error; see the service log"))
 
     return Response(stream_with_context(body()), mimetype="application/jsonlines")
+
+
+def _error_event(error: errors.RagError) -> str:
+    """The last line of a stream that failed; the request's metrics and log line take its status."""
+    record = telemetry.current()
+    if record is not None:
+        record.status = error.status
+    return json.dumps({"event": "error", **error_body(error)}, ensure_ascii=False) + "\n"
 
 
 def create_loading_app(name: str, settings: Settings, what: str, load: Callable[[], T]) -> tuple[Flask, Loader[T]]:
@@ -279,7 +260,8 @@ def add_invocations(app: Flask, settings: Settings, get_pipeline: Callable) -> N
     def invocations():
         _check_custom_attributes()
         query = QueryRequest.from_body(request.get_data(cache=False), request.content_type, settings)
-        admission.enter()
+        with telemetry.stage("admission"):
+            admission.enter()
         try:
             result = get_pipeline().answer(query, request_deadline(settings))
         finally:
@@ -291,7 +273,8 @@ def add_invocations(app: Flask, settings: Settings, get_pipeline: Callable) -> N
     def invocations_stream():
         _check_custom_attributes()
         query = QueryRequest.from_body(request.get_data(cache=False), request.content_type, settings)
-        admission.enter()
+        with telemetry.stage("admission"):
+            admission.enter()
         try:
             events = get_pipeline().stream(query, request_deadline(settings))
         except BaseException:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +27,19 @@ def write_results(name: str, data: dict, path: Path | None = None) -> Path:
     path.write_text(json.dumps(data, indent=1))
     print(f"wrote {path}")
     return path
+
+
+def publish_run(path: Path, latest: Path, page: Path, markers: tuple[str, str], table: Callable[[dict], str]) -> Path:
+    """Copy a full run's results to `latest` and put `table(results)` between the two markers of `page`."""
+    results = json.loads(path.read_text())
+    if results["kind"] != "full":
+        raise ValueError(f"{path} is a quick run: only a full run is published")
+    latest.parent.mkdir(parents=True, exist_ok=True)
+    latest.write_text(json.dumps(results, indent=1))
+    begin, end = markers
+    head, rest = page.read_text().split(begin, 1)
+    page.write_text(f"{head}{begin}\n{table(results)}\n{end}{rest.split(end, 1)[1]}")
+    return latest
 
 
 def _levels(env: dict, default: tuple[int, ...]) -> tuple[int, ...]:

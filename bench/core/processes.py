@@ -8,6 +8,7 @@ process group, so signalling one group is not enough. `Served` is one architectu
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -16,7 +17,8 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
@@ -36,13 +38,29 @@ ROLES = (
     ("orchestrator", "Microservicos.orchestrator"),
     ("monolith", "Monolitico.app"),
 )
-READY_LINE = re.compile(r"(\S.*?) ready after ([0-9.]+) s")
-# serving/web.py logs one line per request: "<asctime> INFO [pid] rag.http: request_id=... POST /generate status=200 ms=12.3"
-REQUEST_LINE = re.compile(
-    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO \[\d+\] rag\.http: request_id=\S+ "
-    r"POST (/retrieve|/generate) status=200 ms=([0-9.]+)",
-    re.MULTILINE,
-)
+READY_MESSAGE = re.compile(r"(\S.*?) ready after ([0-9.]+) s")
+
+
+def log_records(text: str) -> Iterator[dict]:
+    """The JSON log lines in a server's output (serving/telemetry.py: one object per line), others skipped."""
+    for line in text.splitlines():
+        if line.startswith("{"):
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                yield record
+
+
+def request_lines(text: str, path: str) -> list[tuple[float, float]]:
+    """(epoch seconds, ms) of each request to `path` answered 200, from the one line a service logs per
+    request (serving/telemetry.py: {"timestamp", ..., "path", "status", "ms"})."""
+    return [
+        (datetime.strptime(record["timestamp"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp(), record["ms"])
+        for record in log_records(text)
+        if record.get("logger") == "rag.http" and record.get("path") == path and record.get("status") == 200
+    ]
 
 
 def free_port() -> int:
@@ -201,23 +219,21 @@ class Served(ServerProcess):
 
     def ready_lines(self) -> dict[str, float]:
         """The services' own "<what> ready after X s" log lines (model load, as each process saw it)."""
-        text = self.log()
+        matches = (READY_MESSAGE.fullmatch(str(record.get("message"))) for record in log_records(self.log()))
         return {
-            match.group(1).split(": ")[-1]: float(match.group(2))
-            for match in READY_LINE.finditer(text)
-            if "services ready" not in match.group(1)
+            match.group(1): float(match.group(2)) for match in matches if match and "service(s)" not in match.group(1)
         }
 
     def service_times(self, since: float, until: float) -> list[tuple[float, str, float]]:
         """(epoch seconds, path, ms) of each internal /retrieve and /generate the services logged in
         [since, until]: their own handling time, to set against what the orchestrator measured."""
-        out = []
-        for match in REQUEST_LINE.finditer(self.log()):
-            # asctime is local time with milliseconds, as logging.Formatter writes it.
-            stamp = datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
-            if since <= stamp <= until:
-                out.append((stamp, match.group(2), float(match.group(3))))
-        return out
+        text = self.log()
+        return sorted(
+            (stamp, path, ms)
+            for path in ("/retrieve", "/generate")
+            for stamp, ms in request_lines(text, path)
+            if since <= stamp <= until
+        )
 
     def worker(self, role: str) -> psutil.Process:
         """The gunicorn worker of `role`: the process of that role whose parent has the same role."""

@@ -10,11 +10,14 @@ soon as it has an answer, until the requests run out, a time is up or a stop eve
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
 
 import requests
 
@@ -264,3 +267,37 @@ def cpu_stall_ms() -> float | None:
     except OSError:
         return None
     return int(line.rsplit("total=", 1)[1]) / 1000.0
+
+
+class MeasuredRun:
+    """The frame of one measuring run (`python -m bench split`, `... telemetry`): its time stamp and work folder,
+    the servers' environment from the settings, and the results' header (kind, start, load, settings) and
+    footer (duration, load, CPU stall), written to `<results_dir>/<name>-<stamp>.json` by finish()."""
+
+    def __init__(self, settings, name: str):
+        self.settings, self.name = settings, name
+        self.stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        self.workdir = settings.results_dir / f"{name}-{self.stamp}"
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.env = {"RAG_MAX_NEW_TOKENS": settings.max_new_tokens, "RAG_TOP_K": settings.top_k}
+        if settings.index_dir:
+            self.env["RAG_INDEX_DIR"] = settings.index_dir
+        self._started, self._stall = time.monotonic(), cpu_stall_ms()
+        self.results: dict = {
+            "kind": "quick" if settings.quick else "full",
+            "started_utc": datetime.now(UTC).isoformat(),
+            "loadavg_start": os.getloadavg(),
+            "settings": settings.to_dict(),
+        }
+
+    def finish(self) -> Path:
+        """Add the footer, write the results, and return their path."""
+        elapsed = time.monotonic() - self._started
+        self.results.update(
+            duration_s=elapsed,
+            loadavg_end=os.getloadavg(),
+            cpu_stall_ms_per_s=(cpu_stall_ms() - self._stall) / elapsed if self._stall is not None else None,
+        )
+        path = self.settings.results_dir / f"{self.name}-{self.stamp}.json"
+        path.write_text(json.dumps(self.results, indent=1))
+        return path

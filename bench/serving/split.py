@@ -13,17 +13,13 @@ under 10 ms. The real SageMaker Runtime adds a network hop inside the region tha
 
 from __future__ import annotations
 
-import json
-import os
-import re
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.core.config import REPO_ROOT, BenchSettings
-from bench.core.processes import Served
+from bench.core.config import REPO_ROOT, BenchSettings, publish_run
+from bench.core.processes import Served, request_lines
 from bench.core.stats import paired_median_difference, summarize
-from bench.core.workload import HttpTarget, cpu_stall_ms, load_questions, payloads
+from bench.core.workload import HttpTarget, MeasuredRun, load_questions, payloads
 from sagemaker_lifecycle.local_runtime import LocalRuntime
 
 ENDPOINT = "rag-split-llm"
@@ -31,39 +27,20 @@ TARGET_MS = 10.0
 PAGE = REPO_ROOT / "docs" / "bench.md"
 BEGIN, END = "<!-- bench-split:begin -->", "<!-- bench-split:end -->"
 LATEST = REPO_ROOT / "bench" / "results" / "latest" / "split.json"
-# The LLM service's one log line per request (serving/web.py): /generate behind the one-container
-# orchestrator (whose own line says /invocations), /invocations as the LLM endpoint.
-OWN_TIME = (
-    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO \[\d+\] rag\.http: request_id=\S+ POST %s status=200 ms=([0-9.]+)"
-)
 
 
 def own_times(log_path: Path, path: str) -> list[tuple[float, float]]:
-    """(epoch seconds, ms) of each generation the LLM service logged on `path`."""
-    pattern = re.compile(OWN_TIME % re.escape(path), re.MULTILINE)
-    return [
-        (datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp(), float(ms))
-        for stamp, ms in pattern.findall(log_path.read_text(errors="replace"))
-    ]
+    """(epoch seconds, ms) of each generation the LLM service logged on `path` (its one line per request):
+    /generate behind the one-container orchestrator, /invocations as the LLM endpoint."""
+    return request_lines(log_path.read_text(errors="replace"), path)
 
 
 def measure(settings: BenchSettings) -> Path:
     """Start both, alternate the same requests between them, and write split-<stamp>.json; return its path."""
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    workdir = settings.results_dir / f"split-{stamp}"
-    workdir.mkdir(parents=True, exist_ok=True)
-    env = {"RAG_MAX_NEW_TOKENS": settings.max_new_tokens, "RAG_TOP_K": settings.top_k}
-    if settings.index_dir:
-        env["RAG_INDEX_DIR"] = settings.index_dir
+    run = MeasuredRun(settings, "split")
+    workdir, env, results = run.workdir, run.env, run.results
     served: dict[str, Served] = {}
     runtime = None
-    started, stall = time.monotonic(), cpu_stall_ms()
-    results = {
-        "kind": "quick" if settings.quick else "full",
-        "started_utc": datetime.now(UTC).isoformat(),
-        "loadavg_start": os.getloadavg(),
-        "settings": settings.to_dict(),
-    }
     try:
         served["microservicos"] = Served("microservicos", workdir / "microservicos.log", env)
         served["llm_endpoint"] = Served("microservicos", workdir / "llm-endpoint.log", {**env, "RAG_SERVE": "llm"})
@@ -92,15 +69,8 @@ def measure(settings: BenchSettings) -> Path:
         "microservicos": own_times(workdir / "microservicos.log", "/generate"),
         "split": own_times(workdir / "llm-endpoint.log", "/invocations"),
     }
-    results.update(
-        duration_s=time.monotonic() - started,
-        loadavg_end=os.getloadavg(),
-        cpu_stall_ms_per_s=(cpu_stall_ms() - stall) / (time.monotonic() - started) if stall is not None else None,
-    )
     results["summary"] = summarize_hops(results["requests"], logs)
-    path = settings.results_dir / f"split-{stamp}.json"
-    path.write_text(json.dumps(results, indent=1))
-    return path
+    return run.finish()
 
 
 def alternate(served: dict, settings: BenchSettings) -> list[dict]:
@@ -194,12 +164,4 @@ def table(results: dict) -> str:
 
 def publish(path: Path) -> Path:
     """Copy a full run to bench/results/latest/split.json and put its table into docs/bench.md."""
-    results = json.loads(path.read_text())
-    if results["kind"] != "full":
-        raise ValueError(f"{path} is a quick run: only a full run is published")
-    LATEST.parent.mkdir(parents=True, exist_ok=True)
-    LATEST.write_text(json.dumps(results, indent=1))
-    text = PAGE.read_text()
-    head, rest = text.split(BEGIN, 1)
-    PAGE.write_text(f"{head}{BEGIN}\n{table(results)}\n{END}{rest.split(END, 1)[1]}")
-    return LATEST
+    return publish_run(path, LATEST, PAGE, (BEGIN, END), table)

@@ -15,11 +15,22 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from rag import errors
-from rag.clients.protocol import DEADLINE_HEADER, INSTANCE_HEADER, decode_events
+from rag.clients.protocol import DEADLINE_HEADER, INSTANCE_HEADER, REQUEST_ID_HEADER, decode_events
+from rag.telemetry import request_id, stage
 from rag.types import Answer, GenerationParams, Generator, Passage, Retriever
 
 CONNECT_TIMEOUT_S = 1.0  # loopback: a service that does not accept within 1 s is down or restarting
 DEFAULT_READ_TIMEOUT_S = 55.0
+
+
+def context_headers(hop: stage | None = None) -> dict[str, str]:
+    """What a call to another service carries of this request: its id, and the trace context naming the
+    hop's span as the parent (when tracing is on)."""
+    headers = hop.headers() if hop is not None else {}
+    current = request_id()
+    if current is not None:
+        headers[REQUEST_ID_HEADER] = current
+    return headers
 
 
 class ServiceClient:
@@ -44,9 +55,10 @@ class ServiceClient:
         except (requests.RequestException, ValueError):
             return {"status": "unavailable"}
 
-    def post(self, path: str, payload: dict, deadline: float | None) -> dict:
-        """POST JSON and return the JSON answer, or raise the RagError the service reported."""
-        response = self._send(path, payload, deadline, stream=False)
+    def post(self, path: str, payload: dict, deadline: float | None, hop: stage | None = None) -> dict:
+        """POST JSON and return the JSON answer, or raise the RagError the service reported; `hop` is the
+        request's stage for this call, whose span the service's own becomes a child of."""
+        response = self._send(path, payload, deadline, False, hop)
         try:
             body = response.json()
         except ValueError:
@@ -57,10 +69,10 @@ class ServiceClient:
             )
         return body
 
-    def post_lines(self, path: str, payload: dict, deadline: float | None) -> Iterator[dict]:
+    def post_lines(self, path: str, payload: dict, deadline: float | None, hop: stage | None = None) -> Iterator[dict]:
         """POST JSON now, so that a refusal raises here, before anything is streamed to the client;
         then iterate over the JSON lines of the answer (an error line raises its RagError)."""
-        return self._lines(self._send(path, payload, deadline, stream=True))
+        return self._lines(self._send(path, payload, deadline, True, hop))
 
     def _lines(self, response: requests.Response) -> Iterator[dict]:
         with response:
@@ -69,7 +81,9 @@ class ServiceClient:
             except requests.RequestException:
                 raise errors.UpstreamUnavailable(f"the {self.name} service stopped in the middle of a stream")
 
-    def _send(self, path: str, payload: dict, deadline: float | None, stream: bool) -> requests.Response:
+    def _send(
+        self, path: str, payload: dict, deadline: float | None, stream: bool, hop: stage | None
+    ) -> requests.Response:
         remaining = DEFAULT_READ_TIMEOUT_S if deadline is None else deadline - time.monotonic()
         if remaining <= 0:
             raise errors.RequestTimeout(f"the request deadline passed before calling the {self.name} service")
@@ -77,7 +91,7 @@ class ServiceClient:
             response = self.session.post(
                 f"{self.base_url}{path}",
                 json=payload,
-                headers={DEADLINE_HEADER: f"{remaining:.3f}"},
+                headers={DEADLINE_HEADER: f"{remaining:.3f}", **context_headers(hop)},
                 timeout=(CONNECT_TIMEOUT_S, remaining),
                 stream=stream,
             )
@@ -113,7 +127,8 @@ class RemoteRetriever(Retriever):
         self.model_name = "unknown"
 
     def retrieve(self, query, top_k, deadline=None):
-        body = self.client.post("/retrieve", {"query": query, "top_k": top_k}, deadline)
+        with stage("hop_vector", client=True) as hop:
+            body = self.client.post("/retrieve", {"query": query, "top_k": top_k}, deadline, hop)
         self.model_name = body.get("model", self.model_name)
         return [Passage.from_dict(item) for item in body["passages"]]
 
@@ -125,21 +140,37 @@ class LlmServiceGenerator(Generator):
     name = "unknown"
 
     @abstractmethod
-    def _post(self, payload: dict, deadline: float | None) -> dict:
-        """Send one generation request; return the answer's JSON body or raise its RagError."""
+    def _post(self, payload: dict, deadline: float | None, hop: stage) -> dict:
+        """Send one generation request (`hop`: its stage, for the trace context); return the answer's JSON
+        body or raise its RagError."""
 
     @abstractmethod
-    def _post_lines(self, payload: dict, deadline: float | None) -> Iterator[dict]:
+    def _post_lines(self, payload: dict, deadline: float | None, hop: stage) -> Iterator[dict]:
         """Send one streaming request now (a refusal raises here); return an iterator of its events."""
 
     def generate(self, query, passages, params: GenerationParams, deadline=None):
-        return self._answer(self._post(self._payload(query, passages, params), deadline))
+        with stage("hop_llm", client=True) as hop:
+            return self._answer(self._post(self._payload(query, passages, params), deadline, hop))
 
     def stream(self, query, passages, params: GenerationParams, deadline=None):
         # Not a generator function: the request goes out now, so a service that is down is refused
         # with a JSON 503 before the first event, as in the monolith.
-        events = self._post_lines(self._payload(query, passages, params), deadline)
-        return (event["text"] if "text" in event else self._answer(event) for event in events)
+        hop = stage("hop_llm", client=True).begin()  # it ends with the stream
+        try:
+            events = self._post_lines(self._payload(query, passages, params), deadline, hop)
+        except BaseException as exc:
+            hop.end(exc)
+            raise
+        return self._relay(events, hop)
+
+    def _relay(self, events: Iterator[dict], hop: stage) -> Iterator[str | Answer]:
+        try:
+            for event in events:
+                yield event["text"] if "text" in event else self._answer(event)
+        except BaseException as exc:
+            hop.end(exc)
+            raise
+        hop.end()
 
     @staticmethod
     def _payload(query: str, passages: list[Passage], params: GenerationParams) -> dict:
@@ -166,8 +197,8 @@ class RemoteGenerator(LlmServiceGenerator):
         """The LLM service's /ping body."""
         return self.client.ping()
 
-    def _post(self, payload, deadline):
-        return self.client.post("/generate", payload, deadline)
+    def _post(self, payload, deadline, hop):
+        return self.client.post("/generate", payload, deadline, hop)
 
-    def _post_lines(self, payload, deadline):
-        return self.client.post_lines("/generate-stream", payload, deadline)
+    def _post_lines(self, payload, deadline, hop):
+        return self.client.post_lines("/generate-stream", payload, deadline, hop)

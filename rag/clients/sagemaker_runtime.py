@@ -18,7 +18,8 @@ the one-container microservices:
     a read that outlives the deadline              504 timeout
 
 SageMaker Runtime forwards no header of ours except X-Amzn-SageMaker-Custom-Attributes, so the remaining
-time travels there (`X-Rag-Timeout-S=<seconds>`), and the LLM service stops generating in time.
+time travels there (`X-Rag-Timeout-S=<seconds>`), and the LLM service stops generating in time; so do the
+request id and the W3C traceparent (rag/clients/protocol.py). The request id is also the InferenceId.
 """
 
 from __future__ import annotations
@@ -41,8 +42,8 @@ from tenacity import (
 )
 
 from rag import errors
-from rag.clients.http import DEFAULT_READ_TIMEOUT_S, LlmServiceGenerator
-from rag.clients.protocol import deadline_attribute, decode_events
+from rag.clients.http import DEFAULT_READ_TIMEOUT_S, LlmServiceGenerator, context_headers
+from rag.clients.protocol import DEADLINE_HEADER, REQUEST_ID_HEADER, custom_attributes, decode_events
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +95,8 @@ class SageMakerGenerator(LlmServiceGenerator):
 
     # --- the Generator contract ---
 
-    def _post(self, payload, deadline):
-        response = self._invoke("invoke_endpoint", payload, deadline, JSON)
+    def _post(self, payload, deadline, hop):
+        response = self._invoke("invoke_endpoint", payload, deadline, JSON, context_headers(hop))
         try:
             body = json.loads(response["Body"].read())
         except (ValueError, OSError) as exc:
@@ -106,8 +107,10 @@ class SageMakerGenerator(LlmServiceGenerator):
             raise errors.UpstreamUnavailable(f"the LLM endpoint {self.endpoint_name} answered JSON without an answer")
         return body
 
-    def _post_lines(self, payload, deadline):
-        response = self._invoke("invoke_endpoint_with_response_stream", payload, deadline, "application/jsonlines")
+    def _post_lines(self, payload, deadline, hop):
+        response = self._invoke(
+            "invoke_endpoint_with_response_stream", payload, deadline, "application/jsonlines", context_headers(hop)
+        )
         return self._events(response["Body"])
 
     def _events(self, stream) -> Iterator[dict]:
@@ -166,7 +169,8 @@ class SageMakerGenerator(LlmServiceGenerator):
 
     # --- transport ---
 
-    def _invoke(self, operation: str, payload: dict, deadline: float | None, accept: str):
+    def _invoke(self, operation: str, payload: dict, deadline: float | None, accept: str, context: dict[str, str]):
+        """Call `operation` with retries where safe; `context`: the request id and trace context to pass on."""
         body = json.dumps(payload, ensure_ascii=False).encode()
         retrying = Retrying(
             retry=retry_if_exception_type(NotSent),
@@ -177,14 +181,14 @@ class SageMakerGenerator(LlmServiceGenerator):
             before_sleep=self._log_retry,
             reraise=True,  # the last RagError itself, not tenacity's RetryError
         )
-        return retrying(self._attempt, operation, body, deadline, accept)
+        return retrying(self._attempt, operation, body, deadline, accept, context)
 
-    def _attempt(self, operation: str, body: bytes, deadline: float | None, accept: str):
+    def _attempt(self, operation: str, body: bytes, deadline: float | None, accept: str, context: dict[str, str]):
         remaining = DEFAULT_READ_TIMEOUT_S if deadline is None else deadline - time.monotonic()
         if remaining <= 0:
             raise errors.RequestTimeout("the request deadline passed before calling the LLM endpoint")
         try:
-            response = self._call(operation, body, remaining, accept=accept)
+            response = self._call(operation, body, remaining, accept=accept, context=context)
         except Exception as exc:  # noqa: BLE001 - translated; unknown ones re-raised by _translate
             error = self._translate(exc)
         else:
@@ -206,16 +210,21 @@ class SageMakerGenerator(LlmServiceGenerator):
         accept: str,
         connect_timeout: float = 2.0,
         read_timeout: float | None = None,
+        context: dict[str, str] | None = None,
     ):
         if read_timeout is None:
             read_timeout = min(READ_MAX_S, math.ceil((remaining + READ_GRACE_S) / READ_STEP_S) * READ_STEP_S)
         client = self._client(read_timeout, connect_timeout)
+        context = context or {}
+        # SageMaker Runtime forwards the custom attributes (and the InferenceId) to the container, nothing else.
+        extra = {"InferenceId": context[REQUEST_ID_HEADER]} if REQUEST_ID_HEADER in context else {}
         return getattr(client, operation)(
             EndpointName=self.endpoint_name,
             Body=body,
             ContentType=JSON,
             Accept=accept,
-            CustomAttributes=deadline_attribute(remaining),
+            CustomAttributes=custom_attributes({DEADLINE_HEADER: f"{remaining:.3f}", **context}),
+            **extra,
         )
 
     def _client(self, read_timeout: float, connect_timeout: float):

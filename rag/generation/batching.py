@@ -81,6 +81,14 @@ class Job:
     error: BaseException | None = None
     pieces: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
     on_finish: Callable[[], None] | None = None  # called once, on whichever thread ends the job
+    # Where its time went, as time.perf_counter() values (None: not reached), and the decode steps it took
+    # part in with the rows those steps decoded: the request's stages and batch size (rag/telemetry.py).
+    submitted: float | None = None
+    prefill_started: float | None = None
+    prefill_ended: float | None = None
+    finished_at: float | None = None
+    decode_steps: int = 0
+    decode_rows: int = 0
     _done: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -93,7 +101,7 @@ class Job:
         with self._lock:
             if self._done.is_set():
                 return False
-            self.outcome, self.error = outcome, error
+            self.outcome, self.error, self.finished_at = outcome, error, time.perf_counter()
             self._done.set()
         if self.stream:
             self.pieces.put(_END)
@@ -109,6 +117,19 @@ class Job:
 
     def expired(self, now: float) -> bool:
         return self.deadline is not None and now >= self.deadline
+
+    def stages(self) -> dict[str, tuple[float | None, float | None]]:
+        """Its time in the queue, in its prefill and in decoding, as (start, end) perf_counter() pairs."""
+        return {
+            "queue": (self.submitted, self.prefill_started),
+            "prefill": (self.prefill_started, self.prefill_ended),
+            "decode": (self.prefill_ended, self.finished_at),
+        }
+
+    @property
+    def batch_size(self) -> float | None:
+        """Mean rows per decode step it took part in (None before its first step)."""
+        return self.decode_rows / self.decode_steps if self.decode_steps else None
 
     def wait(self, timeout: float) -> bool:
         return self._done.wait(timeout)
@@ -237,6 +258,7 @@ class BatchEngine:
         (each as it comes for a streaming job, none otherwise) that raises the job's error at the end."""
         self.admission.enter()
         job.on_finish = self.admission.leave  # the slot is free as soon as the job ends, however it ends
+        job.submitted = time.perf_counter()
         self._queue.put(job)
         return Follow(job)
 
@@ -305,10 +327,11 @@ class BatchEngine:
                 job.finish("deadline")
                 continue
             try:
-                started = time.perf_counter()
+                job.prefill_started = time.perf_counter()
                 token = self.backend.prefill(job)
+                job.prefill_ended = time.perf_counter()
                 if self.on_step is not None:
-                    self.on_step(Step("prefill", 1, time.perf_counter() - started, len(job.prompt)))
+                    self.on_step(Step("prefill", 1, job.prefill_ended - job.prefill_started, len(job.prompt)))
             except Exception as exc:  # noqa: BLE001 - this request fails; the others go on
                 log.exception("prefill failed")
                 job.finish("error", exc)
@@ -331,8 +354,11 @@ class BatchEngine:
         if self.on_step is not None:
             self.on_step(Step("decode", len(running), time.perf_counter() - started))
         self.steps += 1
-        self.rows_decoded += len(running)
+        rows = len(running)
+        self.rows_decoded += rows
         for job, token in zip(running, tokens):
+            job.decode_steps += 1  # before _advance, which may end the job and wake its request thread
+            job.decode_rows += rows
             self._advance(job, token)
         self._retire(running)
 

@@ -13,6 +13,7 @@ from rag.ladder import embedded_tier
 from rag.models import llm_model_path
 from rag.runtime import single_threaded_from_now
 from rag.settings import CHARS_PER_TOKEN, Settings
+from rag.telemetry import mark, stage, usage
 from rag.types import Answer, GenerationParams, Generator, Passage
 
 log = logging.getLogger(__name__)
@@ -129,34 +130,54 @@ class TransformersGenerator(Generator):
         text = visible_answer(self.tokenizer.decode(job.tokens, skip_special_tokens=True), final=True)
         return Answer(text.strip(), len(job.prompt), len(job.tokens))
 
+    @staticmethod
+    def _measured(job: Job, generation: stage) -> None:
+        """The job's queue, prefill and decode as stages of the request, and its tokens and batch size."""
+        for name, (started, ended) in job.stages().items():
+            mark(name, started, ended, generation)
+        usage(len(job.prompt), len(job.tokens), job.batch_size)
+
     def generate(self, query, passages, params, deadline=None):
-        job = self._job(query, passages, params, deadline, stream=False)
-        for _ in self.engine.run(job):
-            pass
-        return self._answer(job)
+        with stage("generation") as generation:
+            job = self._job(query, passages, params, deadline, stream=False)
+            for _ in self.engine.run(job):
+                pass
+            self._measured(job, generation)
+            return self._answer(job)
 
     def stream(self, query, passages, params, deadline=None):
-        job = self._job(query, passages, params, deadline, stream=True)
-        tokens = self.engine.run(job)  # admitted now: a 429 comes before any byte of the stream
-        return self._pieces(job, tokens)
+        generation = stage("generation").begin()  # it ends with the stream, after this returns
+        try:
+            job = self._job(query, passages, params, deadline, stream=True)
+            tokens = self.engine.run(job)  # admitted now: a 429 comes before any byte of the stream
+        except BaseException as exc:
+            generation.end(exc)
+            raise
+        return self._pieces(job, tokens, generation)
 
-    def _pieces(self, job: Job, tokens) -> Iterator[str | Answer]:
+    def _pieces(self, job: Job, tokens, generation: stage) -> Iterator[str | Answer]:
         ids: list[int] = []
         sent = ""
         try:
-            for token in tokens:
-                ids.append(token)
-                text = visible_answer(self.tokenizer.decode(ids, skip_special_tokens=True), final=False)
-                # Hold back a piece that ends inside a multi-byte character, or that would rewrite text
-                # already sent, or could still be the start of a stop string; the next token settles it.
-                if text.startswith(sent) and len(text) > len(sent) and not text.endswith("\ufffd"):
-                    yield text[len(sent) :]
-                    sent = text
-        finally:
-            tokens.close()  # the consumer stopped early (client gone): the row leaves the batch
-        rest = visible_answer(self.tokenizer.decode(ids, skip_special_tokens=True), final=True)
-        if rest.startswith(sent) and len(rest) > len(sent):
-            yield rest[len(sent) :]
+            try:
+                for token in tokens:
+                    ids.append(token)
+                    text = visible_answer(self.tokenizer.decode(ids, skip_special_tokens=True), final=False)
+                    # Hold back a piece that ends inside a multi-byte character, or that would rewrite text
+                    # already sent, or could still be the start of a stop string; the next token settles it.
+                    if text.startswith(sent) and len(text) > len(sent) and not text.endswith("\ufffd"):
+                        yield text[len(sent) :]
+                        sent = text
+            finally:
+                tokens.close()  # the consumer stopped early (client gone): the row leaves the batch
+            rest = visible_answer(self.tokenizer.decode(ids, skip_special_tokens=True), final=True)
+            if rest.startswith(sent) and len(rest) > len(sent):
+                yield rest[len(sent) :]
+            self._measured(job, generation)
+        except BaseException as exc:
+            generation.end(exc)
+            raise
+        generation.end()
         yield self._answer(job)
 
 

@@ -18,6 +18,7 @@ from rag.retrieval.embedder import Embedder, SentenceTransformerEmbedder
 from rag.retrieval.hybrid import hybrid_search
 from rag.runtime import IDLE_S, TrimWhenIdle, resolve_device, single_threaded_from_now
 from rag.settings import ContextSettings, Settings
+from rag.telemetry import stage
 from rag.types import Retriever
 
 log = logging.getLogger(__name__)
@@ -46,12 +47,15 @@ class LocalRetriever(Retriever):
 
     def retrieve(self, query, top_k, deadline=None):
         with self._trim, self._slots:
-            vector = self.embedder.embed([query])[0]
-            if self.index.lexical is not None:
-                passages = hybrid_search(self.index, vector, query, top_k)
-            else:
-                passages = self.index.search(vector, top_k)
-            return focus_passages(vector, passages, self.embedder, self.context, query)
+            with stage("embed"):
+                vector = self.embedder.embed([query])[0]
+            with stage("search"):
+                if self.index.lexical is not None:
+                    passages = hybrid_search(self.index, vector, query, top_k)
+                else:
+                    passages = self.index.search(vector, top_k)
+            with stage("context"):
+                return focus_passages(vector, passages, self.embedder, self.context, query)
 
 
 def load_embedder(settings: Settings) -> Embedder:

@@ -35,9 +35,12 @@ def test_deploy_says_which_variables_it_passes(moto, aws_env, account, index_dir
     assert "container environment: RAG_LOG_LEVEL=debug, RAG_TOP_K=4" in deploy.stdout
     sagemaker = moto.client("sagemaker")
     model = sagemaker.list_models()["Models"][0]["ModelName"]
+    endpoint = sagemaker.list_endpoints()["Endpoints"][0]["EndpointName"]
     assert sagemaker.describe_model(ModelName=model)["PrimaryContainer"]["Environment"] == {
         "RAG_LOG_LEVEL": "debug",
         "RAG_TOP_K": "4",
+        "RAG_ENDPOINT_NAME": endpoint,  # the metrics' dimensions (docs/operations.md)
+        "RAG_VARIANT_NAME": "AllTraffic",
     }
 
 
@@ -49,7 +52,10 @@ def test_deploy_passes_the_gunicorn_variables(moto, aws_env, account, index_dir)
     assert "container environment: MODEL_SERVER_TIMEOUT=300, MODEL_SERVER_WORKERS=2" in deploy.stdout
     sagemaker = moto.client("sagemaker")
     model = sagemaker.list_models()["Models"][0]["ModelName"]
+    endpoint = sagemaker.list_endpoints()["Endpoints"][0]["EndpointName"]
     assert sagemaker.describe_model(ModelName=model)["PrimaryContainer"]["Environment"] == {
         "MODEL_SERVER_TIMEOUT": "300",
         "MODEL_SERVER_WORKERS": "2",
+        "RAG_ENDPOINT_NAME": endpoint,
+        "RAG_VARIANT_NAME": "AllTraffic",
     }

@@ -26,7 +26,7 @@ from sagemaker_lifecycle.session import Aws
 from sagemaker_lifecycle.topology import endpoints
 from tests.aws.aws_support import REGION, make
 
-# The metrics contract, as the service writes it (docs/operations-dashboard.md): namespace RagService,
+# The metrics contract, as the service writes it (docs/operations.md): namespace RagService,
 # dimensions Endpoint, Variant, Architecture (and Stage for StageLatency).
 REQUEST_METRICS = {
     "Requests": "Count",

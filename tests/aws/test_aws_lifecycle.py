@@ -52,7 +52,11 @@ def test_full_lifecycle(moto, aws_env, account, index_dir, arch, capacity):
     container = sagemaker.describe_model(ModelName=variant["ModelName"])["PrimaryContainer"]
     assert container["Image"].endswith(f"/rag-{arch}:latest")
     assert container["ModelDataUrl"] == f"s3://{account.bucket}/{endpoint}/model.tar.gz"
-    assert container["Environment"] == {"RAG_TOP_K": "4"}
+    assert container["Environment"] == {
+        "RAG_TOP_K": "4",
+        "RAG_ENDPOINT_NAME": endpoint,
+        "RAG_VARIANT_NAME": "AllTraffic",
+    }
 
     status = make("status", aws_env, *common, "WAIT=1", **where)
     assert status.returncode == 0, status.stderr

@@ -78,11 +78,19 @@ def test_split_lifecycle(moto, aws_env, account, index_dir, invoke_policy):
         name: sagemaker.describe_model(ModelName=variant["ModelName"])["PrimaryContainer"]
         for name, variant in variants.items()
     }
-    assert containers["llm"]["Environment"] == {"RAG_SERVE": "llm", "RAG_TOP_K": "4"}
+    variant_name = {"RAG_VARIANT_NAME": "AllTraffic"}
+    assert containers["llm"]["Environment"] == {
+        "RAG_SERVE": "llm",
+        "RAG_TOP_K": "4",
+        "RAG_ENDPOINT_NAME": "rag-split-llm",
+        **variant_name,
+    }
     assert containers["front"]["Environment"] == {
         "RAG_LLM_URL": "sagemaker://rag-split-llm",
         "AWS_DEFAULT_REGION": REGION,
         "RAG_TOP_K": "4",
+        "RAG_ENDPOINT_NAME": "rag-split",
+        **variant_name,
     }
     assert all(c["Image"].endswith("/rag-microservicos:latest") for c in containers.values())
 

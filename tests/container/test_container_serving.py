@@ -14,6 +14,7 @@ import time
 import pytest
 import requests
 
+from bench.core.processes import log_records
 from tests.container.docker_support import ARCHES, QUESTION, wait_until
 
 pytestmark = pytest.mark.docker
@@ -205,7 +206,14 @@ def test_sigterm_drains_the_request_in_flight_and_stops_in_time(served, arch, ob
     thread = threading.Thread(target=ask)
     thread.start()
     # SIGTERM goes once the handler has started on the request (the service logs it at DEBUG).
-    started = wait_until(lambda: f"request_id={request_id} POST /invocations started" in container.logs(), 60, 0.1)
+    started = wait_until(
+        lambda: any(
+            line.get("request_id") == request_id and line.get("message") == "POST /invocations started"
+            for line in log_records(container.logs())
+        ),
+        60,
+        0.1,
+    )
     assert started, f"the request never started:\n{container.logs()[-2000:]}"
     stop_s = container.stop()
     thread.join(60)

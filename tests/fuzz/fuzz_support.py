@@ -26,9 +26,9 @@ MIN_REQUESTS = int(os.environ.get("FUZZ_MIN_REQUESTS", "0"))
 SEED = int(os.environ.get("FUZZ_SEED", "20261129"))
 # Checks about authentication and about resources created by earlier calls do not apply to this API.
 NOT_APPLICABLE = "ignored_auth,object_level_authorization,use_after_free,ensure_resource_availability"
-# Gunicorn logs each worker it boots; start.sh logs each service it restarts.
+# Gunicorn logs each worker it boots; start.sh logs each service it restarts (JSON lines: serving/telemetry.py).
 WORKER_BOOT = re.compile(r"Booting worker with pid")
-SERVICE_EXIT = re.compile(r"start\.sh: \w+ exited \(")
+SERVICE_EXIT = re.compile(r'"logger": "start\.sh".*"message": "\w+ exited \(')
 
 results: dict = {}  # what each run found, for the terminal summary
 

@@ -10,6 +10,7 @@ import pytest
 import requests
 
 from tests.support import ROOT, ServerProcess, child_env, free_port
+from tests.telemetry_support import OtlpReceiver
 
 SAMPLE_INDEX = ROOT / "indexes" / "sample"
 # Short answers keep the suite fast; every request path is the same as with the default 128.
@@ -79,8 +80,21 @@ def start_architecture(arch: str, tmp_path, index_dir, *, prefix: tuple[str, ...
     return Service(server, f"http://127.0.0.1:{ports['public']}", ports)
 
 
-def _running(arch: str, sample_index, tmp_path_factory):
-    service = start_architecture(arch, tmp_path_factory.mktemp(arch), sample_index)
+@pytest.fixture(scope="session")
+def otlp():
+    """A real OTLP/HTTP trace receiver (tests/telemetry_support.py): the session's servers send it their traces."""
+    receiver = OtlpReceiver()
+    yield receiver
+    receiver.stop()
+
+
+def tracing_env(otlp: OtlpReceiver) -> dict[str, str]:
+    """Tracing on, through the standard variables, exported to `otlp` within 0.2 s of each span."""
+    return {"OTEL_EXPORTER_OTLP_ENDPOINT": otlp.url, "OTEL_BSP_SCHEDULE_DELAY": "200"}
+
+
+def _running(arch: str, sample_index, tmp_path_factory, otlp):
+    service = start_architecture(arch, tmp_path_factory.mktemp(arch), sample_index, **tracing_env(otlp))
     try:
         service.wait_ready()
         yield service
@@ -89,13 +103,13 @@ def _running(arch: str, sample_index, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def monolith(sample_index, tmp_path_factory):
-    yield from _running("monolito", sample_index, tmp_path_factory)
+def monolith(sample_index, tmp_path_factory, otlp):
+    yield from _running("monolito", sample_index, tmp_path_factory, otlp)
 
 
 @pytest.fixture(scope="session")
-def microservices(sample_index, tmp_path_factory):
-    yield from _running("microservicos", sample_index, tmp_path_factory)
+def microservices(sample_index, tmp_path_factory, otlp):
+    yield from _running("microservicos", sample_index, tmp_path_factory, otlp)
 
 
 @pytest.fixture(params=["monolito", "microservicos"])

@@ -45,4 +45,9 @@ def test_gunicorn_refusals_are_json(architecture, case):
     assert code == status, body[:300]
     assert headers["content-type"] == "application/json"
     error = json.loads(body)
-    assert set(error) == {"error", "error_type"} and error["error_type"] == "invalid_request" and error["error"]
+    assert (
+        set(error) == {"error", "error_type", "request_id"}
+        and error["error_type"] == "invalid_request"
+        and error["error"]
+    )
+    assert error["request_id"] == headers["x-request-id"]  # a new id: the request could not be read

@@ -265,3 +265,28 @@ def test_on_step_is_off_by_default(backend):
     assert engine.on_step is None
     assert answer(engine, 10, 11) == [11, END]
     engine.close()
+
+
+def test_a_job_records_its_queue_prefill_decode_and_the_rows_it_shared(backend):
+    """What the request's metrics read (rag/telemetry.py): times in order, and the mean rows per decode step."""
+    engine = engine_with(backend)
+    alone = Job([0, 4], 100)
+    for _ in engine.run(alone):
+        pass
+    assert alone.submitted <= alone.prefill_started <= alone.prefill_ended <= alone.finished_at
+    assert set(alone.stages()) == {"queue", "prefill", "decode"}
+    assert alone.decode_steps == len(alone.tokens) - 1 and alone.batch_size == 1.0  # the first token is the prefill's
+    backend.hold.clear()
+    backend.entered.clear()
+    long, short = Job([0, 40], 100), Job([100, 103], 100)
+    with ThreadPoolExecutor(2) as pool:
+        done = pool.submit(lambda: [list(engine.run(long)), long.tokens])
+        assert backend.entered.wait(5)  # inside the long one's prefill: the short one waits in the queue
+        waited = pool.submit(lambda: [list(engine.run(short)), short.tokens])
+        _until(lambda: engine.admission.in_flight == 2)
+        backend.hold.set()
+        done.result(10), waited.result(10)
+    assert short.prefill_started > short.submitted and short.batch_size == 2.0  # every step it took, it shared
+    assert 1.0 < long.batch_size < 2.0
+    assert Job([0, 1], 1).batch_size is None  # no decode step yet
+    engine.close()

@@ -63,7 +63,13 @@ def test_unexpected_error_is_a_generic_500():
 
     response = app_with(Broken()).post("/invocations", json={"query": "q"})
     assert response.status_code == 500
-    assert response.get_json() == {"error": "internal error; see the service log", "error_type": "internal"}
+    body = response.get_json()
+    assert body == {
+        "error": "internal error; see the service log",
+        "error_type": "internal",
+        "request_id": body["request_id"],
+    }
+    assert body["request_id"] == response.headers["X-Request-Id"]
 
 
 @pytest.mark.parametrize("outcome, status, state", [("ok", 200, "ready"), ("fail", 503, "degraded")])
