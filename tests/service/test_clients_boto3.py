@@ -1,0 +1,109 @@
+"""docs/clients.md's plain boto3 examples, run unchanged through the SageMaker Runtime stand-in in front of
+the real monolith: the same answer and sources as a plain /invocations call, errors with the service's
+status and error_type, and JSON lines reassembled from PayloadParts cut anywhere."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import requests
+
+from tests.service.clients_support import ENDPOINT, RecordingClient, examples, load_example, runtime_env
+from tests.support import child_env
+
+pytestmark = pytest.mark.slow
+# Its sources hold "Sørhaug" (ø is two bytes in UTF-8), for the cuts inside a character.
+QUESTION = "In what year did the Glass Bridge over the River Ossa open?"
+OPTIONS = {"max_new_tokens": 24}
+INVOKE, STREAM = "boto3-invoke-endpoint", "boto3-invoke-endpoint-with-response-stream"
+
+
+def source_lines(result: dict) -> list[str]:
+    """The lines the examples print for the sources."""
+    return [f"{s['rank']}. {s['source']}#{s['chunk']} ({s['score']:.3f})" for s in result["sources"]]
+
+
+def run_program(name: str, runtime, tmp_path) -> str:
+    program = tmp_path / f"{name}.py"
+    program.write_text(examples()[name])
+    finished = subprocess.run(
+        [sys.executable, str(program), ENDPOINT, QUESTION],
+        env=child_env(**runtime_env(runtime.url)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    return finished.stdout
+
+
+def test_both_examples_as_programs_print_the_plain_answer(monolith, runtime_stand_in, tmp_path):
+    plain = monolith.invoke({"query": QUESTION}).json()
+    assert run_program(INVOKE, runtime_stand_in, tmp_path).splitlines() == [
+        *plain["answer"].splitlines(),
+        *source_lines(plain),
+    ]
+    printed = run_program(STREAM, runtime_stand_in, tmp_path)
+    sources = "\n" + "\n".join(source_lines(plain)) + "\n"
+    assert printed.endswith(sources), printed
+    assert printed[: -len(sources)].strip() == plain["answer"]  # the tokens, as they were printed
+
+
+def test_stream_lines_cut_anywhere_are_reassembled(monolith, aws_env):
+    """PayloadParts of 1 to 7 bytes, so that lines and UTF-8 characters are cut: the example's events are the
+    container's own, and its done event is the plain answer."""
+    with requests.post(
+        f"{monolith.url}/invocations-response-stream", json={"query": QUESTION, **OPTIONS}, stream=True, timeout=120
+    ) as response:
+        direct = [json.loads(line) for line in response.iter_lines() if line]
+    plain = monolith.invoke({"query": QUESTION, **OPTIONS}).json()
+    example = load_example(STREAM)
+    recording = example["runtime"] = RecordingClient(example["runtime"])
+    aws_env.part_sizes = (1, 2, 3, 4, 5, 6, 7)
+    events = list(example["ask_streaming"](ENDPOINT, QUESTION, **OPTIONS))
+
+    without_timings = [{k: v for k, v in event.items() if k != "timings_ms"} for event in events]
+    assert without_timings == [{k: v for k, v in event.items() if k != "timings_ms"} for event in direct]
+    assert events[-1]["answer"] == plain["answer"] and events[-1]["sources"] == plain["sources"]
+    assert events[0] == {"event": "sources", "sources": plain["sources"]}
+    parts = recording.parts
+    assert {len(part) for part in parts} == {1, 2, 3, 4, 5, 6, 7}
+    assert any(not ends_whole(part) for part in parts), "no part ended inside a UTF-8 character"
+    assert b"".join(parts).count(b"\n") == len(events) < len(parts)
+
+
+def ends_whole(part: bytes) -> bool:
+    try:
+        part.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
+def test_invoke_example_returns_the_plain_answer_and_raises_the_services_errors(monolith, aws_env):
+    ask = load_example(INVOKE)
+    plain = monolith.invoke({"query": QUESTION, **OPTIONS}).json()
+    result = ask["ask"](ENDPOINT, QUESTION, **OPTIONS)
+    assert (result["answer"], result["sources"]) == (plain["answer"], plain["sources"])
+
+    with pytest.raises(ask["EndpointError"]) as refused:
+        ask["ask"](ENDPOINT, "   ")
+    assert (refused.value.status, refused.value.error_type) == (400, "invalid_request")
+    with pytest.raises(ask["EndpointError"]) as refused:
+        ask["ask"](ENDPOINT, QUESTION, top_k=99)
+    assert (refused.value.status, refused.value.error_type) == (400, "invalid_request")
+    assert "top_k" in refused.value.message
+
+
+def test_stream_example_raises_refusals_and_errors_mid_stream(aws_env):
+    example = load_example(STREAM)
+    with pytest.raises(example["StreamError"], match=r"^400: .*invalid_request"):
+        list(example["ask_streaming"](ENDPOINT, ""))
+    # A deadline of 0.2 s, sent as SageMaker sends it (a custom attribute): the stream ends with an error
+    # event, or, when the deadline passed before streaming began, it is refused with a 504.
+    example["runtime"] = RecordingClient(example["runtime"], custom_attributes="X-Rag-Timeout-S=0.2")
+    with pytest.raises(example["StreamError"], match=r"^(timeout: |504: .*timeout)"):
+        list(example["ask_streaming"](ENDPOINT, QUESTION, max_new_tokens=1024))
