@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from sagemaker_lifecycle.local_runtime import LocalRuntime
-from tests.service.clients_support import ENDPOINT, runtime_env
+from tests.service.clients_support import ENDPOINT, OPTIONS, QUESTION, runtime_env
 from tests.support import ROOT, ServerProcess, child_env, free_port
 
 SAMPLE_INDEX = ROOT / "indexes" / "sample"
@@ -126,3 +126,9 @@ def aws_env(runtime_stand_in, monkeypatch):
         yield runtime_stand_in
     finally:
         runtime_stand_in.part_sizes = ()
+
+
+@pytest.fixture(scope="session")
+def plain_answer(monolith):
+    """The plain POST /invocations answer to the client tests' question, which every client must give."""
+    return monolith.invoke({"query": QUESTION, **OPTIONS}).json()

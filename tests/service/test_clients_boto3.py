@@ -11,13 +11,19 @@ import sys
 import pytest
 import requests
 
-from tests.service.clients_support import ENDPOINT, RecordingClient, examples, load_example, runtime_env
+from tests.service.clients_support import (
+    AWKWARD_PARTS,
+    ENDPOINT,
+    OPTIONS,
+    QUESTION,
+    RecordingClient,
+    examples,
+    load_example,
+    runtime_env,
+)
 from tests.support import child_env
 
 pytestmark = pytest.mark.slow
-# Its sources hold "Sørhaug" (ø is two bytes in UTF-8), for the cuts inside a character.
-QUESTION = "In what year did the Glass Bridge over the River Ossa open?"
-OPTIONS = {"max_new_tokens": 24}
 INVOKE, STREAM = "boto3-invoke-endpoint", "boto3-invoke-endpoint-with-response-stream"
 
 
@@ -52,25 +58,24 @@ def test_both_examples_as_programs_print_the_plain_answer(monolith, runtime_stan
     assert printed[: -len(sources)].strip() == plain["answer"]  # the tokens, as they were printed
 
 
-def test_stream_lines_cut_anywhere_are_reassembled(monolith, aws_env):
+def test_stream_lines_cut_anywhere_are_reassembled(monolith, aws_env, plain_answer):
     """PayloadParts of 1 to 7 bytes, so that lines and UTF-8 characters are cut: the example's events are the
     container's own, and its done event is the plain answer."""
     with requests.post(
         f"{monolith.url}/invocations-response-stream", json={"query": QUESTION, **OPTIONS}, stream=True, timeout=120
     ) as response:
         direct = [json.loads(line) for line in response.iter_lines() if line]
-    plain = monolith.invoke({"query": QUESTION, **OPTIONS}).json()
     example = load_example(STREAM)
     recording = example["runtime"] = RecordingClient(example["runtime"])
-    aws_env.part_sizes = (1, 2, 3, 4, 5, 6, 7)
+    aws_env.part_sizes = AWKWARD_PARTS
     events = list(example["ask_streaming"](ENDPOINT, QUESTION, **OPTIONS))
 
     without_timings = [{k: v for k, v in event.items() if k != "timings_ms"} for event in events]
     assert without_timings == [{k: v for k, v in event.items() if k != "timings_ms"} for event in direct]
-    assert events[-1]["answer"] == plain["answer"] and events[-1]["sources"] == plain["sources"]
-    assert events[0] == {"event": "sources", "sources": plain["sources"]}
+    assert events[-1]["answer"] == plain_answer["answer"] and events[-1]["sources"] == plain_answer["sources"]
+    assert events[0] == {"event": "sources", "sources": plain_answer["sources"]}
     parts = recording.parts
-    assert {len(part) for part in parts} == {1, 2, 3, 4, 5, 6, 7}
+    assert {len(part) for part in parts} == set(AWKWARD_PARTS)
     assert any(not ends_whole(part) for part in parts), "no part ended inside a UTF-8 character"
     assert b"".join(parts).count(b"\n") == len(events) < len(parts)
 
@@ -83,11 +88,10 @@ def ends_whole(part: bytes) -> bool:
         return False
 
 
-def test_invoke_example_returns_the_plain_answer_and_raises_the_services_errors(monolith, aws_env):
+def test_invoke_example_returns_the_plain_answer_and_raises_the_services_errors(aws_env, plain_answer):
     ask = load_example(INVOKE)
-    plain = monolith.invoke({"query": QUESTION, **OPTIONS}).json()
     result = ask["ask"](ENDPOINT, QUESTION, **OPTIONS)
-    assert (result["answer"], result["sources"]) == (plain["answer"], plain["sources"])
+    assert (result["answer"], result["sources"]) == (plain_answer["answer"], plain_answer["sources"])
 
     with pytest.raises(ask["EndpointError"]) as refused:
         ask["ask"](ENDPOINT, "   ")
