@@ -12,7 +12,9 @@ CLIENTS_DOC = ROOT / "docs" / "clients.md"
 ENDPOINT = "rag-monolito"  # the endpoint name the stand-in maps to the server under test
 # Its sources hold "Sørhaug" (ø is two bytes in UTF-8), for PayloadParts cut inside a character.
 QUESTION = "In what year did the Glass Bridge over the River Ossa open?"
-OPTIONS = {"max_new_tokens": 24}
+# The test servers' own default (RAG_MAX_NEW_TOKENS=40, conftest.py), so that a program sending no option asks
+# the same question; the answer ends after 17 tokens.
+OPTIONS = {"max_new_tokens": 40}
 AWKWARD_PARTS = (1, 2, 3, 5, 7)  # bytes per PayloadPart: lines and UTF-8 characters cut
 # A marked block: an HTML comment naming it, right above a python fence.
 _EXAMPLE = re.compile(r"<!-- example: (?P<name>[\w-]+) -->\n```python\n(?P<code>.*?)\n```\n", re.S)
