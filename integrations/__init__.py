@@ -3,5 +3,6 @@
 and return its answer and sources. docs/clients.md shows each in use, next to plain boto3.
 
 Client-side only: the containers never import this package (an import-linter contract says so), and the
-frameworks it adapts are test dependencies (requirements-dev.txt), not runtime ones.
+frameworks it adapts are test dependencies, not runtime ones: langchain-aws in requirements-dev.txt, LlamaIndex
+in the optional requirements-llamaindex.txt (it needs llama-cpp-python built from source).
 """
