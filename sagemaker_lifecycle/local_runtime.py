@@ -7,6 +7,9 @@ runtime's semantics as boto3 sees them:
   OriginalMessage; a container that does not answer is a ModelError with status 0, as SageMaker reports it;
 - a response stream is re-encoded as AWS event-stream messages (PayloadPart), and a container that breaks
   off mid-stream ends it with a ModelStreamError event (StreamBroken);
+- PayloadParts follow the container's own chunks, which the real runtime does not promise: `part_sizes`
+  (`--part-sizes 1,2,3,5,7`) re-cuts every stream into parts of those byte sizes, cycled, to test that a
+  client reassembles lines cut anywhere, even inside a UTF-8 character;
 - X-Amzn-SageMaker-Custom-Attributes is forwarded both ways, and nothing else of the caller's headers.
 
     python -m sagemaker_lifecycle.local_runtime --port 9000 rag-split-llm=http://127.0.0.1:8081
@@ -18,11 +21,13 @@ The tests and the bench start it in-process (`LocalRuntime(...).start()`).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import re
 import struct
 import threading
 import zlib
+from collections.abc import Iterable, Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import requests
@@ -45,12 +50,31 @@ def event_message(headers: dict[str, str], payload: bytes) -> bytes:
     return message + struct.pack(">I", zlib.crc32(message))
 
 
+def recut(parts: Iterable[bytes], sizes: Sequence[int]) -> Iterator[bytes]:
+    """The same bytes in pieces of `sizes` bytes (cycled), whatever pieces they came in; unchanged without sizes."""
+    if not sizes:
+        yield from parts
+        return
+    if min(sizes) < 1:
+        raise ValueError(f"part sizes must be at least 1 byte, got {tuple(sizes)}")
+    cycle, pending = itertools.cycle(sizes), b""
+    size = next(cycle)
+    for part in parts:
+        pending += part
+        while len(pending) >= size:
+            yield pending[:size]
+            pending, size = pending[size:], next(cycle)
+    if pending:
+        yield pending
+
+
 class LocalRuntime:
     """The stand-in server; `endpoints` maps endpoint names to container base URLs (changeable live)."""
 
     def __init__(self, endpoints: dict[str, str], host: str = "127.0.0.1", port: int = 0):
         self.endpoints = dict(endpoints)
         self.throttle = 0  # the next N invocations are refused with ThrottlingException (tests of retries)
+        self.part_sizes: tuple[int, ...] = ()  # re-cut response streams into PayloadParts of these sizes, cycled
         self.invocations = 0
         self._local = threading.local()
         self.server = ThreadingHTTPServer((host, port), _handler(self))
@@ -149,7 +173,7 @@ def _handler(runtime: LocalRuntime):
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
             try:
-                for part in answer.iter_content(chunk_size=None):
+                for part in recut(answer.iter_content(chunk_size=None), runtime.part_sizes):
                     self._chunk(
                         event_message(
                             {
@@ -208,6 +232,13 @@ def _handler(runtime: LocalRuntime):
     return Handler
 
 
+def _part_sizes(text: str) -> tuple[int, ...]:
+    sizes = tuple(int(size) for size in text.split(","))
+    if min(sizes) < 1:
+        raise ValueError("each part size must be at least 1 byte")
+    return sizes
+
+
 def main(argv: list[str] | None = None) -> int:
     """Serve the stand-in in the foreground until interrupted."""
     parser = argparse.ArgumentParser(
@@ -216,11 +247,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9000)
     parser.add_argument(
+        "--part-sizes",
+        type=_part_sizes,
+        default=(),
+        help="re-cut response streams into PayloadParts of these byte sizes, cycled (e.g. 1,2,3,5,7)",
+    )
+    parser.add_argument(
         "endpoints", nargs="+", metavar="NAME=URL", help="an endpoint name and its container's base URL"
     )
     args = parser.parse_args(argv)
     endpoints = dict(item.split("=", 1) for item in args.endpoints)
     runtime = LocalRuntime(endpoints, args.host, args.port)
+    runtime.part_sizes = args.part_sizes
     print(f"SageMaker Runtime stand-in on {runtime.url}: {endpoints}", flush=True)
     try:
         runtime.server.serve_forever()

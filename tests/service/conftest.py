@@ -9,6 +9,8 @@ import time
 import pytest
 import requests
 
+from sagemaker_lifecycle.local_runtime import LocalRuntime
+from tests.service.clients_support import ENDPOINT, OPTIONS, QUESTION, runtime_env
 from tests.support import ROOT, ServerProcess, child_env, free_port
 from tests.telemetry_support import OtlpReceiver
 
@@ -116,3 +118,31 @@ def microservices(sample_index, tmp_path_factory, otlp):
 def architecture(request):
     """Each test using this runs against both architectures."""
     return request.getfixturevalue("monolith" if request.param == "monolito" else "microservices")
+
+
+@pytest.fixture(scope="module")
+def runtime_stand_in(monolith):
+    """The SageMaker Runtime stand-in in front of the monolith, as endpoint `rag-monolito` (client tests)."""
+    runtime = LocalRuntime({ENDPOINT: monolith.url}).start()
+    try:
+        yield runtime
+    finally:
+        runtime.stop()
+
+
+@pytest.fixture
+def aws_env(runtime_stand_in, monkeypatch):
+    """boto3 in this process sends sagemaker-runtime calls to the stand-in, which cuts no stream."""
+    for key, value in runtime_env(runtime_stand_in.url).items():
+        monkeypatch.setenv(key, value)
+    runtime_stand_in.part_sizes = ()
+    try:
+        yield runtime_stand_in
+    finally:
+        runtime_stand_in.part_sizes = ()
+
+
+@pytest.fixture(scope="session")
+def plain_answer(monolith):
+    """The plain POST /invocations answer to the client tests' question, which every client must give."""
+    return monolith.invoke({"query": QUESTION, **OPTIONS}).json()
