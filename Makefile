@@ -29,7 +29,7 @@ PYQ := $(call q,$(PY))
 
 export PYTHONPATH := $(ROOT)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: help setup models sample-index serve index eval eval-report eval-models gpu-check check lint
+.PHONY: help setup models sample-index serve index eval eval-report eval-models gpu-check check check-llamaindex lint
 
 help: ## List every target
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sort -u \
@@ -97,6 +97,10 @@ gpu-check: ## The LLM on a CUDA GPU (or this CPU): accuracy, batched = alone, sp
 # PYTEST_ARGS stays unquoted: it is several words on purpose (PYTEST_ARGS="-k EXPR -x").
 check: lint ## Run the linters, the import contracts and the whole test suite (the README's test command)
 	$(PYQ) -m pytest $(PYTEST_ARGS)
+
+check-llamaindex: $(VENV)/.installed ## Install the optional requirements-llamaindex.txt (builds llama-cpp-python: cmake, g++, minutes) and run the LlamaIndex client tests
+	$(PYQ) -m pip install --quiet -r $(call q,$(ROOT)/requirements-llamaindex.txt)
+	$(PYQ) -m pytest tests/service/test_clients_llamaindex.py $(PYTEST_ARGS)
 
 lint: ## ruff (pyproject.toml's rules, and the formatting: ruff format --check) and the import contracts (lint-imports: layers, no cycles)
 	$(call q,$(VENV)/bin/ruff) check $(call q,$(ROOT))
