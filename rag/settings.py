@@ -24,6 +24,7 @@ MAX_QUERY_CHARS = 4000  # the public API's limit on "query" (docs/api.md, docs/o
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024  # SageMaker's own real-time limit
 INDEX_TYPES = ("auto", "flat", "hnsw", "ivf")  # RAG_INDEX_TYPE; rag/index/faiss_types.py says what each is
 RETRIEVAL_MODES = ("dense", "hybrid")  # RAG_RETRIEVAL; rag/retrieval/hybrid.py
+CHAT_CONDENSE_STRATEGIES = ("last", "concat", "keywords", "auto")  # RAG_CHAT_CONDENSE; rag/condense.py
 MAX_CHUNK_CHARS = 20000  # the largest RAG_CHUNK_SIZE: no passage an index holds is longer
 MAX_PASSAGES = 20  # the largest top_k
 
@@ -258,6 +259,9 @@ class Settings:
     # measurement: on the sample set hybrid gained one hit@1 but lost one answer-in-context and three correct
     # answers (docs/evaluation.md#hybrid-retrieval).
     retrieval: str = "dense"
+    # How a chat request's conversation becomes one retrieval query (rag/condense.py), chosen by
+    # measurement on the multi-turn dev sets (docs/evaluation.md#conversations).
+    chat_condense: str = "auto"
 
     @property
     def context(self) -> ContextSettings:
@@ -324,6 +328,7 @@ class Settings:
             index_ef_search=env_int(env, "RAG_INDEX_EF_SEARCH", None, 1, 4096),
             index_nprobe=env_int(env, "RAG_INDEX_NPROBE", None, 1, 65536),
             retrieval=_choice(env, "RAG_RETRIEVAL", cls.retrieval, RETRIEVAL_MODES),
+            chat_condense=_choice(env, "RAG_CHAT_CONDENSE", cls.chat_condense, CHAT_CONDENSE_STRATEGIES),
         )
         return settings
 

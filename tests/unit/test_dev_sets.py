@@ -145,7 +145,10 @@ CONVERSATION_COUNTS = re.compile(
 
 
 def test_there_are_conversation_files_for_the_tuning_and_a_held_out_set():
-    assert {path.name for path in CONVERSATION_FILES} >= {"sample.conversations.jsonl", "harbourline.conversations.jsonl"}
+    assert {path.name for path in CONVERSATION_FILES} >= {
+        "sample.conversations.jsonl",
+        "harbourline.conversations.jsonl",
+    }
 
 
 @pytest.mark.parametrize("path", CONVERSATION_FILES, ids=lambda p: p.name)
