@@ -10,7 +10,7 @@ own earlier answer (and a small model's answer may be wrong). The strategies (RA
     auto      keywords when the last user turn names nothing of its own (no capitalised name),
               else the last turn alone: a new subject is not mixed with the old one
 
-The default was chosen by measurement on a multi-turn dev set (docs/evaluation.md#conversations).
+The default was chosen by measurement on a multi-turn dev set (docs/api.md#chat-completions).
 """
 
 from __future__ import annotations

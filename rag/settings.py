@@ -259,8 +259,9 @@ class Settings:
     # measurement: on the sample set hybrid gained one hit@1 but lost one answer-in-context and three correct
     # answers (docs/evaluation.md#hybrid-retrieval).
     retrieval: str = "dense"
-    # How a chat request's conversation becomes one retrieval query (rag/condense.py), chosen by
-    # measurement on the multi-turn dev sets (docs/evaluation.md#conversations).
+    # How a chat request's conversation becomes one retrieval query (rag/condense.py). auto by measurement on
+    # the multi-turn dev sets: the best hit@1 and (tied) accuracy on the tuning set, tied best on the held-out
+    # one (docs/api.md#chat-completions).
     chat_condense: str = "auto"
 
     @property
