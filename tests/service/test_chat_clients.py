@@ -17,7 +17,7 @@ from sagemaker_lifecycle.local_runtime import LocalRuntime
 
 pytestmark = pytest.mark.slow
 QUESTION = "In what year did the Glass Bridge over the River Ossa open?"
-MAX_TOKENS = 24
+MAX_TOKENS = 16
 CONVERSATION = [
     {"role": "user", "content": "What river does the Glass Bridge cross?"},
     {"role": "assistant", "content": "The River Ossa."},
