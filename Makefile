@@ -29,7 +29,7 @@ PYQ := $(call q,$(PY))
 
 export PYTHONPATH := $(ROOT)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: help setup models sample-index serve index eval eval-report eval-models gpu-check check check-llamaindex lint
+.PHONY: help setup models sample-index serve index eval eval-report eval-models eval-chat gpu-check check check-llamaindex lint
 
 help: ## List every target
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sort -u \
@@ -79,6 +79,9 @@ eval: ## Evaluate retrieval and answers on QUESTIONS=<file.jsonl> [URL=...] [MIN
 
 eval-report: ## Measure quality on the three dev sets and both architectures (BENCH_PREVIOUS_REF=<commit> adds "before"); publish to docs/evaluation.md
 	$(PYQ) -m evaluation.quality --publish
+
+eval-chat: ## Multi-turn conversations: hit@k and accuracy per RAG_CHAT_CONDENSE strategy; publish to docs/api.md
+	$(PYQ) -m evaluation.conversations --publish
 
 eval-models: ## Every installed model tier on every dev set and both architectures, speed and memory too; the ladder's rule picks the default; publish
 	$(PYQ) -m evaluation.ladder --publish

@@ -2,8 +2,9 @@
 # descriptions in docs/, and a soak with chaos. Both run long; `make check` runs their short versions
 # (tests/fuzz/ with few examples, tests/bench/test_soak_smoke.py).
 
-# Examples per operation and phase: 3,200 gave 6,556 requests on the monolith's public API (two POST
-# operations take them; /ping has no input), so 5,100 gives about 10,300.
+# Examples per operation and phase: 3,200 gave 6,556 requests on the monolith's public API when two POST
+# operations took them (/ping has no input), so 5,100 gave about 10,300; the chat schema's third POST
+# operation (/v1/chat/completions) and chat bodies on the other two only add to that.
 FUZZ_EXAMPLES     ?= 5100
 FUZZ_MIN_REQUESTS ?= 10000
 SOAK_MINUTES      ?= 30

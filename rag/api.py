@@ -16,7 +16,8 @@ from rag.types import GenerationParams
 REQUEST_FIELDS = ("query", "top_k", "max_new_tokens", "temperature")
 
 
-def _integer(data: dict, name: str, default: int, low: int, high: int) -> int:
+def integer_field(data: dict, name: str, default: int, low: int, high: int) -> int:
+    """Field `name` of a request: an integer in [low, high] (not a bool), `default` when absent."""
     value = data.get(name, default)
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidRequest(f"'{name}' must be an integer between {low} and {high}, got {json.dumps(value)}")
@@ -25,7 +26,8 @@ def _integer(data: dict, name: str, default: int, low: int, high: int) -> int:
     return value
 
 
-def _number(data: dict, name: str, default: float, low: float, high: float) -> float:
+def number_field(data: dict, name: str, default: float, low: float, high: float) -> float:
+    """Field `name` of a request: a number in [low, high] (not a bool), `default` when absent."""
     value = data.get(name, default)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidRequest(f"'{name}' must be a number between {low} and {high}, got {json.dumps(value)}")
@@ -47,14 +49,14 @@ def validate_query(value) -> str:
 
 
 def validate_top_k(data: dict, default: int) -> int:
-    return _integer(data, "top_k", default, 1, 20)
+    return integer_field(data, "top_k", default, 1, 20)
 
 
 def validate_generation(data: dict, default_max_new_tokens: int) -> GenerationParams:
     """max_new_tokens 1..1024 and temperature 0..2, as the API contract says."""
     return GenerationParams(
-        max_new_tokens=_integer(data, "max_new_tokens", default_max_new_tokens, 1, 1024),
-        temperature=_number(data, "temperature", 0.0, 0.0, 2.0),
+        max_new_tokens=integer_field(data, "max_new_tokens", default_max_new_tokens, 1, 1024),
+        temperature=number_field(data, "temperature", 0.0, 0.0, 2.0),
     )
 
 

@@ -19,6 +19,8 @@ from werkzeug.exceptions import HTTPException
 
 from rag import errors, telemetry
 from rag.api import QueryRequest
+from rag.chat import ChatRequest, completion, parse_invocation
+from rag.chat import chunks as chat_chunks
 from rag.clients.protocol import CUSTOM_ATTRIBUTES, DEADLINE_HEADER, INSTANCE_HEADER, timeout_from_attributes
 from rag.generation.batching import Admission, client_gone
 from rag.settings import MAX_PAYLOAD_BYTES, Settings
@@ -215,28 +217,41 @@ def create_service_app(name: str, settings: Settings) -> Flask:
     return app
 
 
-def stream_events(events, what: str) -> Response:
-    """Newline-delimited JSON over HTTP/1.1 chunked encoding; a failure mid-stream becomes an error event."""
+def json_line(event: dict) -> str:
+    return json.dumps(event, ensure_ascii=False) + "\n"
+
+
+def server_sent_event(event: dict) -> str:
+    return f"data: {json.dumps(event, ensure_ascii=False)}\n\n"
+
+
+def stream_events(
+    events, what: str, frame: Callable[[dict], str] = json_line, mimetype: str = "application/jsonlines", last: str = ""
+) -> Response:
+    """HTTP/1.1 chunked events, one `frame` each (JSON lines by default; Server-Sent Events for the
+    OpenAI-style route, which ends with `last`); a failure mid-stream becomes an error event."""
 
     def body():
         try:
             for event in events:
-                yield json.dumps(event, ensure_ascii=False) + "\n"
+                yield frame(event)
         except errors.RagError as exc:
-            yield _error_event(exc)
+            yield frame(_error_event(exc))
         except Exception:  # noqa: BLE001 - logged with its traceback; the client gets no details
             log.exception("%s stream failed", what)
-            yield _error_event(errors.InternalError("internal error; see the service log"))
+            yield frame(_error_event(errors.InternalError("internal error; see the service log")))
+        if last:
+            yield last
 
-    return Response(stream_with_context(body()), mimetype="application/jsonlines")
+    return Response(stream_with_context(body()), mimetype=mimetype)
 
 
-def _error_event(error: errors.RagError) -> str:
-    """The last line of a stream that failed; the request's metrics and log line take its status."""
+def _error_event(error: errors.RagError) -> dict:
+    """The last event of a stream that failed; the request's metrics and log line take its status."""
     record = telemetry.current()
     if record is not None:
         record.status = error.status
-    return json.dumps({"event": "error", **error_body(error)}, ensure_ascii=False) + "\n"
+    return {"event": "error", **error_body(error)}
 
 
 def create_loading_app(name: str, settings: Settings, what: str, load: Callable[[], T]) -> tuple[Flask, Loader[T]]:
@@ -248,7 +263,8 @@ def create_loading_app(name: str, settings: Settings, what: str, load: Callable[
 
 
 def add_invocations(app: Flask, settings: Settings, get_pipeline: Callable) -> None:
-    """`POST /invocations` and its streaming twin: the request handlers both architectures share.
+    """`POST /invocations`, its streaming twin and `POST /v1/chat/completions`: the request handlers both
+    architectures share. A body with `messages` is a chat request (rag/chat.py), answered in that shape.
 
     Admission comes first, before retrieval: past RAG_MAX_CONCURRENT_REQUESTS a request costs no
     embedding and no model time, and its 429 leaves at once. With one model per worker, as here, this is
@@ -256,10 +272,7 @@ def add_invocations(app: Flask, settings: Settings, get_pipeline: Callable) -> N
 
     admission = Admission(settings.max_concurrent_requests, "server")
 
-    @app.post("/invocations")
-    def invocations():
-        _check_custom_attributes()
-        query = QueryRequest.from_body(request.get_data(cache=False), request.content_type, settings)
+    def answer(query: QueryRequest) -> dict:
         with telemetry.stage("admission"):
             admission.enter()
         try:
@@ -267,20 +280,51 @@ def add_invocations(app: Flask, settings: Settings, get_pipeline: Callable) -> N
         finally:
             admission.leave()
         g.timings = result["timings_ms"]
-        return json_response(result)
+        return result
+
+    def stream(query: QueryRequest, chat: ChatRequest | None = None) -> _HoldSlot:
+        with telemetry.stage("admission"):
+            admission.enter()
+        try:
+            pipeline = get_pipeline()
+            events = pipeline.stream(query, request_deadline(settings))
+            if chat is not None:
+                events = chat_chunks(
+                    events, chat, f"chatcmpl-{g.request_id}", int(time.time()), pipeline.generator.name
+                )
+        except BaseException:
+            admission.leave()
+            raise
+        return _HoldSlot(events, admission)
+
+    def chat_completion(chat: ChatRequest) -> Response:
+        result = answer(chat.query(settings.chat_condense))
+        return json_response(completion(result, chat, f"chatcmpl-{g.request_id}", int(time.time())))
+
+    @app.post("/invocations")
+    def invocations():
+        _check_custom_attributes()
+        parsed = parse_invocation(request.get_data(cache=False), request.content_type, settings)
+        if isinstance(parsed, ChatRequest):  # the chat-completions shape; `stream` is the stream route's
+            return chat_completion(parsed)
+        return json_response(answer(parsed))
 
     @app.post("/invocations-response-stream")
     def invocations_stream():
         _check_custom_attributes()
-        query = QueryRequest.from_body(request.get_data(cache=False), request.content_type, settings)
-        with telemetry.stage("admission"):
-            admission.enter()
-        try:
-            events = get_pipeline().stream(query, request_deadline(settings))
-        except BaseException:
-            admission.leave()
-            raise
-        return stream_events(_HoldSlot(events, admission), "invocation")
+        parsed = parse_invocation(request.get_data(cache=False), request.content_type, settings)
+        if isinstance(parsed, ChatRequest):
+            return stream_events(stream(parsed.query(settings.chat_condense), parsed), "chat")
+        return stream_events(stream(parsed), "invocation")
+
+    @app.post("/v1/chat/completions")
+    def chat_completions():
+        """For OpenAI clients run locally: `stream` picks one JSON body or Server-Sent Events."""
+        chat = ChatRequest.from_body(request.get_data(cache=False), request.content_type, settings)
+        if not chat.stream:
+            return chat_completion(chat)
+        events = stream(chat.query(settings.chat_condense), chat)
+        return stream_events(events, "chat", server_sent_event, "text/event-stream", "data: [DONE]\n\n")
 
 
 class _HoldSlot:

@@ -19,6 +19,8 @@ from pathlib import Path
 from tests.support import ROOT
 
 PUBLIC_SPEC = ROOT / "docs" / "openapi.yaml"
+# The chat schema's rules beyond OpenAPI 3.0: its check replaces the built-in positive_data_acceptance.
+HOOKS = Path(__file__).with_name("chat_rules.py")
 INTERNAL_SPEC = ROOT / "docs" / "openapi-internal.yaml"
 RESULTS_FILE = ROOT / "build" / "fuzz-results.json"
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "10"))
@@ -26,6 +28,7 @@ MIN_REQUESTS = int(os.environ.get("FUZZ_MIN_REQUESTS", "0"))
 SEED = int(os.environ.get("FUZZ_SEED", "20261129"))
 # Checks about authentication and about resources created by earlier calls do not apply to this API.
 NOT_APPLICABLE = "ignored_auth,object_level_authorization,use_after_free,ensure_resource_availability"
+REPLACED = "positive_data_acceptance"  # by HOOKS' positive_data_acceptance_with_chat_rules
 # Gunicorn logs each worker it boots; start.sh logs each service it restarts (JSON lines: serving/telemetry.py).
 WORKER_BOOT = re.compile(r"Booting worker with pid")
 SERVICE_EXIT = re.compile(r'"logger": "start\.sh".*"message": "\w+ exited \(')
@@ -85,7 +88,7 @@ def fuzz(
         "--checks",
         "all",
         "--exclude-checks",
-        ",".join(filter(None, [NOT_APPLICABLE, exclude_checks])),
+        ",".join(filter(None, [NOT_APPLICABLE, REPLACED, exclude_checks])),
         "--phases",
         "examples,coverage,fuzzing",
         "--suppress-health-check",
@@ -100,7 +103,8 @@ def fuzz(
     if paths:
         command += ["--include-path-regex", paths]
     # In the report folder: Schemathesis keeps its replay store (.schemathesis/) in the working directory.
-    completed = subprocess.run(command, cwd=report_dir, capture_output=True, text=True, timeout=timeout_s)
+    env = {**os.environ, "SCHEMATHESIS_HOOKS": str(HOOKS)}
+    completed = subprocess.run(command, cwd=report_dir, env=env, capture_output=True, text=True, timeout=timeout_s)
     run = FuzzRun(completed.returncode, completed.stdout[-20000:] + completed.stderr[-5000:])
     har = report_dir / "fuzz.har"
     if har.exists():

@@ -135,3 +135,57 @@ def test_counts_match_the_readme(path):
     answerable = sum(record["answerable"] for record in records)
     assert (len(records), answerable, len(records) - answerable) == counts[path.name]
     assert f"`{_corpus(path).name}/`" in README.read_text(encoding="utf-8"), "the corpus is not in the README table"
+
+
+CONVERSATION_FILES = sorted(DATA.glob("*.conversations.jsonl"))
+CONVERSATION_COUNTS = re.compile(
+    r"`(?P<file>[\w.-]+\.conversations\.jsonl)`: (?P<total>\d+) conversations, (?P<follow>\d+) follow-ups "
+    r"and (?P<shift>\d+) topic shifts"
+)
+
+
+def test_there_are_conversation_files_for_the_tuning_and_a_held_out_set():
+    assert {path.name for path in CONVERSATION_FILES} >= {
+        "sample.conversations.jsonl",
+        "harbourline.conversations.jsonl",
+    }
+
+
+@pytest.mark.parametrize("path", CONVERSATION_FILES, ids=lambda p: p.name)
+def test_conversations_are_valid_chat_requests_with_findable_answers(path):
+    from evaluation.conversations import load_conversations
+    from rag.settings import Settings
+
+    conversations = load_conversations(path, Settings())  # the chat schema's own validation, and the fields
+    corpus = DATA / path.name.removesuffix(".conversations.jsonl")
+    problems = []
+    for (number, record), conversation in zip(_records(path), conversations):
+        where = f"{path.name}:{number}"
+        assert [m["role"] for m in record["messages"]] == ["user", "assistant"] * (len(record["messages"]) // 2) + [
+            "user"
+        ], f"{where}: turns alternate user and assistant and end with the user's question"
+        assert 3 <= len(record["messages"]) <= 5, f"{where}: a conversation has 2 or 3 user turns"
+        source = conversation.question.source
+        if not (corpus / source).is_file():
+            problems.append(f"{where}: source {source!r} is not a file in data/{corpus.name}/")
+            continue
+        text = _document_text(corpus / source)
+        said = normalise(" ".join(m["content"] for m in record["messages"]))
+        for accepted in _strings(record["answers"]):
+            if normalise(accepted) not in text:
+                problems.append(f"{where}: {accepted!r} is not in {source}")
+            if normalise(accepted) in said:
+                problems.append(f"{where}: {accepted!r} appears in the conversation itself")
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("path", CONVERSATION_FILES, ids=lambda p: p.name)
+def test_conversation_counts_match_the_readme(path):
+    counts = {
+        m["file"]: (int(m["total"]), int(m["follow"]), int(m["shift"]))
+        for m in CONVERSATION_COUNTS.finditer(README.read_text(encoding="utf-8"))
+    }
+    records = [record for _, record in _records(path)]
+    follow = sum(record["kind"] == "follow-up" for record in records)
+    assert counts.get(path.name) == (len(records), follow, len(records) - follow)
+    assert len({json.dumps(r["messages"]) for r in records}) == len(records), "a conversation is repeated"
