@@ -279,5 +279,8 @@ def test_errors_keep_the_json_shape_and_cost_no_model_time(route, body, content_
     data = body if isinstance(body, str) else json.dumps(body)
     response = test_client.post(route, data=data, content_type=content_type)
     assert response.status_code == status
-    assert set(response.get_json()) == {"error", "error_type", "request_id"} and response.get_json()["error_type"] == error_type
+    assert (
+        set(response.get_json()) == {"error", "error_type", "request_id"}
+        and response.get_json()["error_type"] == error_type
+    )
     assert retriever.queries == [] and generator.seen == []
