@@ -70,7 +70,9 @@ def test_stream_lines_cut_anywhere_are_reassembled(aws_env, plain_answer):
         plain_answer["sources"],
     )
     parts = recording.parts
-    assert {len(part) for part in parts} == set(AWKWARD_PARTS)
+    # Every size is used, cycled; the last part is what was left (its length depends on the body's, whose
+    # timings vary from run to run).
+    assert {len(part) for part in parts[:-1]} == set(AWKWARD_PARTS) and 1 <= len(parts[-1]) <= max(AWKWARD_PARTS)
     assert any(not ends_whole(part) for part in parts), "no part ended inside a UTF-8 character"
     assert b"".join(parts).count(b"\n") == len(events) < len(parts)
 
