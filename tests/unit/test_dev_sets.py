@@ -64,6 +64,18 @@ def test_there_are_question_files_and_each_has_a_corpus():
         assert _corpus(path).is_dir(), f"{path.name} has no corpus folder data/{_corpus(path).name}/"
 
 
+def _answer_problems(where: str, answers, source: str, text: str, asked: str, what: str) -> list[str]:
+    """Each accepted answer must be in its (normalised) source text, and must not be given away by what was asked."""
+    asked = normalise(asked)
+    problems = []
+    for accepted in _strings(answers):
+        if normalise(accepted) not in text:
+            problems.append(f"{where}: {accepted!r} is not in {source}")
+        if normalise(accepted) in asked:
+            problems.append(f"{where}: {accepted!r} appears in the {what} itself")
+    return problems
+
+
 @pytest.mark.parametrize("path", QUESTION_FILES, ids=lambda p: p.name)
 def test_every_line_has_the_four_fields_and_loads(path):
     for number, record in _records(path):
@@ -90,12 +102,7 @@ def test_accepted_strings_are_in_the_source_and_not_in_the_question(path):
             continue
         if source not in texts:
             texts[source] = _document_text(corpus / source)
-        question = normalise(record["question"])
-        for accepted in _strings(record["answers"]):
-            if normalise(accepted) not in texts[source]:
-                problems.append(f"{where}: {accepted!r} is not in {source}")
-            if normalise(accepted) in question:
-                problems.append(f"{where}: {accepted!r} appears in the question itself")
+        problems += _answer_problems(where, record["answers"], source, texts[source], record["question"], "question")
     assert not problems, "\n".join(problems)
 
 
@@ -170,12 +177,8 @@ def test_conversations_are_valid_chat_requests_with_findable_answers(path):
             problems.append(f"{where}: source {source!r} is not a file in data/{corpus.name}/")
             continue
         text = _document_text(corpus / source)
-        said = normalise(" ".join(m["content"] for m in record["messages"]))
-        for accepted in _strings(record["answers"]):
-            if normalise(accepted) not in text:
-                problems.append(f"{where}: {accepted!r} is not in {source}")
-            if normalise(accepted) in said:
-                problems.append(f"{where}: {accepted!r} appears in the conversation itself")
+        said = " ".join(m["content"] for m in record["messages"])
+        problems += _answer_problems(where, record["answers"], source, text, said, "conversation")
     assert not problems, "\n".join(problems)
 
 
