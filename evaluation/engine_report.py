@@ -172,7 +172,7 @@ def table(result: dict) -> str:
             quality = [f"{_pct(row['quality'][s]['accuracy'])} / {_pct(row['quality'][s]['refusal'])}" for s in sets]
             lines.append(f"| `{tier}` | {name}{mark} | " + " | ".join(quality) + " | " + _speed(row) + " |")
         for precision, row in result["peer_rows"].get(tier, {}).items():
-            label = f"llama-server {precision} (peer)"
+            label = "llama-server (peer)" if precision == "all" else f"llama-server {precision} (peer)"
             if "skipped" in row:
                 lines.append(
                     f"| `{tier}` | {label} | " + " | ".join(["n/a"] * (len(sets) + 7)) + f" | n/a: {row['skipped']} |"
@@ -281,7 +281,7 @@ def chart(result: dict, path: Path = CHART) -> Path:
     right.set_yscale("log")
     right.set_ylabel("ms per token (log)")
     right.set_title("Decode vs the memory-bandwidth floor")
-    right.legend()
+    right.legend(fontsize=8, loc="lower left")
     for ax in (left, right):
         ax.set_xticks(list(positions), labels, rotation=70, fontsize=7)
     fig.suptitle(f"make bench-engines, {result['started_utc']} (blue: this service's engines, orange: llama.cpp)")
