@@ -221,8 +221,14 @@ def _footer(result: dict) -> str:
         f"The ladder's rule with each model's fastest engine (c=1 p50 budget "
         f"{_num(ladder.get('latency_budget_ms'))} ms, 1.5x the default's {REFERENCE}) chose "
         f"`{ladder.get('tier')}`" + (f" ({ladder['reason']})" if "reason" in ladder else f": {verdicts}") + ". "
-        f"Left out: {left_out}. Image: {image_text}."
+        f"Left out: {left_out}. Image: {image_text}. Peer: {_peer_text(result.get('peer_build', {}))}."
     )
+
+
+def _peer_text(build: dict) -> str:
+    if not build.get("binary"):
+        return f"n/a ({build.get('reason', 'not recorded')})"
+    return f"llama-server {build['version']}, built with {' '.join(build['options'])}"
 
 
 def headline(result: dict) -> str:

@@ -301,6 +301,7 @@ def run(names: list[str], variants: list[Variant], left_out: dict, sets: tuple[s
         "left_out": left_out,
         "bandwidth": llama_peer.bandwidth(),
         "image": image_size(),
+        "peer_build": llama_peer.build_info(),
         "parameters": {name: llama_peer.parameter_count(tier_dir(tiers()[name])) for name in names},
         "runs": {},
         "peers": {},

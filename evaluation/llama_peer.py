@@ -93,6 +93,21 @@ def server_binary(peer_dir: Path = PEER_DIR) -> Path:
     return peer_dir / "cmake" / "bin" / "llama-server"
 
 
+def build_info(peer_dir: Path = PEER_DIR) -> dict:
+    """What the built llama-server is: its version line and the ISA options in its CMake cache."""
+    binary, cache = server_binary(peer_dir), peer_dir / "cmake" / "CMakeCache.txt"
+    if not binary.exists():
+        return {"binary": None, "reason": f"no llama-server at {binary}; `make peer` builds it"}
+    done = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=30)
+    options = [
+        line.split(":", 1)[0] + "=" + line.rsplit("=", 1)[1]
+        for line in (cache.read_text().splitlines() if cache.exists() else [])
+        if line.startswith(("GGML_NATIVE:", "GGML_AVX", "GGML_AMX", "GGML_FMA:", "GGML_F16C:"))
+    ]
+    version = (done.stdout + done.stderr).strip().splitlines()
+    return {"binary": str(binary), "version": version[0] if version else "", "options": options}
+
+
 def gguf_path(tier: str, precision: str, peer_dir: Path = PEER_DIR) -> Path:
     return peer_dir / "gguf" / f"{tier}-{precision}.gguf"
 

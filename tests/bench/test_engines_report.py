@@ -129,7 +129,7 @@ def test_the_table_has_every_variant_the_peer_and_the_reasons():
     assert rows[4].endswith("| n/a: no GGUF |") and rows[-1].endswith("| n/a: no llama-server |")
     assert len({line.count("|") for line in text.splitlines() if line.startswith("|")}) == 1
     assert "chose `big`" in text and "ctranslate2-bfloat16: skipped: the ctranslate2 package" in text
-    assert "Image: n/a (not built)" in text
+    assert "Image: n/a (not built)" in text and "Peer: n/a (not recorded)" in text
     line = engine_report.headline(result)
     assert line.startswith(
         "Fastest CPU engine per model (20261203T000000Z): `small` ctranslate2-int8, c=1 p50 1,200 ms"
@@ -187,7 +187,8 @@ def test_the_command_line(capsys):
     assert engines.main(["--engines", "tensorrt-float32"]) == 2
 
 
-def test_the_peer_is_built_without_amx_and_with_what_the_cpu_has():
+def test_the_peer_is_built_without_amx_and_with_what_the_cpu_has(tmp_path):
+    assert llama_peer.build_info(tmp_path)["reason"].startswith("no llama-server at")
     options = llama_peer.cmake_flags({"avx", "avx2", "fma", "f16c", "avx512f", "amx_tile"})
     assert "-DGGML_NATIVE=OFF" in options and "-DGGML_AMX_TILE=OFF" in options
     assert "-DGGML_AVX512=ON" in options and "-DGGML_AVX512_BF16=OFF" in options
