@@ -132,7 +132,7 @@ def convert(names: list[str], peer_dir: Path = PEER_DIR) -> dict[str, int]:
                 out.parent.mkdir(parents=True, exist_ok=True)
                 partial = out.with_suffix(".partial")
                 argv = [sys.executable, str(source / "convert_hf_to_gguf.py"), str(tier_dir(tiers()[name]))]
-                env = child_env(PYTHONPATH=str(source / "gguf-py"))
+                env = child_env(PYTHONPATH=f"{source / 'gguf-py'}:{peer_dir / 'pydeps'}")
                 subprocess.run([*argv, "--outtype", precision, "--outfile", str(partial)], check=True, env=env)
                 partial.rename(out)
             sizes[out.name] = out.stat().st_size

