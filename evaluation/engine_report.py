@@ -216,7 +216,8 @@ def _footer(result: dict) -> str:
         "decode are medians of the service's per-request stage lines; the 8- and 32-client levels ran with "
         f"RAG_MAX_CONCURRENT_REQUESTS=32, so nothing was turned away ({sum(r.get('overloaded_429', 0) for rows in result['rows'].values() for r in rows.values())} "
         f"429s). Floor: parameters x bytes per weight / {bandwidth['gb_per_s']} GB/s, this machine's copy bandwidth "
-        f"(numpy, {bandwidth['threads']} threads, {bandwidth['array_mib']} MiB arrays, best of {bandwidth['repeats']}). "
+        f"(numpy, {bandwidth['threads']} threads, {bandwidth['array_mib']} MiB arrays, best of {bandwidth['repeats']}; "
+        f"the better of {bandwidth.get('start_gb_per_s')} GB/s at the start and {bandwidth.get('end_gb_per_s')} at the end). "
         f"Fastest within {100 * ACCURACY_POINTS:.0f} points of {REFERENCE} on every set: {engines}. "
         f"The ladder's rule with each model's fastest engine (c=1 p50 budget "
         f"{_num(ladder.get('latency_budget_ms'))} ms, 1.5x the default's {REFERENCE}) chose "
@@ -228,7 +229,7 @@ def _footer(result: dict) -> str:
 def _peer_text(build: dict) -> str:
     if not build.get("binary"):
         return f"n/a ({build.get('reason', 'not recorded')})"
-    return f"llama-server {build['version']}, built with {' '.join(build['options'])}"
+    return f"llama-server from {build.get('source')} ({build['version']}), built with {' '.join(build['options'])}"
 
 
 def headline(result: dict) -> str:

@@ -328,6 +328,9 @@ def run(names: list[str], variants: list[Variant], left_out: dict, sets: tuple[s
             (workdir / "partial.json").write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
         result["peers"][tier] = measure_peers(tier, result["runs"][tier], sets[0], workdir)
         (workdir / "partial.json").write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
+    # Copy bandwidth moves with the neighbours' load: measured again at the end, the floor takes the better one.
+    start, end = result["bandwidth"]["gb_per_s"], llama_peer.bandwidth()["gb_per_s"]
+    result["bandwidth"] |= {"start_gb_per_s": start, "end_gb_per_s": end, "gb_per_s": max(start, end)}
     result["loadavg_end"] = os.getloadavg()
     result["duration_s"] = round(time.monotonic() - started, 1)
     engine_report.decide(result)

