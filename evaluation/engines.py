@@ -258,7 +258,7 @@ def peer_bodies(tier: str, records: list[dict]) -> tuple[list[dict], dict]:
     return bodies, {"prompts": len(bodies), "same_prompt_tokens_as_ours": matched}
 
 
-def measure_peers(tier: str, entry: dict, first_set: str, workdir: Path) -> dict:
+def measure_peers(tier: str, entry: dict, first_set: str, workdir: Path, requests: int) -> dict:
     """llama-server on this tier at each precision our variants ran in, with the reference's prompts."""
     if not llama_peer.server_binary().exists():
         return {"skipped": f"no llama-server at {llama_peer.server_binary()}; `make peer` builds it"}
@@ -276,7 +276,9 @@ def measure_peers(tier: str, entry: dict, first_set: str, workdir: Path) -> dict
             continue
         print(f"  llama-server {precision} on {tier} ({len(bodies)} prompts)", flush=True)
         log_path = workdir / f"{tier}-llama-server-{precision}.log"
-        peers[precision] = llama_peer.measure(gguf, bodies, log_path, os.cpu_count() or 1) | {"prompts": check}
+        peers[precision] = llama_peer.measure(gguf, bodies, log_path, os.cpu_count() or 1, requests) | {
+            "prompts": check
+        }
     return peers
 
 
@@ -326,7 +328,9 @@ def run(names: list[str], variants: list[Variant], left_out: dict, sets: tuple[s
             done += 1
             # Every variant's figures are kept as soon as they exist: a long run stopped later loses nothing.
             (workdir / "partial.json").write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
-        result["peers"][tier] = measure_peers(tier, result["runs"][tier], sets[0], workdir)
+        result["peers"][tier] = measure_peers(
+            tier, result["runs"][tier], sets[0], workdir, load[llama_peer.PEER_CLIENTS]
+        )
         (workdir / "partial.json").write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
     # Copy bandwidth moves with the neighbours' load: measured again at the end, the floor takes the better one.
     start, end = result["bandwidth"]["gb_per_s"], llama_peer.bandwidth()["gb_per_s"]

@@ -235,9 +235,16 @@ def _figures(outcomes: list[Outcome], wall_s: float) -> dict:
     }
 
 
-def measure(gguf: Path, bodies: list[dict], log_path: Path, threads: int, peer_dir: Path = PEER_DIR) -> dict:
-    """Serve `gguf` with llama-server alone; every body once from one client, then PEER_REQUESTS of them
-    from PEER_CLIENTS clients; figures from the client's clock and the server's own timings."""
+def measure(
+    gguf: Path,
+    bodies: list[dict],
+    log_path: Path,
+    threads: int,
+    requests: int = PEER_REQUESTS,
+    peer_dir: Path = PEER_DIR,
+) -> dict:
+    """Serve `gguf` with llama-server alone; every body once from one client, then `requests` of them from
+    PEER_CLIENTS clients; figures from the client's clock and the server's own timings."""
     port = free_port()
     argv = [str(server_binary(peer_dir)), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port)]
     argv += ["-t", str(threads), "--parallel", str(PEER_CLIENTS), "-c", str(PEER_CLIENTS * SLOT_CONTEXT)]
@@ -248,7 +255,7 @@ def measure(gguf: Path, bodies: list[dict], log_path: Path, threads: int, peer_d
         ready_s = time.monotonic() - server.started
         target = LlamaTarget(url)
         single = _figures(*ClientLoop(target, bodies, 1).run())
-        burst = _figures(*ClientLoop(target, bodies, PEER_CLIENTS, limit=PEER_REQUESTS).run())
+        burst = _figures(*ClientLoop(target, bodies, PEER_CLIENTS, limit=requests).run())
         rss = sum(p.memory_info().rss for p in server.tree()) / 2**20
     finally:
         server.stop()
