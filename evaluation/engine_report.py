@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first
 from bench.core.config import DEFAULT_RESULTS_DIR, REPO_ROOT  # noqa: E402
 from bench.core.stats import median_interval, percentile  # noqa: E402
 from evaluation.ladder import HELD_OUT, choose  # noqa: E402
-from evaluation.llama_peer import PRECISIONS, floor_ms_per_token  # noqa: E402
+from evaluation.llama_peer import PEER_OF, PRECISIONS, floor_ms_per_token  # noqa: E402
 from evaluation.quality import replace_between  # noqa: E402
 
 REFERENCE = "torch-float32"
@@ -212,7 +212,8 @@ def _footer(result: dict) -> str:
     load = result["loadavg_start"][0]
     return (
         f"Measured {result['started_utc']} on this machine's {result['cpu_count']} CPU cores (load average "
-        f"{load:.1f} at the start), monolith, greedy; c=1 figures from the evaluation's own requests, prefill and "
+        f"{load:.1f} at the start), monolith, greedy; c=1 figures from the evaluation's own requests (the peer's: "
+        "its /completion alone, on our prompts, without retrieval or our HTTP layer), prefill and "
         "decode are medians of the service's per-request stage lines; the 8- and 32-client levels ran with "
         f"RAG_MAX_CONCURRENT_REQUESTS=32, so nothing was turned away ({sum(r.get('overloaded_429', 0) for rows in result['rows'].values() for r in rows.values())} "
         f"429s). Floor: parameters x bytes per weight / {bandwidth['gb_per_s']} GB/s, this machine's copy bandwidth "
@@ -239,9 +240,10 @@ def headline(result: dict) -> str:
         if not choice["variant"]:
             continue
         row = result["rows"][tier][choice["variant"]]
-        peer = result["peer_rows"].get(tier, {}).get("f32", {})
+        precision = PEER_OF.get(result["runs"][tier][choice["variant"]]["precision"])  # the peer at its precision
+        peer = result["peer_rows"].get(tier, {}).get(precision, {})
         versus = (
-            f"llama-server f32 {_num(peer['decode_ms_per_token_p50'], 1)}, "
+            f"llama-server {precision} {_num(peer['decode_ms_per_token_p50'], 1)}, "
             if "decode_ms_per_token_p50" in peer
             else ""
         )

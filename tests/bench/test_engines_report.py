@@ -134,7 +134,10 @@ def test_the_table_has_every_variant_the_peer_and_the_reasons():
     assert line.startswith(
         "Fastest CPU engine per model (20261203T000000Z): `small` ctranslate2-int8, c=1 p50 1,200 ms"
     )
-    assert "llama-server f32 12.5, floor 13.5" in line and line.endswith("chose `big`.")
+    # The peer beside an int8 variant is q8_0 (skipped here), never f32.
+    assert "decode 25.0 ms/token (floor 13.5)" in line and line.endswith("chose `big`.")
+    result["runs"]["small"]["ctranslate2-int8"]["precision"] = "float32"
+    assert "(llama-server f32 12.5, floor 13.5)" in engine_report.headline(result)
 
 
 def test_the_published_results_drop_the_records_and_the_report_re_renders_them(tmp_path):
