@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 
 import pytest
 
-from rag.errors import ConfigError
+from rag.errors import ConfigError, RequestTimeout
 from rag.generation.batching import Job
 from rag.generation.generator import TransformersGenerator, decoding_kwargs
 from rag.ladder import tier
@@ -174,24 +175,31 @@ class CountingSteps:
 
 
 @pytest.mark.slow
-def test_a_cancelled_row_stops_ctranslate2_generating_it(ct2):
+@pytest.mark.parametrize("leaves", ["client gone", "deadline"])
+def test_a_row_that_leaves_stops_ctranslate2_generating_it(ct2, leaves):
     messages = [{"role": "user", "content": "Write the numbers from 1 to 400, separated by commas."}]
     encoded = ct2.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)
     options = decoding_kwargs(GenerationParams(max_new_tokens=1000))
+    deadline = time.monotonic() + 2.0 if leaves == "deadline" else None
     backend = ct2.engine.backend
     counting = backend.model = CountingSteps(backend.model)
     try:
-        long = Job(list(encoded["input_ids"]), options.pop("max_new_tokens"), decoding=options, stream=True)
+        long = Job(list(encoded["input_ids"]), options.pop("max_new_tokens"), deadline, options, stream=True)
         tokens = ct2.engine.run(long)
-        first = [next(tokens) for _ in range(5)]
-        tokens.close()  # the client has gone: the row leaves, and closing CTranslate2's iterator stops it
+        if leaves == "deadline":
+            with pytest.raises(RequestTimeout):
+                list(tokens)
+        else:
+            assert len([next(tokens) for _ in range(5)]) == 5
+            tokens.close()  # the client has gone
+        left_at = counting.steps
         short = Job([1, 2, 3], 1, decoding={"do_sample": False})
         for _ in ct2.engine.run(short):  # served once the long row has left (one row at a time)
             pass
     finally:
         backend.model = counting.model
-    assert long.outcome == "cancelled" and len(first) == 5 and short.outcome in ("stop", "length")
-    # Counting to 400 takes over 1,000 tokens. CTranslate2 runs a step or two ahead of the tokens handed
-    # over, then stops at the first step after the close: the short job's step is the only other one.
-    assert counting.steps < 5 + 10, counting.steps
-    assert ct2.engine.admission.in_flight == 0
+    assert long.outcome == ("deadline" if leaves == "deadline" else "cancelled") and short.outcome in ("stop", "length")
+    # Counting to 400 takes over 1,000 tokens. CTranslate2 runs a step or two ahead of the tokens handed over,
+    # then stops at its first step after the iterator is closed; the short job's one step is the only other.
+    assert counting.steps - left_at < 10, (left_at, counting.steps)
+    assert len(long.tokens) < 1000 and ct2.engine.admission.in_flight == 0
