@@ -38,6 +38,13 @@ log = logging.getLogger(__name__)
 
 # The per-request options rag/generation/generator.py's decoding_kwargs gives (as `model.generate` takes them).
 KNOWN_OPTIONS = {"do_sample", "temperature", "top_k", "top_p", "stop"}
+# What transformers samples from when neither the request nor the model's generation config says (its
+# generation defaults: top-k 50, top-p 1.0), so both engines sample from the same candidates.
+TRANSFORMERS_TOP_K = 50
+
+
+def _first_set(*values):
+    return next(value for value in values if value is not None)
 
 
 @dataclass
@@ -95,6 +102,10 @@ class CTranslate2Decoder(DecodeBackend):
         model_config = AutoConfig.from_pretrained(path)
         self.context_length = int(getattr(model_config, "max_position_embeddings", 2048) or 2048)
         self._row: RowSteps | None = None
+        if _first_set(self.config.repetition_penalty, 1.0) != 1.0:
+            # transformers penalizes the prompt's tokens too; whether CTranslate2 does when the prompt is not part
+            # of the result was not checked, so answers may differ from torch's.
+            log.warning("the model's repetition_penalty may not act as it does with torch: compare with `make eval`")
         log.info(
             "LLM %s loaded with CTranslate2 %s on %s (%s, %d threads, one request at a time) in %.1f s",
             engine_dir,
@@ -112,11 +123,11 @@ class CTranslate2Decoder(DecodeBackend):
         unknown = set(options) - KNOWN_OPTIONS
         if unknown:
             raise ValueError(f"decoding options that the CTranslate2 engine does not take: {sorted(unknown)}")
-        penalty = {"repetition_penalty": self.config.repetition_penalty or 1.0}
+        penalty = {"repetition_penalty": _first_set(self.config.repetition_penalty, 1.0)}
         if not options.get("do_sample"):
             return {"sampling_topk": 1, **penalty}
-        top_k = options.get("top_k") or self.config.top_k or 0  # 0: the whole vocabulary
-        top_p = options.get("top_p") or self.config.top_p or 1.0
+        top_k = _first_set(options.get("top_k"), self.config.top_k, TRANSFORMERS_TOP_K)  # 0: the whole vocabulary
+        top_p = _first_set(options.get("top_p"), self.config.top_p, 1.0)
         return {
             "sampling_topk": top_k,
             "sampling_topp": top_p,

@@ -144,6 +144,16 @@ def test_max_new_tokens_and_sampling_are_per_request(ct2, prompts):
     assert ct2.generate(question, passages, GenerationParams(max_new_tokens=2)).completion_tokens == 2
     sampled = ct2.generate(question, passages, GenerationParams(max_new_tokens=6, temperature=1.0))
     assert 1 <= sampled.completion_tokens <= 6 and sampled.text
+    # Sampling draws from what transformers would (top-k 50, top-p 1: this model's generation config sets none).
+    options = decoding_kwargs(GenerationParams(temperature=0.7))
+    del options["max_new_tokens"]  # the engine's, not the backend's
+    sampling = ct2.engine.backend.sampling(options)
+    assert sampling == {
+        "sampling_topk": 50,
+        "sampling_topp": 1.0,
+        "sampling_temperature": 0.7,
+        "repetition_penalty": 1.0,
+    }
 
 
 @pytest.mark.slow
