@@ -14,32 +14,26 @@ QUESTIONS = [
 ]
 
 
-def _started(arch, sample_index, tmp_path_factory):
-    if not (ROOT / "models" / "smollm2-135m-instruct" / "ctranslate2" / "converted.json").exists():
-        pytest.skip("run `make setup` first: it makes the embedded LLM's CTranslate2 copy")
-    service = start_architecture(
-        arch,
-        tmp_path_factory.mktemp(f"{arch}-ctranslate2"),
-        sample_index,
-        RAG_LLM_ENGINE="ctranslate2",
-        RAG_MAX_CONCURRENT_REQUESTS="1",  # one request admitted: the 429 test needs no burst
-        RAG_TORCH_THREADS="1",
-    )
-    try:
-        service.wait_ready()
-    except BaseException:
-        service.server.stop()
-        raise
-    return service
-
-
 @pytest.fixture(scope="module")
 def both(sample_index, tmp_path_factory):
-    """The monolith and the microservices, each serving with CTranslate2."""
+    """The monolith and the microservices, each serving with CTranslate2 (started together, then polled)."""
+    if not (ROOT / "models" / "smollm2-135m-instruct" / "ctranslate2" / "converted.json").exists():
+        pytest.skip("run `make setup` first: it makes the embedded LLM's CTranslate2 copy")
     started = []
     try:
         for arch in ("monolito", "microservicos"):
-            started.append(_started(arch, sample_index, tmp_path_factory))
+            started.append(
+                start_architecture(
+                    arch,
+                    tmp_path_factory.mktemp(f"{arch}-ctranslate2"),
+                    sample_index,
+                    RAG_LLM_ENGINE="ctranslate2",
+                    RAG_MAX_CONCURRENT_REQUESTS="1",  # one request admitted: the 429 test needs no burst
+                    RAG_TORCH_THREADS="1",
+                )
+            )
+        for service in started:
+            service.wait_ready()
         yield started
     finally:
         for service in started:
