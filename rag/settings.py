@@ -511,7 +511,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(" ".join(str(getattr(settings, name)) for name in wanted) + "\n")
         return 0
     sys.stdout.write(
-        f"configuration ok: index={settings.index_dir} llm={settings.llm_model} "
+        f"configuration ok: index={settings.index_dir} llm={settings.llm_model} engine={settings.llm_engine} "
         f"device={settings.device} threads={settings.torch_threads}\n"
     )
     return 0

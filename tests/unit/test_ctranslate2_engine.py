@@ -35,6 +35,20 @@ def test_the_engine_is_validated_and_defaults_to_the_tiers():
         Settings.from_env({"RAG_LLM_ENGINE": "onnx"})
 
 
+def test_a_tiers_engine_field_is_its_default(monkeypatch):
+    import dataclasses
+
+    from rag import settings
+
+    smollm2 = tier("smollm2-135m-instruct")
+    monkeypatch.setattr(settings, "embedded_tier", lambda name: dataclasses.replace(smollm2, engine="ctranslate2"))
+    assert Settings.from_env({}).llm_engine == "ctranslate2"
+    assert Settings.from_env({"RAG_LLM_ENGINE": "torch"}).llm_engine == "torch"  # the variable wins
+    monkeypatch.setattr(settings, "embedded_tier", lambda name: dataclasses.replace(smollm2, engine="onnx"))
+    with pytest.raises(ConfigError, match="tier smollm2-135m-instruct names engine 'onnx' in rag/model_ladder.toml"):
+        Settings.from_env({})
+
+
 @pytest.mark.parametrize(
     "dtype, quantize, expected",
     [
