@@ -227,3 +227,18 @@ def test_a_row_that_leaves_stops_ctranslate2_generating_it(ct2, leaves):
     # then stops at its first step after the iterator is closed; the short job's one step is the only other.
     assert counting.steps - left_at < 10, (left_at, counting.steps)
     assert len(long.tokens) < 1000 and ct2.engine.admission.in_flight == 0
+
+
+@pytest.mark.slow
+def test_the_copy_is_made_once_from_a_folder_and_goes_stale_with_it(tmp_path, capsys):
+    from rag import models
+    from tests.fuzz.tiny_llm import make_tiny_llm
+
+    folder = make_tiny_llm(tmp_path / "tiny")  # a one-layer model with the SmolLM2 tokenizer
+    assert models.main(["ctranslate2", "--model-dir", str(folder)]) == 0
+    assert f"CTranslate2 copy ready in {ctranslate2_dir(folder)}" in capsys.readouterr().out
+    assert require_ctranslate2(folder, "unused") == ctranslate2_dir(folder)
+    assert sorted(path.name for path in folder.iterdir() if path.name.startswith(".")) == []  # no staging left
+    (folder / "config.json").write_text((folder / "config.json").read_text().replace("}", ', "note": 1}', 1))
+    with pytest.raises(ConfigError, match="was made from other files"):
+        require_ctranslate2(folder, "unused")
