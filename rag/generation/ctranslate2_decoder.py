@@ -98,8 +98,11 @@ class CTranslate2Decoder(DecodeBackend):
             engine_dir, device=self.device, compute_type=self.dtype, inter_threads=1, intra_threads=threads
         )
         self.tokenizer = tokenizer
-        self.config = GenerationConfig.from_pretrained(path)
         model_config = AutoConfig.from_pretrained(path)
+        try:
+            self.config = GenerationConfig.from_pretrained(path)
+        except OSError:  # a folder without generation_config.json: transformers derives it from config.json
+            self.config = GenerationConfig.from_model_config(model_config)
         self.context_length = int(getattr(model_config, "max_position_embeddings", 2048) or 2048)
         self._row: RowSteps | None = None
         if _first_set(self.config.repetition_penalty, 1.0) != 1.0:
