@@ -8,13 +8,13 @@ import logging
 import time
 from collections.abc import Iterator
 
-from rag.errors import InvalidRequest
+from rag.errors import ConfigError, InvalidRequest
 from rag.generation.batching import BatchEngine, Job
 from rag.generation.prompt import SYSTEM_PROMPT, answer_has_ended, build_messages, visible_answer
 from rag.ladder import embedded_tier
 from rag.models import ctranslate2_model_path, llm_model_path
 from rag.runtime import single_threaded_from_now
-from rag.settings import CHARS_PER_TOKEN, Settings
+from rag.settings import CHARS_PER_TOKEN, LLM_ENGINES, Settings
 from rag.telemetry import mark, stage, usage
 from rag.types import Answer, GenerationParams, Generator, Passage
 
@@ -81,11 +81,13 @@ class TransformersGenerator(Generator):
                     "RAG_LLM_ENGINE=ctranslate2 decodes one request at a time: batch size 1, not %d", max_batch_size
                 )
             max_batch_size = 1
-        else:
+        elif engine == "torch":
             from rag.generation.decoder import TransformersDecoder
 
             def load():
                 return TransformersDecoder(path, device, threads, dtype, quantize, self.tokenizer)
+        else:
+            raise ConfigError(f"RAG_LLM_ENGINE={engine!r} is not valid; use {' or '.join(LLM_ENGINES)}")
 
         self.engine = BatchEngine(
             name,

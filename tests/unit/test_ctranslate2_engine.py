@@ -137,6 +137,19 @@ def answers(ct2, prompts):
 
 
 @pytest.mark.slow
+def test_int8_loads_from_the_float32_copy_and_answers(engine_dir, prompts):
+    generator = TransformersGenerator(
+        "smollm2", str(EMBEDDED_LLM_DIR), "cpu", threads=1, quantize="int8", engine="ctranslate2"
+    )
+    try:
+        question, passages = prompts[0][0], prompts[0][1][:1]
+        answer = generator.generate(question, passages, GenerationParams(max_new_tokens=8))
+        assert generator.dtype == "int8_float32" and answer.completion_tokens >= 1 and answer.text
+    finally:
+        generator.engine.close()
+
+
+@pytest.mark.slow
 def test_greedy_answers_and_usage_match_torchs(torch_generator, prompts, answers):
     # Not guaranteed in general: both compute in float32, but their kernels add in another order, so a
     # near tie between the two likeliest tokens could go either way. On these questions none does.
