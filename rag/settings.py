@@ -35,6 +35,9 @@ DEFAULT_MAX_CONCURRENT_REQUESTS = 16
 SPARE_SERVER_THREADS = 4
 LLM_DTYPES = ("auto", "float32", "bfloat16", "float16")
 LLM_QUANTIZATIONS = ("none", "int8")
+# RAG_LLM_ENGINE: what runs the LLM. torch: our own batched loop over transformers (rag/generation/decoder.py);
+# ctranslate2: CTranslate2's generator, one request at a time (rag/generation/ctranslate2_decoder.py).
+LLM_ENGINES = ("torch", "ctranslate2")
 
 
 def _usable_cpus() -> int:
@@ -183,6 +186,25 @@ def _llm_model(env: dict) -> str:
     return value
 
 
+def compute_type(dtype: str, quantize: str) -> str:
+    """CTranslate2's compute type for RAG_LLM_DTYPE=`dtype` and RAG_LLM_QUANTIZE=`quantize`: auto is float32,
+    as for torch, and int8 quantizes the weights while the rest computes in the dtype (int8_float32,
+    int8_bfloat16). Whether the device supports it is checked when the model loads."""
+    base = "float32" if dtype == "auto" else dtype
+    return base if quantize == "none" else f"{quantize}_{base}"
+
+
+def _llm_engine(env: dict, llm_model: str) -> str:
+    """RAG_LLM_ENGINE, else the engine the model's tier names (rag/model_ladder.toml), else torch."""
+    model = embedded_tier(llm_model)
+    default = model.engine if model is not None else "torch"
+    if default not in LLM_ENGINES:
+        raise ConfigError(
+            f"tier {model.name} names engine {default!r} in rag/model_ladder.toml; use {' or '.join(LLM_ENGINES)}"
+        )
+    return _choice(env, "RAG_LLM_ENGINE", default, LLM_ENGINES)
+
+
 CHARS_PER_TOKEN = 4  # the budget is estimated from characters, the same way in every process
 
 
@@ -236,6 +258,8 @@ class Settings:
     max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS  # waiting or running; past it, 429
     llm_dtype: str = "auto"  # auto: float32 on CPU and CUDA (docs/performance.md has the measurements)
     llm_quantize: str = "none"  # int8: dynamic quantization of the Linear layers (CPU only)
+    # The engine when RAG_LLM_ENGINE is unset: the tier's `engine` in rag/model_ladder.toml, else torch.
+    llm_engine: str = "torch"
     bind_host: str = "0.0.0.0"  # all interfaces, as SageMaker needs; tests bind loopback only
     startup_timeout_s: int = 600  # how long start.sh waits for its internal services before saying so
     # Set by start.sh for its three services: each refuses a caller that carries another instance's token.
@@ -304,10 +328,12 @@ class Settings:
         index_type = env.get("RAG_INDEX_TYPE", "").strip().lower() or "auto"
         if index_type not in INDEX_TYPES:
             raise ConfigError(f"RAG_INDEX_TYPE={index_type!r} is not valid; use {', '.join(INDEX_TYPES)}")
+        llm_model = _llm_model(env)
         settings = cls(
             index_dir=index_dir,
             embedding_model=env.get("RAG_EMBEDDING_MODEL", "").strip() or EMBEDDED_EMBEDDING_MODEL,
-            llm_model=_llm_model(env),
+            llm_model=llm_model,
+            llm_engine=_llm_engine(env, llm_model),
             device=device,
             torch_threads=env_int(env, "RAG_TORCH_THREADS", _usable_cpus(), 1, 256),
             top_k=env_int(env, "RAG_TOP_K", 3, 1, 20),
@@ -485,7 +511,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(" ".join(str(getattr(settings, name)) for name in wanted) + "\n")
         return 0
     sys.stdout.write(
-        f"configuration ok: index={settings.index_dir} llm={settings.llm_model} "
+        f"configuration ok: index={settings.index_dir} llm={settings.llm_model} engine={settings.llm_engine} "
         f"device={settings.device} threads={settings.torch_threads}\n"
     )
     return 0

@@ -147,6 +147,13 @@ def metric_documents(record: telemetry.Request, target: MetricsTarget, latency_m
     return documents
 
 
+def write_metrics(record: telemetry.Request, target: MetricsTarget, latency_ms: float) -> None:
+    """Write one finished request's EMF objects as JSON lines, through the process's log handler."""
+    now_ms = int(time.time() * 1000)
+    for document in metric_documents(record, target, latency_ms, now_ms):
+        metrics_log.info("metrics", extra={"fields": {**document, "request_id": record.request_id}})
+
+
 def _document(target: MetricsTarget, now_ms: int, names: list[str], extra: dict, values: dict) -> dict:
     directive = {
         "Namespace": target.namespace,
@@ -231,8 +238,6 @@ def instrument(app: Flask, service: str, settings: Settings) -> None:
         if timings is not None:
             fields["timings"] = timings
         if metrics:
-            now_ms = int(time.time() * 1000)
-            for document in metric_documents(record, target, latency_ms, now_ms):
-                metrics_log.info("metrics", extra={"fields": {**document, "request_id": record.request_id}})
+            write_metrics(record, target, latency_ms)
         log.info("%s %s %d", method, path, record.status, extra={"fields": fields})  # last: the request is done
         telemetry.close_request(record)

@@ -13,9 +13,34 @@ from pathlib import Path
 from bench.core.config import REPO_ROOT
 from bench.core.processes import VENV_BIN, ServerProcess, child_env, free_port, wait_for_status
 
-__all__ = ["ROOT", "VENV_BIN", "ServerProcess", "child_env", "free_port", "report_figures", "wait_for_status"]
+__all__ = [
+    "ROOT",
+    "VENV_BIN",
+    "ServerProcess",
+    "child_env",
+    "free_port",
+    "report_figures",
+    "sample_prompts",
+    "wait_for_status",
+]
 
 ROOT = REPO_ROOT
+SAMPLE_INDEX = ROOT / "indexes" / "sample"
+
+
+def sample_prompts(count: int) -> list[tuple[str, list]]:
+    """The first `count` questions of the sample set, each with the passages the sample index retrieves for it
+    (the generation tests' prompts: several documents, answers of different lengths)."""
+    import pytest
+
+    from rag.retrieval.local import load_retriever
+    from rag.settings import Settings
+
+    if not (SAMPLE_INDEX / "manifest.json").exists():
+        pytest.skip("run `make setup` first: it builds indexes/sample")
+    questions = [json.loads(line)["question"] for line in (ROOT / "data" / "sample.questions.jsonl").open()][:count]
+    retriever = load_retriever(Settings(index_dir=SAMPLE_INDEX, device="cpu", torch_threads=1))
+    return [(question, retriever.retrieve(question, 3)) for question in questions]
 
 
 def report_figures(terminalreporter, title: str, figures: dict, path: Path) -> None:

@@ -14,13 +14,16 @@ The target is at most 2 % at one client; it is met only when the whole interval 
 
 from __future__ import annotations
 
+import json
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.core.config import REPO_ROOT, BenchSettings, publish_run
 from bench.core.processes import Served, log_records
 from bench.core.stats import median_difference, median_interval, paired_median_difference, within_limit
 from bench.core.workload import HttpTarget, MeasuredRun, load_questions, payloads, run_block
+from bench.serving import telemetry_cost
 
 ARCHITECTURES = ("monolito", "microservicos")
 VARIANTS = ("on", "off")  # RAG_METRICS
@@ -56,7 +59,26 @@ def measure(settings: BenchSettings, architectures: tuple[str, ...] = ARCHITECTU
                 one.stop()
         emf = {variant: count_emf(path) for variant, path in logs.items()}
         run.results["architectures"][arch] = {"rows": rows, "emf_lines": emf, "summary": summarize(rows)}
+    run.results["direct"] = direct(run.results, run.workdir / "direct-metrics.log", 4 if settings.quick else None)
     return run.finish()
+
+
+def direct(results: dict, log_path: Path, blocks: int | None = None) -> dict:
+    """The in-process cost of metrics per request (bench/serving/telemetry_cost.py), as a share of this
+    run's c=1 median with metrics off."""
+    medians = {arch: entry["summary"]["1"]["median_ms"]["off"] for arch, entry in results["architectures"].items()}
+    return telemetry_cost.measure(log_path, medians, blocks or telemetry_cost.BLOCKS)
+
+
+def remeasure_direct(results_dir: Path, path: Path = LATEST) -> Path:
+    """A fresh in-process measurement added to the full run in `path` (the published one), written to
+    `results_dir` as a new results file."""
+    results = json.loads(path.read_text())
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out = results_dir / f"telemetry-{stamp}-direct.json"
+    results["direct"] = direct(results, out.with_suffix(".log"))
+    out.write_text(json.dumps(results, indent=1))
+    return out
 
 
 def count_emf(log_path: Path) -> int:
@@ -160,6 +182,8 @@ def table(results: dict) -> str:
                 f"| {arch} | {level} ({n}) | {ms(s['median_ms']['off'])} | {ms(s['median_ms']['on'])} | "
                 f"{pct(s['overhead_pct'])} ({pct(s['low_pct'])} to {pct(s['high_pct'])}) | {s.get('verdict', '')} |"
             )
+    if "direct" in results:
+        lines += telemetry_cost.rows(results["direct"], TARGET_PCT, within_limit)
     settings = results.get("settings", {})
     lines += [
         "",
@@ -173,6 +197,13 @@ def table(results: dict) -> str:
         )
         + ".",
     ]
+    if "direct" in results:
+        direct = results["direct"]
+        lines.append(
+            f"In-process rows: what metrics add to one request's work, measured on its own (load average "
+            f"{direct['loadavg_start'][0]:.1f} at start, {direct['loadavg_end'][0]:.1f} at end), as a share of the "
+            "c=1 median with metrics off; the end-to-end rows cannot resolve it, their noise being wider."
+        )
     return "\n".join(lines)
 
 

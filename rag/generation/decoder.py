@@ -17,18 +17,14 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cached_property
 
 import torch
 
 from rag.errors import ConfigError
 from rag.generation.batching import DecodeBackend, Job
+from rag.generation.stopping import Ending, end_of_turn_ids
 from rag.runtime import release_free_memory, resolve_device
-
-# End-of-turn markers of the common chat templates (ChatML, Llama 3, Gemma, and the plain end of text).
-END_OF_TURN_MARKERS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<end_of_turn>", "</s>")
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +69,7 @@ class RowDecoding:
 
     sample: bool
     processors: object  # a transformers LogitsProcessorList, empty for plain greedy
-    end_ids: frozenset
-    stop: Callable[[str], bool] | None  # whether the decoded answer so far has reached its end
+    ending: Ending  # its end-of-turn ids and stop rule (rag/generation/stopping.py)
 
 
 class TransformersDecoder(DecodeBackend):
@@ -136,19 +131,8 @@ class TransformersDecoder(DecodeBackend):
         if unused:
             raise ValueError(f"decoding options that generate() would not use: {sorted(unused)}")
         processors = self.model._get_logits_processor(generation_config=config, device=self.device, model_kwargs={})
-        return RowDecoding(bool(config.do_sample), processors, self._end_ids(config), stop)
-
-    def _end_ids(self, config) -> frozenset:
-        """The tokens that end a turn: the configured EOS ids, the tokenizer's, and the chat template's
-        end-of-turn markers where the vocabulary has them (a converted GGUF may list only one of them)."""
-        eos = config.eos_token_id if config.eos_token_id is not None else []
-        ids = set(eos if isinstance(eos, list) else [eos]) | {self.tokenizer.eos_token_id} | self._turn_markers
-        return frozenset(ids - {None})
-
-    @cached_property
-    def _turn_markers(self) -> set[int]:
-        vocabulary = self.tokenizer.get_vocab()
-        return {vocabulary[marker] for marker in END_OF_TURN_MARKERS if marker in vocabulary}
+        ending = Ending(end_of_turn_ids(self.tokenizer, config.eos_token_id), stop)
+        return RowDecoding(bool(config.do_sample), processors, ending)
 
     def prefill(self, job: Job) -> int:
         job.state = self.decoding(job.decoding or {})
@@ -200,12 +184,7 @@ class TransformersDecoder(DecodeBackend):
         self._jobs = [self._jobs[row] for row in keep]
 
     def ends(self, job: Job, token: int) -> bool:
-        row: RowDecoding = job.state
-        if token in row.end_ids:
-            return True
-        if row.stop is not None:  # the text decides: a stop string may span tokens, or be inside one
-            return row.stop(self.tokenizer.decode(job.tokens, skip_special_tokens=True))
-        return False
+        return job.state.ending.reached(self.tokenizer, job.tokens, token)
 
     def idle(self) -> None:
         release_free_memory()

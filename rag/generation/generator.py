@@ -1,4 +1,6 @@
-"""The local generator: a transformers causal LM with its chat template, behind the Generator interface."""
+"""The local generator: a causal LM with its transformers tokenizer and chat template, behind the Generator
+interface, run by one of two engines (RAG_LLM_ENGINE): torch (rag/generation/decoder.py) or CTranslate2
+(rag/generation/ctranslate2_decoder.py). The prompt, the stop rules and the usage counts are the same for both."""
 
 from __future__ import annotations
 
@@ -6,13 +8,13 @@ import logging
 import time
 from collections.abc import Iterator
 
-from rag.errors import InvalidRequest
+from rag.errors import ConfigError, InvalidRequest
 from rag.generation.batching import BatchEngine, Job
 from rag.generation.prompt import SYSTEM_PROMPT, answer_has_ended, build_messages, visible_answer
 from rag.ladder import embedded_tier
-from rag.models import llm_model_path
+from rag.models import ctranslate2_model_path, llm_model_path
 from rag.runtime import single_threaded_from_now
-from rag.settings import CHARS_PER_TOKEN, Settings
+from rag.settings import CHARS_PER_TOKEN, LLM_ENGINES, Settings
 from rag.telemetry import mark, stage, usage
 from rag.types import Answer, GenerationParams, Generator, Passage
 
@@ -37,7 +39,11 @@ def decoding_kwargs(params: GenerationParams) -> dict:
 
 class TransformersGenerator(Generator):
     """A causal LM with its chat template, served by a BatchEngine (rag/generation/batching.py): one thread owns the
-    model and decodes all admitted requests together. Request threads only encode, enqueue and wait."""
+    model and decodes all admitted requests together. Request threads only encode, enqueue and wait.
+
+    `engine` is torch or ctranslate2; CTranslate2 loads its own copy of the model (`engine_dir`, by default
+    the one `make models` made inside `path`) and decodes one request at a time, so its batch size is 1.
+    """
 
     def __init__(
         self,
@@ -52,26 +58,47 @@ class TransformersGenerator(Generator):
         batch_wait_ms: int = 0,
         max_concurrent_requests: int = 16,
         system_prompt: str = SYSTEM_PROMPT,
+        engine: str = "torch",
+        engine_dir: str | None = None,
     ):
         # transformers (1.5 s) and torch (3.0 s, through the decoder) are imported only by a process that
         # loads a model (measured with python -X importtime); the orchestrator and the evaluation client do not.
         from transformers import AutoTokenizer
 
-        from rag.generation.decoder import TransformersDecoder
-
         self.name = name
         self.system_prompt = system_prompt
         self.tokenizer = AutoTokenizer.from_pretrained(path)  # request threads encode and decode; no torch there
+        if engine == "ctranslate2":
+            from rag.generation.ctranslate2_decoder import CTranslate2Decoder
+
+            engine_dir = engine_dir or str(ctranslate2_model_path(path, path))
+
+            def load():
+                return CTranslate2Decoder(path, engine_dir, device, threads, dtype, quantize, self.tokenizer)
+
+            if max_batch_size > 1:
+                log.info(
+                    "RAG_LLM_ENGINE=ctranslate2 decodes one request at a time: batch size 1, not %d", max_batch_size
+                )
+            max_batch_size = 1
+        elif engine == "torch":
+            from rag.generation.decoder import TransformersDecoder
+
+            def load():
+                return TransformersDecoder(path, device, threads, dtype, quantize, self.tokenizer)
+        else:
+            raise ConfigError(f"RAG_LLM_ENGINE={engine!r} is not valid; use {' or '.join(LLM_ENGINES)}")
+
         self.engine = BatchEngine(
             name,
-            lambda: TransformersDecoder(path, device, threads, dtype, quantize, self.tokenizer),
+            load,
             max_batch_size=max_batch_size,
             batch_wait_s=batch_wait_ms / 1000.0,
             max_concurrent=max_concurrent_requests,
         )
         decoder = self.engine.backend
         self.device, self.dtype, self.context_length = decoder.device, decoder.dtype, decoder.context_length
-        if self.device == "cpu":
+        if self.device == "cpu" and engine == "torch":
             single_threaded_from_now()
 
     @classmethod
@@ -89,6 +116,10 @@ class TransformersGenerator(Generator):
             batch_wait_ms=settings.batch_wait_ms,
             max_concurrent_requests=settings.max_concurrent_requests,
             system_prompt=(model.system_prompt if model is not None else None) or SYSTEM_PROMPT,
+            engine=settings.llm_engine,
+            engine_dir=str(ctranslate2_model_path(settings.llm_model, path))
+            if settings.llm_engine != "torch"
+            else None,
         )
 
     def warm_up(self, prompt_chars: int, new_tokens: int = 8) -> None:

@@ -65,3 +65,9 @@ def test_a_quick_live_run(tmp_path):
     assert entry["emf_lines"]["off"] == 0 and entry["emf_lines"]["on"] > 0  # RAG_METRICS=off writes none
     assert set(entry["summary"]) == {"1", "2"} and not any(s["failed"] for s in entry["summary"].values())
     assert "| monolito | 1 (2 pairs) |" in completed.stdout == table(results) + "\n"
+    # The in-process measurement does the work the live service did: as many EMF objects per request.
+    direct = results["direct"]["architectures"]["monolito"]
+    answered = results["settings"]["warmup"] + sum(1 for row in entry["rows"] if row["variant"] == "on")
+    assert entry["emf_lines"]["on"] == direct["emf_objects_per_request"] * answered
+    assert direct["cost_us"]["estimate"] > 0 and direct["share_pct"]["estimate"] is not None
+    assert "| monolito | in-process, 4 x 200 requests |" in completed.stdout

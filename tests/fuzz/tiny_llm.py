@@ -26,7 +26,8 @@ def make_tiny_llm(target: Path, seed: int = 0) -> Path:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     from rag.ladder import tier
-    from rag.models import make_readable, prepare
+    from rag.model_files import make_readable
+    from rag.models import prepare
 
     source = prepare(tier("smollm2-135m-instruct"), download=False)
     tokenizer = AutoTokenizer.from_pretrained(source)

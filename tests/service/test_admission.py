@@ -62,15 +62,22 @@ def until_admitted(service, payload: dict, deadline_s: float = 120.0) -> request
         time.sleep(0.2)
 
 
-def test_a_full_server_answers_429_at_once_and_ping_stays_fast(limited):
-    held = hold(f"{limited.url}/invocations-response-stream", LONG)
+def refused_while_full(service) -> tuple[requests.Response, float, requests.Response]:
+    """A request sent while a long streamed one holds the only slot, how long its answer took, and a /ping
+    sent meanwhile; then the holder goes away."""
+    held = hold(f"{service.url}/invocations-response-stream", LONG)
     try:
         started = time.monotonic()
-        refused = limited.invoke({"query": QUESTION, "max_new_tokens": 8})
+        refused = service.invoke({"query": QUESTION, "max_new_tokens": 8})
         refused_s = time.monotonic() - started
-        ping = requests.get(f"{limited.url}/ping", timeout=2)
+        ping = requests.get(f"{service.url}/ping", timeout=2)
     finally:
         held.close()  # the client goes away: the server drops its row and frees the slot
+    return refused, refused_s, ping
+
+
+def test_a_full_server_answers_429_at_once_and_ping_stays_fast(limited):
+    refused, refused_s, ping = refused_while_full(limited)
     assert refused.status_code == 429 and refused.json()["error_type"] == "overloaded"
     assert refused.headers["Retry-After"] == "1" and "RAG_MAX_CONCURRENT_REQUESTS" in refused.json()["error"]
     assert refused_s < 1.0, f"the 429 took {refused_s:.2f} s"

@@ -1,7 +1,6 @@
 """Batched generation with the real embedded LLM: a batched answer is the answer the request gets alone
 (and the one `model.generate` gives), whatever else shares the batch."""
 
-import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -14,17 +13,13 @@ from rag.generation.generator import TransformersGenerator, decoding_kwargs
 from rag.generation.prompt import answer_has_ended, build_messages, visible_answer
 from rag.ladder import tier
 from rag.models import llm_model_path, tier_dir
-from rag.retrieval.local import load_retriever
-from rag.settings import Settings
 from rag.types import GenerationParams
-from tests.support import ROOT
+from tests.support import sample_prompts
 
 EMBEDDED_LLM = "embedded:smollm2-135m-instruct"
 EMBEDDED_LLM_DIR = tier_dir(tier("smollm2-135m-instruct"))
 
 pytestmark = pytest.mark.slow
-# The first dev questions of the tuning set: several documents, answers of different lengths.
-QUESTIONS = [json.loads(line)["question"] for line in (ROOT / "data" / "sample.questions.jsonl").open()][:5]
 GREEDY = GenerationParams(max_new_tokens=20)
 
 
@@ -40,12 +35,7 @@ def generator():
 
 @pytest.fixture(scope="module")
 def prompts():
-    from tests.service.conftest import SAMPLE_INDEX
-
-    if not (SAMPLE_INDEX / "manifest.json").exists():
-        pytest.skip("run `make setup` first: it builds indexes/sample")
-    retriever = load_retriever(Settings(index_dir=SAMPLE_INDEX, device="cpu", torch_threads=1))
-    return [(question, retriever.retrieve(question, 3)) for question in QUESTIONS]
+    return sample_prompts(5)
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +86,7 @@ def test_a_row_ends_at_a_stop_string_or_an_end_of_turn_token(generator):
     state = backend.decoding(
         {"do_sample": False, "temperature": None, "top_p": None, "top_k": None, "stop": answer_has_ended}
     )
-    assert tokenizer.convert_tokens_to_ids("<|im_end|>") in state.end_ids
+    assert tokenizer.convert_tokens_to_ids("<|im_end|>") in state.ending.end_ids
     job = Job([1, 2, 3], 20, None, decoding=None)
     job.state = state
     ran_on = tokenizer("Ilse Marren of Velmora\n\nQuestion: Who was the first president?")["input_ids"]

@@ -1,0 +1,257 @@
+"""RAG_LLM_ENGINE=ctranslate2 on the real embedded LLM: the same prompts as torch, the same stop rules and usage
+counts, streaming, max_new_tokens, cancellation; and the one-line refusals (no package, no converted copy,
+an unknown engine, a compute type the device lacks)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import pytest
+
+from rag.errors import ConfigError, RequestTimeout
+from rag.generation.batching import Job
+from rag.generation.generator import TransformersGenerator, decoding_kwargs
+from rag.ladder import tier
+from rag.model_files import CTRANSLATE2_MARKER, convert_ctranslate2, ctranslate2_dir, require_ctranslate2
+from rag.models import ctranslate2_model_path, tier_dir
+from rag.settings import LLM_ENGINES, Settings, compute_type
+from rag.types import GenerationParams
+from tests.support import sample_prompts
+
+EMBEDDED_LLM_DIR = tier_dir(tier("smollm2-135m-instruct"))
+GREEDY = GenerationParams(max_new_tokens=24)
+
+
+# The settings and the refusals: no model is loaded.
+
+
+def test_the_engine_is_validated_and_defaults_to_the_tiers():
+    assert LLM_ENGINES == ("torch", "ctranslate2")
+    assert Settings.from_env({}).llm_engine == "torch"  # every tier says torch in rag/model_ladder.toml for now
+    assert Settings.from_env({"RAG_LLM_ENGINE": "CTranslate2"}).llm_engine == "ctranslate2"
+    with pytest.raises(ConfigError, match="RAG_LLM_ENGINE='onnx' is not valid; use torch or ctranslate2"):
+        Settings.from_env({"RAG_LLM_ENGINE": "onnx"})
+
+
+def test_a_tiers_engine_field_is_its_default(monkeypatch):
+    import dataclasses
+
+    from rag import settings
+
+    smollm2 = tier("smollm2-135m-instruct")
+    monkeypatch.setattr(settings, "embedded_tier", lambda name: dataclasses.replace(smollm2, engine="ctranslate2"))
+    assert Settings.from_env({}).llm_engine == "ctranslate2"
+    assert Settings.from_env({"RAG_LLM_ENGINE": "torch"}).llm_engine == "torch"  # the variable wins
+    monkeypatch.setattr(settings, "embedded_tier", lambda name: dataclasses.replace(smollm2, engine="onnx"))
+    with pytest.raises(ConfigError, match="tier smollm2-135m-instruct names engine 'onnx' in rag/model_ladder.toml"):
+        Settings.from_env({})
+
+
+@pytest.mark.parametrize(
+    "dtype, quantize, expected",
+    [
+        ("auto", "none", "float32"),
+        ("float32", "none", "float32"),
+        ("bfloat16", "none", "bfloat16"),
+        ("float16", "none", "float16"),
+        ("auto", "int8", "int8_float32"),
+        ("bfloat16", "int8", "int8_bfloat16"),
+    ],
+)
+def test_dtype_and_quantize_map_onto_a_compute_type(dtype, quantize, expected):
+    assert compute_type(dtype, quantize) == expected
+
+
+def test_a_missing_or_stale_copy_is_one_line_naming_the_command(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ConfigError) as missing:
+        ctranslate2_model_path(str(tmp_path), str(tmp_path))
+    assert f"run `python -m rag.models ctranslate2 --model-dir {tmp_path}`" in missing.value.message
+    with pytest.raises(ConfigError, match="run `make models LLM=qwen2.5-coder-0.5b-instruct`"):
+        require_ctranslate2(tmp_path, "make models LLM=qwen2.5-coder-0.5b-instruct")
+    ctranslate2_dir(tmp_path).mkdir()
+    (ctranslate2_dir(tmp_path) / CTRANSLATE2_MARKER).write_text(json.dumps({"source_fingerprint": "other weights"}))
+    with pytest.raises(ConfigError, match="was made from other files") as stale:
+        require_ctranslate2(tmp_path, "make models")
+    with pytest.raises(ConfigError, match="is a hub id"):
+        ctranslate2_model_path("someone/some-model", "someone/some-model")
+    assert all("\n" not in error.value.message for error in (missing, stale))
+
+
+def test_a_missing_package_is_one_line(monkeypatch):
+    from rag.generation import ctranslate2_decoder
+
+    monkeypatch.setitem(sys.modules, "ctranslate2", None)  # `import ctranslate2` raises ImportError
+    with pytest.raises(ConfigError, match="the ctranslate2 package is not installed; run `make setup`") as error:
+        ctranslate2_decoder.CTranslate2Decoder(str(EMBEDDED_LLM_DIR), "unused", "cpu", 1, "auto", "none", None)
+    assert "\n" not in error.value.message
+
+
+# The real model. Both engines with one thread, as the other generation tests (CI machines are loaded).
+
+
+@pytest.fixture(scope="module")
+def engine_dir():
+    if not (EMBEDDED_LLM_DIR / "config.json").exists():
+        pytest.skip("run `make setup` first: it installs the embedded LLM")
+    return str(convert_ctranslate2(EMBEDDED_LLM_DIR))  # `make setup` made it; at once when it is there
+
+
+@pytest.fixture(scope="module")
+def ct2(engine_dir):
+    generator = TransformersGenerator("smollm2", str(EMBEDDED_LLM_DIR), "cpu", threads=1, engine="ctranslate2")
+    yield generator
+    generator.engine.close()
+
+
+@pytest.fixture(scope="module")
+def torch_generator():
+    generator = TransformersGenerator("smollm2", str(EMBEDDED_LLM_DIR), "cpu", threads=1)
+    yield generator
+    generator.engine.close()
+
+
+@pytest.fixture(scope="module")
+def prompts():
+    return sample_prompts(4)
+
+
+@pytest.mark.slow
+def test_a_compute_type_the_device_lacks_is_one_line(engine_dir):
+    import ctranslate2
+
+    from rag.generation.ctranslate2_decoder import CTranslate2Decoder
+
+    if "float16" in ctranslate2.get_supported_compute_types("cpu"):
+        pytest.skip("this CPU computes float16")
+    with pytest.raises(ConfigError, match="compute type float16, which this cpu does not support"):
+        CTranslate2Decoder(str(EMBEDDED_LLM_DIR), engine_dir, "cpu", 1, "float16", "none", None)
+
+
+@pytest.fixture(scope="module")
+def answers(ct2, prompts):
+    """CTranslate2's greedy answer to each sample question."""
+    return [ct2.generate(question, passages, GREEDY) for question, passages in prompts]
+
+
+@pytest.mark.slow
+def test_int8_loads_from_the_float32_copy_and_answers(engine_dir, prompts):
+    generator = TransformersGenerator(
+        "smollm2", str(EMBEDDED_LLM_DIR), "cpu", threads=1, quantize="int8", engine="ctranslate2"
+    )
+    try:
+        question, passages = prompts[0][0], prompts[0][1][:1]
+        answer = generator.generate(question, passages, GenerationParams(max_new_tokens=8))
+        assert generator.dtype == "int8_float32" and answer.completion_tokens >= 1 and answer.text
+    finally:
+        generator.engine.close()
+
+
+@pytest.mark.slow
+def test_greedy_answers_and_usage_match_torchs(torch_generator, prompts, answers):
+    # Not guaranteed in general: both compute in float32, but their kernels add in another order, so a
+    # near tie between the two likeliest tokens could go either way. On these questions none does.
+    theirs = [torch_generator.generate(question, passages, GREEDY) for question, passages in prompts]
+    assert answers == theirs
+
+
+@pytest.mark.slow
+def test_streamed_pieces_make_the_answer(ct2, prompts, answers):
+    question, passages = prompts[1]
+    pieces = list(ct2.stream(question, passages, GREEDY))
+    assert pieces[-1] == answers[1]
+    assert len(pieces) >= 3 and "".join(pieces[:-1]).strip() == answers[1].text
+
+
+@pytest.mark.slow
+def test_max_new_tokens_and_sampling_are_per_request(ct2, prompts):
+    question, passages = prompts[0][0], prompts[0][1][:1]  # one passage: a shorter prefill
+    assert ct2.generate(question, passages, GenerationParams(max_new_tokens=2)).completion_tokens == 2
+    sampled = ct2.generate(question, passages, GenerationParams(max_new_tokens=6, temperature=1.0))
+    assert 1 <= sampled.completion_tokens <= 6 and sampled.text
+    # Sampling draws from what transformers would (top-k 50, top-p 1: this model's generation config sets none).
+    options = decoding_kwargs(GenerationParams(temperature=0.7))
+    del options["max_new_tokens"]  # the engine's, not the backend's
+    sampling = ct2.engine.backend.sampling(options)
+    assert sampling == {
+        "sampling_topk": 50,
+        "sampling_topp": 1.0,
+        "sampling_temperature": 0.7,
+        "repetition_penalty": 1.0,
+    }
+
+
+@pytest.mark.slow
+def test_a_stop_rule_ends_the_row_on_the_same_token_as_torch(ct2, torch_generator, prompts):
+    question, passages = prompts[2][0], prompts[2][1][:1]
+    ended = []
+    for generator in (ct2, torch_generator):
+        options = decoding_kwargs(GREEDY)
+        options["stop"] = lambda text: len(text.split()) >= 2  # two words are the whole answer
+        job = Job(generator._encode(question, passages), options.pop("max_new_tokens"), decoding=options)
+        for _ in generator.engine.run(job):
+            pass
+        ended.append((job.outcome, job.tokens))
+    assert ended[0] == ended[1] and ended[0][0] == "stop" and len(ended[0][1]) < GREEDY.max_new_tokens
+
+
+class CountingSteps:
+    """Stands in for the backend's CTranslate2 generator and counts the steps CTranslate2 computes."""
+
+    def __init__(self, model):
+        self.model, self.steps = model, 0
+
+    def generate_tokens(self, *args, **kwargs):
+        def count(step) -> bool:
+            self.steps += 1
+            return False  # never asks to stop: only the closed iterator can
+
+        return self.model.generate_tokens(*args, callback=count, **kwargs)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("leaves", ["client gone", "deadline"])
+def test_a_row_that_leaves_stops_ctranslate2_generating_it(ct2, leaves):
+    messages = [{"role": "user", "content": "Write the numbers from 1 to 400, separated by commas."}]
+    encoded = ct2.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)
+    options = decoding_kwargs(GenerationParams(max_new_tokens=1000))
+    deadline = time.monotonic() + 2.0 if leaves == "deadline" else None
+    backend = ct2.engine.backend
+    counting = backend.model = CountingSteps(backend.model)
+    try:
+        long = Job(list(encoded["input_ids"]), options.pop("max_new_tokens"), deadline, options, stream=True)
+        tokens = ct2.engine.run(long)
+        if leaves == "deadline":
+            with pytest.raises(RequestTimeout):
+                list(tokens)
+        else:
+            assert len([next(tokens) for _ in range(5)]) == 5
+            tokens.close()  # the client has gone
+        left_at = counting.steps
+        short = Job([1, 2, 3], 1, decoding={"do_sample": False})
+        for _ in ct2.engine.run(short):  # served once the long row has left (one row at a time)
+            pass
+    finally:
+        backend.model = counting.model
+    assert long.outcome == ("deadline" if leaves == "deadline" else "cancelled") and short.outcome in ("stop", "length")
+    # Counting to 400 takes over 1,000 tokens. CTranslate2 runs a step or two ahead of the tokens handed over,
+    # then stops at its first step after the iterator is closed; the short job's one step is the only other.
+    assert counting.steps - left_at < 10, (left_at, counting.steps)
+    assert len(long.tokens) < 1000 and ct2.engine.admission.in_flight == 0
+
+
+@pytest.mark.slow
+def test_the_copy_is_made_once_from_a_folder_and_goes_stale_with_it(tmp_path, capsys):
+    from rag import models
+    from tests.fuzz.tiny_llm import make_tiny_llm
+
+    folder = make_tiny_llm(tmp_path / "tiny")  # a one-layer model with the SmolLM2 tokenizer
+    assert models.main(["ctranslate2", "--model-dir", str(folder)]) == 0
+    assert f"CTranslate2 copy ready in {ctranslate2_dir(folder)}" in capsys.readouterr().out
+    assert require_ctranslate2(folder, "unused") == ctranslate2_dir(folder)
+    assert sorted(path.name for path in folder.iterdir() if path.name.startswith(".")) == []  # no staging left
+    (folder / "config.json").write_text((folder / "config.json").read_text().replace("}", ', "note": 1}', 1))
+    with pytest.raises(ConfigError, match="was made from other files"):
+        require_ctranslate2(folder, "unused")
