@@ -46,6 +46,7 @@ from rag import settings as rag_settings
 from rag.generation.decoder import native_bfloat16
 from rag.generation.prompt import SYSTEM_PROMPT, build_messages
 from rag.ladder import default_tier, tiers
+from rag.model_files import ctranslate2_dir, is_converted
 from rag.models import tier_dir
 from rag.types import Passage
 
@@ -75,7 +76,23 @@ class Variant:
             return f"the {self.engine} package is not installed"
         if self.precision == "bfloat16" and not native_bfloat16():
             return "this CPU has no native bfloat16 (AVX512-BF16 or AMX): it would be emulated"
+        if self.engine == "ctranslate2" and CTRANSLATE2_COMPUTE[self.precision] not in ctranslate2_cpu_types():
+            return (
+                f"CTranslate2 has no {CTRANSLATE2_COMPUTE[self.precision]} compute type on this CPU "
+                f"(it has {', '.join(sorted(ctranslate2_cpu_types()))})"
+            )
         return None
+
+
+# The compute type the service asks CTranslate2 for at each precision (docs/performance.md's mapping).
+CTRANSLATE2_COMPUTE = {"float32": "float32", "int8": "int8_float32", "bfloat16": "bfloat16"}
+
+
+def ctranslate2_cpu_types() -> set[str]:
+    """The compute types CTranslate2 supports on this CPU (its own probe; call only when it is installed)."""
+    import ctranslate2  # an optional engine for this runner: its variants are skipped when it is missing
+
+    return set(ctranslate2.get_supported_compute_types("cpu"))
 
 
 def _variant(engine: str, precision: str, **options) -> Variant:
@@ -188,10 +205,18 @@ def _after_evaluation(url: str, records: list[dict], log_path: Path, load: dict[
 
 
 def model_files(variant: Variant, tier: str) -> Path:
-    """The folder of the files `variant` loads for `tier`: the safetensors for torch; for another engine,
-    the converted model it keeps beside them (models/<tier>/<engine>-<precision>/)."""
+    """The folder of the weights `variant` loads for `tier`: the safetensors for torch, the CTranslate2 copy
+    beside them (models/<tier>/ctranslate2/, float32, quantized or cast at load) for ctranslate2."""
     folder = tier_dir(tiers()[tier])
-    return folder if variant.engine == "torch" else folder / f"{variant.engine}-{variant.precision}"
+    return ctranslate2_dir(folder) if variant.engine == "ctranslate2" else folder
+
+
+def tier_unavailable(variant: Variant, tier: str) -> str | None:
+    """Why `variant` cannot serve `tier` here (its engine's files for the tier are missing), or None."""
+    folder = tier_dir(tiers()[tier])
+    if variant.engine == "ctranslate2" and not is_converted(folder):
+        return f"no current CTranslate2 copy in {ctranslate2_dir(folder)}; `make models LLM={tier}` makes it"
+    return None
 
 
 def _disk_mib(folder: Path, top_level_only: bool) -> float | None:
@@ -324,8 +349,16 @@ def run(names: list[str], variants: list[Variant], left_out: dict, sets: tuple[s
                 f"[{done + 1}/{steps}] {tier} / {variant.name} ({(time.monotonic() - started) / 60:.0f} min in)",
                 flush=True,
             )
-            result["runs"][tier][variant.name] = measure(tier, variant, files, workdir, load)
             done += 1
+            reason = tier_unavailable(variant, tier)
+            try:
+                if reason is None:
+                    result["runs"][tier][variant.name] = measure(tier, variant, files, workdir, load)
+            except (RuntimeError, TimeoutError) as exc:  # a server that never got ready: the run goes on
+                reason = f"failed: {exc}"
+            if reason is not None:
+                print(f"  {variant.name} on {tier}: {reason}", flush=True)
+                result["left_out"][f"{variant.name} on {tier}"] = reason
             # Every variant's figures are kept as soon as they exist: a long run stopped later loses nothing.
             (workdir / "partial.json").write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
         result["peers"][tier] = measure_peers(
