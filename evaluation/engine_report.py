@@ -201,7 +201,11 @@ def _footer(result: dict) -> str:
     decision, bandwidth = result["decision"], result["bandwidth"]
     engines = "; ".join(
         f"`{tier}`: {c['variant'] or c.get('reason')}"
-        + "".join(f" ({n}: {v})" for n, v in c.get("verdicts", {}).items() if n != c["variant"])
+        + (
+            f" ({others})"
+            if (others := ", ".join(f"{n} {v}" for n, v in c.get("verdicts", {}).items() if n != c["variant"]))
+            else ""
+        )
         for tier, c in decision["engines"].items()
     )
     ladder = decision["ladder"]
