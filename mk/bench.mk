@@ -23,7 +23,7 @@ ENGINES ?=
 TIERS   ?=
 SETS    ?=
 .PHONY: bench-engines peer
-bench-engines: ## The fastest CPU engine per model tier, beside the bandwidth floor and llama-server (~1 h); publishes to docs/performance.md
+bench-engines: ## The fastest CPU engine per model tier, beside the bandwidth floor and llama-server (hours: ~10 min per variant of the 135M tier, more for bigger ones); publishes to docs/performance.md
 	$(PYQ) -m evaluation.engines --publish $(if $(ENGINES),--engines $(call q,$(ENGINES))) \
 	  $(if $(TIERS),--tiers $(call q,$(TIERS))) $(if $(SETS),--sets $(call q,$(SETS)))
 
