@@ -23,7 +23,7 @@ PUBLIC_SPEC = ROOT / "docs" / "openapi.yaml"
 HOOKS = Path(__file__).with_name("chat_rules.py")
 INTERNAL_SPEC = ROOT / "docs" / "openapi-internal.yaml"
 RESULTS_FILE = ROOT / "build" / "fuzz-results.json"
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "6"))  # CI budget: about 60 % of the requests of 10
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "10"))
 MIN_REQUESTS = int(os.environ.get("FUZZ_MIN_REQUESTS", "0"))
 SEED = int(os.environ.get("FUZZ_SEED", "20261129"))
 # Checks about authentication and about resources created by earlier calls do not apply to this API.
