@@ -25,9 +25,18 @@ from pathlib import Path
 
 from bench.core.config import DEFAULT_RESULTS_DIR, REPO_ROOT
 from bench.core.processes import child_env
-from evaluation.evaluate import LocalTarget, Question, QuestionFileError, failure, parse_question, score, summarize
+from evaluation.evaluate import (
+    LocalTarget,
+    Question,
+    QuestionFileError,
+    failure,
+    parse_question,
+    percent_text,
+    score,
+    summarize,
+)
 from evaluation.previous import build_index
-from evaluation.quality import _pct, replace_between
+from evaluation.quality import replace_between
 from rag.chat import ChatRequest
 from rag.errors import InvalidRequest
 from rag.settings import CHAT_CONDENSE_STRATEGIES, Settings
@@ -131,9 +140,9 @@ def table(result: dict) -> str:
             every, follow, shift = s["all"], s.get("follow-up", {}), s.get("topic-shift", {})
             rows.append(
                 f"| {name} ({every['questions']}: {follow.get('questions', 0)} follow-ups + "
-                f"{shift.get('questions', 0)} topic shifts) | `{strategy}` | {_pct(every['hit_at_1'])} | "
-                f"{_pct(every['hit_at_k'])} | {_pct(every['accuracy'])} | {_pct(follow.get('hit_at_1'))} / "
-                f"{_pct(follow.get('accuracy'))} | {_pct(shift.get('hit_at_1'))} / {_pct(shift.get('accuracy'))} |"
+                f"{shift.get('questions', 0)} topic shifts) | `{strategy}` | {percent_text(every['hit_at_1'])} | "
+                f"{percent_text(every['hit_at_k'])} | {percent_text(every['accuracy'])} | {percent_text(follow.get('hit_at_1'))} / "
+                f"{percent_text(follow.get('accuracy'))} | {percent_text(shift.get('hit_at_1'))} / {percent_text(shift.get('accuracy'))} |"
             )
     rows.append("")
     rows.append(

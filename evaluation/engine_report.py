@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first
 
 from bench.core.config import DEFAULT_RESULTS_DIR, REPO_ROOT  # noqa: E402
 from bench.core.stats import median_interval, percentile  # noqa: E402
+from evaluation.evaluate import percent_text  # noqa: E402
 from evaluation.ladder import HELD_OUT, choose  # noqa: E402
 from evaluation.llama_peer import PEER_OF, PRECISIONS, floor_ms_per_token  # noqa: E402
 from evaluation.quality import replace_between  # noqa: E402
@@ -143,10 +144,6 @@ def decide(result: dict) -> dict:
     return result["decision"]
 
 
-def _pct(value) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f} %"
-
-
 def _num(value, digits: int = 0) -> str:
     return "n/a" if value is None else f"{value:,.{digits}f}"
 
@@ -169,7 +166,10 @@ def table(result: dict) -> str:
         fastest = decision["engines"].get(tier, {}).get("variant")
         for name, row in rows.items():
             mark = " (**fastest**)" if name == fastest else ""
-            quality = [f"{_pct(row['quality'][s]['accuracy'])} / {_pct(row['quality'][s]['refusal'])}" for s in sets]
+            quality = [
+                f"{percent_text(row['quality'][s]['accuracy'])} / {percent_text(row['quality'][s]['refusal'])}"
+                for s in sets
+            ]
             lines.append(f"| `{tier}` | {name}{mark} | " + " | ".join(quality) + " | " + _speed(row) + " |")
         for precision, row in result["peer_rows"].get(tier, {}).items():
             label = "llama-server (peer)" if precision == "all" else f"llama-server {precision} (peer)"

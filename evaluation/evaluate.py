@@ -266,11 +266,14 @@ def is_miss(record: dict) -> bool:
     return not record["correct"] or (record["source"] is not None and record["rank"] != 1)
 
 
+def percent_text(value: float | None) -> str:
+    """A share (0..1) as the reports print it: one decimal and a per cent sign, or n/a."""
+    return "n/a" if value is None else f"{100 * value:.1f} %"
+
+
 def format_table(summary: dict) -> str:
     """The printed table: one metric per row."""
-
-    def pct(value):
-        return "n/a" if value is None else f"{100 * value:.1f} %"
+    pct = percent_text
 
     def num(value, unit=""):
         return "n/a" if value is None else f"{value:,.0f}{unit}"

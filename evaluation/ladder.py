@@ -27,7 +27,7 @@ from bench.core.config import DEFAULT_RESULTS_DIR, REPO_ROOT
 from bench.core.processes import child_env
 from bench.core.stats import percentile
 from bench.core.workload import ClientLoop
-from evaluation.evaluate import HttpTarget
+from evaluation.evaluate import HttpTarget, percent_text
 from evaluation.previous import build_index
 from evaluation.quality import ARCHS, identical, replace_between, serve_and_evaluate
 from rag.ladder import default_tier, tiers
@@ -171,10 +171,6 @@ def choose(table: dict, current: str, reference_ms: float | None = None) -> dict
     return {"tier": winner, "latency_budget_ms": round(budget, 1), "verdicts": verdicts}
 
 
-def _pct(value) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f} %"
-
-
 def table(result: dict) -> str:
     """The Markdown table of docs/evaluation.md: one row per tier."""
     sets = result["sets"]
@@ -187,8 +183,8 @@ def table(result: dict) -> str:
     lines = [header, "|" + " --- |" * (len(sets) + 7)]
     for tier, row in result["rows"].items():
         quality = [
-            " / ".join(_pct(row["quality"][n][k]) for k in ("accuracy", "refusal", "false_refusal", "hit_at_1"))
-            + f" / {_pct(row['quality'][n]['answer_in_context'])}"
+            " / ".join(percent_text(row["quality"][n][k]) for k in ("accuracy", "refusal", "false_refusal", "hit_at_1"))
+            + f" / {percent_text(row['quality'][n]['answer_in_context'])}"
             for n in sets
         ]
         rss = " / ".join(f"{row['peak_rss_mib'].get(a, 0):,.0f}" for a in ARCHS if a in row["peak_rss_mib"])
@@ -229,7 +225,7 @@ def publish(result: dict) -> None:
     replace_between(DOC, BEGIN, END, table(result))
     choice = result["choice"]["tier"]
     held = "; ".join(
-        f"`{tier}` {_pct(row['held_out_accuracy'])} at c=1 p50 {row['latency_ms_p50']:,.0f} ms"
+        f"`{tier}` {percent_text(row['held_out_accuracy'])} at c=1 p50 {row['latency_ms_p50']:,.0f} ms"
         for tier, row in result["rows"].items()
     )
     replace_between(README, README_BEGIN, README_END, f"Held-out accuracy by tier: {held}; the rule chose `{choice}`.")

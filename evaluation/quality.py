@@ -22,7 +22,7 @@ from pathlib import Path
 
 from bench.core.config import DEFAULT_RESULTS_DIR, REPO_ROOT
 from bench.core.processes import MemorySampler, Served, child_env
-from evaluation.evaluate import HttpTarget, evaluate, load_questions, summarize
+from evaluation.evaluate import HttpTarget, evaluate, load_questions, percent_text, summarize
 from evaluation.previous import build_index, previous_checkout
 
 SETS = ("sample", "harbourline", "kelvane")
@@ -108,10 +108,6 @@ def run(previous_ref: str | None, sets: tuple[str, ...] = SETS) -> dict:
     return result | {"path": str(path)}
 
 
-def _pct(value) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f} %"
-
-
 def _ms(value) -> str:
     return "n/a" if value is None else f"{value:,.0f}"
 
@@ -133,8 +129,8 @@ def table(result: dict) -> str:
             parity = entry["parity"]
             same = f"{parity['identical']}/{parity['questions']}" if key != "previous" else ""
             rows.append(
-                f"| {name} ({s['answerable']} + {s['unanswerable']}) | {label} | {_pct(s['accuracy'])} | "
-                f"{_pct(s['refusal'])} | {_pct(s['hit_at_1'])} | {s['mrr']:.3f} | {_ms(s['prompt_tokens_p50'])} | "
+                f"| {name} ({s['answerable']} + {s['unanswerable']}) | {label} | {percent_text(s['accuracy'])} | "
+                f"{percent_text(s['refusal'])} | {percent_text(s['hit_at_1'])} | {s['mrr']:.3f} | {_ms(s['prompt_tokens_p50'])} | "
                 f"{_ms(s['latency_ms_p50'])} / {_ms(s['latency_ms_p95'])} | {same} |"
             )
     load = result.get("loadavg_start", [None])[0]
@@ -151,13 +147,13 @@ def summary_line(result: dict) -> str:
     parts = []
     for name, entry in result["sets"].items():
         now, before = entry["monolito"]["summary"], entry.get("previous", {}).get("summary")
-        text = f"**{name}**: answer accuracy {_pct(now['accuracy'])}"
+        text = f"**{name}**: answer accuracy {percent_text(now['accuracy'])}"
         if before:
-            text += f" (before: {_pct(before['accuracy'])})"
-        text += f", refusal of unanswerable questions {_pct(now['refusal'])}"
+            text += f" (before: {percent_text(before['accuracy'])})"
+        text += f", refusal of unanswerable questions {percent_text(now['refusal'])}"
         if before:
-            text += f" (before: {_pct(before['refusal'])})"
-        text += f", hit@1 {_pct(now['hit_at_1'])}"
+            text += f" (before: {percent_text(before['refusal'])})"
+        text += f", hit@1 {percent_text(now['hit_at_1'])}"
         parts.append(text)
     return "; ".join(parts) + "."
 
