@@ -179,6 +179,10 @@ def create_service_app(name: str, settings: Settings) -> Flask:
 
     @app.after_request
     def _finish(response: Response):
+        if settings.instance_token and request.headers.get(INSTANCE_HEADER) == settings.instance_token:
+            # Said back, so that the caller knows the port is held by its own service and not by
+            # something else that happens to answer there (e.g. another instance's server).
+            response.headers[INSTANCE_HEADER] = settings.instance_token
         attributes = request.headers.get(CUSTOM_ATTRIBUTES)
         if attributes is not None and response.status_code < 400:
             response.headers[CUSTOM_ATTRIBUTES] = attributes  # passed through verbatim

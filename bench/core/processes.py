@@ -63,11 +63,25 @@ def request_lines(text: str, path: str) -> list[tuple[float, float]]:
     ]
 
 
+_HANDED_OUT: set[int] = set()
+_HANDED_OUT_LOCK = threading.Lock()
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A TCP port on 127.0.0.1 that is free right now and that this process has not handed out before.
+
+    A port is only free until its server binds it, and servers start asynchronously: without the memory,
+    two architectures started back to back could be given the same port (the kernel may hand a freshly
+    released port out again), and one's orchestrator would then talk to the other's server.
+    """
+    with _HANDED_OUT_LOCK:
+        while True:
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = sock.getsockname()[1]
+            if port not in _HANDED_OUT:
+                _HANDED_OUT.add(port)
+                return port
 
 
 def child_env(**overrides) -> dict[str, str]:

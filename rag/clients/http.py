@@ -40,16 +40,32 @@ class ServiceClient:
         self.name = name
         self.base_url = base_url.rstrip("/")
         self.session = requests.Session()
+        self.instance_token = instance_token
         if instance_token:
             self.session.headers[INSTANCE_HEADER] = instance_token
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
 
+    def _own(self, response: requests.Response) -> bool:
+        """Whether the answer came from this instance's own service: with an instance token, the service
+        says it back (serving/web.py); anything else on that port (another instance's server, another
+        program) does not. Without a token there is nothing to check."""
+        return not self.instance_token or response.headers.get(INSTANCE_HEADER) == self.instance_token
+
+    def _foreign(self) -> str:
+        return (
+            f"what answers at {self.base_url} is another instance's server or another program, not this "
+            f"instance's {self.name} service (it did not say back the instance token); give each instance its "
+            "own internal ports (RAG_VECTOR_URL, RAG_LLM_URL)"
+        )
+
     def ping(self, timeout: float = 0.8) -> dict:
         """The service's /ping body, or {"status": "unavailable"} when it cannot be reached."""
         try:
             response = self.session.get(f"{self.base_url}/ping", timeout=(0.3, timeout))
+            if not self._own(response):
+                return {"status": "foreign", "error": self._foreign()}
             body = response.json()
             return body if isinstance(body, dict) else {"status": "unavailable"}
         except (requests.RequestException, ValueError):
@@ -106,6 +122,9 @@ class ServiceClient:
             raise errors.UpstreamUnavailable(
                 f"the {self.name} service at {self.base_url} is unavailable; it may be restarting, retry shortly"
             )
+        if not self._own(response):
+            response.close()
+            raise errors.UpstreamUnavailable(self._foreign())
         if response.status_code != 200:
             try:
                 body = response.json()

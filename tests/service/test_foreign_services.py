@@ -72,15 +72,11 @@ def test_a_second_instance_on_taken_internal_ports_refuses_to_start(sample_index
     assert "set RAG_VECTOR_URL to a free port" in log
 
 
-def test_services_refuse_an_orchestrator_of_another_instance(microservices, tmp_path):
-    """A real orchestrator of another instance (its own token) pointed at this instance's services, as
-    after its own service died and this one's took the port: it must not answer from them."""
+def _foreign_orchestrator(tmp_path, vector_url: str, llm_url: str):
+    """A real orchestrator with its own instance token, pointed at services that are not its own: its
+    /ping and one /invocations."""
     port = free_port()
-    env = child_env(
-        RAG_INSTANCE_TOKEN="another-instance",
-        RAG_VECTOR_URL=f"http://127.0.0.1:{microservices.ports['vector']}",
-        RAG_LLM_URL=f"http://127.0.0.1:{microservices.ports['llm']}",
-    )
+    env = child_env(RAG_INSTANCE_TOKEN="another-instance", RAG_VECTOR_URL=vector_url, RAG_LLM_URL=llm_url)
     orchestrator = ServerProcess(
         [
             str(VENV_BIN / "gunicorn"),
@@ -100,12 +96,35 @@ def test_services_refuse_an_orchestrator_of_another_instance(microservices, tmp_
         answer = requests.post(f"{url}/invocations", json={"query": "When did the tramway open?"}, timeout=60)
     finally:
         orchestrator.stop()
+    return ping, answer
+
+
+def test_services_refuse_an_orchestrator_of_another_instance(microservices, tmp_path):
+    """A real orchestrator of another instance (its own token) pointed at this instance's services, as
+    after its own service died and this one's took the port: it must not answer from them."""
+    ping, answer = _foreign_orchestrator(
+        tmp_path,
+        f"http://127.0.0.1:{microservices.ports['vector']}",
+        f"http://127.0.0.1:{microservices.ports['llm']}",
+    )
     assert ping.status_code == 503, ping.text
     assert ping.json()["status"] == "degraded" and ping.json()["services"] == {"vector": "foreign", "llm": "foreign"}
     assert "another instance" in ping.json()["error"]
     assert answer.status_code == 503 and answer.json()["error_type"] == "upstream_unavailable", answer.text[:300]
     # This instance's own orchestrator is unaffected.
     assert microservices.invoke({"query": "When did the tramway open?", "max_new_tokens": 4}).status_code == 200
+
+
+def test_an_orchestrator_does_not_use_another_server_on_its_service_ports(monolith, tmp_path):
+    """Its internal ports held by a server that is not its own service (here a monolith, which answers
+    /ping with 200 and has no /retrieve): the orchestrator is degraded and answers 503, never the other
+    server's 404 or its health."""
+    ping, answer = _foreign_orchestrator(tmp_path, monolith.url, monolith.url)
+    assert ping.status_code == 503, ping.text
+    assert ping.json()["services"] == {"vector": "foreign", "llm": "foreign"}, ping.text
+    assert "did not say back the instance token" in ping.json()["error"]
+    assert answer.status_code == 503 and answer.json()["error_type"] == "upstream_unavailable", answer.text[:300]
+    assert "another instance's server or another program" in answer.json()["error"]
 
 
 def test_services_exit_when_start_sh_is_killed(sample_index, tmp_path):
