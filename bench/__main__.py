@@ -36,6 +36,14 @@ def main(argv: list[str] | None = None) -> int:
         "microservices (bench/serving/split.py); write results/split-<timestamp>.json",
     )
     split.add_argument("--publish", action="store_true", help="also bench/results/latest/split.json and docs/bench.md")
+    hops = commands.add_parser(
+        "hops",
+        help="measure the microservices' internal hops: both architectures, one-token requests alternating "
+        "(bench/serving/hops.py); write results/hops-<timestamp>.json",
+    )
+    hops.add_argument(
+        "--publish", action="store_true", help="also bench/results/latest/hops.json and docs/performance.md"
+    )
     telemetry = commands.add_parser(
         "telemetry",
         help="measure what metrics cost: each architecture with RAG_METRICS on and off, interleaved, at 1 and 8 "
@@ -74,15 +82,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "soak":
         return _soak(run_soak(soak_settings))
-    if args.command == "split":
-        from bench.serving.split import measure, table
-        from bench.serving.split import publish as publish_split
+    if args.command in ("split", "hops"):
+        from bench.serving import hops, split
 
-        path = measure(settings)
-        sys.stdout.write(table(json.loads(path.read_text())) + "\n")
+        module = split if args.command == "split" else hops
+        path = module.measure(settings)
+        sys.stdout.write(module.table(json.loads(path.read_text())) + "\n")
         sys.stderr.write(f"results: {path}\n")
         if args.publish:
-            sys.stderr.write(f"published: {publish_split(path)}\n")
+            sys.stderr.write(f"published: {module.publish(path)}\n")
         return 0
     if args.command == "telemetry":
         from bench.serving import telemetry as overhead

@@ -2,7 +2,7 @@
 # architectures. Settings come from BENCH_* variables (bench/core/config.py); BENCH_RESULTS_DIR says where
 # results go (default bench/results/, where only latest/ is committed).
 
-.PHONY: bench bench-report bench-split bench-telemetry
+.PHONY: bench bench-report bench-split bench-hops bench-telemetry
 
 bench: ## Measure both architectures and the in-process baseline, with the concurrency sweep (~17 min; BENCH_QUICK=1: ~2 min smoke run)
 	$(PYQ) -m bench run --publish
@@ -12,6 +12,9 @@ bench-report: ## Regenerate the report, charts, bench/results/latest/ and the RE
 
 bench-split: ## Measure what the split topology's extra hop adds per request, against the microservices (publishes to docs/bench.md)
 	$(PYQ) -m bench split --publish
+
+bench-hops: ## Measure the microservices' two internal hops: both architectures, one-token requests alternating (~4 min; publishes to docs/performance.md)
+	$(PYQ) -m bench hops --publish
 
 bench-telemetry: ## Measure what metrics cost: each architecture with RAG_METRICS on and off, interleaved, at 1 and 8 clients (~10 min; publishes to docs/operations.md)
 	$(PYQ) -m bench telemetry --publish

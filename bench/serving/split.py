@@ -73,20 +73,25 @@ def measure(settings: BenchSettings) -> Path:
     return run.finish()
 
 
-def alternate(served: dict, settings: BenchSettings) -> list[dict]:
-    """Warm-up, then each request to both targets back to back, the first one alternating."""
-    targets = {
-        name: HttpTarget(served[name].url, settings.request_timeout_s, name=name) for name in ("microservicos", "split")
-    }
+def alternate(
+    served: dict,
+    settings: BenchSettings,
+    names: tuple[str, str] = ("microservicos", "split"),
+    count: int | None = None,
+    max_new_tokens: int | None = None,
+) -> list[dict]:
+    """Warm-up, then each of `count` requests (default requests_c1) to both targets back to back, the
+    first one alternating."""
+    targets = {name: HttpTarget(served[name].url, settings.request_timeout_s, name=name) for name in names}
     questions = load_questions()
-    for payload in payloads(questions, settings.warmup, 0, settings.max_new_tokens, settings.top_k):
+    tokens = settings.max_new_tokens if max_new_tokens is None else max_new_tokens
+    for payload in payloads(questions, settings.warmup, 0, tokens, settings.top_k):
         for target in targets.values():
             target.call(payload)
     rows = []
-    for index, payload in enumerate(
-        payloads(questions, settings.requests_c1, 0, settings.max_new_tokens, settings.top_k)
-    ):
-        for name in ("microservicos", "split") if index % 2 == 0 else ("split", "microservicos"):
+    count = settings.requests_c1 if count is None else count
+    for index, payload in enumerate(payloads(questions, count, 0, tokens, settings.top_k)):
+        for name in names if index % 2 == 0 else names[::-1]:
             since = time.time()
             outcome = targets[name].call(payload)
             rows.append(

@@ -1,0 +1,71 @@
+"""bench/serving/hops.py's arithmetic and verdict on synthetic runs (the live run is `python -m bench hops`)."""
+
+import pytest
+
+from bench.serving.hops import summarize_hops, table
+
+
+def run(extra_ms: float, spread_ms: float, pairs: int = 12):
+    """Rows where the microservices take `extra_ms` (+- spread) longer than the monolith, split between the
+    two stages, and the services' own log lines: each hop costs 1.5 ms of it."""
+    rows, own, clock = [], {"/retrieve": [], "/generate": []}, 1000.0
+    for index in range(pairs):
+        for target in ("monolito", "microservicos") if index % 2 == 0 else ("microservicos", "monolito"):
+            extra = 0.0 if target == "monolito" else extra_ms + spread_ms * (-1) ** index
+            retrieve, generate = 100.0 + index + extra / 2, 500.0 + index + extra / 2
+            rows.append(
+                {
+                    "index": index,
+                    "target": target,
+                    "since": clock,
+                    "until": clock + 0.7,
+                    "ok": True,
+                    "status": 200,
+                    "latency_ms": retrieve + generate + 10,
+                    "timings_ms": {"retrieve": retrieve, "generate": generate},
+                }
+            )
+            if target == "microservicos":
+                own["/retrieve"].append((clock + 0.1, retrieve - 1.5))
+                own["/generate"].append((clock + 0.65, generate - 1.5))
+            clock += 1.0
+    return rows, own
+
+
+@pytest.mark.parametrize(
+    "extra, spread, verdict", [(1.0, 0.2, "met"), (9.0, 0.5, "missed"), (2.0, 4.0, "inconclusive")]
+)
+def test_verdict_follows_the_interval(extra, spread, verdict):
+    summary = summarize_hops(*run(extra, spread))
+    assert summary["verdict"] == verdict, summary["difference_ms"]
+    assert summary["pairs"] == 12
+    assert summary["hop_ms"]["/retrieve"]["p50"] == pytest.approx(1.5)
+    assert summary["both_hops_ms"]["estimate"] == pytest.approx(3.0)
+    assert summary["stage_difference_ms"]["retrieve"]["difference"] == pytest.approx(extra / 2, abs=spread)
+
+
+def test_ambiguous_or_failed_requests_are_left_out():
+    rows, own = run(1.0, 0.2, pairs=3)
+    assert rows[1]["target"] == "microservicos" and rows[4]["target"] == "monolito"
+    own["/generate"].append((rows[1]["since"] + 0.3, 1.0))  # a second generation inside one request's window
+    rows[4]["ok"] = False  # the monolith's request of the third pair
+    summary = summarize_hops(rows, own)
+    assert summary["failed"] == 1 and summary["pairs"] == 2
+    assert summary["hop_ms"]["/retrieve"]["n"] == 3 and summary["hop_ms"]["/generate"]["n"] == 2
+    assert summary["both_hops_ms"]["n"] == 2
+    assert summarize_hops([], {"/retrieve": [], "/generate": []})["verdict"] == "inconclusive"
+
+
+def test_table_states_the_verdict_and_the_load():
+    results = {
+        "kind": "full",
+        "started_utc": "2026-12-03T16:00:00+00:00",
+        "duration_s": 240,
+        "loadavg_start": [0.8],
+        "loadavg_end": [1.7],
+        "cpu_stall_ms_per_s": 61.0,
+        "summary": summarize_hops(*run(9.0, 0.5)),
+    }
+    text = table(results)
+    assert "**missed**" in text and "load average 0.8 at start and 1.7 at end" in text
+    assert "| the /retrieve hop (orchestrator's stage minus the vector service's own time) | 1.50 ms |" in text
