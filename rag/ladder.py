@@ -55,6 +55,9 @@ class Tier:
     # The engine that serves the tier when RAG_LLM_ENGINE is unset (rag/settings.py's LLM_ENGINES), chosen by
     # measurement per tier; torch until one says otherwise.
     engine: str = "torch"
+    # The quantization (RAG_LLM_QUANTIZE) that goes with that engine when neither variable is set: `make
+    # bench-engines` measures an engine and a precision together.
+    quantize: str = "none"
 
     @property
     def download_bytes(self) -> int:

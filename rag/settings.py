@@ -205,6 +205,21 @@ def _llm_engine(env: dict, llm_model: str) -> str:
     return _choice(env, "RAG_LLM_ENGINE", default, LLM_ENGINES)
 
 
+def _llm_quantize(env: dict, llm_model: str) -> str:
+    """RAG_LLM_QUANTIZE, else the tier's `quantize` when its engine serves it too (RAG_LLM_ENGINE unset or
+    the same): a tier's default is an engine and a precision, measured together; else none."""
+    model = embedded_tier(llm_model)
+    default = "none"
+    if model is not None and env.get("RAG_LLM_ENGINE", "").strip().lower() in ("", model.engine):
+        default = model.quantize
+    if default not in LLM_QUANTIZATIONS:
+        raise ConfigError(
+            f"tier {model.name} names quantize {default!r} in rag/model_ladder.toml; use "
+            f"{' or '.join(LLM_QUANTIZATIONS)}"
+        )
+    return _choice(env, "RAG_LLM_QUANTIZE", default, LLM_QUANTIZATIONS)
+
+
 CHARS_PER_TOKEN = 4  # the budget is estimated from characters, the same way in every process
 
 
@@ -334,6 +349,7 @@ class Settings:
             embedding_model=env.get("RAG_EMBEDDING_MODEL", "").strip() or EMBEDDED_EMBEDDING_MODEL,
             llm_model=llm_model,
             llm_engine=_llm_engine(env, llm_model),
+            llm_quantize=_llm_quantize(env, llm_model),
             device=device,
             torch_threads=env_int(env, "RAG_TORCH_THREADS", _usable_cpus(), 1, 256),
             top_k=env_int(env, "RAG_TOP_K", 3, 1, 20),
@@ -434,7 +450,6 @@ def _batching(env: dict) -> dict:
         "batch_wait_ms": env_int(env, "RAG_BATCH_WAIT_MS", 0, 0, 1000),
         "max_concurrent_requests": admitted,
         "llm_dtype": _choice(env, "RAG_LLM_DTYPE", "auto", LLM_DTYPES),
-        "llm_quantize": _choice(env, "RAG_LLM_QUANTIZE", "none", LLM_QUANTIZATIONS),
         "threads": threads,
     }
 
@@ -512,6 +527,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     sys.stdout.write(
         f"configuration ok: index={settings.index_dir} llm={settings.llm_model} engine={settings.llm_engine} "
+        f"quantize={settings.llm_quantize} "
         f"device={settings.device} threads={settings.torch_threads}\n"
     )
     return 0

@@ -29,7 +29,7 @@ GREEDY = GenerationParams(max_new_tokens=24)
 
 def test_the_engine_is_validated_and_defaults_to_the_tiers():
     assert LLM_ENGINES == ("torch", "ctranslate2")
-    assert Settings.from_env({}).llm_engine == "torch"  # every tier says torch in rag/model_ladder.toml for now
+    assert Settings.from_env({}).llm_engine == "torch"  # the default tier, smollm2-135m-instruct, says torch
     assert Settings.from_env({"RAG_LLM_ENGINE": "CTranslate2"}).llm_engine == "ctranslate2"
     with pytest.raises(ConfigError, match="RAG_LLM_ENGINE='onnx' is not valid; use torch or ctranslate2"):
         Settings.from_env({"RAG_LLM_ENGINE": "onnx"})
@@ -47,6 +47,26 @@ def test_a_tiers_engine_field_is_its_default(monkeypatch):
     monkeypatch.setattr(settings, "embedded_tier", lambda name: dataclasses.replace(smollm2, engine="onnx"))
     with pytest.raises(ConfigError, match="tier smollm2-135m-instruct names engine 'onnx' in rag/model_ladder.toml"):
         Settings.from_env({})
+
+
+def test_a_tiers_default_is_an_engine_and_a_quantization():
+    """The 0.5B tier is served by CTranslate2 in int8 when nothing else is named (make bench-engines' rule);
+    naming another engine drops the int8, naming the quantization wins."""
+    qwen = {"RAG_LLM_MODEL": "embedded:qwen2.5-coder-0.5b-instruct"}
+    assert tier("qwen2.5-coder-0.5b-instruct").engine == "ctranslate2"
+    chosen = Settings.from_env(qwen)
+    assert (chosen.llm_engine, chosen.llm_quantize, chosen.llm_dtype) == ("ctranslate2", "int8", "auto")
+    assert compute_type(chosen.llm_dtype, chosen.llm_quantize) == "int8_float32"
+    torch = Settings.from_env({**qwen, "RAG_LLM_ENGINE": "torch"})
+    assert (torch.llm_engine, torch.llm_quantize) == ("torch", "none")
+    same = Settings.from_env({**qwen, "RAG_LLM_ENGINE": "ctranslate2"})
+    assert (same.llm_engine, same.llm_quantize) == ("ctranslate2", "int8")
+    full = Settings.from_env({**qwen, "RAG_LLM_QUANTIZE": "none"})
+    assert (full.llm_engine, full.llm_quantize) == ("ctranslate2", "none")
+    small = Settings.from_env({})
+    assert (small.llm_engine, small.llm_quantize) == ("torch", "none")
+    with pytest.raises(ConfigError, match="RAG_LLM_QUANTIZE='int4' is not valid"):
+        Settings.from_env({**qwen, "RAG_LLM_QUANTIZE": "int4"})
 
 
 @pytest.mark.parametrize(
