@@ -14,7 +14,7 @@ from .alarms import alarm_summary, run_alarms
 from .autoscale import describe_scaling, run_autoscale
 from .clean import run_clean
 from .client import format_result, invoke_endpoint
-from .config import VARIABLES, Config
+from .config import OTEL_PREFIX, VARIABLES, Config
 from .dashboard import run_dashboard
 from .deploy import run_deploy
 from .endpoint_status import describe_endpoint, status_line, wait_for
@@ -55,6 +55,7 @@ def usage() -> str:
     width = max(map(len, VARIABLES))
     lines += [f"  {name:<{width}} {text}" for name, text in VARIABLES.items()]
     lines += [f"  {'RAG_*':<{width}} passed to the container's environment by deploy"]
+    lines += [f"  {'OTEL_*':<{width}} passed too (tracing); a collector on loopback is refused"]
     return "\n".join(lines)
 
 
@@ -67,11 +68,11 @@ def parse(argv: list[str]) -> tuple[str, dict[str, str]]:
 
 
 def parse_overrides(arguments: list[str]) -> dict[str, str]:
-    """KEY=VALUE arguments of known variables (or RAG_*, DEPLOY_CONFIG) as a dict."""
+    """KEY=VALUE arguments of known variables (or RAG_*, OTEL_*, DEPLOY_CONFIG) as a dict."""
     overrides = {}
     for argument in arguments:
         key, sep, value = argument.partition("=")
-        if not sep or not (key in VARIABLES or key.startswith("RAG_") or key == "DEPLOY_CONFIG"):
+        if not sep or not (key in VARIABLES or key.startswith(("RAG_", OTEL_PREFIX)) or key == "DEPLOY_CONFIG"):
             raise ConfigError(f"unexpected argument {argument!r}: pass KEY=VALUE with a known variable (see --help)")
         overrides[key] = value
     return overrides

@@ -13,6 +13,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from dotenv.parser import parse_stream
 
@@ -89,6 +90,11 @@ VARIABLES: dict[str, str] = {
 }
 # The variables besides RAG_* that deploy passes to the container's environment.
 FORWARDED = ("MODEL_SERVER_WORKERS", "MODEL_SERVER_TIMEOUT")
+# OpenTelemetry's own variables (tracing, docs/operations.md) reach an endpoint too, any OTEL_* name (the SDK's),
+# checked like RAG_*; a collector on loopback is refused: an endpoint has none there (no sidecars), so that is a
+# workstation's setting (a shell's OTEL_* for its own tools) that would only fill the endpoint's log with errors.
+OTEL_PREFIX = "OTEL_"
+_OTEL_ENDPOINTS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 # RAG_* variables that make sense on a workstation but would break an endpoint.
 NOT_FORWARDED = {
     "RAG_BIND_HOST": "the container must listen on every interface, where SageMaker connects",
@@ -227,13 +233,16 @@ class Config:
         return f"s3://{self.require('BUCKET_NAME')}/{self.s3_prefix}/model.tar.gz"
 
     def container_environment(self) -> dict[str, str]:
-        """The RAG_* and FORWARDED variables the user set, for the container: names the services read, values
-        they accept (checked by the services' own settings parser), none that would break an endpoint."""
+        """The RAG_*, FORWARDED and OTEL_* variables the user set, for the container: names the services read
+        (any OTEL_* name: the OpenTelemetry SDK's), values they accept (checked by the services' own settings
+        parser), none that would break an endpoint."""
         chosen = {
-            key: value for key, value in sorted(self.values.items()) if key.startswith("RAG_") or key in FORWARDED
+            key: value
+            for key, value in sorted(self.values.items())
+            if key.startswith(("RAG_", OTEL_PREFIX)) or key in FORWARDED
         }
         known = sorted(name for name in variable_names() if name.startswith("RAG_"))
-        unknown = sorted(set(chosen) - set(known) - set(FORWARDED))
+        unknown = sorted(key for key in set(chosen) - set(known) - set(FORWARDED) if not key.startswith(OTEL_PREFIX))
         if unknown:
             raise ConfigError(
                 f"{', '.join(unknown)}: not a variable the services read, so deploy would pass it "
@@ -242,6 +251,7 @@ class Config:
         for name, why in NOT_FORWARDED.items():
             if name in chosen:
                 raise ConfigError(f"{name} is not passed to an endpoint: {why}; unset it for deploy")
+        _refuse_loopback_collector(chosen)
         try:
             Settings.from_env(chosen)
         except ServiceConfigError as exc:
@@ -250,4 +260,18 @@ class Config:
 
 
 def _wanted(key: str) -> bool:
-    return key in VARIABLES or key.startswith("RAG_") or key == "DEPLOY_CONFIG"
+    return key in VARIABLES or key.startswith(("RAG_", OTEL_PREFIX)) or key == "DEPLOY_CONFIG"
+
+
+def _refuse_loopback_collector(environment: dict[str, str]) -> None:
+    """Tracing that would export to a collector on the endpoint's own loopback, where none runs."""
+    targets = [(name, environment[name]) for name in _OTEL_ENDPOINTS if name in environment]
+    if not targets and environment.get("OTEL_TRACES_EXPORTER", "").strip().lower() == "otlp":
+        targets = [("OTEL_TRACES_EXPORTER=otlp without an endpoint", "http://localhost:4318")]
+    for name, url in targets:
+        host = (urlsplit(url.strip()).hostname or "").lower()
+        if host in ("localhost", "::1") or host.startswith("127."):
+            raise ConfigError(
+                f"{name} sends traces to {url.strip()}, the endpoint's own loopback, where no collector runs; "
+                "give a collector the endpoint can reach (in its VPC), or unset the OTEL_* variables for deploy"
+            )

@@ -135,7 +135,7 @@ def deploy_endpoint(aws: Aws, endpoint: str, variant: dict, container: dict, wai
         endpoint,
         ", ".join(f"{k}={v}" for k, v in container["Environment"].items())
         or "none (every RAG_*, MODEL_SERVER_WORKERS and MODEL_SERVER_TIMEOUT variable set here, on the command line "
-        "or in the config file is passed)",
+        "or in the config file is passed, and OTEL_* too)",
     )
     aws.call(
         f"create model {name}",
