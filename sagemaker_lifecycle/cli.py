@@ -14,7 +14,7 @@ from .alarms import alarm_summary, run_alarms
 from .autoscale import describe_scaling, run_autoscale
 from .clean import run_clean
 from .client import format_result, invoke_endpoint
-from .config import OTEL_PREFIX, VARIABLES, Config
+from .config import VARIABLES, Config, is_variable
 from .dashboard import run_dashboard
 from .deploy import run_deploy
 from .endpoint_status import describe_endpoint, status_line, wait_for
@@ -72,7 +72,7 @@ def parse_overrides(arguments: list[str]) -> dict[str, str]:
     overrides = {}
     for argument in arguments:
         key, sep, value = argument.partition("=")
-        if not sep or not (key in VARIABLES or key.startswith(("RAG_", OTEL_PREFIX)) or key == "DEPLOY_CONFIG"):
+        if not sep or not is_variable(key):
             raise ConfigError(f"unexpected argument {argument!r}: pass KEY=VALUE with a known variable (see --help)")
         overrides[key] = value
     return overrides

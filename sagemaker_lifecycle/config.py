@@ -139,7 +139,7 @@ class Config:
         if explicit and not path.exists():
             raise ConfigError(f"DEPLOY_CONFIG={explicit} does not exist: fix the path or unset DEPLOY_CONFIG")
         merged = parse_config_file(path) if path.exists() else {}
-        merged.update({key: value for key, value in environ.items() if _wanted(key)})
+        merged.update({key: value for key, value in environ.items() if is_variable(key)})
         merged.update(overrides)
         return cls({key: value for key, value in merged.items() if value != ""})
 
@@ -259,7 +259,8 @@ class Config:
         return chosen
 
 
-def _wanted(key: str) -> bool:
+def is_variable(key: str) -> bool:
+    """A name the lifecycle reads (VARIABLES, RAG_*, OTEL_*, DEPLOY_CONFIG), from the environment or KEY=VALUE."""
     return key in VARIABLES or key.startswith(("RAG_", OTEL_PREFIX)) or key == "DEPLOY_CONFIG"
 
 
