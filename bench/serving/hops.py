@@ -20,7 +20,7 @@ from bench.core.config import REPO_ROOT, BenchSettings, publish_run
 from bench.core.processes import Served, request_lines
 from bench.core.stats import median_interval, paired_median_difference, summarize, within_limit
 from bench.core.workload import MeasuredRun
-from bench.serving.split import alternate
+from bench.serving.split import alternate, own_time
 
 TARGET_MS = 2.0
 NAMES = ("monolito", "microservicos")
@@ -73,9 +73,9 @@ def summarize_hops(rows: list[dict], own: dict[str, list[tuple[float, float]]]) 
             continue
         inside = []
         for path, stage in STAGES.items():
-            lines = [ms for stamp, ms in own[path] if row["since"] - 0.002 <= stamp <= row["until"] + 0.002]
-            if len(lines) == 1 and stage in timings:
-                inside.append(timings[stage] - lines[0])
+            service = own_time(own[path], row)
+            if service is not None and stage in timings:
+                inside.append(timings[stage] - service)
                 hops[path].append(inside[-1])
         if len(inside) == 2:
             both.append(sum(inside))

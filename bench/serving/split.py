@@ -109,6 +109,13 @@ def alternate(
     return rows
 
 
+def own_time(lines: list[tuple[float, float]], row: dict) -> float | None:
+    """The service's own time (ms) from the one line in `lines` logged while `row`'s request was open (2 ms
+    of slack: the log's time stamps have millisecond precision); None unless exactly one line falls there."""
+    inside = [ms for stamp, ms in lines if row["since"] - 0.002 <= stamp <= row["until"] + 0.002]
+    return inside[0] if len(inside) == 1 else None
+
+
 def summarize_hops(rows: list[dict], logs: dict[str, list[tuple[float, float]]]) -> dict:
     """Per request, front generate time minus the LLM service's own time (its log line falls inside the
     request); summaries per target, and the paired difference split - microservices."""
@@ -116,9 +123,9 @@ def summarize_hops(rows: list[dict], logs: dict[str, list[tuple[float, float]]])
     for row in rows:
         if not row["ok"]:
             continue
-        own = [ms for stamp, ms in logs[row["target"]] if row["since"] - 0.002 <= stamp <= row["until"] + 0.002]
-        if len(own) == 1:  # unambiguous: one generation logged while this request was open
-            hops[row["target"]][row["index"]] = row["timings_ms"]["generate"] - own[0]
+        own = own_time(logs[row["target"]], row)
+        if own is not None:  # unambiguous: one generation logged while this request was open
+            hops[row["target"]][row["index"]] = row["timings_ms"]["generate"] - own
     paired = sorted(set(hops["microservicos"]) & set(hops["split"]))
     difference = paired_median_difference(
         [hops["microservicos"][i] for i in paired], [hops["split"][i] for i in paired]
