@@ -2,7 +2,8 @@
 
 For each tier (rag/model_ladder.toml, installed by `make models LLM=...`) and each question set it serves
 the set's index with the monolith and the microservices exactly as `make serve` does, with
-RAG_LLM_MODEL=embedded:<tier>, runs `make eval`'s evaluation against each over HTTP, and checks that both
+RAG_LLM_MODEL=embedded:<tier> (so on the engine and quantization its tier names, unless RAG_LLM_ENGINE or
+RAG_LLM_QUANTIZE says otherwise; the table says which), runs `make eval`'s evaluation against each over HTTP, and checks that both
 gave the same answer and sources to every question. Speed comes from the same run: the c=1 latency of
 every question (the evaluation asks one at a time), then a closed-loop burst of 8 clients against the
 monolith; the ready time, and the peak RSS of each architecture's whole process tree while it answered.
@@ -32,6 +33,7 @@ from evaluation.previous import build_index
 from evaluation.quality import ARCHS, identical, replace_between, serve_and_evaluate
 from rag.ladder import default_tier, tiers
 from rag.models import is_prepared, tier_dir
+from rag.settings import Settings
 
 SETS = ("sample", "harbourline", "kelvane")
 HELD_OUT = ("harbourline", "kelvane")  # the rule reads these; `sample` is the tuning set
@@ -78,6 +80,12 @@ def _serve(tier: str, arch: str, index: Path, questions: Path, workdir: Path, bu
     return run
 
 
+def served_engine(tier: str, env: dict) -> str:
+    """The engine a tier is served with under `env`, as the services resolve it: "ctranslate2 int8", "torch"."""
+    settings = Settings.from_env({**env, "RAG_LLM_MODEL": f"embedded:{tier}"})
+    return settings.llm_engine + ("" if settings.llm_quantize == "none" else f" {settings.llm_quantize}")
+
+
 def run(names: list[str], sets: tuple[str, ...], archs: tuple[str, ...]) -> dict:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     workdir = DEFAULT_RESULTS_DIR / f"models-{stamp}"
@@ -94,7 +102,11 @@ def run(names: list[str], sets: tuple[str, ...], archs: tuple[str, ...]) -> dict
     env = child_env()
     indexes = {name: build_index(REPO_ROOT, REPO_ROOT / "data" / name, workdir / f"index-{name}", env) for name in sets}
     for tier in names:
-        entry = {"disk_mib": round(_disk_mib(tier_dir(tiers()[tier])), 1), "sets": {}}
+        entry = {
+            "engine": served_engine(tier, env),
+            "disk_mib": round(_disk_mib(tier_dir(tiers()[tier])), 1),
+            "sets": {},
+        }
         for name in sets:
             questions = REPO_ROOT / "data" / f"{name}.questions.jsonl"
             runs = {
@@ -126,6 +138,7 @@ def rows(result: dict) -> dict:
         latencies = [r["latency_ms"] for s in sets.values() for r in s[first]["records"] if r["error"] is None]
         burst = next((s[first]["burst"] for s in sets.values() if s[first].get("burst")), None)
         table[tier] = {
+            "engine": entry.get("engine"),  # runs before 2026-12-04 did not record it: all torch
             "quality": {
                 name: {
                     key: s[first]["summary"][key]
@@ -196,7 +209,8 @@ def table(result: dict) -> str:
             + ("n/a" if throughput is None else f"{throughput:.2f}")
             + f" | {rss} | {row['ready_s']:.0f} | {row['disk_mib']:,.0f} | {same}"
         )
-        lines.append(f"| `{tier}`{mark} | " + " | ".join(quality) + f" | {speed} |")
+        engine = f" on {row['engine']}" if row.get("engine") else ""
+        lines.append(f"| `{tier}`{engine}{mark} | " + " | ".join(quality) + f" | {speed} |")
     load = result["loadavg_start"][0]
     lines += [
         "",

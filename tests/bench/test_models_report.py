@@ -9,14 +9,14 @@ def _summary(accuracy: float) -> dict:
     return {"accuracy": accuracy, "refusal": 0.5, "false_refusal": 0.1, "hit_at_1": 0.9, "answer_in_context": 0.8}
 
 
-def _tier(accuracy: dict, latency_ms: float, rss: float) -> dict:
+def _tier(accuracy: dict, latency_ms: float, rss: float, engine: str | None = None) -> dict:
     record = {"latency_ms": latency_ms, "error": None, "question": "q", "correct": True}
     sets = {}
     for name, value in accuracy.items():
         run = {"summary": _summary(value), "records": [record] * 4, "ready_s": 9.0, "peak_rss_mib": rss, "burst": None}
         sets[name] = {"monolito": run, "microservicos": run, "parity": {"questions": 4, "identical": 4}}
     sets["sample"]["monolito"] = sets["sample"]["monolito"] | {"burst": {"answers_per_s": 1.25}}
-    return {"disk_mib": 500.0, "sets": sets}
+    return {"disk_mib": 500.0, "sets": sets} | ({"engine": engine} if engine else {})
 
 
 def _result() -> dict:
@@ -28,7 +28,7 @@ def _result() -> dict:
         "archs": ["monolito", "microservicos"],
         "tiers": {
             "small": _tier({"sample": 0.5, "harbourline": 0.4, "kelvane": 0.4}, 1000, 2000),
-            "medium": _tier({"sample": 0.6, "harbourline": 0.6, "kelvane": 0.5}, 1400, 4000),
+            "medium": _tier({"sample": 0.6, "harbourline": 0.6, "kelvane": 0.5}, 1400, 4000, "ctranslate2 int8"),
             "large": _tier({"sample": 0.9, "harbourline": 0.8, "kelvane": 0.8}, 4000, 7000),
         },
     }
@@ -61,3 +61,12 @@ def test_the_table_has_a_row_per_tier_and_names_the_choice():
     assert [line.split("`")[1] for line in lines] == ["small", "medium", "large"]
     assert "(**chosen**)" in lines[1] and "1.25" in lines[0] and "4/4, 4/4, 4/4" in lines[0]
     assert "the rule chose `medium`" in text
+    # The engine a tier was served with is named where the run recorded it (older runs did not).
+    assert lines[1].startswith("| `medium` on ctranslate2 int8 (**chosen**) |") and lines[0].startswith("| `small` |")
+
+
+def test_each_tier_is_served_on_its_own_engine_unless_the_environment_names_one():
+    assert ladder.served_engine("smollm2-135m-instruct", {}) == "ctranslate2"
+    assert ladder.served_engine("qwen2.5-coder-0.5b-instruct", {}) == "ctranslate2 int8"
+    assert ladder.served_engine("qwen2.5-coder-0.5b-instruct", {"RAG_LLM_ENGINE": "torch"}) == "torch"
+    assert ladder.served_engine("smollm2-135m-instruct", {"RAG_LLM_QUANTIZE": "int8"}) == "ctranslate2 int8"

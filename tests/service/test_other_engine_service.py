@@ -1,8 +1,10 @@
-"""Both architectures with RAG_LLM_ENGINE=ctranslate2, started as `make serve` starts them: the same answers
-and sources from each, bad input still a JSON 4xx, and a full server still a 429 at once."""
+"""Both architectures on the engine the default tier does not use (torch, since the 135M tier is served by
+CTranslate2; every other service test serves the default), started as `make serve` starts them: the same
+answers and sources from each, bad input still a JSON 4xx, and a full server still a 429 at once."""
 
 import pytest
 
+from rag.settings import LLM_ENGINES, Settings
 from tests.service.conftest import start_architecture
 from tests.service.test_admission import QUESTION, refused_while_full, until_admitted
 from tests.support import ROOT
@@ -12,12 +14,16 @@ QUESTIONS = [
     "When did the Velmora Tramway open, and who designed its first line?",
     "In what year did the Glass Bridge over the River Ossa open?",
 ]
+DEFAULT = Settings.from_env({}).llm_engine
+OTHER = next(engine for engine in LLM_ENGINES if engine != DEFAULT)
+# What each engine's LLM process logs once the model is loaded.
+LOADED = {"torch": "threads) in", "ctranslate2": "one request at a time"}
 
 
 @pytest.fixture(scope="module")
 def both(sample_index, tmp_path_factory):
-    """The monolith and the microservices, each serving with CTranslate2 (started together, then polled)."""
-    if not (ROOT / "models" / "smollm2-135m-instruct" / "ctranslate2" / "converted.json").exists():
+    """The monolith and the microservices, each serving with the other engine (started together, then polled)."""
+    if OTHER == "ctranslate2" and not (ROOT / "models" / "smollm2-135m-instruct" / "ctranslate2").exists():
         pytest.skip("run `make setup` first: it makes the embedded LLM's CTranslate2 copy")
     started = []
     try:
@@ -25,9 +31,9 @@ def both(sample_index, tmp_path_factory):
             started.append(
                 start_architecture(
                     arch,
-                    tmp_path_factory.mktemp(f"{arch}-ctranslate2"),
+                    tmp_path_factory.mktemp(f"{arch}-{OTHER}"),
                     sample_index,
-                    RAG_LLM_ENGINE="ctranslate2",
+                    RAG_LLM_ENGINE=OTHER,
                     RAG_MAX_CONCURRENT_REQUESTS="1",  # one request admitted: the 429 test needs no burst
                     RAG_TORCH_THREADS="1",
                 )
@@ -47,7 +53,8 @@ def test_both_architectures_give_the_same_answers_and_sources(both):
         mono, micro = until_admitted(monolith, payload).json(), until_admitted(microservices, payload).json()
         assert mono["answer"] and mono["answer"] == micro["answer"], question
         assert mono["sources"] == micro["sources"] and mono["usage"] == micro["usage"], question
-    assert "CTranslate2" in monolith.server.log() and "one request at a time" in microservices.server.log()
+    assert LOADED[OTHER] in monolith.server.log() and LOADED[OTHER] in microservices.server.log()
+    assert LOADED[DEFAULT] not in monolith.server.log()
 
 
 @pytest.mark.parametrize("arch", [0, 1], ids=["monolito", "microservicos"])
