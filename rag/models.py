@@ -87,11 +87,17 @@ def llm_model_path(name: str) -> str:
 
 
 def ctranslate2_model_path(name: str, path: str) -> Path:
-    """The CTranslate2 copy of the model RAG_LLM_MODEL=`name` loads from `path`, or one line that says which
-    command makes it: the copy is made by `make models` (or for a folder of your own, by the `ctranslate2`
-    command below), never at start-up."""
+    """The CTranslate2 copy of the model RAG_LLM_MODEL=`name` loads from `path`.
+
+    For an embedded tier the copy is made on first use when it is missing or stale, as the tier's safetensors
+    are (`make models` and the image build make both; the default's takes ~17 s here), since the 135M default
+    is served by CTranslate2. For a folder of your own it is one line that says which command makes it: the
+    service never converts your files."""
     model = embedded_tier(name)
     if model is not None:
+        if not is_converted(Path(path)):
+            log.info("making the CTranslate2 copy of %s (once)", model.name)
+            convert_ctranslate2(Path(path))
         command = f"make models LLM={model.name}"
     elif os.path.isdir(path):
         command = f"python -m rag.models ctranslate2 --model-dir {path}"

@@ -266,6 +266,26 @@ def test_a_row_that_leaves_stops_ctranslate2_generating_it(ct2, leaves):
 
 
 @pytest.mark.slow
+def test_an_embedded_tiers_copy_is_made_on_first_use_and_again_when_stale(tmp_path, caplog):
+    """As the tier's safetensors are: the default tier is served by CTranslate2, so a start after `models/`
+    was deleted must not stop at the missing copy (a folder of the user's still gets one line instead)."""
+    from tests.fuzz.tiny_llm import make_tiny_llm
+
+    folder = make_tiny_llm(tmp_path / "tiny")  # stands in for models/smollm2-135m-instruct
+    with caplog.at_level("INFO", logger="rag.models"):
+        assert ctranslate2_model_path("embedded:smollm2-135m-instruct", str(folder)) == ctranslate2_dir(folder)
+    assert "making the CTranslate2 copy of smollm2-135m-instruct (once)" in caplog.text
+    made = (ctranslate2_dir(folder) / CTRANSLATE2_MARKER).stat().st_mtime_ns
+    assert ctranslate2_model_path("embedded:smollm2-135m-instruct", str(folder)) == ctranslate2_dir(folder)
+    assert (ctranslate2_dir(folder) / CTRANSLATE2_MARKER).stat().st_mtime_ns == made  # made once
+    (folder / "config.json").write_text((folder / "config.json").read_text().replace("}", ', "note": 1}', 1))
+    assert ctranslate2_model_path("embedded:smollm2-135m-instruct", str(folder)) == ctranslate2_dir(folder)
+    assert require_ctranslate2(folder, "unused") == ctranslate2_dir(folder)  # made again from the new files
+    with pytest.raises(ConfigError, match="run `python -m rag.models ctranslate2 --model-dir"):
+        ctranslate2_model_path(str(tmp_path / "other"), str(make_tiny_llm(tmp_path / "other")))
+
+
+@pytest.mark.slow
 def test_the_copy_is_made_once_from_a_folder_and_goes_stale_with_it(tmp_path, capsys):
     from rag import models
     from tests.fuzz.tiny_llm import make_tiny_llm
