@@ -186,7 +186,12 @@ def rows(results) -> dict[str, str]:
 
 def test_published_results_give_decided_and_inconclusive_rows():
     verdicts = rows(PUBLISHED)
-    assert verdicts["Monolith: boots faster"].startswith("inconclusive")  # 3 starts each overlap
+    # Which claims a published run decides depends on its figures (boots faster: inconclusive on torch,
+    # refuted on CTranslate2); that it has both kinds, and what a single kill may say, does not.
+    kinds = {verdict.split(" ")[0].rstrip(":,") for verdict in verdicts.values()}
+    assert "inconclusive" in kinds and kinds & {"confirmed", "refuted"}, kinds
+    boots = verdicts["Monolith: boots faster"]
+    assert boots.startswith(("inconclusive", "confirmed", "refuted")) and "3 starts each" in boots
     assert verdicts["Monolith: cascading crashes"].startswith("inconclusive (one kill per architecture")
     assert "confirmed" not in verdicts["Monolith: cascading crashes"]
 
