@@ -138,7 +138,7 @@ def rows(result: dict) -> dict:
         latencies = [r["latency_ms"] for s in sets.values() for r in s[first]["records"] if r["error"] is None]
         burst = next((s[first]["burst"] for s in sets.values() if s[first].get("burst")), None)
         table[tier] = {
-            "engine": entry.get("engine"),  # runs before 2026-12-04 did not record it: all torch
+            "engine": entry.get("engine"),  # runs before 20261203T194534Z did not record it: all torch
             "quality": {
                 name: {
                     key: s[first]["summary"][key]

@@ -93,20 +93,14 @@ def ctranslate2_model_path(name: str, path: str) -> Path:
     are (`make models` and the image build make both; the default's takes ~17 s here), since the 135M default
     is served by CTranslate2. For a folder of your own it is one line that says which command makes it: the
     service never converts your files."""
-    model = embedded_tier(name)
-    if model is not None:
-        if not is_converted(Path(path)):
-            log.info("making the CTranslate2 copy of %s (once)", model.name)
-            convert_ctranslate2(Path(path))
-        command = f"make models LLM={model.name}"
-    elif os.path.isdir(path):
-        command = f"python -m rag.models ctranslate2 --model-dir {path}"
-    else:
+    if embedded_tier(name) is not None:
+        return convert_ctranslate2(Path(path))  # returns at once when the copy matches the files
+    if not os.path.isdir(path):
         raise ConfigError(
             f"RAG_LLM_ENGINE=ctranslate2 needs a local model folder, and RAG_LLM_MODEL={name!r} is a hub id; "
             "download it into a folder, run `python -m rag.models ctranslate2 --model-dir DIR`, set RAG_LLM_MODEL=DIR"
         )
-    return require_ctranslate2(Path(path), command)
+    return require_ctranslate2(Path(path), f"python -m rag.models ctranslate2 --model-dir {path}")
 
 
 def check_model_dir(folder: Path) -> None:

@@ -272,9 +272,9 @@ def test_an_embedded_tiers_copy_is_made_on_first_use_and_again_when_stale(tmp_pa
     from tests.fuzz.tiny_llm import make_tiny_llm
 
     folder = make_tiny_llm(tmp_path / "tiny")  # stands in for models/smollm2-135m-instruct
-    with caplog.at_level("INFO", logger="rag.models"):
+    with caplog.at_level("INFO", logger="rag.model_files"):
         assert ctranslate2_model_path("embedded:smollm2-135m-instruct", str(folder)) == ctranslate2_dir(folder)
-    assert "making the CTranslate2 copy of smollm2-135m-instruct (once)" in caplog.text
+    assert f"converting {folder} for CTranslate2" in caplog.text and "once)" in caplog.text
     made = (ctranslate2_dir(folder) / CTRANSLATE2_MARKER).stat().st_mtime_ns
     assert ctranslate2_model_path("embedded:smollm2-135m-instruct", str(folder)) == ctranslate2_dir(folder)
     assert (ctranslate2_dir(folder) / CTRANSLATE2_MARKER).stat().st_mtime_ns == made  # made once
