@@ -13,6 +13,10 @@ Iteration-level ("continuous") batching: short answers never wait for long ones,
 arrives while others decode starts at the next step instead of after the whole batch. Every torch call
 happens on the model's thread, so one OpenMP team serves the model (see docs/performance.md for why that
 matters on a CPU). This module knows nothing about torch: the model side is a `DecodeBackend`.
+
+An engine that can only run a static batch (CTranslate2: its batch is fixed when it starts) gets the same
+queue, admission, deadlines and cancellation, but new requests start only when the running batch has
+ended, together, in the group its backend chooses (`DecodeBackend.joins_running`).
 """
 
 from __future__ import annotations
@@ -137,11 +141,27 @@ class Job:
 
 class DecodeBackend(ABC):
     """The model side, called only on the engine's thread. It keeps the running rows (e.g. their KV
-    cache) in the order they were added; `remove` takes positions in that order."""
+    cache) in the order they were added; `remove` takes positions in that order.
+
+    A backend that cannot add a row to a batch that is decoding (a static batch: CTranslate2) sets
+    `joins_running` False. The engine then starts rows only when none run, several at once: `group`
+    chooses which waiting jobs share the batch, and `prefill_many` starts them together.
+    """
+
+    joins_running = True
 
     @abstractmethod
     def prefill(self, job: Job) -> int:
         """Add `job` as a new row and return its first token; on failure, add nothing and raise."""
+
+    def group(self, jobs: list[Job], limit: int) -> list[Job]:
+        """Which of these waiting jobs (oldest first) start together, at most `limit`; the oldest always does."""
+        return jobs[:limit]
+
+    def prefill_many(self, jobs: list[Job]) -> list[int]:
+        """Add these jobs as rows at once and return each one's first token; on failure, add none and raise.
+        Only a backend whose rows cannot join a running batch is asked this."""
+        raise NotImplementedError
 
     @abstractmethod
     def decode(self) -> list[int]:
@@ -212,8 +232,8 @@ class Follow:
 class Step:
     """One piece of the model thread's work, as an engine's `on_step` observer receives it."""
 
-    kind: str  # "prefill" (one new row), "decode" (one step of every row) or "wait" (idle, waiting for work)
-    rows: int  # rows decoded in a step; 1 for a prefill; 0 for a wait
+    kind: str  # "prefill" (new rows), "decode" (one step of every row) or "wait" (idle, waiting for work)
+    rows: int  # rows decoded in a step; the new rows of a prefill (1, but a static batch's several); 0 for a wait
     seconds: float
     tokens: int = 0  # a prefill's prompt tokens
 
@@ -317,14 +337,24 @@ class BatchEngine:
             self.backend.idle()
             return self._queue.get()
 
+    @staticmethod
+    def _live(job: Job) -> bool:
+        """False for a job that ended while it waited (cancelled, timed out), now ended if its deadline passed."""
+        if job.done:
+            return False
+        if job.expired(time.monotonic()):
+            job.finish("deadline")
+            return False
+        return True
+
     def _start(self, running: list[Job], waiting: deque) -> None:
         """Prefill waiting jobs, oldest first, while the batch has room."""
+        if not self.backend.joins_running:
+            self._start_together(running, waiting)
+            return
         while waiting and len(running) < self.max_batch_size:
             job = waiting.popleft()
-            if job.done:  # cancelled or timed out while it waited
-                continue
-            if job.expired(time.monotonic()):
-                job.finish("deadline")
+            if not self._live(job):
                 continue
             try:
                 job.prefill_started = time.perf_counter()
@@ -336,6 +366,35 @@ class BatchEngine:
                 log.exception("prefill failed")
                 job.finish("error", exc)
                 continue
+            running.append(job)
+            self._advance(job, token)
+        self._retire(running)
+
+    def _start_together(self, running: list[Job], waiting: deque) -> None:
+        """A static batch: once no row runs, the group the backend chooses starts at once; the rest wait."""
+        if running:
+            return
+        live = [job for job in waiting if self._live(job)]
+        waiting.clear()
+        if not live:
+            return
+        jobs = self.backend.group(live, self.max_batch_size)
+        waiting.extend(job for job in live if job not in jobs)
+        started = time.perf_counter()
+        for job in jobs:
+            job.prefill_started = started
+        try:
+            tokens = self.backend.prefill_many(jobs)
+        except Exception as exc:  # noqa: BLE001 - these requests fail; the others go on
+            log.exception("prefill failed")
+            for job in jobs:
+                job.finish("error", exc)
+            return
+        ended = time.perf_counter()
+        if self.on_step is not None:
+            self.on_step(Step("prefill", len(jobs), ended - started, sum(len(job.prompt) for job in jobs)))
+        for job, token in zip(jobs, tokens):
+            job.prefill_ended = ended
             running.append(job)
             self._advance(job, token)
         self._retire(running)

@@ -1,22 +1,25 @@
-"""CTranslate2 behind the DecodeBackend interface (RAG_LLM_ENGINE=ctranslate2): one row at a time.
+"""CTranslate2 behind the DecodeBackend interface (RAG_LLM_ENGINE=ctranslate2): static batches.
 
-CTranslate2's Python API has no step call and no continuous batching. `Generator.generate_tokens` submits a
-whole generation to the generator's worker threads and yields its tokens through a queue; closing the
-iterator makes the next step's callback return True, which stops that generation. Several iterators at once
-are not one batch: with `inter_threads=1` (one model replica) the second generation waits in CTranslate2's
-queue until the first has finished (seen here: its first token came 4.0 s after it was asked for, once the
-first one's 40 tokens were done), and `inter_threads=N` runs N generations side by side, each with its own
-`intra_threads` threads, so N rows would split the cores without sharing a matrix product. Static
-batching (`generate_batch` over several prompts) fixes the batch at its start, with one max_length and one
-temperature for all of its rows.
+CTranslate2's Python API has no step call, so no row can join a batch that is decoding (no continuous
+batching). What it has is static batching: `Generator.generate_batch` over several prompts, fixed when it
+starts, with one max_length and one sampling rule for all of its rows, and a callback that receives each
+row's tokens as they are computed and can stop any row. Several generations at once are no substitute: with
+`inter_threads=1` (one model replica) the second waits in CTranslate2's queue until the first has
+finished, and `inter_threads=2` (two replicas of one thread each) gave the same throughput as one replica
+of two threads here (8 requests: 14.5-14.7 s against 14.8-15.6 s), since both read the same weights.
 
-So this backend runs one row at a time (the generator forces the engine's RAG_MAX_BATCH_SIZE to 1): a
-prefill starts that request's generation and takes its first token, each decode step takes the next, and
-removing the row closes the iterator, which stops CTranslate2 within a step. Everything around it stays the
-BatchEngine's, unchanged: admission (429), the queue, deadlines (504), cancellation when a client leaves,
-the stop rules (the same `Ending` as torch's, rag/generation/stopping.py) and the usage counts. The
-generation runs ahead of this thread by the time it takes to hand a token over, so after a stop string a
-token or two may be computed and dropped.
+So the BatchEngine starts rows only when no row runs (`joins_running = False`), several at once:
+- `group` takes the oldest waiting request and those waiting with it that share its sampling rule and whose
+  prompt lengths lie within MAX_SPREAD tokens of each other. CTranslate2 forwards only the shortest prompt
+  at once; every row's remaining prompt tokens take one decode step each, so a wide spread costs steps.
+- `prefill_many` starts their generation; each row's first token is its prefill's result, and each decode
+  step takes the next token of every row. CTranslate2's worker thread runs ahead by the time it takes to hand
+  a token over.
+- A row that ends (end of sequence, its max_new_tokens, a stop string, its deadline, its client gone) is
+  removed, and the callback then stops CTranslate2 computing it at its next step. The batch's last row to
+  leave ends the call; the requests that waited meanwhile start next.
+Everything around it stays the BatchEngine's, unchanged: admission (429), the queue, deadlines (504),
+cancellation, the stop rules (the same `Ending` as torch's, rag/generation/stopping.py) and the usage counts.
 
 Tokenization stays ours: the prompt is the generator's token ids, given to CTranslate2 as token strings,
 and it returns ids, so both engines see exactly the same prompt.
@@ -25,8 +28,9 @@ and it returns ids, so both engines see exactly the same prompt.
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
-from dataclasses import dataclass
 
 from rag.errors import ConfigError
 from rag.generation.batching import DecodeBackend, Job
@@ -41,18 +45,70 @@ KNOWN_OPTIONS = {"do_sample", "temperature", "top_k", "top_p", "stop"}
 # What transformers samples from when neither the request nor the model's generation config says (its
 # generation defaults: top-k 50, top-p 1.0), so both engines sample from the same candidates.
 TRANSFORMERS_TOP_K = 50
+# The widest spread of prompt lengths (tokens) that one batch takes. Measured here, 8 rows of 40 tokens
+# on the 135M in float32: a batch took 0.55x the time of the same rows one after another with equal
+# prompts, 0.62x with lengths spread over 24 tokens and 0.74x over 48. Served prompts' middle half
+# spans about 20-30 tokens (make eval-models' records).
+MAX_SPREAD = 32
+
+
+def _options(job: Job) -> dict:
+    return dict(job.decoding or {})
 
 
 def _first_set(*values):
     return next(value for value in values if value is not None)
 
 
-@dataclass
-class RowSteps:
-    """One request's generation: its end rule and CTranslate2's iterator over its steps."""
+_DONE = object()  # a row's last item: CTranslate2 has nothing more for it
 
-    ending: Ending
-    steps: object  # the generator that Generator.generate_tokens returned
+
+class RunningBatch:
+    """One `generate_batch` call: each row's tokens as CTranslate2's worker thread computes them."""
+
+    def __init__(self, limits: list[int]):
+        self.limits = limits  # each row's max_new_tokens: the call's max_length is the longest of them
+        self.produced = [0] * len(limits)
+        self.stopped = [False] * len(limits)
+        self.tokens = [queue.SimpleQueue() for _ in limits]
+        self.error: BaseException | None = None
+        self.finished = threading.Event()
+
+    def step(self, result) -> bool:
+        """CTranslate2's callback (on its thread) with one row's next token; True stops that row."""
+        row = result.batch_id
+        if self.stopped[row]:
+            return True
+        self.tokens[row].put(result.token_id)
+        self.produced[row] += 1
+        return self.produced[row] >= self.limits[row]
+
+    def wait(self, results) -> None:
+        """On a thread of its own: wait for the call to end, then tell every row that nothing more comes."""
+        try:
+            for result in results:
+                result.result()
+        except Exception as exc:  # noqa: BLE001 - raised on the engine's thread by `next`
+            self.error = exc
+        finally:
+            for tokens in self.tokens:
+                tokens.put(_DONE)
+            self.finished.set()
+
+    def next(self, row: int) -> int | None:
+        """The row's next token id, or None once the call has ended without one (or its error)."""
+        item = self.tokens[row].get()
+        if item is _DONE:
+            self.tokens[row].put(_DONE)  # the next call sees the end too
+            if self.error is not None:
+                raise self.error
+            return None
+        return item
+
+    def stop(self, rows=None) -> None:
+        """Stop these rows (all of them by default) at CTranslate2's next step."""
+        for row in range(len(self.stopped)) if rows is None else rows:
+            self.stopped[row] = True
 
 
 def _import_ctranslate2():
@@ -80,6 +136,8 @@ class CTranslate2Decoder(DecodeBackend):
     """A CTranslate2 copy of the model (`engine_dir`, made by `make models`) with the transformers folder's
     tokenizer and generation config (`path`). Construct it on the engine's thread."""
 
+    joins_running = False  # a static batch: see the module docstring
+
     def __init__(self, path: str, engine_dir: str, device: str, threads: int, dtype: str, quantize: str, tokenizer):
         started = time.perf_counter()
         ctranslate2 = _import_ctranslate2()
@@ -93,7 +151,7 @@ class CTranslate2Decoder(DecodeBackend):
                 f"RAG_LLM_DTYPE={dtype} with RAG_LLM_QUANTIZE={quantize} is CTranslate2's compute type {self.dtype}, "
                 f"which this {self.device} does not support (it supports {', '.join(supported)}); change them"
             )
-        # One replica (inter_threads=1): one generation at a time, with every thread (see the module docstring).
+        # One replica (inter_threads=1): one batch at a time, with every thread (see the module docstring).
         self.model = ctranslate2.Generator(
             engine_dir, device=self.device, compute_type=self.dtype, inter_threads=1, intra_threads=threads
         )
@@ -104,13 +162,15 @@ class CTranslate2Decoder(DecodeBackend):
         except OSError:  # a folder without generation_config.json: transformers derives it from config.json
             self.config = GenerationConfig.from_model_config(model_config)
         self.context_length = int(getattr(model_config, "max_position_embeddings", 2048) or 2048)
-        self._row: RowSteps | None = None
+        self.end_ids = end_of_turn_ids(tokenizer, self.config.eos_token_id) if tokenizer else frozenset()
+        self._batch: RunningBatch | None = None
+        self._rows: list[int] = []  # the running rows' indexes in the batch, in the engine's row order
         if _first_set(self.config.repetition_penalty, 1.0) != 1.0:
             # transformers penalizes the prompt's tokens too; whether CTranslate2 does when the prompt is not part
             # of the result was not checked, so answers may differ from torch's.
             log.warning("the model's repetition_penalty may not act as it does with torch: compare with `make eval`")
         log.info(
-            "LLM %s loaded with CTranslate2 %s on %s (%s, %d threads, one request at a time) in %.1f s",
+            "LLM %s loaded with CTranslate2 %s on %s (%s, %d threads, static batches) in %.1f s",
             engine_dir,
             ctranslate2.__version__,
             self.device,
@@ -138,42 +198,83 @@ class CTranslate2Decoder(DecodeBackend):
             **penalty,
         }
 
-    def prefill(self, job: Job) -> int:
-        if self._row is not None:
-            raise RuntimeError("the CTranslate2 engine runs one request at a time (max_batch_size 1)")
-        options = dict(job.decoding or {})
-        ending = Ending(end_of_turn_ids(self.tokenizer, self.config.eos_token_id), options.get("stop"))
-        steps = self.model.generate_tokens(
-            self.tokenizer.convert_ids_to_tokens(job.prompt),
-            max_length=job.max_new_tokens,  # generated tokens only: the prompt is not in the result
-            end_token=sorted(ending.end_ids),
-            **self.sampling(options),
-        )
-        row = RowSteps(ending, steps)
+    def _key(self, job: Job):
+        """What rows must share to run in one batch: the sampling rule. A job whose options are refused
+        gets a key of its own, so it starts alone and fails alone."""
         try:
-            token = self._next(row)
+            return tuple(sorted(self.sampling(_options(job)).items()))
+        except ValueError:
+            return job
+
+    def group(self, jobs: list[Job], limit: int) -> list[Job]:
+        """The oldest job, with the waiting jobs that share its sampling rule, inside the window of at most
+        MAX_SPREAD prompt tokens that holds it and the most of them; oldest first, at most `limit`."""
+        first = jobs[0]
+        key = self._key(first)
+        alike = [job for job in jobs if job is first or self._key(job) == key]
+        length = len(first.prompt)
+        best: list[Job] = []
+        for low in sorted({len(job.prompt) for job in alike}):
+            if low <= length <= low + MAX_SPREAD:
+                inside = [job for job in alike if low <= len(job.prompt) <= low + MAX_SPREAD]
+                if len(inside) > len(best):
+                    best = inside
+        return best[:limit]
+
+    def prefill(self, job: Job) -> int:
+        return self.prefill_many([job])[0]
+
+    def prefill_many(self, jobs: list[Job]) -> list[int]:
+        if self._batch is not None:
+            raise RuntimeError("the CTranslate2 engine starts a batch only when the last one has ended")
+        sampling = self.sampling(_options(jobs[0]))  # `group` gave every row the same
+        endings = [Ending(self.end_ids, _options(job).get("stop")) for job in jobs]
+        batch = RunningBatch([job.max_new_tokens for job in jobs])
+        results = self.model.generate_batch(
+            [self.tokenizer.convert_ids_to_tokens(job.prompt) for job in jobs],
+            max_length=max(batch.limits),  # generated tokens only: the prompt is not in the result
+            end_token=sorted(self.end_ids),
+            include_prompt_in_result=False,  # forward the prompts at once (to the shortest one's length)
+            asynchronous=True,
+            callback=batch.step,
+            **sampling,
+        )
+        threading.Thread(target=batch.wait, args=(results,), name="ctranslate2-batch", daemon=True).start()
+        try:
+            first = [self._next(batch, row) for row in range(len(jobs))]
         except BaseException:
-            steps.close()
+            self._end(batch)
             raise
-        job.state, self._row = ending, row
-        return token
+        for job, ending in zip(jobs, endings):
+            job.state = ending
+        self._batch, self._rows = batch, list(range(len(jobs)))
+        return first
 
     def decode(self) -> list[int]:
-        return [self._next(self._row)]
+        return [self._next(self._batch, row) for row in self._rows]
 
-    def _next(self, row: RowSteps) -> int:
-        """The row's next token id. CTranslate2 hands over the end token that stops it (its last step), as torch
-        decodes it, so both count it alike; should its iterator end without one, that is reported as an end
-        id, so the row ends at once instead of waiting on an iterator that has nothing more."""
-        try:
-            return next(row.steps).token_id
-        except StopIteration:
-            return min(row.ending.end_ids)
+    def _next(self, batch: RunningBatch, row: int) -> int:
+        """The row's next token id. CTranslate2 hands over the end token that stops a row (its last step), as
+        torch decodes it, so both count it alike; should a row end without one, that is reported as an end
+        id, so the row ends at once."""
+        token = batch.next(row)
+        return min(self.end_ids) if token is None else token
 
     def remove(self, rows: list[int]) -> None:
-        if self._row is not None and rows:
-            self._row.steps.close()  # CTranslate2 stops at its next step's callback
-            self._row = None
+        if self._batch is None or not rows:
+            return
+        leaving = set(rows)
+        self._batch.stop([self._rows[row] for row in leaving])  # CTranslate2 stops them at its next step
+        self._rows = [index for row, index in enumerate(self._rows) if row not in leaving]
+        if not self._rows:
+            self._end(self._batch)
+            self._batch = None
+
+    @staticmethod
+    def _end(batch: RunningBatch) -> None:
+        """Stop every row and wait for the call to end, so the next batch does not queue behind it."""
+        batch.stop()
+        batch.finished.wait()
 
     def ends(self, job: Job, token: int) -> bool:
         return job.state.reached(self.tokenizer, job.tokens, token)

@@ -42,7 +42,7 @@ class TransformersGenerator(Generator):
     model and decodes all admitted requests together. Request threads only encode, enqueue and wait.
 
     `engine` is torch or ctranslate2; CTranslate2 loads its own copy of the model (`engine_dir`, by default
-    the one `make models` made inside `path`) and decodes one request at a time, so its batch size is 1.
+    the one `make models` made inside `path`) and decodes static batches of up to `max_batch_size` requests.
     """
 
     def __init__(
@@ -76,11 +76,6 @@ class TransformersGenerator(Generator):
             def load():
                 return CTranslate2Decoder(path, engine_dir, device, threads, dtype, quantize, self.tokenizer)
 
-            if max_batch_size > 1:
-                log.info(
-                    "RAG_LLM_ENGINE=ctranslate2 decodes one request at a time: batch size 1, not %d", max_batch_size
-                )
-            max_batch_size = 1
         elif engine == "torch":
             from rag.generation.decoder import TransformersDecoder
 

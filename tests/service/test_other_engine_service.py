@@ -17,7 +17,7 @@ QUESTIONS = [
 DEFAULT = Settings.from_env({}).llm_engine
 OTHER = next(engine for engine in LLM_ENGINES if engine != DEFAULT)
 # What each engine's LLM process logs once the model is loaded.
-LOADED = {"torch": "threads) in", "ctranslate2": "one request at a time"}
+LOADED = {"torch": "threads) in", "ctranslate2": "static batches"}
 
 
 @pytest.fixture(scope="module")

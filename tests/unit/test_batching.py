@@ -1,5 +1,6 @@
 """The batching engine (rag/generation/batching.py) with a deterministic fake model: who runs together, who is
-turned away, and how a row leaves (its own length, deadline, cancellation, a failed step)."""
+turned away, and how a row leaves (its own length, deadline, cancellation, a failed step); and a backend
+that runs static batches, whose rows start together only when none run."""
 
 import threading
 import time
@@ -289,4 +290,85 @@ def test_a_job_records_its_queue_prefill_decode_and_the_rows_it_shared(backend):
     assert short.prefill_started > short.submitted and short.batch_size == 2.0  # every step it took, it shared
     assert 1.0 < long.batch_size < 2.0
     assert Job([0, 1], 1).batch_size is None  # no decode step yet
+    engine.close()
+
+
+# A backend that runs static batches (CTranslate2's kind): rows start together, only when none run.
+
+
+class StaticBackend(CountingBackend):
+    """CountingBackend whose rows cannot join a running batch. `group` keeps the oldest job with the waiting
+    jobs of the same parity of prompt[0] (what a real backend would match on: its sampling rule)."""
+
+    joins_running = False
+
+    def __init__(self):
+        super().__init__()
+        self.groups: list[list[int]] = []  # prompt[0] of each batch's rows, as it started
+        self.fail_next_prefill = False
+
+    def group(self, jobs, limit):
+        parity = jobs[0].prompt[0] % 2
+        return [job for job in jobs if job.prompt[0] % 2 == parity][:limit]
+
+    def prefill(self, job):
+        raise AssertionError("a static backend is asked prefill_many")
+
+    def prefill_many(self, jobs):
+        self._wait()
+        assert not self.rows, "a batch started while rows were running"
+        if self.fail_next_prefill:
+            self.fail_next_prefill = False
+            raise RuntimeError("bad batch")
+        self.groups.append([job.prompt[0] for job in jobs])
+        self.rows = list(jobs)
+        return [self._next(job) for job in jobs]
+
+
+def test_a_static_batch_starts_together_once_the_running_one_has_ended():
+    backend = StaticBackend()
+    engine = engine_with(backend, max_batch_size=8, on_step=lambda step: steps.append(step))
+    steps = []
+    backend.hold.clear()
+    with ThreadPoolExecutor(4) as pool:
+        first = pool.submit(answer, engine, 0, 5)
+        assert backend.entered.wait(5)  # the first batch is starting; the others queue meanwhile
+        others = [pool.submit(answer, engine, first, first + 2) for first in (200, 400, 101)]
+        _until(lambda: engine.admission.in_flight == 4)
+        backend.hold.set()
+        assert first.result(10) == [1, 2, 3, 4, 5, END]
+        assert [f.result(10) for f in others] == [[201, 202, END], [401, 402, END], [102, 103, END]]
+    # The even ones started together once the first batch had ended, then the odd one alone.
+    assert backend.groups == [[0], [200, 400], [101]]
+    prefills = [(step.rows, step.tokens) for step in steps if step.kind == "prefill"]
+    assert prefills == [(1, 2), (2, 4), (1, 2)]
+    assert max(backend.batch_sizes) == 2 and engine.admission.in_flight == 0
+    engine.close()
+
+
+def test_a_failed_static_batch_fails_its_rows_and_the_engine_goes_on():
+    backend = StaticBackend()
+    engine = engine_with(backend)
+    backend.fail_next_prefill = True
+    with pytest.raises(RuntimeError, match="bad batch"):
+        answer(engine, 0, 5)
+    assert answer(engine, 0, 2) == [1, 2, END]
+    assert engine.admission.in_flight == 0
+    engine.close()
+
+
+def test_a_request_that_expires_while_a_static_batch_runs_never_starts():
+    backend = StaticBackend()
+    engine = engine_with(backend)
+    backend.permits = threading.Semaphore(1)  # the first batch's prefill, then one step at a time
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(answer, engine, 0, 3)
+        _until(lambda: backend.rows)
+        late = pool.submit(answer, engine, 10, 12, deadline=time.monotonic() + 0.2)
+        with pytest.raises(RequestTimeout):
+            late.result(10)
+        for _ in range(3):
+            backend.permits.release()
+        assert first.result(10) == [1, 2, 3, END]
+    assert backend.groups == [[0]]
     engine.close()

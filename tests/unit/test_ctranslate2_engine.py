@@ -1,6 +1,7 @@
 """RAG_LLM_ENGINE=ctranslate2 on the real embedded LLM: the same prompts as torch, the same stop rules and usage
-counts, streaming, max_new_tokens, cancellation; and the one-line refusals (no package, no converted copy,
-an unknown engine, a compute type the device lacks)."""
+counts, streaming, max_new_tokens, cancellation, static batches that answer as each request would alone;
+and the one-line refusals (no package, no converted copy, an unknown engine, a compute type the device
+lacks)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import time
 import pytest
 
 from rag.errors import ConfigError, RequestTimeout
+from rag.generation import ctranslate2_decoder
 from rag.generation.batching import Job
 from rag.generation.generator import TransformersGenerator, decoding_kwargs
 from rag.ladder import tier
@@ -104,8 +106,6 @@ def test_a_missing_or_stale_copy_is_one_line_naming_the_command(tmp_path):
 
 
 def test_a_missing_package_is_one_line(monkeypatch):
-    from rag.generation import ctranslate2_decoder
-
     monkeypatch.setitem(sys.modules, "ctranslate2", None)  # `import ctranslate2` raises ImportError
     with pytest.raises(ConfigError, match="the ctranslate2 package is not installed; run `make setup`") as error:
         ctranslate2_decoder.CTranslate2Decoder(str(EMBEDDED_LLM_DIR), "unused", "cpu", 1, "auto", "none", None)
@@ -221,48 +221,161 @@ def test_a_stop_rule_ends_the_row_on_the_same_token_as_torch(ct2, torch_generato
 
 
 class CountingSteps:
-    """Stands in for the backend's CTranslate2 generator and counts the steps CTranslate2 computes."""
+    """Stands in for the backend's CTranslate2 generator and counts the steps CTranslate2 computes for each
+    row of each batch it is asked for."""
 
     def __init__(self, model):
-        self.model, self.steps = model, 0
+        self.model, self.steps, self.batches = model, {}, 0
 
-    def generate_tokens(self, *args, **kwargs):
+    def generate_batch(self, prompts, *, callback, **kwargs):
+        batch = self.batches
+        self.batches += 1
+
         def count(step) -> bool:
-            self.steps += 1
-            return False  # never asks to stop: only the closed iterator can
+            key = (batch, step.batch_id)
+            self.steps[key] = self.steps.get(key, 0) + 1
+            return callback(step)
 
-        return self.model.generate_tokens(*args, callback=count, **kwargs)
+        return self.model.generate_batch(prompts, callback=count, **kwargs)
+
+
+def _counting(generator):
+    """The generator's CTranslate2 model wrapped in CountingSteps for one test."""
+    backend = generator.engine.backend
+    backend.model = CountingSteps(backend.model)
+    yield backend.model
+    backend.model = backend.model.model
+
+
+@pytest.fixture
+def counting(ct2):
+    yield from _counting(ct2)
+
+
+def _count_to_400(generator, deadline=None, length: int = 0) -> Job:
+    """A request whose answer runs to over 1,000 tokens, its prompt padded to at least `length` tokens."""
+    ask = "Write the numbers from 1 to 400, separated by commas."
+    note = "The harbour office keeps the records of every vessel. "
+    for notes in range(1000):
+        messages = [{"role": "user", "content": note * notes + ask}]
+        encoded = generator.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)
+        if len(encoded["input_ids"]) >= length:
+            break
+    options = decoding_kwargs(GenerationParams(max_new_tokens=1000))
+    return Job(list(encoded["input_ids"]), options.pop("max_new_tokens"), deadline, options, stream=True)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("leaves", ["client gone", "deadline"])
-def test_a_row_that_leaves_stops_ctranslate2_generating_it(ct2, leaves):
-    messages = [{"role": "user", "content": "Write the numbers from 1 to 400, separated by commas."}]
-    encoded = ct2.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)
-    options = decoding_kwargs(GenerationParams(max_new_tokens=1000))
-    deadline = time.monotonic() + 2.0 if leaves == "deadline" else None
-    backend = ct2.engine.backend
-    counting = backend.model = CountingSteps(backend.model)
-    try:
-        long = Job(list(encoded["input_ids"]), options.pop("max_new_tokens"), deadline, options, stream=True)
-        tokens = ct2.engine.run(long)
-        if leaves == "deadline":
-            with pytest.raises(RequestTimeout):
-                list(tokens)
-        else:
-            assert len([next(tokens) for _ in range(5)]) == 5
-            tokens.close()  # the client has gone
-        left_at = counting.steps
-        short = Job([1, 2, 3], 1, decoding={"do_sample": False})
-        for _ in ct2.engine.run(short):  # served once the long row has left (one row at a time)
-            pass
-    finally:
-        backend.model = counting.model
+def test_a_row_that_leaves_stops_ctranslate2_generating_it(ct2, counting, leaves):
+    long = _count_to_400(ct2, time.monotonic() + 2.0 if leaves == "deadline" else None)
+    tokens = ct2.engine.run(long)
+    if leaves == "deadline":
+        with pytest.raises(RequestTimeout):
+            list(tokens)
+    else:
+        assert len([next(tokens) for _ in range(5)]) == 5
+        tokens.close()  # the client has gone
+    left_at = counting.steps[(0, 0)]
+    short = Job([1, 2, 3], 1, decoding={"do_sample": False})
+    for _ in ct2.engine.run(short):  # served once the long row has left: its batch has ended
+        pass
     assert long.outcome == ("deadline" if leaves == "deadline" else "cancelled") and short.outcome in ("stop", "length")
     # Counting to 400 takes over 1,000 tokens. CTranslate2 runs a step or two ahead of the tokens handed over,
-    # then stops at its first step after the iterator is closed; the short job's one step is the only other.
-    assert counting.steps - left_at < 10, (left_at, counting.steps)
+    # then stops at its first step after the row has left; the short job was a batch of its own.
+    assert counting.steps[(0, 0)] - left_at < 10, (left_at, counting.steps)
+    assert counting.batches == 2 and counting.steps[(1, 0)] == 1
     assert len(long.tokens) < 1000 and ct2.engine.admission.in_flight == 0
+
+
+# Static batches: requests that wait together start together, and each answers as it would alone.
+
+
+@pytest.fixture(scope="module")
+def batching(engine_dir):
+    """A CTranslate2 generator whose idle model waits 300 ms for more requests, so that requests sent together
+    start together, and that records each prefill's rows."""
+    generator = TransformersGenerator(
+        "smollm2", str(EMBEDDED_LLM_DIR), "cpu", threads=1, engine="ctranslate2", batch_wait_ms=300
+    )
+    generator.prefills = []
+    generator.engine.on_step = lambda step: generator.prefills.append(step.rows) if step.kind == "prefill" else None
+    yield generator
+    generator.engine.close()
+
+
+def _together(generator, jobs: list[Job]) -> list[Job]:
+    follows = [generator.engine.run(job) for job in jobs]
+    for follow in follows:
+        for _ in follow:
+            pass
+    return jobs
+
+
+def _greedy(generator, question, passages, max_new_tokens=GREEDY.max_new_tokens, deadline=None) -> Job:
+    options = decoding_kwargs(GenerationParams(max_new_tokens=max_new_tokens))
+    options["stop"] = generator._job(question, passages, GREEDY, None, False).decoding["stop"]
+    return Job(generator._encode(question, passages), options.pop("max_new_tokens"), deadline, options)
+
+
+@pytest.mark.slow
+def test_requests_sent_together_share_a_batch_and_answer_as_alone(batching, prompts, answers, monkeypatch):
+    # Every prompt in one batch whatever its length: the rows whose prompts are longer than the shortest
+    # take their remaining prompt tokens one step at a time, while the others already answer.
+    monkeypatch.setattr(ctranslate2_decoder, "MAX_SPREAD", 10_000)
+    batching.prefills.clear()
+    jobs = _together(batching, [_greedy(batching, question, passages) for question, passages in prompts])
+    assert batching.prefills == [len(prompts)]
+    assert len({len(job.prompt) for job in jobs}) > 1  # the prompts differ in length
+    assert [batching._answer(job) for job in jobs] == answers
+    assert all(job.batch_size > 1 for job in jobs) and batching.engine.admission.in_flight == 0
+
+
+@pytest.mark.slow
+def test_in_a_batch_each_row_ends_on_its_own(batching, counting_batching, prompts, answers):
+    (question, passages), (other, other_passages) = prompts[0], prompts[1]
+    short = _greedy(batching, question, passages, max_new_tokens=2)
+    whole = _greedy(batching, other, other_passages)
+    gone = _count_to_400(batching, length=min(len(short.prompt), len(whole.prompt)))
+    assert max(len(job.prompt) for job in (gone, short, whole)) - len(gone.prompt) <= ctranslate2_decoder.MAX_SPREAD
+    follows = [batching.engine.run(job) for job in (gone, short, whole)]
+    assert len([next(follows[0]) for _ in range(5)]) == 5
+    follows[0].close()  # its client has gone; the other two go on
+    for follow in follows[1:]:
+        for _ in follow:
+            pass
+    assert gone.outcome == "cancelled" and short.outcome == "length" and whole.outcome == "stop"
+    assert len(short.tokens) == 2 and answers[0].text.startswith(batching._answer(short).text)
+    assert batching._answer(whole) == answers[1]
+    # One batch; CTranslate2 stopped computing each row soon after it left (a step or two ahead of the handover).
+    assert counting_batching.batches == 1
+    rows = {row: steps for (_, row), steps in counting_batching.steps.items()}
+    assert rows[1] == 2 and rows[0] < rows[2] + 10 and rows[0] < 100, rows
+
+
+@pytest.fixture
+def counting_batching(batching):
+    yield from _counting(batching)
+
+
+@pytest.mark.slow
+def test_a_batch_takes_the_oldest_request_with_those_alike_in_sampling_and_length(ct2):
+    backend = ct2.engine.backend
+
+    def job(length, temperature=0.0):
+        options = decoding_kwargs(GenerationParams(temperature=temperature))
+        return Job([1] * length, options.pop("max_new_tokens"), decoding=options)
+
+    oldest, near, far, sampled, refused = job(250), job(270), job(250 + 33), job(250, 0.7), job(260)
+    refused.decoding["num_beams"] = 2  # an option CTranslate2's rows do not take: alone, to fail alone
+    jobs = [oldest, near, far, sampled, refused]
+    assert backend.group(jobs, 8) == [oldest, near]
+    assert backend.group(jobs, 1) == [oldest]
+    # The window holds the oldest and the most requests: 240 and 250 with 270 (spread 30), not 283.
+    lower = job(240)
+    assert backend.group([oldest, far, lower, near], 8) == [oldest, lower, near]
+    assert backend.group([sampled, oldest, job(251, 0.7)], 8)[-1].prompt == [1] * 251
+    assert backend.group([refused, oldest], 8) == [refused]
 
 
 @pytest.mark.slow
