@@ -36,7 +36,7 @@ SPARE_SERVER_THREADS = 4
 LLM_DTYPES = ("auto", "float32", "bfloat16", "float16")
 LLM_QUANTIZATIONS = ("none", "int8")
 # RAG_LLM_ENGINE: what runs the LLM. torch: our own batched loop over transformers (rag/generation/decoder.py);
-# ctranslate2: CTranslate2's generator, one request at a time (rag/generation/ctranslate2_decoder.py).
+# ctranslate2: CTranslate2's generator, in static batches (rag/generation/ctranslate2_decoder.py).
 LLM_ENGINES = ("torch", "ctranslate2")
 
 
