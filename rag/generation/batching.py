@@ -348,56 +348,42 @@ class BatchEngine:
         return True
 
     def _start(self, running: list[Job], waiting: deque) -> None:
-        """Prefill waiting jobs, oldest first, while the batch has room."""
-        if not self.backend.joins_running:
-            self._start_together(running, waiting)
-            return
-        while waiting and len(running) < self.max_batch_size:
-            job = waiting.popleft()
-            if not self._live(job):
-                continue
-            try:
-                job.prefill_started = time.perf_counter()
-                token = self.backend.prefill(job)
-                job.prefill_ended = time.perf_counter()
-                if self.on_step is not None:
-                    self.on_step(Step("prefill", 1, job.prefill_ended - job.prefill_started, len(job.prompt)))
-            except Exception as exc:  # noqa: BLE001 - this request fails; the others go on
-                log.exception("prefill failed")
-                job.finish("error", exc)
-                continue
-            running.append(job)
-            self._advance(job, token)
+        """Prefill waiting jobs, oldest first, while the batch has room: each on its own, or for a static
+        batch, once no row runs, the group the backend chooses, at once (the rest wait)."""
+        if self.backend.joins_running:
+            while waiting and len(running) < self.max_batch_size:
+                job = waiting.popleft()
+                if self._live(job):
+                    self._prefill(running, [job], lambda job=job: [self.backend.prefill(job)])
+        elif not running:
+            live = [job for job in waiting if self._live(job)]
+            waiting.clear()
+            if live:
+                jobs = self.backend.group(live, self.max_batch_size)
+                waiting.extend(job for job in live if job not in jobs)
+                self._prefill(running, jobs, lambda: self.backend.prefill_many(jobs))
         self._retire(running)
 
-    def _start_together(self, running: list[Job], waiting: deque) -> None:
-        """A static batch: once no row runs, the group the backend chooses starts at once; the rest wait."""
-        if running:
-            return
-        live = [job for job in waiting if self._live(job)]
-        waiting.clear()
-        if not live:
-            return
-        jobs = self.backend.group(live, self.max_batch_size)
-        waiting.extend(job for job in live if job not in jobs)
+    def _prefill(self, running: list[Job], jobs: list[Job], prefill: Callable[[], list[int]]) -> None:
+        """Run `prefill` for these jobs: they join the running rows with their first tokens, or fail."""
         started = time.perf_counter()
         for job in jobs:
             job.prefill_started = started
         try:
-            tokens = self.backend.prefill_many(jobs)
+            tokens = prefill()
         except Exception as exc:  # noqa: BLE001 - these requests fail; the others go on
             log.exception("prefill failed")
             for job in jobs:
                 job.finish("error", exc)
             return
         ended = time.perf_counter()
+        for job in jobs:
+            job.prefill_ended = ended
         if self.on_step is not None:
             self.on_step(Step("prefill", len(jobs), ended - started, sum(len(job.prompt) for job in jobs)))
         for job, token in zip(jobs, tokens):
-            job.prefill_ended = ended
             running.append(job)
             self._advance(job, token)
-        self._retire(running)
 
     def _step(self, running: list[Job]) -> None:
         try:
