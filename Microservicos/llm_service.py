@@ -41,7 +41,9 @@ def _passages(data: dict) -> list[Passage]:
 def create_app(settings: Settings | None = None) -> Flask:
     """Application factory for the LLM service."""
     settings = settings or Settings.from_env()
-    app, loader = create_loading_app("llm_service", settings, "LLM service", lambda: load_generator(settings))
+    app, loader = create_loading_app(
+        "llm_service", settings, "LLM service", lambda: load_generator(settings, alone=True)
+    )
 
     def parse(data: dict):
         return validate_query(data.get("query")), _passages(data), validate_generation(data, settings.max_new_tokens)

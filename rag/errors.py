@@ -2,6 +2,7 @@
 
     RagError
     ├── ConfigError            a wrong setting; startup stops (not an HTTP error)
+    │   └── InsufficientMemory a model that cannot fit in the memory left; it is not loaded
     ├── IngestError            a document folder that cannot be indexed
     ├── IndexMismatchError     an index built with another embedding model
     ├── InvalidRequest         400 invalid_request
@@ -38,6 +39,10 @@ class RagError(Exception):
 
 class ConfigError(RagError):
     error_type = "config"
+
+
+class InsufficientMemory(ConfigError):
+    error_type = "insufficient_memory"
 
 
 class IngestError(RagError):

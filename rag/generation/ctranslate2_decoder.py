@@ -27,15 +27,17 @@ and it returns ids, so both engines see exactly the same prompt.
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
 import time
+from pathlib import Path
 
 from rag.errors import ConfigError
 from rag.generation.batching import DecodeBackend, Job
 from rag.generation.stopping import Ending, end_of_turn_ids
-from rag.runtime import release_free_memory
+from rag.runtime import check_memory_for, release_free_memory
 from rag.settings import compute_type
 
 log = logging.getLogger(__name__)
@@ -132,6 +134,24 @@ def resolve_ctranslate2_device(ctranslate2, device: str) -> str:
     return device
 
 
+WEIGHT_BITS = {"float32": 32, "float16": 16, "bfloat16": 16, "int16": 16, "int8": 8}
+
+
+def weight_bytes(engine_dir: str, compute: str) -> int:
+    """A lower bound of the memory the weights of a CTranslate2 copy take once loaded with compute type
+    `compute`: its model.bin, scaled down when the weights are loaded in fewer bits than they were stored in
+    (converted.json says how, where we made the copy; any other copy is taken as float32, the widest)."""
+    folder = Path(engine_dir)
+    try:
+        stored = json.loads((folder / "converted.json").read_text()).get("quantization", "float32")
+    except (OSError, ValueError):
+        stored = "float32"
+    stored_bits = WEIGHT_BITS.get(str(stored).split("_")[0], 32)
+    loaded_bits = WEIGHT_BITS.get(compute.split("_")[0], 32)
+    size = (folder / "model.bin").stat().st_size
+    return size * min(stored_bits, loaded_bits) // stored_bits
+
+
 class CTranslate2Decoder(DecodeBackend):
     """A CTranslate2 copy of the model (`engine_dir`, made by `make models`) with the transformers folder's
     tokenizer and generation config (`path`). Construct it on the engine's thread."""
@@ -150,6 +170,13 @@ class CTranslate2Decoder(DecodeBackend):
             raise ConfigError(
                 f"RAG_LLM_DTYPE={dtype} with RAG_LLM_QUANTIZE={quantize} is CTranslate2's compute type {self.dtype}, "
                 f"which this {self.device} does not support (it supports {', '.join(supported)}); change them"
+            )
+        if self.device == "cpu":
+            check_memory_for(
+                f"the CTranslate2 model {engine_dir} ({self.dtype})",
+                weight_bytes(engine_dir, self.dtype),
+                "give the container more memory, or serve a smaller model or RAG_LLM_QUANTIZE=int8 (which costs "
+                "accuracy: measure it with make eval)",
             )
         # One replica (inter_threads=1): one batch at a time, with every thread (see the module docstring).
         self.model = ctranslate2.Generator(

@@ -7,13 +7,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
+from contextlib import nullcontext
 
 from rag.errors import ConfigError, InvalidRequest
 from rag.generation.batching import BatchEngine, Job
 from rag.generation.prompt import SYSTEM_PROMPT, answer_has_ended, build_messages, visible_answer
 from rag.ladder import embedded_tier
 from rag.models import ctranslate2_model_path, llm_model_path
-from rag.runtime import single_threaded_from_now
+from rag.runtime import single_threaded_from_now, transformers_without_torch
 from rag.settings import CHARS_PER_TOKEN, LLM_ENGINES, Settings
 from rag.telemetry import mark, stage, usage
 from rag.types import Answer, GenerationParams, Generator, Passage
@@ -60,44 +61,48 @@ class TransformersGenerator(Generator):
         system_prompt: str = SYSTEM_PROMPT,
         engine: str = "torch",
         engine_dir: str | None = None,
+        without_torch: bool = False,
     ):
         # transformers (1.5 s) and torch (3.0 s, through the decoder) are imported only by a process that
         # loads a model (measured with python -X importtime); the orchestrator and the evaluation client do not.
-        from transformers import AutoTokenizer
+        # CTranslate2 needs no torch: a process that never will (`without_torch`: the LLM service) imports
+        # transformers without it.
+        with transformers_without_torch() if without_torch and engine == "ctranslate2" else nullcontext():
+            from transformers import AutoTokenizer
 
-        self.name = name
-        self.system_prompt = system_prompt
-        self.tokenizer = AutoTokenizer.from_pretrained(path)  # request threads encode and decode; no torch there
-        if engine == "ctranslate2":
-            from rag.generation.ctranslate2_decoder import CTranslate2Decoder
+            self.name = name
+            self.system_prompt = system_prompt
+            self.tokenizer = AutoTokenizer.from_pretrained(path)  # request threads encode and decode; no torch there
+            if engine == "ctranslate2":
+                from rag.generation.ctranslate2_decoder import CTranslate2Decoder
 
-            engine_dir = engine_dir or str(ctranslate2_model_path(path, path))
+                engine_dir = engine_dir or str(ctranslate2_model_path(path, path))
 
-            def load():
-                return CTranslate2Decoder(path, engine_dir, device, threads, dtype, quantize, self.tokenizer)
+                def load():
+                    return CTranslate2Decoder(path, engine_dir, device, threads, dtype, quantize, self.tokenizer)
 
-        elif engine == "torch":
-            from rag.generation.decoder import TransformersDecoder
+            elif engine == "torch":
+                from rag.generation.decoder import TransformersDecoder
 
-            def load():
-                return TransformersDecoder(path, device, threads, dtype, quantize, self.tokenizer)
-        else:
-            raise ConfigError(f"RAG_LLM_ENGINE={engine!r} is not valid; use {' or '.join(LLM_ENGINES)}")
+                def load():
+                    return TransformersDecoder(path, device, threads, dtype, quantize, self.tokenizer)
+            else:
+                raise ConfigError(f"RAG_LLM_ENGINE={engine!r} is not valid; use {' or '.join(LLM_ENGINES)}")
 
-        self.engine = BatchEngine(
-            name,
-            load,
-            max_batch_size=max_batch_size,
-            batch_wait_s=batch_wait_ms / 1000.0,
-            max_concurrent=max_concurrent_requests,
-        )
+            self.engine = BatchEngine(
+                name,
+                load,
+                max_batch_size=max_batch_size,
+                batch_wait_s=batch_wait_ms / 1000.0,
+                max_concurrent=max_concurrent_requests,
+            )
         decoder = self.engine.backend
         self.device, self.dtype, self.context_length = decoder.device, decoder.dtype, decoder.context_length
         if self.device == "cpu" and engine == "torch":
             single_threaded_from_now()
 
     @classmethod
-    def from_settings(cls, settings, path: str) -> TransformersGenerator:
+    def from_settings(cls, settings, path: str, without_torch: bool = False) -> TransformersGenerator:
         """The generator that RAG_LLM_* and the batching settings describe, loaded from `path`."""
         model = embedded_tier(settings.llm_model)
         return cls(
@@ -115,6 +120,7 @@ class TransformersGenerator(Generator):
             engine_dir=str(ctranslate2_model_path(settings.llm_model, path))
             if settings.llm_engine != "torch"
             else None,
+            without_torch=without_torch,
         )
 
     def warm_up(self, prompt_chars: int, new_tokens: int = 8) -> None:
@@ -207,9 +213,10 @@ class TransformersGenerator(Generator):
         yield self._answer(job)
 
 
-def load_generator(settings: Settings) -> Generator:
-    """The configured causal LM (the embedded one is converted from GGUF on first use)."""
-    generator = TransformersGenerator.from_settings(settings, llm_model_path(settings.llm_model))
+def load_generator(settings: Settings, alone: bool = False) -> Generator:
+    """The configured causal LM (the embedded one is converted from GGUF on first use). `alone`: this process
+    loads nothing else (the LLM service), so a CTranslate2 model loads transformers without torch."""
+    generator = TransformersGenerator.from_settings(settings, llm_model_path(settings.llm_model), without_torch=alone)
     generator.warm_up(warm_up_context_chars(settings))
     return generator
 

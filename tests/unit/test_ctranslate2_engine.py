@@ -411,3 +411,69 @@ def test_the_copy_is_made_once_from_a_folder_and_goes_stale_with_it(tmp_path, ca
     (folder / "config.json").write_text((folder / "config.json").read_text().replace("}", ', "note": 1}', 1))
     with pytest.raises(ConfigError, match="was made from other files"):
         require_ctranslate2(folder, "unused")
+
+
+def test_the_weights_need_at_least_the_copy_scaled_to_the_loaded_precision(tmp_path):
+    (tmp_path / "model.bin").write_bytes(b"\0" * 4000)
+    assert ctranslate2_decoder.weight_bytes(str(tmp_path), "float32") == 4000  # a copy we did not make: float32
+    assert ctranslate2_decoder.weight_bytes(str(tmp_path), "int8_float32") == 1000
+    (tmp_path / "converted.json").write_text(json.dumps({"quantization": "int8"}))
+    assert ctranslate2_decoder.weight_bytes(str(tmp_path), "int8_bfloat16") == 4000
+    assert ctranslate2_decoder.weight_bytes(str(tmp_path), "float32") == 4000  # never more than the file
+
+
+@pytest.mark.slow
+def test_a_model_that_cannot_fit_is_one_line_before_it_loads(engine_dir, monkeypatch):
+    from rag import runtime
+    from rag.errors import InsufficientMemory
+    from rag.generation.ctranslate2_decoder import CTranslate2Decoder
+
+    monkeypatch.setattr(runtime, "memory_available", lambda: (200 * 2**20, 700 * 2**20))
+    with pytest.raises(InsufficientMemory, match=r"needs at least 51\d MiB for its weights, but only 200 MiB") as error:
+        CTranslate2Decoder(str(EMBEDDED_LLM_DIR), engine_dir, "cpu", 1, "float32", "none", None)
+    assert "RAG_LLM_QUANTIZE=int8" in error.value.message and "\n" not in error.value.message
+    # int8 needs a quarter of the float32 copy's bytes
+    monkeypatch.setattr(runtime, "memory_available", lambda: (140 * 2**20, 700 * 2**20))
+    assert (
+        CTranslate2Decoder(str(EMBEDDED_LLM_DIR), engine_dir, "cpu", 1, "float32", "int8", None).dtype == "int8_float32"
+    )
+
+
+TORCH_FREE = """
+import json, os, sys
+from rag.generation.generator import TransformersGenerator
+from rag.ladder import tier
+from rag.models import tier_dir
+from rag.types import GenerationParams, Passage
+folder = str(tier_dir(tier("smollm2-135m-instruct")))
+generator = TransformersGenerator("smollm2", folder, "cpu", threads=1, engine="ctranslate2", without_torch=True)
+question, passages, max_new_tokens = json.loads(sys.argv[1])
+answer = generator.generate(question, [Passage(**p) for p in passages], GenerationParams(max_new_tokens=max_new_tokens))
+print(json.dumps({"text": answer.text, "tokens": answer.completion_tokens, "torch": "torch" in sys.modules}), flush=True)
+# CTranslate2's own threads may still be winding down; Python's exit would stop them mid-call (an abort)
+os._exit(0)
+"""
+
+
+@pytest.mark.slow
+def test_the_llm_services_ctranslate2_process_never_imports_torch_and_answers_the_same(prompts, answers):
+    """The LLM service loads transformers without torch for CTranslate2 (270 MB less, measured); its answer is
+    the one this process, which holds torch, gives."""
+    import dataclasses
+    import subprocess
+
+    from tests.support import ROOT, child_env
+
+    question, passages = prompts[0]
+    request = json.dumps([question, [dataclasses.asdict(p) for p in passages], GREEDY.max_new_tokens])
+    result = subprocess.run(
+        [sys.executable, "-c", TORCH_FREE, request],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=child_env(),
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    assert seen == {"text": answers[0].text, "tokens": answers[0].completion_tokens, "torch": False}
