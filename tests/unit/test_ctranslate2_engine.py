@@ -440,7 +440,7 @@ def test_a_model_that_cannot_fit_is_one_line_before_it_loads(engine_dir, monkeyp
 
 
 TORCH_FREE = """
-import json, os, sys
+import json, sys
 from rag.generation.generator import TransformersGenerator
 from rag.ladder import tier
 from rag.models import tier_dir
@@ -450,15 +450,17 @@ generator = TransformersGenerator("smollm2", folder, "cpu", threads=1, engine="c
 question, passages, max_new_tokens = json.loads(sys.argv[1])
 answer = generator.generate(question, [Passage(**p) for p in passages], GenerationParams(max_new_tokens=max_new_tokens))
 print(json.dumps({"text": answer.text, "tokens": answer.completion_tokens, "torch": "torch" in sys.modules}), flush=True)
-# CTranslate2's own threads may still be winding down; Python's exit would stop them mid-call (an abort)
-os._exit(0)
+# A streamed answer read to its end, then the exit at once: CTranslate2 still computes the stopped row
+for _ in generator.stream(question, [Passage(**p) for p in passages], GenerationParams(max_new_tokens=4, temperature=0.7)):
+    pass
 """
 
 
 @pytest.mark.slow
 def test_the_llm_services_ctranslate2_process_never_imports_torch_and_answers_the_same(prompts, answers):
     """The LLM service loads transformers without torch for CTranslate2 (270 MB less, measured); its answer is
-    the one this process, which holds torch, gives."""
+    the one this process, which holds torch, gives. And the process exits cleanly right after a streamed
+    answer: without waiting for CTranslate2's threads, 2 of 5 such exits aborted (exit 134), so three tries."""
     import dataclasses
     import subprocess
 
@@ -466,14 +468,15 @@ def test_the_llm_services_ctranslate2_process_never_imports_torch_and_answers_th
 
     question, passages = prompts[0]
     request = json.dumps([question, [dataclasses.asdict(p) for p in passages], GREEDY.max_new_tokens])
-    result = subprocess.run(
-        [sys.executable, "-c", TORCH_FREE, request],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=child_env(),
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    seen = json.loads(result.stdout.strip().splitlines()[-1])
-    assert seen == {"text": answers[0].text, "tokens": answers[0].completion_tokens, "torch": False}
+    for _ in range(3):
+        result = subprocess.run(
+            [sys.executable, "-c", TORCH_FREE, request],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env=child_env(),
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        seen = json.loads(result.stdout.strip().splitlines()[-1])
+        assert seen == {"text": answers[0].text, "tokens": answers[0].completion_tokens, "torch": False}
