@@ -209,8 +209,9 @@ def memory_available(
     """(bytes this process may still allocate, the memory cgroup's limit), each None where unknown.
 
     The first of `cgroup_dirs` (by default this process's memory cgroup) that has a memory controller counts:
-    its limit less its usage, not counting inactive file pages (the page cache it can drop at once, as
-    `docker stats` counts); and never more than the host's MemAvailable."""
+    its limit less its usage, not counting file pages (the page cache, which the kernel can drop: counting the
+    recently used part as taken would refuse a restarted worker the model file it just read); and never more
+    than the host's MemAvailable."""
     free = limit = None
     for folder in _cgroup_memory_dirs() if cgroup_dirs is None else cgroup_dirs:
         v2_max, v1_max = _read(folder / "memory.max"), _read(folder / "memory.limit_in_bytes")
@@ -221,8 +222,9 @@ def memory_available(
         stat = _read(folder / "memory.stat") or ""
         if raw_max.strip() != "max" and usage is not None and int(raw_max) < UNLIMITED:
             limit = int(raw_max)
-            inactive = _stat_field(stat, "inactive_file" if v2_max is not None else "total_inactive_file")
-            free = max(0, limit - (int(usage) - inactive))
+            prefix = "" if v2_max is not None else "total_"  # v1 counts the hierarchy under these names
+            cache = sum(_stat_field(stat, f"{prefix}{kind}_file") for kind in ("inactive", "active"))
+            free = max(0, limit - (int(usage) - cache))
         break
     for line in (_read(meminfo) or "").splitlines():
         if line.startswith("MemAvailable:"):

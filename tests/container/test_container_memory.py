@@ -29,7 +29,10 @@ LIMIT = "700m"
 RECORDED = [("monolito", LIMIT), ("monolito", "400m"), ("microservicos", "1024m"), ("microservicos", "1536m")]
 OBSERVE_S = 30.0  # after the vector service is up
 RECORD_WINDOW_S = 60.0  # from `docker run`
-SERVING_S = 10.0  # how long a recorded container that became ready is watched serving, before the question
+SERVING_S = (
+    10.0  # how long a recorded container that became ready (or refused its model) is watched, before the question
+)
+INSUFFICIENT = "insufficient_memory"
 
 # Read inside the container: OOM kills and peak usage of its memory cgroup (v1 or v2).
 CGROUP_PROBE = """
@@ -71,15 +74,17 @@ def sample_ping(container: Container) -> tuple[int, dict, float]:
 
 def observe(container: Container, until: float, after_ready_s: float | None = None) -> tuple[dict, list]:
     """Ping every 0.5 s until the monotonic time `until` (or, with `after_ready_s`, that long after the first
-    200), then ask one question; return a summary of what the container did and the raw (status, body,
-    seconds) samples."""
-    samples, first_200 = [], None
+    200 or the first refusal of a model that cannot fit, which is final), then ask one question; return a
+    summary of what the container did and the raw (status, body, seconds) samples."""
+    samples, first_200, settled = [], None, False
     while time.monotonic() < until:
         samples.append(sample_ping(container))
-        if samples[-1][0] == 200 and first_200 is None:
+        status, body, _ = samples[-1]
+        if status == 200 and first_200 is None:
             first_200 = round(time.monotonic() - container.started, 1)
-            if after_ready_s is not None:
-                until = min(until, time.monotonic() + after_ready_s)
+        if after_ready_s is not None and not settled and (status == 200 or INSUFFICIENT in body.get("error", "")):
+            settled = True
+            until = min(until, time.monotonic() + after_ready_s)
         time.sleep(0.5)
     # Before the server first answers, "no answer" only means the port is not open yet.
     first_answer = next((i for i, (status, _, _) in enumerate(samples) if status != 0), len(samples))
@@ -135,7 +140,7 @@ def test_microservices_stay_up_and_degraded_when_the_llm_does_not_fit(images, em
     assert logs.count("vector service ready after") == 1, "the vector service restarted under the limit"
     assert seen["query"]["status"] == 503, seen["query"]
     # The LLM service refused the model before loading it, and said why, in /ping and in one log line.
-    assert any("insufficient_memory" in body for body in seen["ping_bodies"]), seen["ping_bodies"]
+    assert any(INSUFFICIENT in body for body in seen["ping_bodies"]), seen["ping_bodies"]
     assert "MiB for its weights, but only" in logs and "the container's limit is 700 MiB" in logs
     # Nothing crash-loops. Where the check passed but the model still did not fit (the other services were
     # still loading when it looked), the restart backoff (serving/gunicorn_conf.py) bounds the kills: after
@@ -163,6 +168,6 @@ def most_deaths_with_backoff(seconds: float) -> int:
 def test_image_under_a_memory_limit_is_recorded(images, empty_model_dir, observations, arch, limit):
     with Container(images[arch], model_dir=empty_model_dir, memory=limit) as container:
         # Long enough to load on a busy machine (about 30 s here) and then to serve for a while; one that
-        # never becomes ready (OOM-killed while loading) is watched for the whole window.
+        # never becomes ready nor refuses its model (OOM-killed while loading) is watched for the whole window.
         seen, _ = observe(container, container.started + RECORD_WINDOW_S, after_ready_s=SERVING_S)
         observations.setdefault("memory", {})[f"{arch}@{limit}"] = seen

@@ -100,19 +100,21 @@ def test_memory_available_reads_the_cgroups_limit_less_what_it_cannot_drop(tmp_p
         {
             "memory.max": f"{700 * MIB}\n",
             "memory.current": f"{500 * MIB}\n",
-            "memory.stat": f"anon 1\ninactive_file {80 * MIB}\n",
+            "memory.stat": f"anon 1\ninactive_file {80 * MIB}\nactive_file {20 * MIB}\nshmem {5 * MIB}\n",
         },
     )
-    assert memory_available([tmp_path / "absent", v2], meminfo) == (280 * MIB, 700 * MIB)
+    # The page cache (inactive and active file pages) counts as free; shared memory does not.
+    assert memory_available([tmp_path / "absent", v2], meminfo) == (300 * MIB, 700 * MIB)
     v1 = _cgroup(
         tmp_path / "v1",
         {
             "memory.limit_in_bytes": f"{1024 * MIB}\n",
             "memory.usage_in_bytes": f"{900 * MIB}\n",
-            "memory.stat": f"inactive_file {1 * MIB}\ntotal_inactive_file {100 * MIB}\n",  # the hierarchy's counts
+            # v1: the hierarchy's counts are the total_ ones
+            "memory.stat": f"inactive_file {1 * MIB}\ntotal_inactive_file {100 * MIB}\ntotal_active_file {50 * MIB}\n",
         },
     )
-    assert memory_available([v1], meminfo) == (224 * MIB, 1024 * MIB)
+    assert memory_available([v1], meminfo) == (274 * MIB, 1024 * MIB)
     # No limit: the host's MemAvailable. A limit above what the host has left: the host's.
     unlimited_v1 = _cgroup(
         tmp_path / "u1", {"memory.limit_in_bytes": "9223372036854771712\n", "memory.usage_in_bytes": "1\n"}
