@@ -42,7 +42,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     """Application factory for the LLM service."""
     settings = settings or Settings.from_env()
     app, loader = create_loading_app(
-        "llm_service", settings, "LLM service", lambda: load_generator(settings, alone=True)
+        "llm_service", settings, "LLM service", lambda: load_generator(settings, without_torch=True)
     )
 
     def parse(data: dict):

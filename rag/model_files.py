@@ -77,13 +77,19 @@ def source_fingerprint(model_dir: Path) -> str:
     return digest.hexdigest()
 
 
+def ctranslate2_marker(copy: Path) -> dict:
+    """What a CTranslate2 copy we made records (its source's fingerprint, its quantization); {} for a copy
+    without a readable record."""
+    try:
+        return json.loads((copy / CTRANSLATE2_MARKER).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 def is_converted(model_dir: Path) -> bool:
     """True when `model_dir` holds a CTranslate2 copy made from exactly its current files."""
-    try:
-        marker = json.loads((ctranslate2_dir(model_dir) / CTRANSLATE2_MARKER).read_text())
-    except (OSError, ValueError):
-        return False
-    return marker.get("source_fingerprint") == source_fingerprint(model_dir)
+    marker = ctranslate2_marker(ctranslate2_dir(model_dir))
+    return bool(marker) and marker.get("source_fingerprint") == source_fingerprint(model_dir)
 
 
 def require_ctranslate2(model_dir: Path, make_it: str) -> Path:

@@ -28,7 +28,6 @@ and it returns ids, so both engines see exactly the same prompt.
 from __future__ import annotations
 
 import atexit
-import json
 import logging
 import queue
 import threading
@@ -39,6 +38,7 @@ from pathlib import Path
 from rag.errors import ConfigError
 from rag.generation.batching import DecodeBackend, Job
 from rag.generation.stopping import Ending, end_of_turn_ids
+from rag.model_files import ctranslate2_marker
 from rag.runtime import check_memory_for, release_free_memory
 from rag.settings import compute_type
 
@@ -163,10 +163,7 @@ def weight_bytes(engine_dir: str, compute: str) -> int:
     `compute`: its model.bin, scaled down when the weights are loaded in fewer bits than they were stored in
     (converted.json says how, where we made the copy; any other copy is taken as float32, the widest)."""
     folder = Path(engine_dir)
-    try:
-        stored = json.loads((folder / "converted.json").read_text()).get("quantization", "float32")
-    except (OSError, ValueError):
-        stored = "float32"
+    stored = ctranslate2_marker(folder).get("quantization", "float32")
     stored_bits = WEIGHT_BITS.get(str(stored).split("_")[0], 32)
     loaded_bits = WEIGHT_BITS.get(compute.split("_")[0], 32)
     size = (folder / "model.bin").stat().st_size

@@ -66,7 +66,8 @@ class TransformersGenerator(Generator):
         # transformers (1.5 s) and torch (3.0 s, through the decoder) are imported only by a process that
         # loads a model (measured with python -X importtime); the orchestrator and the evaluation client do not.
         # CTranslate2 needs no torch: a process that never will (`without_torch`: the LLM service) imports
-        # transformers without it.
+        # transformers without it. The block holds the load too: the decoder, made on the engine's thread
+        # before BatchEngine returns, imports transformers' configuration classes.
         with transformers_without_torch() if without_torch and engine == "ctranslate2" else nullcontext():
             from transformers import AutoTokenizer
 
@@ -213,10 +214,10 @@ class TransformersGenerator(Generator):
         yield self._answer(job)
 
 
-def load_generator(settings: Settings, alone: bool = False) -> Generator:
-    """The configured causal LM (the embedded one is converted from GGUF on first use). `alone`: this process
-    loads nothing else (the LLM service), so a CTranslate2 model loads transformers without torch."""
-    generator = TransformersGenerator.from_settings(settings, llm_model_path(settings.llm_model), without_torch=alone)
+def load_generator(settings: Settings, without_torch: bool = False) -> Generator:
+    """The configured causal LM (the embedded one is converted from GGUF on first use). `without_torch`: this
+    process loads nothing else (the LLM service), so a CTranslate2 model loads transformers without torch."""
+    generator = TransformersGenerator.from_settings(settings, llm_model_path(settings.llm_model), without_torch)
     generator.warm_up(warm_up_context_chars(settings))
     return generator
 

@@ -22,16 +22,16 @@ pytestmark = pytest.mark.docker
 
 # Measured here (2026-12-04, CTranslate2 float32 default): serving, the microservices container holds 1.13 GB
 # of anonymous memory, the LLM service's worker 0.67 GB of it (0.51 GB of weights) and the vector service's
-# 0.35 GB. When the LLM service checks, 2 s in, 357 MiB of 700 MB are free (the page cache counted as free): too little for the weights.
+# 0.35 GB. When the LLM service checks, 2 s in, 357 MiB of 700 MB are free (the page cache counted as
+# free): too little for the weights.
 LIMIT = "700m"
 # Recorded, not asserted: the monolith at the same limit and at a lower one, and the microservices at
 # SageMaker serverless' smallest size and at one that fits.
 RECORDED = [("monolito", LIMIT), ("monolito", "400m"), ("microservicos", "1024m"), ("microservicos", "1536m")]
 OBSERVE_S = 30.0  # after the vector service is up
 RECORD_WINDOW_S = 60.0  # from `docker run`
-SERVING_S = (
-    10.0  # how long a recorded container that became ready (or refused its model) is watched, before the question
-)
+# How long a recorded container that became ready (or refused its model) is watched, before the question.
+SERVING_S = 10.0
 INSUFFICIENT = "insufficient_memory"
 
 # Read inside the container: OOM kills and peak usage of its memory cgroup (v1 or v2).
