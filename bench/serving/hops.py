@@ -10,17 +10,25 @@ first of each pair alternating. Two figures:
 - per hop, from the microservices' own logs: the orchestrator's `retrieve` (`generate`) stage time minus
   the vector (LLM) service's own logged handling time of that request, i.e. what carrying the call costs
   (client, connection, JSON, the server's framework).
+
+And the floor those hops stand on: the same client calling a bare Flask app under the services' own
+Gunicorn settings (bench/serving/bare_app.py), with a body the size of a `/generate` call, alone, after
+both architectures have stopped. Two hops cannot cost less than twice that.
 """
 
 from __future__ import annotations
 
+import json
+import sys
+import time
 from pathlib import Path
 
 from bench.core.config import REPO_ROOT, BenchSettings, publish_run
-from bench.core.processes import Served, request_lines
+from bench.core.processes import Served, ServerProcess, child_env, free_port, request_lines, wait_for_status
 from bench.core.stats import median_interval, paired_median_difference, summarize, within_limit
 from bench.core.workload import MeasuredRun
 from bench.serving.split import alternate, own_time
+from rag.clients.http import ServiceClient
 
 TARGET_MS = 2.0
 NAMES = ("monolito", "microservicos")
@@ -29,6 +37,9 @@ BEGIN, END = "<!-- bench-hops:begin -->", "<!-- bench-hops:end -->"
 LATEST = REPO_ROOT / "bench" / "results" / "latest" / "hops.json"
 PAIRS_PER_C1_REQUEST = 5  # 120 pairs in a full run (a pair takes about 0.7 s), 10 in a quick one
 STAGES = {"/retrieve": "retrieve", "/generate": "generate"}
+FLOOR_CALLS = {"full": 1000, "quick": 40}  # after FLOOR_WARMUP calls, not counted
+FLOOR_WARMUP = 50
+SAMPLE_DOCS = REPO_ROOT / "data" / "sample"
 
 
 def measure(settings: BenchSettings) -> Path:
@@ -49,7 +60,41 @@ def measure(settings: BenchSettings) -> Path:
     log = (run.workdir / "microservicos.log").read_text(errors="replace")
     own = {path: request_lines(log, path) for path in STAGES}
     run.results["summary"] = summarize_hops(run.results["requests"], own)
+    calls = FLOOR_CALLS[run.results["kind"]]
+    print(f"hops: the floor, {calls} calls to a bare Gunicorn + Flask app", file=sys.stderr, flush=True)
+    run.results["summary"]["floor_ms"] = measure_floor(run.workdir, child_env(**run.env), calls)
     return run.finish()
+
+
+def floor_payload() -> dict:
+    """A body shaped and sized like the orchestrator's /generate call: a question and three passages of
+    the sample documents (800 characters each, the order of the index's chunks)."""
+    texts = [path.read_text()[:800] for path in sorted(SAMPLE_DOCS.iterdir())[:3]]
+    passages = [{"text": text, "source": f"doc-{i}.md", "score": 0.5, "chunk": i} for i, text in enumerate(texts)]
+    return {"query": "When does the first ferry leave the north pier?", "passages": passages, "max_new_tokens": 1}
+
+
+def measure_floor(workdir: Path, env: dict, calls: int) -> dict:
+    """Serve bench/serving/bare_app.py under serving/gunicorn_conf.py and time `calls` POSTs of
+    floor_payload() through ServiceClient, one at a time: the median per call, its 95 % interval and p95."""
+    port = free_port()
+    argv = [sys.executable, "-m", "gunicorn", "--config", "python:serving.gunicorn_conf", "--bind"]
+    server = ServerProcess(
+        [*argv, f"127.0.0.1:{port}", "bench.serving.bare_app:create_app()"], env, workdir / "floor.log"
+    )
+    try:
+        wait_for_status(f"http://127.0.0.1:{port}/ping", deadline_s=60.0, proc=server.proc)
+        client, payload = ServiceClient("floor", f"http://127.0.0.1:{port}"), floor_payload()
+        times = []
+        for call in range(FLOOR_WARMUP + calls):
+            started = time.perf_counter()
+            if client.post("/echo", payload, None) != payload:
+                raise RuntimeError("the bare app did not echo the body")
+            if call >= FLOOR_WARMUP:
+                times.append((time.perf_counter() - started) * 1000.0)
+    finally:
+        server.stop()
+    return {**median_interval(times), "p95": summarize(times).get("p95"), "body_bytes": len(json.dumps(payload))}
 
 
 def summarize_hops(rows: list[dict], own: dict[str, list[tuple[float, float]]]) -> dict:
@@ -106,6 +151,22 @@ def _ms(value) -> str:
     return "n/a" if value is None else f"{value:,.2f} ms"
 
 
+def _floor_rows(summary: dict) -> list[str]:
+    """The floor's rows: one bare call, two of them, and what the served hops cost above two (none for a
+    run made before the floor was measured)."""
+    floor, both = summary.get("floor_ms"), summary["both_hops_ms"]
+    if not floor or floor.get("estimate") is None:
+        return []
+    above = None if both.get("estimate") is None else both["estimate"] - 2 * floor["estimate"]
+    return [
+        f"| floor: the same client calling a bare Flask app under the same Gunicorn settings (no telemetry, "
+        f"no model), a {floor['body_bytes']:,}-byte body each way ({floor['n']} calls) | {_ms(floor['estimate'])} | "
+        f"{_ms(floor['low'])} to {_ms(floor['high'])} |",
+        f"| two hops at that floor; the served hops above it | {_ms(2 * floor['estimate'])} | "
+        f"{_ms(2 * floor['low'])} to {_ms(2 * floor['high'])}; above it: {_ms(above)} |",
+    ]
+
+
 def table(results: dict) -> str:
     """The Markdown table of one run."""
     s = results["summary"]
@@ -131,6 +192,7 @@ def table(results: dict) -> str:
             f"{_ms(hop['/generate'].get('p50'))} | p95 {_ms(hop['/generate'].get('p95'))} |",
             f"| both hops of one request | {_ms(both.get('estimate'))} | {_ms(both.get('low'))} to "
             f"{_ms(both.get('high'))} |",
+            *_floor_rows(s),
             "",
             f"{results['kind'].capitalize()} run of {results['started_utc'][:16]} UTC, {results['duration_s'] / 60:.1f} "
             f"min, load average {results['loadavg_start'][0]:.1f} at start and {results['loadavg_end'][0]:.1f} at end, "

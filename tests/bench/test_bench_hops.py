@@ -2,6 +2,8 @@
 
 import pytest
 
+from bench.core.processes import ServerProcess, child_env
+from bench.serving import hops
 from bench.serving.hops import summarize_hops, table
 
 
@@ -69,3 +71,35 @@ def test_table_states_the_verdict_and_the_load():
     text = table(results)
     assert "**missed**" in text and "load average 0.8 at start and 1.7 at end" in text
     assert "| the /retrieve hop (orchestrator's stage minus the vector service's own time) | 1.50 ms |" in text
+
+
+def test_the_floor_is_measured_on_a_real_gunicorn_and_the_server_is_stopped(tmp_path, monkeypatch):
+    started = []
+    monkeypatch.setattr(hops, "ServerProcess", lambda *a, **k: started.append(ServerProcess(*a, **k)) or started[-1])
+    floor = hops.measure_floor(tmp_path, child_env(), calls=30)
+    assert floor["n"] == 30 and 0 < floor["low"] <= floor["estimate"] <= floor["high"] <= floor["p95"] * 1.5
+    assert floor["body_bytes"] > 2000  # three passages, as a /generate call carries
+    (server,) = started
+    assert server.proc.poll() is not None and not server.tree()  # stopped, nothing left behind
+    assert "POST /echo" not in server.log()  # bare: none of the services' request lines
+
+
+def test_the_table_shows_the_floor_and_what_the_hops_cost_above_it():
+    summary = summarize_hops(*run(9.0, 0.5))
+    summary["floor_ms"] = {"estimate": 0.9, "low": 0.85, "high": 0.95, "n": 1000, "p95": 1.2, "body_bytes": 2600}
+    results = {
+        "kind": "full",
+        "started_utc": "2026-12-04T16:00:00+00:00",
+        "duration_s": 240,
+        "loadavg_start": [0.8],
+        "loadavg_end": [1.0],
+        "cpu_stall_ms_per_s": 10.0,
+        "summary": summary,
+    }
+    text = table(results)
+    assert "a 2,600-byte body each way (1000 calls) | 0.90 ms | 0.85 ms to 0.95 ms |" in text
+    assert (
+        "| two hops at that floor; the served hops above it | 1.80 ms | 1.70 ms to 1.90 ms; above it: 1.20 ms |" in text
+    )
+    del summary["floor_ms"]
+    assert "floor" not in table(results)  # a run from before the floor renders as it did
