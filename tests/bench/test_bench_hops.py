@@ -76,9 +76,11 @@ def test_table_states_the_verdict_and_the_load():
 def test_the_floor_is_measured_on_a_real_gunicorn_and_the_server_is_stopped(tmp_path, monkeypatch):
     started = []
     monkeypatch.setattr(hops, "ServerProcess", lambda *a, **k: started.append(ServerProcess(*a, **k)) or started[-1])
-    floor = hops.measure_floor(tmp_path, child_env(), calls=30)
-    assert floor["n"] == 30 and 0 < floor["low"] <= floor["estimate"] <= floor["high"] <= floor["p95"] * 1.5
-    assert floor["body_bytes"] > 2000  # three passages, as a /generate call carries
+    floor = hops.measure_floor(tmp_path, child_env(), back_to_back=30, paced=10, pause_s=0.01)
+    for name, calls in (("back_to_back", 30), ("paced", 10)):
+        one = floor[name]
+        assert one["n"] == calls and 0 < one["low"] <= one["estimate"] <= one["high"], (name, one)
+    assert floor["body_bytes"] > 2000 and floor["pause_s"] == 0.01  # three passages, as a /generate call carries
     (server,) = started
     assert server.proc.poll() is not None and not server.tree()  # stopped, nothing left behind
     assert "POST /echo" not in server.log()  # bare: none of the services' request lines
@@ -86,7 +88,12 @@ def test_the_floor_is_measured_on_a_real_gunicorn_and_the_server_is_stopped(tmp_
 
 def test_the_table_shows_the_floor_and_what_the_hops_cost_above_it():
     summary = summarize_hops(*run(9.0, 0.5))
-    summary["floor_ms"] = {"estimate": 0.9, "low": 0.85, "high": 0.95, "n": 1000, "p95": 1.2, "body_bytes": 2600}
+    summary["floor_ms"] = {
+        "body_bytes": 2600,
+        "pause_s": 0.05,
+        "back_to_back": {"estimate": 0.9, "low": 0.85, "high": 0.95, "n": 1000, "p95": 1.2},
+        "paced": {"estimate": 1.4, "low": 1.3, "high": 1.5, "n": 300, "p95": 2.0},
+    }
     results = {
         "kind": "full",
         "started_utc": "2026-12-04T16:00:00+00:00",
@@ -99,7 +106,11 @@ def test_the_table_shows_the_floor_and_what_the_hops_cost_above_it():
     text = table(results)
     assert "a 2,600-byte body each way (1000 calls) | 0.90 ms | 0.85 ms to 0.95 ms |" in text
     assert (
-        "| two hops at that floor; the served hops above it | 1.80 ms | 1.70 ms to 1.90 ms; above it: 1.20 ms |" in text
+        "one call every 50 ms, as a served request calls each service (300 calls) | 1.40 ms | 1.30 ms to 1.50" in text
     )
+    paced = (
+        "| two hops at the paced floor; the served hops above it | 2.80 ms | 2.60 ms to 3.00 ms; above it: 0.20 ms |"
+    )
+    assert paced in text
     del summary["floor_ms"]
     assert "floor" not in table(results)  # a run from before the floor renders as it did
