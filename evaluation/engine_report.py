@@ -17,6 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 
 from bench.core.config import DEFAULT_RESULTS_DIR, REPO_ROOT  # noqa: E402
+from bench.core.machine import describe  # noqa: E402
 from bench.core.stats import median_interval, percentile  # noqa: E402
 from evaluation.evaluate import percent_text  # noqa: E402
 from evaluation.ladder import HELD_OUT, choose  # noqa: E402
@@ -197,6 +198,11 @@ def _speed(row: dict) -> str:
     )
 
 
+def _cpu(result: dict) -> str:
+    """', an AMD EPYC (AuthenticAMD, 2 cores; avx, avx2)' for a run that recorded its CPU, else nothing."""
+    return f", {describe(result['cpu'])}" if result.get("cpu") else ""
+
+
 def _footer(result: dict) -> str:
     decision, bandwidth = result["decision"], result["bandwidth"]
     engines = "; ".join(
@@ -215,7 +221,7 @@ def _footer(result: dict) -> str:
     image_text = f"{image['image']} {_num(image['mib'])} MiB" if image.get("mib") else f"n/a ({image.get('reason')})"
     load = result["loadavg_start"][0]
     return (
-        f"Measured {result['started_utc']} on this machine's {result['cpu_count']} CPU cores (load average "
+        f"Measured {result['started_utc']} on this machine's {result['cpu_count']} CPU cores{_cpu(result)} (load average "
         f"{load:.1f} at the start), monolith, greedy; c=1 figures from the evaluation's own requests (the peer's: "
         "its /completion alone, on our prompts, without retrieval or our HTTP layer), prefill and "
         "decode are medians of the service's per-request stage lines; the 8- and 32-client levels ran with "

@@ -33,6 +33,7 @@ from pathlib import Path
 from transformers import AutoTokenizer
 
 from bench.core.config import DEFAULT_RESULTS_DIR, REPO_ROOT
+from bench.core.machine import cpu
 from bench.core.processes import child_env, log_records
 from bench.core.stats import percentile
 from bench.core.workload import ClientLoop, HttpTarget
@@ -320,6 +321,7 @@ def run(names: list[str], variants: list[Variant], left_out: dict, sets: tuple[s
         "started_utc": stamp,
         "loadavg_start": os.getloadavg(),
         "cpu_count": os.cpu_count(),
+        "cpu": cpu(),
         "native_bfloat16": native_bfloat16(),
         "default_tier": default_tier(),
         "sets": list(sets),

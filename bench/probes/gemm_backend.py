@@ -21,39 +21,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 from pathlib import Path
 
 from bench.core.config import write_results
+from bench.core.machine import cpu, describe
 from bench.core.processes import child_env
 
 BACKENDS = {"auto": None, "mkl": "1", "dnnl": "0"}
 PROMPT = "The harbourline ferry leaves the north pier every morning at seven and returns at noon. " * 12
 REPEATS = 3  # timed runs per measurement in one process, after one warm-up
-
-
-def cpu() -> dict:
-    """The CPU's vendor, model name and the vector extensions the kernel lists (what decides CTranslate2's
-    backend and kernels)."""
-    fields: dict = {"machine": platform.machine(), "cores": os.cpu_count()}
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return fields
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        key, value = key.strip(), value.strip()
-        if key == "vendor_id":
-            fields.setdefault("vendor", value)
-        elif key == "model name":
-            fields.setdefault("model", value)
-        elif key == "flags":
-            wanted = ("avx", "avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_bf16", "amx_int8")
-            fields.setdefault("flags", [flag for flag in wanted if flag in value.split()])
-    return fields
 
 
 def _child(engine_dir: str, tokenizer_dir: str, compute: str, new_tokens: int) -> None:
@@ -140,11 +119,9 @@ def table(results: dict) -> str:
                 f"{p['median']:,.0f} ({p['min']:,.0f}-{p['max']:,.0f}) | "
                 f"{d['median']:.1f} ({d['min']:.1f}-{d['max']:.1f}) |"
             )
-    machine = results["cpu"]
     rows += [
         "",
-        f"{machine.get('vendor', '?')} {machine.get('model', '')}, {machine.get('cores')} cores, "
-        f"{', '.join(machine.get('flags', [])) or 'no AVX'}; tier {results['tier']}, {results['prompt_tokens']} "
+        f"{describe(results['cpu'])}; tier {results['tier']}, {results['prompt_tokens']} "
         f"prompt tokens, {results['new_tokens']} new tokens, {results['rounds']} rounds; load average "
         f"{results['loadavg_start'][0]:.1f} at start and {results['loadavg_end'][0]:.1f} at end.",
     ]

@@ -130,6 +130,11 @@ def test_the_table_has_every_variant_the_peer_and_the_reasons():
     assert len({line.count("|") for line in text.splitlines() if line.startswith("|")}) == 1
     assert "chose `big`" in text and "ctranslate2-bfloat16: skipped: the ctranslate2 package" in text
     assert "Image: n/a (not built)" in text and "Peer: n/a (not recorded)" in text
+    assert "on this machine's 2 CPU cores (load average" in text  # a run from before the CPU was recorded
+    result["cpu"] = {"vendor": "AuthenticAMD", "model": "AMD EPYC", "cores": 2, "flags": ["avx", "avx2"]}
+    assert "on this machine's 2 CPU cores, AMD EPYC (AuthenticAMD, 2 cores; avx, avx2) (load average" in (
+        engine_report.table(result)
+    )
     line = engine_report.headline(result)
     assert line.startswith(
         "Fastest CPU engine per model (20261203T000000Z): `small` ctranslate2-int8, c=1 p50 1,200 ms"

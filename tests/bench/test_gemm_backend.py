@@ -7,7 +7,8 @@ import json
 import subprocess
 import sys
 
-from bench.probes.gemm_backend import chosen_backend, cpu
+from bench.core.machine import cpu, describe
+from bench.probes.gemm_backend import chosen_backend
 from tests.support import ROOT, child_env
 
 VERBOSE = """\
@@ -47,3 +48,17 @@ def test_a_short_run_measures_each_backend_in_its_own_process(tmp_path):
         assert backend["rounds"] == 1
         assert backend["prefill_ms"]["median"] > 0 and backend["decode_ms_per_token"]["median"] > 0
     assert "| float32 | auto (unset) |" in completed.stdout and results["prompt_tokens"] > 100
+
+
+def test_the_cpu_is_read_from_cpuinfo(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text(
+        "processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) Platinum 8259CL CPU @ 2.50GHz\n"
+        "flags\t\t: fpu avx avx2 avx512f avx512_vnni\nprocessor\t: 1\nvendor_id\t: GenuineIntel\n"
+    )
+    machine = cpu(info)
+    assert machine["vendor"] == "GenuineIntel" and machine["model"].startswith("Intel(R) Xeon(R) Platinum 8259CL")
+    assert machine["flags"] == ["avx", "avx2", "avx512f", "avx512_vnni"]
+    assert describe(machine).startswith("Intel(R) Xeon(R) Platinum 8259CL CPU @ 2.50GHz (GenuineIntel, ")
+    assert describe(machine).endswith("cores; avx, avx2, avx512f, avx512_vnni)")
+    assert "vendor" not in cpu(tmp_path / "missing") and "no AVX" in describe(cpu(tmp_path / "missing"))
