@@ -64,6 +64,10 @@ def variant_row(result: dict, tier: str, run: dict) -> dict:
         "decode_ms_per_token_p50": percentile(decode, 50),
         "floor_ms_per_token": _floor(result, tier, run["precision"]),
         "answers_per_s": {level: f["answers_per_s"] for level, f in throughput.items()},
+        # Latency under load, each level's p50 / p95 / p99 (runs from before the tail was kept have p50 only).
+        "latency_ms_under_load": {
+            level: [f.get(f"latency_ms_p{q}") for q in (50, 95, 99)] for level, f in throughput.items() if level != "1"
+        },
         "overloaded_429": sum(f.get("overloaded_429", 0) for f in throughput.values()),
         "peak_rss_mib": max(s["peak_rss_mib"] for s in sets.values()),
         "ready_s": max(s["ready_s"] for s in sets.values()),
@@ -199,7 +203,7 @@ def _speed(row: dict) -> str:
 
 
 def _cpu(result: dict) -> str:
-    """', an AMD EPYC (AuthenticAMD, 2 cores; avx, avx2)' for a run that recorded its CPU, else nothing."""
+    """', AMD EPYC (AuthenticAMD, 2 cores; avx, avx2)' for a run that recorded its CPU, else nothing."""
     return f", {describe(result['cpu'])}" if result.get("cpu") else ""
 
 

@@ -186,6 +186,8 @@ def closed_loop(url: str, questions: list[str], clients: int, requests: int) -> 
         "wall_s": round(wall, 2),
         "answers_per_s": round(len(ok) / wall, 3) if wall else None,
         "latency_ms_p50": percentile([o.latency_ms for o in ok], 50),
+        "latency_ms_p95": percentile([o.latency_ms for o in ok], 95),
+        "latency_ms_p99": percentile([o.latency_ms for o in ok], 99),
     }
 
 
@@ -308,7 +310,28 @@ def measure_peers(tier: str, entry: dict, first_set: str, workdir: Path, request
     return peers
 
 
-def run(names: list[str], variants: list[Variant], left_out: dict, sets: tuple[str, ...], limit: int | None) -> dict:
+def load_levels(text: str) -> dict[int, int]:
+    """`--load`: "8:96,32:64" -> {8: 96, 32: 64} (clients -> requests), each level at most ADMITTED clients."""
+    levels = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        clients, _, requests = part.partition(":")
+        try:
+            levels[int(clients)] = int(requests)
+        except ValueError:
+            raise ValueError(f"--load {text!r}: each level is CLIENTS:REQUESTS, e.g. 8:32,32:64") from None
+    if not levels or any(not 1 < c <= ADMITTED or r < c for c, r in levels.items()):
+        raise ValueError(f"--load {text!r}: 2 to {ADMITTED} clients per level, at least one request per client")
+    return levels
+
+
+def run(
+    names: list[str],
+    variants: list[Variant],
+    left_out: dict,
+    sets: tuple[str, ...],
+    limit: int | None,
+    levels: dict[int, int] = LEVELS,
+) -> dict:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     workdir = DEFAULT_RESULTS_DIR / f"engines-{stamp}"
     workdir.mkdir(parents=True, exist_ok=True)
@@ -342,7 +365,7 @@ def run(names: list[str], variants: list[Variant], left_out: dict, sets: tuple[s
         index = build_index(REPO_ROOT, REPO_ROOT / "data" / name, workdir / f"index-{name}", env)
         files[name] = (index, _questions(name, limit, workdir))
     # A smoke run (--limit) sends each level one request per client.
-    load = {clients: clients if limit else count for clients, count in LEVELS.items()}
+    load = {clients: clients if limit else count for clients, count in levels.items()}
     steps, done, started = len(names) * len(variants), 0, time.monotonic()
     for tier in names:
         result["runs"][tier] = {}
@@ -400,6 +423,11 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--limit", type=int, help="only the first N questions of each set (a smoke run; not publishable)"
     )
+    parser.add_argument(
+        "--load",
+        default=",".join(f"{c}:{r}" for c, r in LEVELS.items()),
+        help="closed-loop levels after the evaluation, CLIENTS:REQUESTS, comma-separated (default: %(default)s)",
+    )
     parser.add_argument("--publish", action="store_true", help="update bench/results/latest, the docs and the chart")
     parser.add_argument(
         "--report", help="only re-render the table (and with --publish, the docs) from this results file"
@@ -416,13 +444,14 @@ def main(argv: list[str] | None = None) -> int:
         try:
             names = tier_names(args.tiers)
             variants, left_out = select_variants(args.engines)
+            levels = load_levels(args.load)
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         if not variants:
             print(f"error: no engine variant can run here: {json.dumps(left_out)}", file=sys.stderr)
             return 2
-        result = run(names, variants, left_out, tuple(s for s in args.sets.split(",") if s), args.limit)
+        result = run(names, variants, left_out, tuple(s for s in args.sets.split(",") if s), args.limit, levels)
         print(f"results: {result['path']}")
     print(engine_report.table(result))
     if args.publish:

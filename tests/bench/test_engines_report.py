@@ -24,7 +24,10 @@ def _run(precision: str, accuracy: dict, latency_ms: float, rss: float = 900.0) 
         }
         for name, value in accuracy.items()
     }
-    throughput = {1: {"answers_per_s": 0.5}, 8: {"answers_per_s": 1.0, "overloaded_429": 0}}
+    throughput = {
+        1: {"answers_per_s": 0.5},
+        8: {"answers_per_s": 1.0, "overloaded_429": 0, "latency_ms_p50": 6000.0, "latency_ms_p95": 9000.0},
+    }
     return {
         "precision": precision,
         "sets": sets,
@@ -207,3 +210,14 @@ def test_the_peer_is_built_without_amx_and_with_what_the_cpu_has(tmp_path):
     assert "-DGGML_AVX512=ON" in options and "-DGGML_AVX512_BF16=OFF" in options
     body = llama_peer.completion_body([1, 2, 3], 0)
     assert body["prompt"] == [1, 2, 3] and body["n_predict"] == 1 and body["ignore_eos"] and not body["cache_prompt"]
+
+
+def test_latency_under_load_is_kept_per_level_and_the_load_option_is_checked():
+    result = _result()
+    engine_report.decide(result)
+    row = next(iter(next(iter(result["rows"].values())).values()))
+    assert row["latency_ms_under_load"] == {"8": [6000.0, 9000.0, None]}  # no p99 recorded: None, not a guess
+    assert engines.load_levels("8:96, 32:64") == {8: 96, 32: 64}
+    for bad in ("8", "8:x", "64:64", "8:4", ""):
+        with pytest.raises(ValueError):
+            engines.load_levels(bad)
