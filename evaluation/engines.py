@@ -178,6 +178,7 @@ def closed_loop(url: str, questions: list[str], clients: int, requests: int) -> 
     """Answers per second of `clients` closed-loop clients over `requests` requests, and the 429s."""
     outcomes, wall = ClientLoop(HttpTarget(url), [{"query": q} for q in questions], clients, limit=requests).run()
     ok = [o for o in outcomes if o.ok]
+    latencies = [o.latency_ms for o in ok]
     return {
         "clients": clients,
         "requests": len(outcomes),
@@ -185,9 +186,7 @@ def closed_loop(url: str, questions: list[str], clients: int, requests: int) -> 
         "overloaded_429": sum(o.status == 429 for o in outcomes),
         "wall_s": round(wall, 2),
         "answers_per_s": round(len(ok) / wall, 3) if wall else None,
-        "latency_ms_p50": percentile([o.latency_ms for o in ok], 50),
-        "latency_ms_p95": percentile([o.latency_ms for o in ok], 95),
-        "latency_ms_p99": percentile([o.latency_ms for o in ok], 99),
+        **{f"latency_ms_p{q}": percentile(latencies, q) for q in (50, 95, 99)},
     }
 
 

@@ -30,6 +30,7 @@ import numpy as np
 import requests
 
 from bench.core.config import REPO_ROOT
+from bench.core.machine import cpu_flags
 from bench.core.processes import ServerProcess, child_env, free_port, wait_for_status
 from bench.core.stats import percentile
 from bench.core.workload import ClientLoop, Outcome
@@ -45,15 +46,6 @@ SLOT_CONTEXT = 2048  # tokens per llama-server slot: our prompts (< 1,000) plus 
 
 
 # --- the build ---
-
-
-def cpu_flags() -> set[str]:
-    """The instruction-set flags /proc/cpuinfo lists (empty off Linux)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    return {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
 
 
 def cmake_flags(flags: set[str] | None = None) -> list[str]:

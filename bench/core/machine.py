@@ -11,23 +11,38 @@ from pathlib import Path
 FLAGS = ("avx", "avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_bf16", "amx_int8")
 
 
-def cpu(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict:
+def cpuinfo(path: Path = Path("/proc/cpuinfo")) -> list[tuple[str, str]] | None:
+    """Every `key: value` line of /proc/cpuinfo, in order (each processor repeats them); None where it cannot
+    be read (off Linux)."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return None
+    return [(key.strip(), value.strip()) for key, _, value in (line.partition(":") for line in text.splitlines())]
+
+
+def cpu_flags(lines: list[tuple[str, str]] | None = None) -> set[str]:
+    """Every instruction-set flag /proc/cpuinfo lists (empty where it cannot be read)."""
+    lines = cpuinfo() if lines is None else lines
+    return {flag for key, value in lines or [] if key == "flags" for flag in value.split()}
+
+
+def cpu(path: Path = Path("/proc/cpuinfo")) -> dict:
     """The CPU's vendor, model name, core count and which of FLAGS it has (vendor, model and flags are
     missing where /proc/cpuinfo cannot be read)."""
     fields: dict = {"machine": platform.machine(), "cores": os.cpu_count()}
-    try:
-        text = cpuinfo.read_text()
-    except OSError:
+    lines = cpuinfo(path)
+    if lines is None:
         return fields
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        key, value = key.strip(), value.strip()
-        if key == "vendor_id":
-            fields.setdefault("vendor", value)
-        elif key == "model name":
-            fields.setdefault("model", value)
-        elif key == "flags":
-            fields.setdefault("flags", [flag for flag in FLAGS if flag in value.split()])
+    first = {}
+    for key, value in lines:
+        first.setdefault(key, value)
+    for name, key in (("vendor", "vendor_id"), ("model", "model name")):
+        if key in first:
+            fields[name] = first[key]
+    if "flags" in first:
+        flags = cpu_flags(lines)
+        fields["flags"] = [flag for flag in FLAGS if flag in flags]
     return fields
 
 

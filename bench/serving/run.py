@@ -25,6 +25,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from bench.core.config import REPO_ROOT, BenchSettings
+from bench.core.machine import cpuinfo
 from bench.core.processes import MemorySampler, Served, child_env
 from bench.core.workload import HttpTarget, InProcessTarget, cpu_stall_ms, load_questions, payloads, run_block
 from bench.serving.analysis import summarize_results
@@ -51,18 +52,8 @@ def machine_info() -> dict:
     """What ran the bench: CPU, memory, OS, Python, package versions and the git commit."""
     import psutil
 
-    cpu = (
-        next(
-            (
-                line.split(":", 1)[1].strip()
-                for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")
-            ),
-            platform.processor(),
-        )
-        if Path("/proc/cpuinfo").exists()
-        else ""
-    )
+    lines = cpuinfo()
+    cpu = "" if lines is None else next((value for key, value in lines if key == "model name"), platform.processor())
     versions = {}
     for package in PACKAGES:
         try:

@@ -7,7 +7,7 @@ import json
 import subprocess
 import sys
 
-from bench.core.machine import cpu, describe
+from bench.core.machine import cpu, cpu_flags, cpuinfo, describe
 from bench.probes.gemm_backend import chosen_backend
 from tests.support import ROOT, child_env
 
@@ -61,4 +61,6 @@ def test_the_cpu_is_read_from_cpuinfo(tmp_path):
     assert machine["flags"] == ["avx", "avx2", "avx512f", "avx512_vnni"]
     assert describe(machine).startswith("Intel(R) Xeon(R) Platinum 8259CL CPU @ 2.50GHz (GenuineIntel, ")
     assert describe(machine).endswith("cores; avx, avx2, avx512f, avx512_vnni)")
+    assert cpu_flags(cpuinfo(info)) == {"fpu", "avx", "avx2", "avx512f", "avx512_vnni"}  # what llama_peer builds by
+    assert cpuinfo(tmp_path / "missing") is None and cpu_flags([]) == set()
     assert "vendor" not in cpu(tmp_path / "missing") and "no AVX" in describe(cpu(tmp_path / "missing"))
