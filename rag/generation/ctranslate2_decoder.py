@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import queue
+import sys
 import threading
 import time
 import weakref
@@ -115,15 +117,45 @@ class RunningBatch:
             self.stopped[row] = True
 
 
-def _import_ctranslate2():
+# CTranslate2's CPU wheel carries two matrix libraries and picks one by the CPU's vendor: Intel MKL (weights packed
+# in advance) on a GenuineIntel CPU, oneDNN on any other, unless its own variable CT2_USE_MKL says. It reads the
+# variable once, when the module is imported. Measured with `python -m bench.probes.gemm_backend`
+# (docs/performance.md), decode ms/token of the 135M model: in float32, oneDNN 22.1 against MKL 50.5 on an Intel
+# Xeon with AVX-512, 27.6 against 59.8 on an AMD EPYC; in int8 the vendor's pick is the faster one on both
+# (Intel: MKL 28.5 against oneDNN 32.7; AMD: oneDNN 52.6 against MKL 260.3). So float32 takes oneDNN whatever
+# the vendor, and the int8 types keep the vendor's rule.
+GEMM_LIBRARY_BY_COMPUTE = {"float32": "0"}
+GEMM_LIBRARY_NAMES = {"0": "oneDNN", "1": "MKL"}
+
+
+def choose_gemm_library(compute: str, env=None) -> tuple[str, bool]:
+    """Set CT2_USE_MKL for `compute` where the measurement says the vendor's rule is slower, unless the user set
+    it. Returns which library that means, and whether this call set the variable."""
+    env = os.environ if env is None else env
+    if "CT2_USE_MKL" in env:
+        return f"CT2_USE_MKL={env['CT2_USE_MKL']} (set outside rag)", False
+    if compute in GEMM_LIBRARY_BY_COMPUTE:
+        env["CT2_USE_MKL"] = GEMM_LIBRARY_BY_COMPUTE[compute]
+        return f"{GEMM_LIBRARY_NAMES[env['CT2_USE_MKL']]} (CT2_USE_MKL={env['CT2_USE_MKL']}, set for {compute})", True
+    return "the vendor's rule, MKL on Intel and oneDNN on others (CT2_USE_MKL unset)", False
+
+
+def _import_ctranslate2(compute: str):
+    """The ctranslate2 module, with its matrix library chosen for `compute` when this import is its first in the
+    process (an earlier import has fixed it already), and which library that is."""
+    if "ctranslate2" in sys.modules and sys.modules["ctranslate2"] is not None:
+        return sys.modules["ctranslate2"], "fixed when this process first imported ctranslate2"
+    library, set_here = choose_gemm_library(compute)
     try:
         import ctranslate2
     except ImportError:
+        if set_here:
+            del os.environ["CT2_USE_MKL"]
         raise ConfigError(
             "RAG_LLM_ENGINE=ctranslate2, but the ctranslate2 package is not installed; run `make setup` "
             "(it is pinned in requirements.txt), or set RAG_LLM_ENGINE=torch"
         ) from None
-    return ctranslate2
+    return ctranslate2, library
 
 
 def resolve_ctranslate2_device(ctranslate2, device: str) -> str:
@@ -178,11 +210,11 @@ class CTranslate2Decoder(DecodeBackend):
 
     def __init__(self, path: str, engine_dir: str, device: str, threads: int, dtype: str, quantize: str, tokenizer):
         started = time.perf_counter()
-        ctranslate2 = _import_ctranslate2()
+        self.dtype = compute_type(dtype, quantize)
+        ctranslate2, gemm_library = _import_ctranslate2(self.dtype)
         from transformers import AutoConfig, GenerationConfig
 
         self.device = resolve_ctranslate2_device(ctranslate2, device)
-        self.dtype = compute_type(dtype, quantize)
         supported = sorted(ctranslate2.get_supported_compute_types(self.device))
         if self.dtype not in supported:
             raise ConfigError(
@@ -216,12 +248,13 @@ class CTranslate2Decoder(DecodeBackend):
             # of the result was not checked, so answers may differ from torch's.
             log.warning("the model's repetition_penalty may not act as it does with torch: compare with `make eval`")
         log.info(
-            "LLM %s loaded with CTranslate2 %s on %s (%s, %d threads, static batches) in %.1f s",
+            "LLM %s loaded with CTranslate2 %s on %s (%s, %d threads, static batches%s) in %.1f s",
             engine_dir,
             ctranslate2.__version__,
             self.device,
             self.dtype,
             threads,
+            f"; matrix library: {gemm_library}" if self.device == "cpu" else "",
             time.perf_counter() - started,
         )
 

@@ -6,6 +6,8 @@ lacks)."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 import time
 
@@ -20,7 +22,7 @@ from rag.model_files import CTRANSLATE2_MARKER, convert_ctranslate2, ctranslate2
 from rag.models import ctranslate2_model_path, tier_dir
 from rag.settings import LLM_ENGINES, Settings, compute_type
 from rag.types import GenerationParams
-from tests.support import sample_prompts
+from tests.support import child_env, sample_prompts
 
 EMBEDDED_LLM_DIR = tier_dir(tier("smollm2-135m-instruct"))
 GREEDY = GenerationParams(max_new_tokens=24)
@@ -107,9 +109,25 @@ def test_a_missing_or_stale_copy_is_one_line_naming_the_command(tmp_path):
 
 def test_a_missing_package_is_one_line(monkeypatch):
     monkeypatch.setitem(sys.modules, "ctranslate2", None)  # `import ctranslate2` raises ImportError
+    monkeypatch.delenv("CT2_USE_MKL", raising=False)
     with pytest.raises(ConfigError, match="the ctranslate2 package is not installed; run `make setup`") as error:
         ctranslate2_decoder.CTranslate2Decoder(str(EMBEDDED_LLM_DIR), "unused", "cpu", 1, "auto", "none", None)
     assert "\n" not in error.value.message
+    assert "CT2_USE_MKL" not in os.environ  # the failed import leaves the environment as it was
+
+
+@pytest.mark.parametrize(
+    "compute, env, expected, value",
+    [
+        ("float32", {}, "oneDNN (CT2_USE_MKL=0, set for float32)", "0"),
+        ("float32", {"CT2_USE_MKL": "1"}, "CT2_USE_MKL=1 (set outside rag)", "1"),
+        ("int8_float32", {}, "the vendor's rule, MKL on Intel and oneDNN on others (CT2_USE_MKL unset)", None),
+        ("int8_float32", {"CT2_USE_MKL": "0"}, "CT2_USE_MKL=0 (set outside rag)", "0"),
+    ],
+)
+def test_float32_takes_onednn_unless_the_user_chose(compute, env, expected, value):
+    assert ctranslate2_decoder.choose_gemm_library(compute, env)[0] == expected
+    assert env.get("CT2_USE_MKL") == value
 
 
 # The real model. Both engines with one thread, as the other generation tests (CI machines are loaded).
@@ -151,6 +169,33 @@ def test_a_compute_type_the_device_lacks_is_one_line(engine_dir):
         pytest.skip("this CPU computes float16")
     with pytest.raises(ConfigError, match="compute type float16, which this cpu does not support"):
         CTranslate2Decoder(str(EMBEDDED_LLM_DIR), engine_dir, "cpu", 1, "float16", "none", None)
+
+
+LOAD_ONE = (
+    "import sys; from rag.generation.ctranslate2_decoder import CTranslate2Decoder; "
+    "CTranslate2Decoder(sys.argv[1], sys.argv[2], 'cpu', 1, sys.argv[3], 'none', None)"
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype, users, expected", [("auto", None, "DNNL"), ("float32", "1", "MKL packed")])
+def test_the_service_loads_float32_on_onednn_unless_told(engine_dir, dtype, users, expected):
+    """A fresh process, as a service starts: CTranslate2 itself reports (CT2_VERBOSE) the library it took."""
+    from bench.probes.gemm_backend import chosen_backend
+
+    env = child_env(CT2_VERBOSE="1")
+    env.pop("CT2_USE_MKL", None)
+    if users is not None:
+        env["CT2_USE_MKL"] = users
+    completed = subprocess.run(
+        [sys.executable, "-c", LOAD_ONE, str(EMBEDDED_LLM_DIR), engine_dir, dtype],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert chosen_backend(completed.stderr, "float32") == expected
 
 
 @pytest.fixture(scope="module")
