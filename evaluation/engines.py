@@ -96,10 +96,10 @@ def ctranslate2_cpu_types() -> set[str]:
     return set(ctranslate2.get_supported_compute_types("cpu"))
 
 
-def _variant(engine: str, precision: str, **options) -> Variant:
+def _variant(engine: str, precision: str, suffix: str = "", extra_env: dict | None = None, **options) -> Variant:
     env = {"RAG_LLM_ENGINE": engine, "RAG_LLM_DTYPE": "float32", "RAG_LLM_QUANTIZE": "none"}
     env |= {"RAG_LLM_QUANTIZE": "int8"} if precision == "int8" else {"RAG_LLM_DTYPE": precision}
-    return Variant(f"{engine}-{precision}", engine, precision, env, **options)
+    return Variant(f"{engine}-{precision}{suffix}", engine, precision, env | (extra_env or {}), **options)
 
 
 VARIANTS = {
@@ -114,6 +114,14 @@ VARIANTS = {
             note="measured 2.1x slower than float32 (docs/performance.md#cpu-precision-and-quantization)",
         ),
         _variant("ctranslate2", "float32"),
+        _variant(
+            "ctranslate2",
+            "float32",
+            "-mkl",
+            {"CT2_USE_MKL": "1"},
+            default=False,
+            note="float32 on Intel MKL, CTranslate2's own pick on Intel CPUs, which rag overrides with oneDNN",
+        ),
         _variant("ctranslate2", "int8"),
         _variant("ctranslate2", "bfloat16"),
     )

@@ -179,6 +179,13 @@ def test_variants_that_cannot_run_are_reported_with_the_reason(monkeypatch):
     assert [v.name for v in chosen][:2] == ["torch-float32", "torch-int8"]
     assert left_out["ctranslate2-float32"].startswith("skipped: RAG_LLM_ENGINE=ctranslate2 is not an engine")
     assert left_out["torch-bfloat16"].startswith("not in the default list")
+    assert left_out["ctranslate2-float32-mkl"].startswith("not in the default list: float32 on Intel MKL")
+    assert engines.VARIANTS["ctranslate2-float32-mkl"].env == {
+        "RAG_LLM_ENGINE": "ctranslate2",
+        "RAG_LLM_DTYPE": "float32",
+        "RAG_LLM_QUANTIZE": "none",
+        "CT2_USE_MKL": "1",
+    }
     assert engines.VARIANTS["ctranslate2-int8"].env == {
         "RAG_LLM_ENGINE": "ctranslate2",
         "RAG_LLM_DTYPE": "float32",
