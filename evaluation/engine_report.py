@@ -304,7 +304,7 @@ def chart(result: dict, path: Path = CHART) -> Path:
     right.set_yscale("log")
     right.set_ylabel("ms per token (log)")
     right.set_title("Decode vs the memory-bandwidth floor")
-    right.legend(fontsize=8, loc="lower left")
+    right.legend(fontsize=8, loc="best")
     for ax in (left, right):
         ax.set_xticks(list(positions), labels, rotation=70, fontsize=7)
     fig.suptitle(f"make bench-engines, {result['started_utc']} (blue: this service's engines, orange: llama.cpp)")
