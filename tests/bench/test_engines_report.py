@@ -116,6 +116,19 @@ def test_the_floor_is_weight_bytes_over_bandwidth():
     assert llama_peer.floor_ms_per_token(1_000_000_000, 2.0, 20.0) == 100.0
 
 
+def _safetensors(path, shapes: dict) -> None:
+    header = json.dumps({k: {"dtype": "F32", "shape": s, "data_offsets": [0, 0]} for k, s in shapes.items()}).encode()
+    path.write_bytes(len(header).to_bytes(8, "little") + header)
+
+
+def test_the_floor_counts_the_weights_a_step_reads(tmp_path):
+    layers = {"model.layers.0.mlp.up_proj.weight": [8, 4]}
+    _safetensors(tmp_path / "model.safetensors", {"model.embed_tokens.weight": [100, 4], **layers})
+    assert llama_peer.parameter_count(tmp_path) == 432  # tied: the output layer reads the whole matrix
+    _safetensors(tmp_path / "model.safetensors", {"model.embed_tokens.weight": [100, 4], "lm_head.weight": [100, 4], **layers})
+    assert llama_peer.parameter_count(tmp_path) == 432  # untied: one row of the input matrix per step
+
+
 def test_the_table_has_every_variant_the_peer_and_the_reasons():
     result = _result()
     text = engine_report.table(result)
