@@ -125,7 +125,9 @@ def test_the_floor_counts_the_weights_a_step_reads(tmp_path):
     layers = {"model.layers.0.mlp.up_proj.weight": [8, 4]}
     _safetensors(tmp_path / "model.safetensors", {"model.embed_tokens.weight": [100, 4], **layers})
     assert llama_peer.parameter_count(tmp_path) == 432  # tied: the output layer reads the whole matrix
-    _safetensors(tmp_path / "model.safetensors", {"model.embed_tokens.weight": [100, 4], "lm_head.weight": [100, 4], **layers})
+    _safetensors(
+        tmp_path / "model.safetensors", {"model.embed_tokens.weight": [100, 4], "lm_head.weight": [100, 4], **layers}
+    )
     assert llama_peer.parameter_count(tmp_path) == 432  # untied: one row of the input matrix per step
 
 
