@@ -3,11 +3,12 @@
 CTranslate2's CPU wheel carries two GEMM backends, Intel MKL and oneDNN, and picks one by the CPU's vendor:
 MKL (with packed weights) on a GenuineIntel CPU, oneDNN on any other, unless `CT2_USE_MKL` says otherwise.
 It reads the variable once per process, so this probe starts one fresh process per backend and compute type,
-`auto` (the vendor's rule: CTranslate2 with the variable unset; the service itself sets CT2_USE_MKL=0 for float32,
-rag/generation/ctranslate2_decoder.py, because of what this probe measured), `mkl` (CT2_USE_MKL=1) and `dnnl`
-(CT2_USE_MKL=0), in rounds that interleave them. Each process loads the tier's CTranslate2 copy as the service does (inter_threads
-1, every core), then times prefill alone (one new token) and a greedy decode of `--new-tokens`, three times
-each, on a prompt of about 220 tokens: decode ms/token is (decode time - prefill time) / (new tokens - 1).
+`auto` (the vendor's rule: CTranslate2 with the variable unset; the service itself sets CT2_USE_MKL=0 for
+float32, rag/generation/ctranslate2_decoder.py, because of what this probe measured), `mkl` (CT2_USE_MKL=1)
+and `dnnl` (CT2_USE_MKL=0), in rounds that interleave them. Each process loads the tier's CTranslate2 copy as
+the service does (inter_threads 1, every core), then times prefill alone (one new token) and a greedy decode of
+`--new-tokens`, three times each, on a prompt of about 220 tokens: decode ms/token is (decode time - prefill
+time) / (new tokens - 1).
 It prints a table (median over rounds, with the range) and the backend CTranslate2 itself reports it chose
 (its CT2_VERBOSE lines), and writes bench/results/gemm-backend-<time>.json.
 
