@@ -143,7 +143,7 @@ def choose_gemm_library(compute: str, env=None) -> tuple[str, bool]:
 def _import_ctranslate2(compute: str):
     """The ctranslate2 module, with its matrix library chosen for `compute` when this import is its first in the
     process (an earlier import has fixed it already), and which library that is."""
-    if "ctranslate2" in sys.modules and sys.modules["ctranslate2"] is not None:
+    if sys.modules.get("ctranslate2") is not None:
         return sys.modules["ctranslate2"], "fixed when this process first imported ctranslate2"
     library, set_here = choose_gemm_library(compute)
     try:
