@@ -122,6 +122,14 @@ VARIANTS = {
             default=False,
             note="float32 on Intel MKL, CTranslate2's own pick on Intel CPUs, which rag overrides with oneDNN",
         ),
+        _variant(
+            "ctranslate2",
+            "float32",
+            "-noprefix",
+            {"RAG_LLM_PREFIX_CACHE": "0"},
+            default=False,
+            note="every prompt prefilled whole, without the instructions' cached state",
+        ),
         _variant("ctranslate2", "int8"),
         _variant("ctranslate2", "bfloat16"),
     )

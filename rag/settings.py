@@ -275,6 +275,8 @@ class Settings:
     llm_quantize: str = "none"  # int8: dynamic quantization of the Linear layers (CPU only)
     # The engine when RAG_LLM_ENGINE is unset: the tier's `engine` in rag/model_ladder.toml, else torch.
     llm_engine: str = "torch"
+    # CTranslate2 computes the instructions' state once and starts every prompt from it (RAG_LLM_PREFIX_CACHE).
+    llm_prefix_cache: bool = True
     bind_host: str = "0.0.0.0"  # all interfaces, as SageMaker needs; tests bind loopback only
     startup_timeout_s: int = 600  # how long start.sh waits for its internal services before saying so
     # Set by start.sh for its three services: each refuses a caller that carries another instance's token.
@@ -349,6 +351,7 @@ class Settings:
             embedding_model=env.get("RAG_EMBEDDING_MODEL", "").strip() or EMBEDDED_EMBEDDING_MODEL,
             llm_model=llm_model,
             llm_engine=_llm_engine(env, llm_model),
+            llm_prefix_cache=_switch(env, "RAG_LLM_PREFIX_CACHE", True),
             llm_quantize=_llm_quantize(env, llm_model),
             device=device,
             torch_threads=env_int(env, "RAG_TORCH_THREADS", _usable_cpus(), 1, 256),

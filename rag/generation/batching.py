@@ -78,6 +78,9 @@ class Job:
     max_new_tokens: int
     deadline: float | None = None  # a time.monotonic() value
     decoding: Any = None  # per-request decoding options, opaque to the engine (see DecodeBackend)
+    # How many of the prompt's first tokens every request of this model shares (the instructions): a backend
+    # may compute their state once and reuse it (CTranslate2 does); 0: none known.
+    prefix: int = 0
     state: Any = None  # the backend's own per-request state
     stream: bool = False  # when true, `pieces` receives each token id as it is produced
     tokens: list[int] = field(default_factory=list)

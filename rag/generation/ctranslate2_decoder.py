@@ -22,7 +22,10 @@ Everything around it stays the BatchEngine's, unchanged: admission (429), the qu
 cancellation, the stop rules (the same `Ending` as torch's, rag/generation/stopping.py) and the usage counts.
 
 Tokenization stays ours: the prompt is the generator's token ids, given to CTranslate2 as token strings,
-and it returns ids, so both engines see exactly the same prompt.
+and it returns ids, so both engines see exactly the same prompt. Every prompt of a generator begins with the
+same instructions (`Job.prefix` tokens): they go to CTranslate2 as its `static_prompt`, whose state it computes
+once and copies into every later batch, so a prefill forwards only the question and passages
+(RAG_LLM_PREFIX_CACHE=0 turns it off; docs/performance.md has the measurement).
 """
 
 from __future__ import annotations
@@ -278,10 +281,11 @@ class CTranslate2Decoder(DecodeBackend):
         }
 
     def _key(self, job: Job):
-        """What rows must share to run in one batch: the sampling rule. A job whose options are refused
-        gets a key of its own, so it starts alone and fails alone."""
+        """What rows must share to run in one batch: the sampling rule and the shared prefix (the batch starts
+        from one cached state). A job whose options are refused gets a key of its own, so it starts alone and
+        fails alone."""
         try:
-            return tuple(sorted(self.sampling(_options(job)).items()))
+            return tuple(sorted(self.sampling(_options(job)).items())), tuple(job.prompt[: job.prefix])
         except ValueError:
             return job
 
@@ -309,8 +313,11 @@ class CTranslate2Decoder(DecodeBackend):
         sampling = self.sampling(_options(jobs[0]))  # `group` gave every row the same
         endings = [Ending(self.end_ids, _options(job).get("stop")) for job in jobs]
         batch = RunningBatch([job.max_new_tokens for job in jobs])
+        shared = jobs[0].prefix  # `group` gave every row the same prefix
+        if shared:  # the instructions' state, computed by the first call and reused by CTranslate2 after it
+            sampling["static_prompt"] = self.tokenizer.convert_ids_to_tokens(jobs[0].prompt[:shared])
         results = self.model.generate_batch(
-            [self.tokenizer.convert_ids_to_tokens(job.prompt) for job in jobs],
+            [self.tokenizer.convert_ids_to_tokens(job.prompt[shared:]) for job in jobs],
             max_length=max(batch.limits),  # generated tokens only: the prompt is not in the result
             end_token=sorted(self.end_ids),
             include_prompt_in_result=False,  # forward the prompts at once (to the shortest one's length)

@@ -62,6 +62,7 @@ class TransformersGenerator(Generator):
         engine: str = "torch",
         engine_dir: str | None = None,
         without_torch: bool = False,
+        prefix_cache: bool = True,
     ):
         # transformers (1.5 s) and torch (3.0 s, through the decoder) are imported only by a process that
         # loads a model (measured with python -X importtime); the orchestrator and the evaluation client do not.
@@ -74,6 +75,8 @@ class TransformersGenerator(Generator):
             self.name = name
             self.system_prompt = system_prompt
             self.tokenizer = AutoTokenizer.from_pretrained(path)  # request threads encode and decode; no torch there
+            # The instructions' tokens, which begin every prompt: the CTranslate2 engine computes their state once.
+            self.prefix = self._shared_prefix() if prefix_cache and engine == "ctranslate2" else []
             if engine == "ctranslate2":
                 from rag.generation.ctranslate2_decoder import CTranslate2Decoder
 
@@ -122,6 +125,7 @@ class TransformersGenerator(Generator):
             if settings.llm_engine != "torch"
             else None,
             without_torch=without_torch,
+            prefix_cache=settings.llm_prefix_cache,
         )
 
     def warm_up(self, prompt_chars: int, new_tokens: int = 8) -> None:
@@ -148,6 +152,17 @@ class TransformersGenerator(Generator):
             encoded = self.tokenizer(text)
         return list(encoded["input_ids"])
 
+    def _shared_prefix(self) -> list[int]:
+        """The token ids that begin every prompt of this generator, whatever the question and the passages: the
+        longest common start of prompts for questions that share no first character. With a chat template
+        that is the system turn and the user turn's opening; a prompt that does not begin with them (a
+        tokenizer merging across the boundary) is simply started without the cached state (`_job`)."""
+        prompts = [self._encode(question, []) for question in ("x", "7", "?")]
+        size = 0
+        while all(size < len(prompt) for prompt in prompts) and len({prompt[size] for prompt in prompts}) == 1:
+            size += 1
+        return prompts[0][:size]
+
     def _job(self, query, passages, params: GenerationParams, deadline, stream: bool) -> Job:
         prompt = self._encode(query, passages)
         if len(prompt) + params.max_new_tokens > self.context_length:
@@ -157,7 +172,8 @@ class TransformersGenerator(Generator):
             )
         options = decoding_kwargs(params)
         options["stop"] = answer_has_ended  # the decoder stops a row whose text reached a stop string
-        return Job(prompt, options.pop("max_new_tokens"), deadline, decoding=options, stream=stream)
+        shared = len(self.prefix) if len(prompt) > len(self.prefix) and prompt[: len(self.prefix)] == self.prefix else 0
+        return Job(prompt, options.pop("max_new_tokens"), deadline, decoding=options, stream=stream, prefix=shared)
 
     def _answer(self, job: Job) -> Answer:
         text = visible_answer(self.tokenizer.decode(job.tokens, skip_special_tokens=True), final=True)

@@ -270,11 +270,12 @@ class CountingSteps:
     row of each batch it is asked for."""
 
     def __init__(self, model):
-        self.model, self.steps, self.batches = model, {}, 0
+        self.model, self.steps, self.batches, self.static_prompts = model, {}, 0, []
 
     def generate_batch(self, prompts, *, callback, **kwargs):
         batch = self.batches
         self.batches += 1
+        self.static_prompts.append(kwargs.get("static_prompt"))
 
         def count(step) -> bool:
             key = (batch, step.batch_id)
@@ -334,6 +335,41 @@ def test_a_row_that_leaves_stops_ctranslate2_generating_it(ct2, counting, leaves
 
 
 # Static batches: requests that wait together start together, and each answers as it would alone.
+
+
+@pytest.mark.slow
+def test_every_prompt_starts_from_the_instructions_computed_once(ct2, counting, prompts, answers, monkeypatch):
+    # The shared prefix is the instructions' turn and the user turn's opening, up to the question.
+    text = ct2.tokenizer.decode(ct2.prefix)
+    assert ct2.system_prompt in text and text.rstrip().endswith("Question:") and len(ct2.prefix) > 40
+    jobs = [ct2._job(question, passages, GREEDY, None, False) for question, passages in prompts]
+    assert {job.prefix for job in jobs} == {len(ct2.prefix)}
+    # CTranslate2 gets it as its static prompt, and the rest of each prompt as the row.
+    question, passages = prompts[0]
+    assert ct2.generate(question, passages, GREEDY) == answers[0]
+    assert counting.static_prompts == [ct2.tokenizer.convert_ids_to_tokens(ct2.prefix)]
+    # A prompt that does not begin with it starts from nothing; so does every prompt with the cache off.
+    monkeypatch.setattr(ct2, "prefix", [ct2.prefix[0] + 1] + ct2.prefix[1:])
+    assert ct2._job(question, passages, GREEDY, None, False).prefix == 0
+
+
+@pytest.mark.slow
+def test_without_the_prefix_cache_the_answers_are_the_same(engine_dir, prompts, answers):
+    generator = TransformersGenerator(
+        "smollm2", str(EMBEDDED_LLM_DIR), "cpu", threads=1, engine="ctranslate2", prefix_cache=False
+    )
+    try:
+        assert generator.prefix == []
+        assert [generator.generate(question, passages, GREEDY) for question, passages in prompts] == answers
+    finally:
+        generator.engine.close()
+
+
+def test_the_prefix_cache_is_on_unless_turned_off():
+    assert Settings.from_env({}).llm_prefix_cache is True
+    assert Settings.from_env({"RAG_LLM_PREFIX_CACHE": "off"}).llm_prefix_cache is False
+    with pytest.raises(ConfigError, match="RAG_LLM_PREFIX_CACHE='maybe' is not valid"):
+        Settings.from_env({"RAG_LLM_PREFIX_CACHE": "maybe"})
 
 
 @pytest.fixture(scope="module")
@@ -421,6 +457,11 @@ def test_a_batch_takes_the_oldest_request_with_those_alike_in_sampling_and_lengt
     assert backend.group([oldest, far, lower, near], 8) == [oldest, lower, near]
     assert backend.group([sampled, oldest, job(251, 0.7)], 8)[-1].prompt == [1] * 251
     assert backend.group([refused, oldest], 8) == [refused]
+    # Rows start from one cached prefix: a request with other instructions waits for a batch of its own.
+    other = job(250)
+    other.prompt, other.prefix = [2] * 10 + [1] * 240, 10
+    assert backend.group([oldest, other, near], 8) == [oldest, near]
+    assert backend.group([other, oldest], 8) == [other]
 
 
 @pytest.mark.slow
