@@ -152,12 +152,15 @@ def _import_ctranslate2(compute: str):
     try:
         import ctranslate2
     except ImportError:
-        if set_here:
-            del os.environ["CT2_USE_MKL"]
         raise ConfigError(
             "RAG_LLM_ENGINE=ctranslate2, but the ctranslate2 package is not installed; run `make setup` "
             "(it is pinned in requirements.txt), or set RAG_LLM_ENGINE=torch"
         ) from None
+    finally:
+        # Read: the environment goes back as it was, so no process this one starts inherits our choice as its
+        # user's (an int8 model there would lose the vendor's rule).
+        if set_here:
+            del os.environ["CT2_USE_MKL"]
     return ctranslate2, library
 
 

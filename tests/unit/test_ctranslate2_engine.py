@@ -173,7 +173,8 @@ def test_a_compute_type_the_device_lacks_is_one_line(engine_dir):
 
 LOAD_ONE = (
     "import sys; from rag.generation.ctranslate2_decoder import CTranslate2Decoder; "
-    "CTranslate2Decoder(sys.argv[1], sys.argv[2], 'cpu', 1, sys.argv[3], 'none', None)"
+    "CTranslate2Decoder(sys.argv[1], sys.argv[2], 'cpu', 1, sys.argv[3], 'none', None); "
+    "import os; print(os.environ.get('CT2_USE_MKL'))"
 )
 
 
@@ -196,6 +197,8 @@ def test_the_service_loads_float32_on_onednn_unless_told(engine_dir, dtype, user
     )
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert chosen_backend(completed.stderr, "float32") == expected
+    # Once CTranslate2 has read it, the environment is the user's again: a process started now inherits no choice.
+    assert completed.stdout.split()[-1] == str(users)
 
 
 @pytest.fixture(scope="module")
