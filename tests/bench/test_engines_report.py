@@ -201,6 +201,8 @@ def test_variants_that_cannot_run_are_reported_with_the_reason(monkeypatch):
         "RAG_LLM_QUANTIZE": "none",
         "CT2_USE_MKL": "1",
     }
+    assert left_out["ctranslate2-float32-noprefix"].startswith("not in the default list: every prompt prefilled whole")
+    assert engines.VARIANTS["ctranslate2-float32-noprefix"].env["RAG_LLM_PREFIX_CACHE"] == "0"
     assert engines.VARIANTS["ctranslate2-int8"].env == {
         "RAG_LLM_ENGINE": "ctranslate2",
         "RAG_LLM_DTYPE": "float32",
