@@ -106,6 +106,14 @@ VARIANTS = {
     v.name: v
     for v in (
         _variant("torch", "float32"),  # the reference every other variant of a model is held to
+        _variant(
+            "torch",
+            "float32",
+            "-noprefix",
+            {"RAG_LLM_PREFIX_CACHE": "0"},
+            default=False,
+            note="every prompt prefilled whole, without the instructions' cached state",
+        ),
         _variant("torch", "int8"),
         _variant(
             "torch",

@@ -275,7 +275,7 @@ class Settings:
     llm_quantize: str = "none"  # int8: dynamic quantization of the Linear layers (CPU only)
     # The engine when RAG_LLM_ENGINE is unset: the tier's `engine` in rag/model_ladder.toml, else torch.
     llm_engine: str = "torch"
-    # CTranslate2 computes the instructions' state once and starts every prompt from it (RAG_LLM_PREFIX_CACHE).
+    # The engine computes the instructions' state once and starts every prompt from it (RAG_LLM_PREFIX_CACHE).
     llm_prefix_cache: bool = True
     bind_host: str = "0.0.0.0"  # all interfaces, as SageMaker needs; tests bind loopback only
     startup_timeout_s: int = 600  # how long start.sh waits for its internal services before saying so

@@ -2,8 +2,9 @@
 
 Only the engine's thread (rag/generation/batching.py) calls this. Each request is prefilled on its own, exactly as an
 unbatched `model.generate` would (batching prefills gains nothing on a CPU: measured 1.01x for four
-500-token prompts), and its first token is chosen. It then joins the running rows: their caches are
-aligned on the right, a shorter one is padded on the left and masked, and each row keeps its own
+500-token prompts), and its first token is chosen; the instructions that begin every prompt (`Job.prefix`)
+are forwarded once, and each prefill continues a copy of their cache. It then joins the running rows: their
+caches are aligned on the right, a shorter one is padded on the left and masked, and each row keeps its own
 position ids, so every row attends to exactly its own tokens. A leaving row is cut out, and padding
 columns that no remaining row needs are trimmed.
 
@@ -14,6 +15,7 @@ asks for) goes through transformers' own logits processors, built from the same 
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 import warnings
@@ -97,6 +99,8 @@ class TransformersDecoder(DecodeBackend):
         self._positions = None  # [rows] the next position id of each row
         self._last = None  # [rows] the last token of each row: the input of the next step
         self._jobs: list[Job] = []  # the running rows, in order; job.state holds each one's RowDecoding
+        self._prefix: list[int] = []  # the shared prompt start whose KV cache `_prefix_state` holds
+        self._prefix_state = None
         log.info(
             "LLM %s loaded on %s (%s%s, %d threads) in %.1f s",
             path,
@@ -136,9 +140,11 @@ class TransformersDecoder(DecodeBackend):
 
     def prefill(self, job: Job) -> int:
         job.state = self.decoding(job.decoding or {})
-        ids = torch.tensor([job.prompt], device=self.device)
+        shared = job.prefix  # the instructions every prompt begins with: their cache is computed once
+        ids = torch.tensor([job.prompt[shared:]], device=self.device)
         with torch.inference_mode():
-            out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1)
+            cache = self._prefix_cache(job.prompt[:shared]) if shared else None
+            out = self.model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
             token = self._choose(job.state, job.prompt, out.logits[0, -1])
         self._join(out.past_key_values, len(job.prompt), token)
         self._jobs.append(job)
@@ -188,6 +194,14 @@ class TransformersDecoder(DecodeBackend):
 
     def idle(self) -> None:
         release_free_memory()
+
+    def _prefix_cache(self, prefix: list[int]):
+        """A copy of the KV cache of `prefix` (computed on its first use, then kept: one per model, since a
+        generator's prompts share one), for a row to extend with the rest of its prompt."""
+        if self._prefix != prefix:
+            out = self.model(input_ids=torch.tensor([prefix], device=self.device), use_cache=True, logits_to_keep=1)
+            self._prefix, self._prefix_state = list(prefix), out.past_key_values
+        return copy.deepcopy(self._prefix_state)
 
     def _join(self, cache, length: int, token: int) -> None:
         """Add a prefilled row to the running rows, padding on the left whichever is shorter."""

@@ -75,8 +75,8 @@ class TransformersGenerator(Generator):
             self.name = name
             self.system_prompt = system_prompt
             self.tokenizer = AutoTokenizer.from_pretrained(path)  # request threads encode and decode; no torch there
-            # The instructions' tokens, which begin every prompt: the CTranslate2 engine computes their state once.
-            self.prefix = self._shared_prefix() if prefix_cache and engine == "ctranslate2" else []
+            # The instructions' tokens, which begin every prompt: either engine computes their state once.
+            self.prefix = self._shared_prefix() if prefix_cache else []
             if engine == "ctranslate2":
                 from rag.generation.ctranslate2_decoder import CTranslate2Decoder
 

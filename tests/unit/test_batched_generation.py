@@ -81,6 +81,24 @@ def test_an_answer_alone_equals_model_generate(generator, prompts, alone):
         assert answer.text == visible_answer(expected, final=True).strip()
 
 
+def test_the_instructions_cache_is_computed_once_and_changes_no_answer(generator, prompts, alone):
+    backend = generator.engine.backend
+    state = backend._prefix_state  # the answers above made it from the instructions every prompt begins with
+    assert generator.prefix and backend._prefix == generator.prefix
+    question, passages = prompts[0]
+    assert generator.generate(question, passages, GREEDY) == alone[0]
+    # Kept, not recomputed, and never extended by the rows that started from a copy of it.
+    assert backend._prefix_state is state and state.get_seq_length() == len(generator.prefix)
+    whole = TransformersGenerator(
+        str(EMBEDDED_LLM_DIR), llm_model_path(EMBEDDED_LLM), "cpu", threads=1, prefix_cache=False
+    )
+    try:
+        assert whole.prefix == [] and whole.engine.backend._prefix_state is None
+        assert [whole.generate(question, passages, GREEDY) for question, passages in prompts] == alone
+    finally:
+        whole.engine.close()
+
+
 def test_a_row_ends_at_a_stop_string_or_an_end_of_turn_token(generator):
     backend, tokenizer = generator.engine.backend, generator.tokenizer
     state = backend.decoding(
