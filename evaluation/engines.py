@@ -102,18 +102,23 @@ def _variant(engine: str, precision: str, suffix: str = "", extra_env: dict | No
     return Variant(f"{engine}-{precision}{suffix}", engine, precision, env | (extra_env or {}), **options)
 
 
+def _without_prefix_cache(engine: str) -> Variant:
+    """The engine's float32 variant with RAG_LLM_PREFIX_CACHE=0, to measure what the cached instructions save."""
+    return _variant(
+        engine,
+        "float32",
+        "-noprefix",
+        {"RAG_LLM_PREFIX_CACHE": "0"},
+        default=False,
+        note="every prompt prefilled whole, without the instructions' cached state",
+    )
+
+
 VARIANTS = {
     v.name: v
     for v in (
         _variant("torch", "float32"),  # the reference every other variant of a model is held to
-        _variant(
-            "torch",
-            "float32",
-            "-noprefix",
-            {"RAG_LLM_PREFIX_CACHE": "0"},
-            default=False,
-            note="every prompt prefilled whole, without the instructions' cached state",
-        ),
+        _without_prefix_cache("torch"),
         _variant("torch", "int8"),
         _variant(
             "torch",
@@ -130,14 +135,7 @@ VARIANTS = {
             default=False,
             note="float32 on Intel MKL, CTranslate2's own pick on Intel CPUs, which rag overrides with oneDNN",
         ),
-        _variant(
-            "ctranslate2",
-            "float32",
-            "-noprefix",
-            {"RAG_LLM_PREFIX_CACHE": "0"},
-            default=False,
-            note="every prompt prefilled whole, without the instructions' cached state",
-        ),
+        _without_prefix_cache("ctranslate2"),
         _variant("ctranslate2", "int8"),
         _variant("ctranslate2", "bfloat16"),
     )

@@ -79,7 +79,7 @@ class Job:
     deadline: float | None = None  # a time.monotonic() value
     decoding: Any = None  # per-request decoding options, opaque to the engine (see DecodeBackend)
     # How many of the prompt's first tokens every request of this model shares (the instructions): a backend
-    # may compute their state once and reuse it (CTranslate2 does); 0: none known.
+    # may compute their state once and reuse it (both engines do: RAG_LLM_PREFIX_CACHE); 0: none known.
     prefix: int = 0
     state: Any = None  # the backend's own per-request state
     stream: bool = False  # when true, `pieces` receives each token id as it is produced

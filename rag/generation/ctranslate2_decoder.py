@@ -157,8 +157,8 @@ def _import_ctranslate2(compute: str):
             "(it is pinned in requirements.txt), or set RAG_LLM_ENGINE=torch"
         ) from None
     finally:
-        # Read: the environment goes back as it was, so no process this one starts inherits our choice as its
-        # user's (an int8 model there would lose the vendor's rule).
+        # CTranslate2 has read it (or is missing): the environment goes back as it was, so no process this one
+        # starts inherits our choice as its user's (an int8 model there would lose the vendor's rule).
         if set_here:
             del os.environ["CT2_USE_MKL"]
     return ctranslate2, library
