@@ -18,6 +18,11 @@ OpenMP helpers and the request threads. Prints a table and writes bench/results/
 `--steps` instead times decode steps alone, on this thread, at 1, 2, 4 and 8 rows: rows of different
 prompt lengths (padded, masked attention) against rows of one length (no mask), and the share of a step
 that transformers' DynamicCache spends concatenating (torch.cat) under torch's profiler.
+
+`--windows 8,32` instead compares CTranslate2's batch windows (the widest spread of prompt lengths one static
+batch takes, MAX_SPREAD in rag/generation/ctranslate2_decoder.py): `generate` blocks at the first level's
+client count, one block per window per round, the order reversed every other round (`--rounds`), and the
+paired median difference of throughput between the first two windows, with its 95 % bootstrap interval.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from bench.core.config import write_results
+from bench.core.stats import paired_median_difference
 from bench.core.workload import InProcessTarget, Outcome, cpu_stall_ms, load_questions, payloads, run_block
 from bench.serving.inprocess import load_pipeline
 
@@ -255,6 +261,41 @@ def step_profile(repeats: int) -> dict:
     return result
 
 
+def window_rounds(target, probe: EngineProbe, questions, windows: list[int], rounds: int, clients: int, count: int):
+    """Blocks of `count` requests at each CTranslate2 batch window, `rounds` times, alternating the order."""
+    import rag.generation.ctranslate2_decoder as ctranslate2_decoder
+
+    kept, blocks = ctranslate2_decoder.MAX_SPREAD, []
+    try:
+        with ThreadPoolExecutor(clients) as pool:
+            run_block(target, payloads(questions, clients, 0, MAX_NEW_TOKENS, TOP_K), clients, pool=pool)  # warm
+            for round_ in range(rounds):
+                for window in windows if round_ % 2 == 0 else windows[::-1]:
+                    ctranslate2_decoder.MAX_SPREAD = window
+                    requests = payloads(questions, count, round_ * count, MAX_NEW_TOKENS, TOP_K)
+                    blocks.append({**run_block_profiled(target, probe, requests, clients, pool), "window": window})
+                    block = blocks[-1]
+                    print(
+                        f"round {round_} window {window:3d}: {block['throughput_rps']:.3f} requests/s, prefill "
+                        f"{block['prefill']['total_s']:.1f} s in {block['prefill']['count']} batches, decode "
+                        f"{block['decode']['total_s']:.1f} s, {block['decode']['mean_rows']:.2f} rows per step",
+                        flush=True,
+                    )
+    finally:
+        ctranslate2_decoder.MAX_SPREAD = kept
+    return blocks, window_summary(blocks, windows)
+
+
+def window_summary(blocks: list[dict], windows: list[int]) -> dict:
+    """Throughput per window (median of its rounds) and, paired by round, the second window's minus the first's."""
+    rps = {w: [b["throughput_rps"] for b in blocks if b["window"] == w] for w in windows}
+    summary = {"requests_per_s_median": {w: statistics.median(v) for w, v in rps.items() if v}}
+    if len(windows) >= 2:
+        first, second = windows[:2]
+        summary["paired"] = {"a": first, "b": second, **paired_median_difference(rps[first], rps[second])}
+    return summary
+
+
 def main(argv: list[str] | None = None) -> int:
     """Profile the engine at each client count; print a table and write the JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -263,6 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--variants", default="full,generate")
     parser.add_argument("--steps", action="store_true", help="time decode steps alone instead")
+    parser.add_argument("--windows", help="compare CTranslate2 batch windows instead, e.g. 8,32")
+    parser.add_argument("--rounds", type=int, default=6, help="rounds of --windows")
     args = parser.parse_args(argv)
     if args.steps:
         write_results("engine-steps", step_profile(args.repeats))
@@ -270,6 +313,8 @@ def main(argv: list[str] | None = None) -> int:
     from rag.settings import Settings
 
     settings = Settings.from_env()
+    if args.windows and settings.llm_engine != "ctranslate2":
+        parser.error("--windows compares CTranslate2's batch windows: run with RAG_LLM_ENGINE=ctranslate2")
     pipeline = load_pipeline(settings)
     probe = EngineProbe(pipeline.generator.engine)
     questions = load_questions()
@@ -283,6 +328,15 @@ def main(argv: list[str] | None = None) -> int:
     worker.start()
     worker.join()
     targets = {"full": InProcessTarget(pipeline, settings), "generate": GenerateOnly(pipeline, retrieved)}
+    if args.windows:
+        windows = [int(window) for window in args.windows.split(",")]
+        clients = int(args.levels.split(",")[-1])
+        blocks, summary = window_rounds(
+            targets["generate"], probe, questions, windows, args.rounds, clients, args.requests
+        )
+        print(summary, flush=True)
+        write_results("engine-windows", {"load_1min_end": os.getloadavg()[0], "blocks": blocks, "summary": summary})
+        return 0
     variants = [targets[name] for name in args.variants.split(",")]
     blocks = []
     print(HEADER, flush=True)

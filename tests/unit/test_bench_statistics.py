@@ -266,3 +266,23 @@ def test_the_one_percentile_interpolates_as_numpy_does_by_default():
         assert stats.percentile(values, q) == pytest.approx(float(np.percentile(values, q)))
     assert stats.percentile([1000.0, 2000.0, 3000.0], 95) == pytest.approx(2900.0)
     assert stats.percentile([], 50) is None
+
+
+def test_window_summary_pairs_the_rounds_of_the_first_two_windows():
+    from bench.probes.engine_profile import window_summary
+
+    rps = {8: [0.70, 0.70, 0.72, 0.69, 0.70, 0.66], 32: [0.67, 0.70, 0.70, 0.74, 0.68, 0.65]}
+    blocks = [{"window": w, "throughput_rps": v} for w, values in rps.items() for v in values]
+    summary = window_summary(blocks, [8, 32])
+    assert summary["requests_per_s_median"] == {8: 0.70, 32: 0.69}
+    paired = summary["paired"]
+    assert (paired["a"], paired["b"]) == (8, 32)
+    assert paired["difference"] == pytest.approx(-0.015)  # median of 32's minus 8's, round by round
+    assert paired["low"] < 0 < paired["high"] and not paired["significant"]
+
+
+def test_window_summary_of_one_window_has_no_pair():
+    from bench.probes.engine_profile import window_summary
+
+    summary = window_summary([{"window": 16, "throughput_rps": 0.5}], [16])
+    assert summary == {"requests_per_s_median": {16: 0.5}}
