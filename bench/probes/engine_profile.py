@@ -20,8 +20,8 @@ prompt lengths (padded, masked attention) against rows of one length (no mask), 
 that transformers' DynamicCache spends concatenating (torch.cat) under torch's profiler.
 
 `--windows 8,32` instead compares CTranslate2's batch windows (the widest spread of prompt lengths one static
-batch takes, MAX_SPREAD in rag/generation/ctranslate2_decoder.py): `generate` blocks at the first level's
-client count, one block per window per round, the order reversed every other round (`--rounds`), and the
+batch takes, MAX_SPREAD in rag/generation/ctranslate2_decoder.py): `generate` blocks at the last `--levels`
+client count (8 by default), one block per window per round, the order reversed every other round (`--rounds`), and the
 paired median difference of throughput between the first two windows, with its 95 % bootstrap interval.
 """
 
