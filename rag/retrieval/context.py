@@ -8,11 +8,17 @@ their whole text: only what the prompt sees changes (`Passage.excerpt`).
 
 This runs where the embedder lives: in the monolith's process, and in the microservices' vector service,
 so the LLM service gets short passages and needs no embedder.
+
+A passage's sentence vectors depend only on the passage: they are embedded one passage at a time, and the
+retriever keeps those of the passages it has focused lately (`SentenceVectors`), so a passage that comes back
+costs no embedding (on a 2-core CPU the embedding was 280-300 ms of every request; docs/performance.md).
 """
 
 from __future__ import annotations
 
 import re
+import threading
+from collections import OrderedDict
 from dataclasses import replace
 
 import numpy as np
@@ -87,10 +93,45 @@ def _clip(text: str, tokens: int) -> str:
     return text[: cut if cut > 0 else limit].rstrip(" ,;:")
 
 
+class SentenceVectors:
+    """The sentence vectors of the last `passages` passages focused, by passage text (least recently used
+    out first), shared by the request threads. A passage's sentences are embedded together and alone, so its
+    vectors are the same whichever passages it was retrieved with, and whether they were kept or computed."""
+
+    def __init__(self, embedder: Embedder, passages: int = 1024):
+        self.embedder, self.capacity = embedder, passages
+        self._kept: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    def __call__(self, text: str, sentences: list[str]) -> np.ndarray:
+        with self._lock:
+            vectors = self._kept.get(text)
+            if vectors is not None:
+                self._kept.move_to_end(text)
+                self.hits += 1
+                return vectors
+            self.misses += 1
+        vectors = self.embedder.embed(sentences)  # outside the lock: other requests go on meanwhile
+        vectors.setflags(write=False)
+        with self._lock:
+            self._kept[text] = vectors
+            self._kept.move_to_end(text)
+            while len(self._kept) > self.capacity:
+                self._kept.popitem(last=False)
+        return vectors
+
+
 def focus_passages(
-    query_vector: np.ndarray, passages: list[Passage], embedder: Embedder, settings: ContextSettings, query: str = ""
+    query_vector: np.ndarray,
+    passages: list[Passage],
+    embedder: Embedder,
+    settings: ContextSettings,
+    query: str = "",
+    sentence_vectors: SentenceVectors | None = None,
 ) -> list[Passage]:
-    """The passages with `excerpt` set: their best sentences within the budget, "" when dropped."""
+    """The passages with `excerpt` set: their best sentences within the budget, "" when dropped.
+    `sentence_vectors` keeps passages' sentence vectors between calls (without it, each call embeds them)."""
     if settings.focus == "off" or not passages:
         return passages
     # Relative to the first-ranked passage, which is therefore always kept: in dense mode it has the best
@@ -98,10 +139,12 @@ def focus_passages(
     # question's exact terms first with a lower similarity, and that passage must not be dropped.
     best = passages[0].score
     kept = [i for i, p in enumerate(passages) if p.score >= best - settings.score_gap]
-    sentences = [(i, j, s) for i in kept for j, s in enumerate(split_sentences(passages[i].text))]
+    split = {i: split_sentences(passages[i].text) for i in kept}
+    sentences = [(i, j, s) for i in kept for j, s in enumerate(split[i])]
     if not sentences:
         return [replace(p, excerpt="") for p in passages]
-    vectors = embedder.embed([text for _, _, text in sentences])
+    vectors_of = sentence_vectors or (lambda _text, texts: embedder.embed(texts))
+    vectors = np.vstack([vectors_of(passages[i].text, split[i]) for i in kept if split[i]])
     similarity = vectors @ np.asarray(query_vector, dtype=np.float32).reshape(-1)
     if settings.lexical_weight:
         query_words = _words(query)
@@ -110,7 +153,7 @@ def focus_passages(
         )
     chosen: set[tuple[int, int]] = set()
     used = 0
-    per_passage = {i: len(split_sentences(passages[i].text)) for i in kept}
+    per_passage = {i: len(split[i]) for i in kept}
     # Best sentence first; ties keep retrieval order, so the result is deterministic.
     for position in sorted(range(len(sentences)), key=lambda n: (-float(similarity[n]), n)):
         i, j, _ = sentences[position]

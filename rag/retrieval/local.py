@@ -13,7 +13,7 @@ import threading
 from rag.index.artifact import VectorIndex, read_manifest
 from rag.index.lexical import require_bm25
 from rag.models import embedding_model_path
-from rag.retrieval.context import focus_passages
+from rag.retrieval.context import SentenceVectors, focus_passages
 from rag.retrieval.embedder import Embedder, SentenceTransformerEmbedder
 from rag.retrieval.hybrid import hybrid_search
 from rag.runtime import IDLE_S, TrimWhenIdle, resolve_device, single_threaded_from_now
@@ -42,6 +42,7 @@ class LocalRetriever(Retriever):
         self.index = index
         self.context = context or ContextSettings(focus="off")
         self.model_name = embedder.name
+        self.sentence_vectors = SentenceVectors(embedder)
         self._slots = threading.BoundedSemaphore(concurrency) if concurrency else contextlib.nullcontext()
         self._trim = TrimWhenIdle(trim_idle_s) if trim_idle_s else contextlib.nullcontext()
 
@@ -55,7 +56,7 @@ class LocalRetriever(Retriever):
                 else:
                     passages = self.index.search(vector, top_k)
             with stage("context"):
-                return focus_passages(vector, passages, self.embedder, self.context, query)
+                return focus_passages(vector, passages, self.embedder, self.context, query, self.sentence_vectors)
 
 
 def load_embedder(settings: Settings) -> Embedder:

@@ -188,3 +188,65 @@ def test_local_retriever_bounds_how_many_requests_retrieve_at_once(concurrency, 
     for thread in threads:
         thread.join(timeout=10)
     assert peak == most
+
+
+def test_kept_sentence_vectors_give_the_same_excerpts_and_embed_each_passage_once():
+    from rag.retrieval.context import SentenceVectors
+
+    query, settings = "who designed the first line", ContextSettings(max_tokens=60, score_gap=1.0, lexical_weight=0.0)
+    plain = FakeEmbedder()
+    fresh = focus_passages(plain.embed([query])[0], passages(0.9, 0.85, 0.8), plain, settings, query)
+    embedder = FakeEmbedder()
+    kept = SentenceVectors(embedder)
+    vector = embedder.embed([query])[0]
+    first = focus_passages(vector, passages(0.9, 0.85, 0.8), embedder, settings, query, kept)
+    calls = embedder.calls
+    second = focus_passages(vector, passages(0.9, 0.85, 0.8), embedder, settings, query, kept)
+    assert first == second == fresh
+    assert embedder.calls == calls  # the second call embedded nothing
+    assert (kept.misses, kept.hits) == (3, 3)
+
+
+def test_a_passages_sentence_vectors_do_not_depend_on_the_passages_beside_it():
+    from rag.retrieval.context import SentenceVectors
+
+    embedder = FakeEmbedder()
+    kept = SentenceVectors(embedder)
+    alone = kept(BRIDGE, split_sentences(BRIDGE)).copy()
+    with_others = SentenceVectors(embedder)
+    for text in (TRAM, FERRY, BRIDGE):
+        with_others(text, split_sentences(text))
+    assert (with_others(BRIDGE, split_sentences(BRIDGE)) == alone).all()
+
+
+def test_sentence_vectors_keep_the_most_recently_used_passages():
+    from rag.retrieval.context import SentenceVectors
+
+    embedder = FakeEmbedder()
+    kept = SentenceVectors(embedder, passages=2)
+    for text in (TRAM, BRIDGE, TRAM, FERRY):  # FERRY pushes out BRIDGE, the least recently used
+        kept(text, split_sentences(text))
+    assert (kept.misses, kept.hits) == (3, 1)
+    vectors = kept(TRAM, split_sentences(TRAM))
+    assert kept.hits == 2 and not vectors.flags.writeable  # one array serves every request: read-only
+    kept(BRIDGE, split_sentences(BRIDGE))
+    assert kept.misses == 4
+
+
+def test_the_local_retriever_keeps_sentence_vectors_between_requests():
+    from rag.index.artifact import VectorIndex
+    from rag.retrieval.local import LocalRetriever
+
+    class Index(VectorIndex):
+        def __init__(self):
+            pass
+
+        def search(self, vector, top_k):
+            return passages(0.9, 0.85, 0.1)[:top_k]
+
+    retriever = LocalRetriever(FakeEmbedder(), Index(), ContextSettings(max_tokens=12, score_gap=0.2))
+    first = retriever.retrieve("who designed the first line", 3)
+    assert retriever.retrieve("who designed the first line", 3) == first
+    assert "Marrow" in first[0].excerpt
+    assert "fare" in retriever.retrieve("what did the fare cost", 3)[0].excerpt
+    assert (retriever.sentence_vectors.misses, retriever.sentence_vectors.hits) == (2, 4)
