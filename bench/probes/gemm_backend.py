@@ -6,9 +6,11 @@ It reads the variable once per process, so this probe starts one fresh process p
 `auto` (the vendor's rule: CTranslate2 with the variable unset; the service itself sets CT2_USE_MKL=0 for
 float32, rag/generation/ctranslate2_decoder.py, because of what this probe measured), `mkl` (CT2_USE_MKL=1)
 and `dnnl` (CT2_USE_MKL=0), in rounds that interleave them. Each process loads the tier's CTranslate2 copy as
-the service does (inter_threads 1, every core), then times prefill alone (one new token) and a greedy decode of
-`--new-tokens`, three times each, on a prompt of about 220 tokens: decode ms/token is (decode time - prefill
-time) / (new tokens - 1).
+the service does (inter_threads 1, every core), then times a greedy generation of `--new-tokens`, three times,
+on a prompt of about 220 tokens, from CTranslate2's per-token callback: prefill is the time to the first token,
+decode ms/token the time from the first token to the last over the tokens between (medians of the three). (Until
+2026-12-05 it subtracted a separate prefill's time from the whole generation's, which a loaded machine could
+turn negative; the published tables were taken alone that way.)
 It prints a table (median over rounds, with the range) and the backend CTranslate2 itself reports it chose
 (its CT2_VERBOSE lines), and writes bench/results/gemm-backend-<time>.json.
 
@@ -50,22 +52,28 @@ def _child(engine_dir: str, tokenizer_dir: str, compute: str, new_tokens: int) -
         engine_dir, device="cpu", compute_type=compute, inter_threads=1, intra_threads=os.cpu_count() or 1
     )
 
-    def timed(length: int) -> float:
+    def timed(length: int) -> tuple[float, float]:
+        """(time to the first token, mean time of each token after it), read from CTranslate2's callback."""
+        stamps: list[float] = []
         started = time.perf_counter()
         generator.generate_batch(
-            [tokens], max_length=length, min_length=length, sampling_topk=1, include_prompt_in_result=False
+            [tokens],
+            max_length=length,
+            min_length=length,
+            sampling_topk=1,
+            include_prompt_in_result=False,
+            callback=lambda _step: stamps.append(time.perf_counter()),
         )
-        return time.perf_counter() - started
+        return stamps[0] - started, (stamps[-1] - stamps[0]) / (len(stamps) - 1)
 
     timed(4)  # warm-up: first-call allocations, the weights paged in
-    prefill = statistics.median(timed(1) for _ in range(REPEATS))
-    whole = statistics.median(timed(new_tokens) for _ in range(REPEATS))
+    runs = [timed(new_tokens) for _ in range(REPEATS)]
     print(
         json.dumps(
             {
                 "prompt_tokens": len(tokens),
-                "prefill_ms": prefill * 1000.0,
-                "decode_ms_per_token": (whole - prefill) * 1000.0 / (new_tokens - 1),
+                "prefill_ms": statistics.median(first for first, _ in runs) * 1000.0,
+                "decode_ms_per_token": statistics.median(step for _, step in runs) * 1000.0,
             }
         )
     )
