@@ -153,13 +153,12 @@ def focus_passages(
         )
     chosen: set[tuple[int, int]] = set()
     used = 0
-    per_passage = {i: len(split[i]) for i in kept}
     # Best sentence first; ties keep retrieval order, so the result is deterministic.
     for position in sorted(range(len(sentences)), key=lambda n: (-float(similarity[n]), n)):
         i, j, _ = sentences[position]
         group = [
             (i, k)
-            for k in range(max(0, j - settings.window), min(per_passage[i], j + settings.window + 1))
+            for k in range(max(0, j - settings.window), min(len(split[i]), j + settings.window + 1))
             if (i, k) not in chosen
         ]
         cost = sum(_estimate_tokens(text) + 1 for (a, b, text) in sentences if (a, b) in group)
