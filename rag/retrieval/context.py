@@ -161,7 +161,7 @@ def focus_passages(
             for k in range(max(0, j - settings.window), min(len(split[i]), j + settings.window + 1))
             if (i, k) not in chosen
         ]
-        cost = sum(_estimate_tokens(text) + 1 for (a, b, text) in sentences if (a, b) in group)
+        cost = sum(_estimate_tokens(split[a][b]) + 1 for a, b in group)
         if used + cost > settings.max_tokens:
             if not chosen:  # the best sentence alone is over budget: keep the start of it
                 chosen.add((i, j))
