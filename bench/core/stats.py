@@ -33,8 +33,9 @@ def summarize(values) -> dict:
     }
 
 
-def _bootstrap(samples: tuple, statistic, resamples: int, seed: int) -> tuple[float, float]:
-    """The 95 % percentile-bootstrap interval of `statistic` over `samples`, each resampled on its own."""
+def _bootstrap(samples: tuple, statistic, resamples: int, seed: int, paired: bool = False) -> tuple[float, float]:
+    """The 95 % percentile-bootstrap interval of `statistic` over `samples`, each resampled on its own (or,
+    `paired`, the same positions drawn from every sample: twins stay together)."""
     # scipy needs two values per sample; [x, x] resamples to exactly what [x] does (x every time).
     samples = tuple(np.repeat(sample, 2) if len(sample) == 1 else sample for sample in samples)
     interval = scipy_stats.bootstrap(
@@ -44,6 +45,7 @@ def _bootstrap(samples: tuple, statistic, resamples: int, seed: int) -> tuple[fl
         vectorized=True,
         confidence_level=0.95,
         method="percentile",
+        paired=paired,
         rng=np.random.default_rng(seed),
     ).confidence_interval
     return float(interval.low), float(interval.high)
@@ -91,6 +93,22 @@ def paired_median_difference(a, b, resamples: int = 4000, seed: int = 0) -> dict
         "significant": bool(low > 0 or high < 0),
         "paired": True,
     }
+
+
+def _ratio_of_medians(a, b, axis=-1):
+    return np.median(b, axis=axis) / np.median(a, axis=axis)
+
+
+def paired_ratio_of_medians(a, b, resamples: int = 4000, seed: int = 0) -> dict:
+    """median(b) / median(a) over twins (a[i] and b[i]: the same question, moments apart), with a 95 % bootstrap
+    interval that resamples the twins together."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if len(a) != len(b):
+        raise ValueError(f"paired samples differ in length: {len(a)} and {len(b)}")
+    if not len(a) or np.median(a) <= 0:
+        return {"ratio": None, "low": None, "high": None, "n": int(len(a))}
+    low, high = _bootstrap((a, b), _ratio_of_medians, resamples, seed, paired=True)
+    return {"ratio": float(np.median(b) / np.median(a)), "low": low, "high": high, "n": int(len(a))}
 
 
 def sign_test(successes: int, trials: int) -> float | None:
