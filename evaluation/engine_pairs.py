@@ -102,12 +102,7 @@ def summarize_pairs(rows: list[dict], reference: str, other: str, rounds: int) -
     for variant, records in first_round.items():
         variants[variant] = summarize(records, max((len(r["sources"]) for r in records), default=0)) | {
             "latency_ms_median": median_interval(medians(variant)),
-            "latency_ms_first_of_pair_p50": _p50(
-                [r["latency_ms"] for r in rows if r["variant"] == variant and r["first"]]
-            ),
-            "latency_ms_second_of_pair_p50": _p50(
-                [r["latency_ms"] for r in rows if r["variant"] == variant and not r["first"]]
-            ),
+            "after_the_other_ms": after_the_other(rows, variant),
         }
     ratio = paired_ratio_of_medians(medians(reference), medians(other))
     answers = identical(first_round[reference], first_round[other])
@@ -120,8 +115,19 @@ def summarize_pairs(rows: list[dict], reference: str, other: str, rounds: int) -
     }
 
 
-def _p50(values: list[float]) -> float | None:
-    return median_interval(values)["estimate"] if values else None
+def after_the_other(rows: list[dict], variant: str) -> dict:
+    """Whether the other variant's request just before slows this one (its threads still spinning, its data
+    in the caches): per question, this variant's median latency when the request before it was the other
+    variant's minus when it was its own, over the questions that had both; the median of those differences
+    with a 95 % bootstrap interval."""
+    after: dict[int, dict[bool, list[float]]] = {}
+    for before, row in zip(rows, rows[1:]):
+        if row["variant"] == variant and row["error"] is None:
+            after.setdefault(row["index"], {True: [], False: []})[before["variant"] != variant].append(
+                row["latency_ms"]
+            )
+    differences = [float(np.median(o[True]) - np.median(o[False])) for o in after.values() if o[True] and o[False]]
+    return median_interval(differences)
 
 
 def run(tier: str, reference: str, other: str, set_name: str, rounds: int, limit: int | None, seed: int) -> dict:
@@ -176,12 +182,20 @@ def run(tier: str, reference: str, other: str, set_name: str, rounds: int, limit
     return result | {"path": str(path)}
 
 
+def _signed(interval: dict) -> str:
+    if interval["estimate"] is None:
+        return "no question had both"
+    return (
+        f"{interval['estimate']:+,.0f} ({interval['low']:+,.0f} to {interval['high']:+,.0f}; {interval['n']} questions)"
+    )
+
+
 def table(result: dict) -> str:
     """The published table: one row per variant, then the paired ratio and its verdict."""
     summary, reference, other = result["summary"], result["reference"], result["other"]
     lines = [
         "| variant | accuracy | refusal | c=1 median of the questions' medians (95 % CI) ms | "
-        "p50 asked first / second ms |",
+        "after the other variant's request minus after its own, per question (95 % CI) ms |",
         "| --- | --- | --- | --- | --- |",
     ]
     for name in (reference, other):
@@ -190,7 +204,7 @@ def table(result: dict) -> str:
         lines.append(
             f"| {name} | {percent_text(row['accuracy'])} | {percent_text(row['refusal'])} | "
             f"{_ms(median['estimate'])} ({_ms(median['low'])}-{_ms(median['high'])}) | "
-            f"{_ms(row['latency_ms_first_of_pair_p50'])} / {_ms(row['latency_ms_second_of_pair_p50'])} |"
+            f"{_signed(row['after_the_other_ms'])} |"
         )
     ratio, answers = summary["ratio"], summary["answers"]
     interval = (
@@ -278,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.report:
         result = json.loads(Path(args.report).read_text())
+        if "rows" in result:  # a whole results file: its summary is computed again, as this code computes it
+            result["summary"] = summarize_pairs(result["rows"], result["reference"], result["other"], result["rounds"])
     else:
         try:
             tier = tier_names(default_tier() if args.tier == "default" else args.tier)[0]

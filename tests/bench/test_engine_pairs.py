@@ -103,6 +103,21 @@ def test_a_question_that_failed_in_any_round_leaves_the_ratio():
     assert summary["ratio"]["questions"] == 4 and len(summary["per_question_ms"][OTHER]) == 4
 
 
+def test_what_the_other_variant_just_before_costs_is_measured_per_question():
+    def row(variant, index, ms):
+        return {"variant": variant, "index": index, "latency_ms": ms, "error": None}
+
+    rows = []
+    for index in range(20):
+        # Question `index`: the reference after itself (1000 ms), then after the other one (1100 ms).
+        rows += [row(REFERENCE, index, 1000.0 + index), row(OTHER, index, 500.0), row(REFERENCE, index, 1100.0 + index)]
+    slowed = engine_pairs.after_the_other(rows, REFERENCE)
+    assert slowed["estimate"] == pytest.approx(100.0) and slowed["n"] == 19  # the first row has none before it
+    assert slowed["low"] > 0
+    # The other variant always followed the reference: no question had both, nothing is claimed.
+    assert engine_pairs.after_the_other(rows, OTHER)["estimate"] is None
+
+
 def _result(tmp_path) -> dict:
     reference = [2000.0 + 40 * i for i in range(12)]
     rows = _rows(reference, [0.5 * ms for ms in reference])
