@@ -33,6 +33,7 @@ from evaluation.evaluate import (
     parse_question,
     percent_text,
     score,
+    sources_shown,
     summarize,
 )
 from evaluation.previous import build_index
@@ -99,7 +100,7 @@ def evaluate_strategies(conversations: list[Conversation], target, strategies: t
 
 def summaries(records: list[dict]) -> dict:
     """hit@1, hit@k and accuracy over all conversations and per kind."""
-    top_k = max((len(r["sources"]) for r in records), default=0)
+    top_k = sources_shown(records)
     result = {"all": summarize(records, top_k)}
     for kind in KINDS:
         chosen = [r for r in records if r["kind"] == kind]

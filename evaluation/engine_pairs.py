@@ -41,7 +41,7 @@ from bench.core.stats import median_interval, paired_ratio_of_medians, within_li
 from bench.core.workload import HttpTarget  # noqa: E402
 from evaluation import llama_peer  # noqa: E402
 from evaluation.engines import REFERENCE, VARIANTS, _questions, publishing_options, run_header, select_variants  # noqa: E402
-from evaluation.evaluate import failure, load_questions, percent_text, score, summarize  # noqa: E402
+from evaluation.evaluate import failure, load_questions, percent_text, score, sources_shown, summarize  # noqa: E402
 from evaluation.ladder import tier_names  # noqa: E402
 from evaluation.previous import build_index  # noqa: E402
 from evaluation.quality import _ms, identical, replace_between  # noqa: E402
@@ -92,26 +92,25 @@ def summarize_pairs(rows: list[dict], reference: str, other: str, rounds: int) -
         q for q in per_question[reference] if all(len(per_question[v].get(q, [])) == rounds for v in per_question)
     )
 
-    def medians(variant: str) -> list[float]:
-        return [float(np.median(per_question[variant][q])) for q in complete]
+    medians = {v: [float(np.median(per_question[v][q])) for q in complete] for v in (reference, other)}
 
     first_round = {v: [r for r in rows if r["variant"] == v and r["round"] == 0] for v in (reference, other)}
     for records in first_round.values():
         records.sort(key=lambda r: r["index"])
     variants = {}
     for variant, records in first_round.items():
-        variants[variant] = summarize(records, max((len(r["sources"]) for r in records), default=0)) | {
-            "latency_ms_median": median_interval(medians(variant)),
+        variants[variant] = summarize(records, sources_shown(records)) | {
+            "latency_ms_median": median_interval(medians[variant]),
             "after_the_other_ms": after_the_other(rows, variant),
         }
-    ratio = paired_ratio_of_medians(medians(reference), medians(other))
+    ratio = paired_ratio_of_medians(medians[reference], medians[other])
     answers = identical(first_round[reference], first_round[other])
     answers.pop("differing_lines")
     return {
         "variants": variants,
         "ratio": ratio | {"questions": len(complete), "verdict": within_limit(ratio["low"], ratio["high"], TARGET)},
         "answers": answers,
-        "per_question_ms": {v: dict(zip(complete, medians(v))) for v in (reference, other)},
+        "per_question_ms": {v: dict(zip(complete, medians[v])) for v in (reference, other)},
     }
 
 

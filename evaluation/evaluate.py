@@ -228,6 +228,11 @@ def _rate(hits: int, total: int) -> float | None:
     return round(hits / total, 4) if total else None
 
 
+def sources_shown(records: list[dict]) -> int:
+    """The top_k that scored records show: the most sources any of their answers carried (0 for none)."""
+    return max((len(r["sources"]) for r in records), default=0)
+
+
 def summarize(records: list[dict], top_k: int) -> dict:
     """hit@1, hit@k, MRR, answer accuracy, refusal rate, tokens and latency over scored questions."""
     answerable = [r for r in records if r["answerable"]]
@@ -411,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
     except RagError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
-    effective_k = args.top_k or max((len(r["sources"]) for r in records), default=0)
+    effective_k = args.top_k or sources_shown(records)
     summary = summarize(records, effective_k)
     now = datetime.now(UTC)
     out = args.out or DEFAULT_OUT_DIR / f"{args.questions.stem.replace('.questions', '')}-{now:%Y%m%dT%H%M%SZ}.json"

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from bench.core.config import DEFAULT_RESULTS_DIR, REPO_ROOT
 from bench.core.processes import MemorySampler, Served, child_env
-from evaluation.evaluate import HttpTarget, evaluate, load_questions, percent_text, summarize
+from evaluation.evaluate import HttpTarget, evaluate, load_questions, percent_text, sources_shown, summarize
 from evaluation.previous import build_index, previous_checkout
 
 SETS = ("sample", "harbourline", "kelvane")
@@ -56,7 +56,7 @@ def serve_and_evaluate(
             after = then(served.url, records) if then is not None else None
     finally:
         served.stop()
-    summary = summarize(records, max((len(r["sources"]) for r in records), default=0))
+    summary = summarize(records, sources_shown(records))
     return {
         "summary": summary,
         "records": records,
