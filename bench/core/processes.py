@@ -67,21 +67,34 @@ _HANDED_OUT: set[int] = set()
 _HANDED_OUT_LOCK = threading.Lock()
 
 
+def _port_share() -> tuple[int, int]:
+    """(this process's share, number of shares) of the port numbers: (0, 1) unless pytest-xdist runs it."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER", ""), os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
+    if worker.startswith("gw") and worker[2:].isdigit() and count.isdigit() and int(count) > 1:
+        return int(worker[2:]) % int(count), int(count)
+    return 0, 1
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that is free right now and that this process has not handed out before.
 
     A port is only free until its server binds it, and servers start asynchronously: without the memory,
     two architectures started back to back could be given the same port (the kernel may hand a freshly
-    released port out again), and one's orchestrator would then talk to the other's server.
+    released port out again), and one's orchestrator would then talk to the other's server. Test processes
+    that run side by side (pytest-xdist's workers, PYTEST_XDIST_WORKER=gw<i> of PYTEST_XDIST_WORKER_COUNT)
+    each keep to their own share of the port numbers, so one never takes a port another has just handed out.
     """
+    share, shares = _port_share()
     with _HANDED_OUT_LOCK:
-        while True:
+        for _ in range(10_000):
             with socket.socket() as sock:
                 sock.bind(("127.0.0.1", 0))
                 port = sock.getsockname()[1]
-            if port not in _HANDED_OUT:
+            # Port // 2, not the port: Linux gives bind(0) ports of one parity (and connect() the other).
+            if (port // 2) % shares == share and port not in _HANDED_OUT:
                 _HANDED_OUT.add(port)
                 return port
+    raise RuntimeError(f"no free loopback port in share {share} of {shares} after 10,000 offers")
 
 
 def child_env(**overrides) -> dict[str, str]:

@@ -27,11 +27,25 @@ class _KernelOffering:
 
 
 def test_a_port_offered_again_is_skipped(monkeypatch):
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)  # one process: every port is its share
     monkeypatch.setattr(processes, "_HANDED_OUT", set())
     monkeypatch.setattr(processes.socket, "socket", _KernelOffering)
     _KernelOffering.offers = [40001, 40001, 40001, 40002, 40001, 40003]
     assert [processes.free_port() for _ in range(3)] == [40001, 40002, 40003]
     assert _KernelOffering.offers == []
+
+
+def test_a_worker_beside_others_keeps_to_its_share(monkeypatch):
+    """Under pytest-xdist, worker gw1 of 2 takes only ports whose half is odd, which worker gw0 never takes."""
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw1")
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "2")
+    monkeypatch.setattr(processes, "_HANDED_OUT", set())
+    monkeypatch.setattr(processes.socket, "socket", _KernelOffering)
+    _KernelOffering.offers = [40000, 40001, 40002, 40004, 40003, 40005, 40006]
+    assert [processes.free_port() for _ in range(2)] == [40002, 40003]
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw0")
+    assert processes.free_port() == 40005
+    assert _KernelOffering.offers == [40006]
 
 
 def test_the_ports_are_really_free():
