@@ -19,7 +19,7 @@ __all__ = [
     "ServerProcess",
     "child_env",
     "free_port",
-    "report_figures",
+    "measured_figures",
     "sample_prompts",
     "wait_for_status",
 ]
@@ -43,12 +43,44 @@ def sample_prompts(count: int) -> list[tuple[str, list]]:
     return [(question, retriever.retrieve(question, 3)) for question in questions]
 
 
-def report_figures(terminalreporter, title: str, figures: dict, path: Path) -> None:
-    """Write the figures a test layer measured to `path` (JSON) and print them after the run."""
-    if not figures:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(figures, indent=2, sort_keys=True) + "\n")
-    terminalreporter.section(title)
-    terminalreporter.write_line(json.dumps(figures, indent=2, sort_keys=True))
-    terminalreporter.write_line(f"(written to {path.relative_to(ROOT)})")
+# What the test layers measured, by title: (the JSON file they go to, the figures). Filled by the tests through
+# `measured_figures`; under pytest-xdist each worker hands its share to the controller (tests/conftest.py),
+# which merges them, writes each file and prints them after the run.
+_FIGURES: dict[str, tuple[Path, dict]] = {}
+
+
+def measured_figures(title: str, path: Path) -> dict:
+    """The dict a test layer fills with what it measured; written to `path` and printed after the run."""
+    return _FIGURES.setdefault(title, (path, {}))[1]
+
+
+def figures_to_hand_over() -> dict:
+    """Every layer's figures of this process, as plain JSON-ready data (an xdist worker's output)."""
+    return {title: [str(path), figures] for title, (path, figures) in _FIGURES.items() if figures}
+
+
+def take_over_figures(handed: dict) -> None:
+    """Merge figures another process (an xdist worker) measured into this one's."""
+    for title, (path, figures) in handed.items():
+        _merge(measured_figures(title, Path(path)), figures)
+
+
+def _merge(into: dict, more: dict) -> None:
+    for key, value in more.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
+
+
+def report_all_figures(terminalreporter) -> None:
+    """Write each layer's figures to its JSON file and print them after the run."""
+    for title, (path, figures) in _FIGURES.items():
+        if not figures:
+            continue
+        text = json.dumps(figures, indent=2, sort_keys=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text + "\n")
+        terminalreporter.section(title)
+        terminalreporter.write_line(text)
+        terminalreporter.write_line(f"(written to {path.relative_to(ROOT)})")

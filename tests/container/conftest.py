@@ -16,20 +16,16 @@ import pytest
 
 from rag.settings import parse_bool
 from tests.container.docker_support import ARCHES, Container, build_image, daemon_problem, start_ready
-from tests.support import ROOT, report_figures
+from tests.support import ROOT, measured_figures
 
 OBSERVATIONS_FILE = ROOT / "build" / "container-observations.json"
-_observations: dict = {}
+_observations = measured_figures("container observations", OBSERVATIONS_FILE)
 
 
 @pytest.fixture(scope="session")
 def observations() -> dict:
     """Measurements to report; written to OBSERVATIONS_FILE and printed at the end of the run."""
     return _observations
-
-
-def pytest_terminal_summary(terminalreporter):
-    report_figures(terminalreporter, "container observations", _observations, OBSERVATIONS_FILE)
 
 
 # CI sets it (.ci/run): there the container tests are meant to run, so no daemon is a failure, not a skip.

@@ -1,14 +1,12 @@
 """Fuzzing fixtures: both architectures started by their real entrypoints with the tiny LLM, and the
-figures of every run collected for the terminal summary and build/fuzz-results.json."""
+figures of every run collected (tests/fuzz/fuzz_support.py) for the terminal summary and build/fuzz-results.json."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.fuzz.fuzz_support import RESULTS_FILE, results
 from tests.fuzz.tiny_llm import make_tiny_llm
 from tests.service.conftest import sample_index, start_architecture  # noqa: F401 - sample_index is a fixture
-from tests.support import report_figures
 
 
 @pytest.fixture(scope="session")
@@ -35,7 +33,3 @@ def fuzzed(request, sample_index, tiny_llm, tmp_path_factory):  # noqa: F811 - t
         yield service
     finally:
         service.server.stop()
-
-
-def pytest_terminal_summary(terminalreporter):
-    report_figures(terminalreporter, "fuzz results", results, RESULTS_FILE)

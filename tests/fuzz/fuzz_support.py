@@ -16,7 +16,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.support import ROOT
+from tests.support import ROOT, measured_figures
 
 PUBLIC_SPEC = ROOT / "docs" / "openapi.yaml"
 # The chat schema's rules beyond OpenAPI 3.0: its check replaces the built-in positive_data_acceptance.
@@ -33,7 +33,7 @@ REPLACED = "positive_data_acceptance"  # by HOOKS' positive_data_acceptance_with
 WORKER_BOOT = re.compile(r"Booting worker with pid")
 SERVICE_EXIT = re.compile(r'"logger": "start\.sh".*"message": "\w+ exited \(')
 
-results: dict = {}  # what each run found, for the terminal summary
+results = measured_figures("fuzz results", RESULTS_FILE)  # what each run found, for the terminal summary
 
 
 @dataclass
