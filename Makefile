@@ -98,8 +98,10 @@ gpu-check: ## The LLM on a CUDA GPU (or this CPU): accuracy, batched = alone, sp
 	  $(if $(GPU_CHECK_REFERENCE),--reference $(call q,$(GPU_CHECK_REFERENCE)))
 
 # PYTEST_ARGS stays unquoted: it is several words on purpose (PYTEST_ARGS="-k EXPR -x").
-check: lint ## Run the linters, the import contracts and the whole test suite (the README's test command)
-	$(PYQ) -m pytest $(PYTEST_ARGS)
+# TEST_WORKERS: test processes side by side (pytest-xdist; 0 runs the suite in this one process).
+TEST_WORKERS ?= 2
+check: lint ## Run the linters, the import contracts and the whole test suite (the README's test command), on TEST_WORKERS processes
+	$(PYQ) -m pytest -n $(call q,$(TEST_WORKERS)) $(PYTEST_ARGS)
 
 check-llamaindex: $(VENV)/.installed ## Install the optional requirements-llamaindex.txt (builds llama-cpp-python: cmake, g++, minutes) and run the LlamaIndex client tests
 	$(PYQ) -m pip install --quiet -r $(call q,$(ROOT)/requirements-llamaindex.txt)
