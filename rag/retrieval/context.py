@@ -151,6 +151,12 @@ def focus_passages(
         similarity = similarity + settings.lexical_weight * np.array(
             [_overlap(query_words, text) for _, _, text in sentences], dtype=np.float32
         )
+    # Overlapping chunks share sentences. Each copy takes the first copy's score, so copies tie exactly and the
+    # order below takes the first-ranked passage's: embedded with different passages' sentences, the copies'
+    # vectors differ in their last bits (1e-7 apart, measured), and rounding would pick the copy.
+    first_copy: dict[str, int] = {}
+    for n, (_, _, text) in enumerate(sentences):
+        similarity[n] = similarity[first_copy.setdefault(text, n)]
     chosen: set[tuple[int, int]] = set()
     used = 0
     # Best sentence first; ties keep retrieval order, so the result is deterministic.

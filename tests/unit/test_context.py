@@ -2,9 +2,10 @@
 
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
-from rag.retrieval.context import GAP, focus_passages, prompt_passages, split_sentences
+from rag.retrieval.context import GAP, SentenceVectors, focus_passages, prompt_passages, split_sentences
 from rag.settings import ContextSettings
 from rag.types import Passage
 from tests.fakes import FakeEmbedder
@@ -250,3 +251,28 @@ def test_the_local_retriever_keeps_sentence_vectors_between_requests():
     assert "Marrow" in first[0].excerpt
     assert "fare" in retriever.retrieve("what did the fare cost", 3)[0].excerpt
     assert (retriever.sentence_vectors.misses, retriever.sentence_vectors.hits) == (2, 4)
+
+
+class _BatchRoundingEmbedder(FakeEmbedder):
+    """The same text embeds a hair differently in batches of different sizes, as a real embedder's kernels
+    round differently (measured with all-MiniLM-L6-v2 on an Intel Xeon: 1e-7 apart, enough to order a tie)."""
+
+    def embed(self, texts, progress=False):
+        return super().embed(texts, progress) * np.float32(1 + 1e-5 / max(len(texts), 1))
+
+
+def test_a_sentence_that_two_overlapping_passages_share_is_taken_from_the_first_ranked():
+    shared = "The tether is 2,400 metres long."
+    first = Passage(1, "n9.md", 1, 0.57, f"The arm costs 41,000 euros. {shared} The base N9 costs 312,000 euros.")
+    second = Passage(2, "n9.md", 0, 0.51, f"The N9 is rated to 2,000 metres. {shared}")
+    query = "how long is the tether"
+    embedder = _BatchRoundingEmbedder()
+    vector = embedder.embed([query])[0]
+    # Embedded passage by passage, the second passage's copy (a batch of 2) outscores the first's (a batch of 3).
+    assert (
+        embedder.embed(split_sentences(second.text))[1] @ vector
+        > embedder.embed(split_sentences(first.text))[1] @ vector
+    )
+    settings = ContextSettings(max_tokens=12, score_gap=1.0, lexical_weight=0.0)
+    focused = focus_passages(vector, [first, second], embedder, settings, query, SentenceVectors(embedder))
+    assert [p.excerpt for p in focused] == [shared, ""]
