@@ -291,6 +291,14 @@ def measure(
     return entry
 
 
+def served_prompt_ids(tokenizer, model, record: dict) -> list[int]:
+    """The token ids of the prompt the service built for an evaluated `record` (the passages as the model saw
+    them, the tier's instructions and chat template)."""
+    passages = [Passage(rank, "", 0, 0.0, text) for rank, text in enumerate(seen_passages(record), start=1)]
+    messages = build_messages(record["question"], passages, model.system_prompt or SYSTEM_PROMPT)
+    return list(tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)["input_ids"])
+
+
 def peer_bodies(tier: str, records: list[dict]) -> tuple[list[dict], dict]:
     """llama-server request bodies with our exact prompts (as token ids) and our answers' lengths."""
     model = tiers()[tier]
@@ -299,9 +307,7 @@ def peer_bodies(tier: str, records: list[dict]) -> tuple[list[dict], dict]:
     for record in records:
         if record["error"] is not None:
             continue
-        passages = [Passage(rank, "", 0, 0.0, text) for rank, text in enumerate(seen_passages(record), start=1)]
-        messages = build_messages(record["question"], passages, model.system_prompt or SYSTEM_PROMPT)
-        ids = list(tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)["input_ids"])
+        ids = served_prompt_ids(tokenizer, model, record)
         matched += len(ids) == record["prompt_tokens"]
         bodies.append(llama_peer.completion_body(ids, record["completion_tokens"] or 1))
     return bodies, {"prompts": len(bodies), "same_prompt_tokens_as_ours": matched}
