@@ -11,7 +11,7 @@ into answers and scores them as `make eval` does:
    `make eval` records files (EVAL_OUT), with each answer's length in tokens.
 2. `convert` (the other venv): the tier's safetensors to an ONNX Runtime GenAI model (its model builder, fp32) and
    to an OpenVINO IR (optimum-cli, fp32 weights), once, offline.
-3. `run` (the other venv): one process per engine variant, each with 2 threads (`--threads`), and every prompt
+3. `run` (the other venv): one process per engine variant, each with `--threads` threads (default: every core), and every prompt
    sent to every variant in a shuffled order, 0.3 s apart (so a neighbour slows them alike), greedy, the answer's
    length in new tokens, the whole prompt each time (no cached instructions on any engine). Per request: the
    time to the first token, the whole time, the tokens.
