@@ -43,11 +43,14 @@ VARIANTS = ("ctranslate2-float32", "onnxruntime-genai-fp32", "openvino-f32", "op
 REFERENCE = VARIANTS[0]
 PAUSE_S = 0.3  # before each request: the other processes' idle threads stop spinning first
 OUT_DIR = Path("build/other-engines")
+PACKAGES = ("ctranslate2", "onnxruntime-genai", "onnxruntime", "openvino", "openvino-genai", "transformers")
 
 
-def _records_set(path: Path) -> tuple[str, list[dict]]:
+def _records_set(path: Path) -> tuple[str, Path, list[dict]]:
+    """A make eval records file: its set's name, its questions file and its records."""
     data = json.loads(path.read_text())
-    return Path(data["questions_file"]).name.split(".")[0], data["records"]
+    questions = Path(data["questions_file"])
+    return questions.name.split(".")[0], questions, data["records"]
 
 
 def dump_prompts(records_files: list[Path], tier: str | None, out: Path) -> dict:
@@ -60,17 +63,17 @@ def dump_prompts(records_files: list[Path], tier: str | None, out: Path) -> dict
 
     model = tiers()[tier or default_tier()]
     tokenizer = AutoTokenizer.from_pretrained(tier_dir(model))
-    prompts = []
+    prompts, served = [], 0
     for path in records_files:
-        name, records = _records_set(path)
+        name, _, records = _records_set(path)
         for record in records:
             if record["error"] is not None:
                 continue
             ids = served_prompt_ids(tokenizer, model, record)
+            served += len(ids) == record["prompt_tokens"]
             prompts.append(
                 {"set": name, "question": record["question"], "ids": ids, "new": record["completion_tokens"] or 1}
             )
-    served = sum(len(p["ids"]) == r["prompt_tokens"] for p, r in zip(prompts, _all_records(records_files)))
     result = {
         "tier": model.name,
         "model_dir": str(tier_dir(model)),
@@ -81,10 +84,6 @@ def dump_prompts(records_files: list[Path], tier: str | None, out: Path) -> dict
     out.write_text(json.dumps(result))
     print(f"{len(prompts)} prompts ({served} of the served length) -> {out}")
     return result
-
-
-def _all_records(records_files: list[Path]) -> list[dict]:
-    return [r for path in records_files for r in _records_set(path)[1] if r["error"] is None]
 
 
 def convert(model_dir: Path, out: Path) -> None:
@@ -182,6 +181,8 @@ def run_all(
     """Every prompt to every variant (one process each), in a shuffled order per prompt."""
     import multiprocessing
 
+    from bench.core.machine import package_versions
+
     data = json.loads(prompts_file.read_text())
     prompts = data["prompts"][:limit]
     context = multiprocessing.get_context("spawn")
@@ -229,25 +230,13 @@ def run_all(
         "loadavg_start": load,
         "loadavg_end": os.getloadavg(),
         "duration_s": round(time.time() - started, 1),
-        "versions": _versions(),
+        "versions": package_versions(PACKAGES),
         "rows": rows,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result))
     print(f"wrote {out}")
     return result
-
-
-def _versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {}
-    for package in ("ctranslate2", "onnxruntime-genai", "onnxruntime", "openvino", "openvino-genai", "transformers"):
-        try:
-            found[package] = version(package)
-        except PackageNotFoundError:
-            pass
-    return found
 
 
 def score(run_file: Path, records_files: list[Path], out: Path | None = None) -> dict:
@@ -266,18 +255,18 @@ def score(run_file: Path, records_files: list[Path], out: Path | None = None) ->
     run = json.loads(run_file.read_text())
     tokenizer = AutoTokenizer.from_pretrained(tier_dir(tiers()[run["tier"]]))
     grounding = Settings().grounding_check
-    records = {(name, r["question"]): r for path in records_files for name, rs in [_records_set(path)] for r in rs}
-    questions = {}
+    records, questions = {}, {}
     for path in records_files:
-        data = json.loads(path.read_text())
-        questions |= {q.question: q for q in load_questions(Path(data["questions_file"]))}
+        name, questions_file, rs = _records_set(path)
+        records |= {(name, r["question"]): r for r in rs}
+        questions |= {(name, q.question): q for q in load_questions(questions_file)}
     summary = {"variants": {}}
     for variant in run["variants"]:
         sets: dict[str, dict] = {}
         for row in run["rows"]:
             name = row["set"]
             record = records[name, row["question"]]
-            question = questions[row["question"]]
+            question = questions[name, row["question"]]
             tokens = row[variant]["tokens"]
             decoded = tokenizer.decode(tokens, skip_special_tokens=True)
             text = visible_answer(decoded, final=True).strip()

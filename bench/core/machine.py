@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import platform
+from importlib import metadata
 from pathlib import Path
 
 # The vector extensions that decide which kernels the engines run, when the kernel lists them.
@@ -50,3 +51,14 @@ def describe(machine: dict) -> str:
     """One phrase for a results footer, e.g. 'AMD EPYC (AuthenticAMD, 2 cores; avx, avx2)'."""
     flags = ", ".join(machine.get("flags") or []) or "no AVX"
     return f"{machine.get('model', '?')} ({machine.get('vendor', '?')}, {machine.get('cores')} cores; {flags})"
+
+
+def package_versions(packages) -> dict[str, str | None]:
+    """The installed version of each package (None where it is not installed)."""
+    versions: dict[str, str | None] = {}
+    for package in packages:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions

@@ -19,13 +19,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 
 from tqdm import tqdm
 
 from bench.core.config import REPO_ROOT, BenchSettings
-from bench.core.machine import cpuinfo
+from bench.core.machine import cpuinfo, package_versions
 from bench.core.processes import MemorySampler, Served, child_env
 from bench.core.workload import HttpTarget, InProcessTarget, cpu_stall_ms, load_questions, payloads, run_block
 from bench.serving.analysis import summarize_results
@@ -54,12 +53,7 @@ def machine_info() -> dict:
 
     lines = cpuinfo()
     cpu = "" if lines is None else next((value for key, value in lines if key == "model name"), platform.processor())
-    versions = {}
-    for package in PACKAGES:
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
+    versions = package_versions(PACKAGES)
 
     def git(*args):
         result = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True)

@@ -89,3 +89,14 @@ def test_an_answer_stopped_by_the_token_limit_is_counted_as_cut(tmp_path, tokeni
 def test_run_refuses_a_reference_other_than_ctranslate2():
     with pytest.raises(SystemExit):
         other_engines.main(["run", "--variants", "openvino-f32,ctranslate2-float32"])
+
+
+def test_package_versions_name_what_is_installed_and_none_for_what_is_not():
+    from importlib.metadata import version
+
+    from bench.core.machine import package_versions
+
+    assert package_versions(["pytest", "no-such-package-here"]) == {
+        "pytest": version("pytest"),
+        "no-such-package-here": None,
+    }
