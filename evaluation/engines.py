@@ -47,7 +47,7 @@ from rag import settings as rag_settings
 from rag.generation.decoder import native_bfloat16
 from rag.generation.prompt import SYSTEM_PROMPT, build_messages
 from rag.ladder import default_tier, tiers
-from rag.model_files import ctranslate2_dir, is_converted
+from rag.model_files import copy_dir, is_converted
 from rag.models import tier_dir
 from rag.types import Passage
 
@@ -73,7 +73,7 @@ class Variant:
         engines = getattr(rag_settings, "LLM_ENGINES", ("torch",))
         if self.engine not in engines:
             return f"RAG_LLM_ENGINE={self.engine} is not an engine of this service (it has {', '.join(engines)})"
-        if importlib.util.find_spec(self.engine) is None:
+        if importlib.util.find_spec(ENGINE_MODULES.get(self.engine, self.engine)) is None:
             return f"the {self.engine} package is not installed"
         if self.precision == "bfloat16" and not native_bfloat16():
             return "this CPU has no native bfloat16 (AVX512-BF16 or AMX): it would be emulated"
@@ -85,6 +85,8 @@ class Variant:
         return None
 
 
+# The module each engine's package is imported as, where it is not the engine's name.
+ENGINE_MODULES = {"openvino": "openvino_genai"}
 # The compute type the service asks CTranslate2 for at each precision (docs/performance.md's mapping).
 CTRANSLATE2_COMPUTE = {"float32": "float32", "int8": "int8_float32", "bfloat16": "bfloat16"}
 
@@ -138,6 +140,9 @@ VARIANTS = {
         _without_prefix_cache("ctranslate2"),
         _variant("ctranslate2", "int8"),
         _variant("ctranslate2", "bfloat16"),
+        _variant("openvino", "float32"),
+        _without_prefix_cache("openvino"),
+        _variant("openvino", "bfloat16"),
     )
 }
 
@@ -229,17 +234,19 @@ def _after_evaluation(url: str, records: list[dict], log_path: Path, load: dict[
 
 
 def model_files(variant: Variant, tier: str) -> Path:
-    """The folder of the weights `variant` loads for `tier`: the safetensors for torch, the CTranslate2 copy
-    beside them (models/<tier>/ctranslate2/, float32, quantized or cast at load) for ctranslate2."""
+    """The folder of the weights `variant` loads for `tier`: the safetensors for torch, the engine's copy
+    beside them (models/<tier>/ctranslate2/ or openvino/, float32, quantized or cast at load) for the others."""
     folder = tier_dir(tiers()[tier])
-    return ctranslate2_dir(folder) if variant.engine == "ctranslate2" else folder
+    return folder if variant.engine == "torch" else copy_dir(folder, variant.engine)
 
 
 def tier_unavailable(variant: Variant, tier: str) -> str | None:
     """Why `variant` cannot serve `tier` here (its engine's files for the tier are missing), or None."""
     folder = tier_dir(tiers()[tier])
-    if variant.engine == "ctranslate2" and not is_converted(folder):
-        return f"no current CTranslate2 copy in {ctranslate2_dir(folder)}; `make models LLM={tier}` makes it"
+    if variant.engine != "torch" and not is_converted(folder, variant.engine):
+        return (
+            f"no current {variant.engine} copy in {copy_dir(folder, variant.engine)}; `make models LLM={tier}` makes it"
+        )
     return None
 
 

@@ -7,7 +7,8 @@ pinned download, checks every size and SHA-256 and the GGUF header, joins the ch
 de-quantize the GGUF, and saves safetensors (loading a GGUF takes ~17 s for the 135M tier, safetensors
 ~0.2 s). Everything happens in a staging folder beside the target, renamed into place at the end, so a
 failure of any kind leaves nothing behind. The `prepare` command then makes the tier's CTranslate2 copy
-from those safetensors (rag/model_files.py), for RAG_LLM_ENGINE=ctranslate2.
+from those safetensors (rag/model_files.py), for RAG_LLM_ENGINE=ctranslate2, and its OpenVINO copy, for
+RAG_LLM_ENGINE=openvino.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import BinaryIO
 
 from rag.errors import ConfigError
 from rag.ladder import Part, Tier, default_tier, embedded_tier, tier, tiers
-from rag.model_files import convert_ctranslate2, is_converted, require_ctranslate2, staged
+from rag.model_files import ENGINE_COPIES, convert, is_converted, require_copy, staged
 from rag.settings import EMBEDDED_EMBEDDING_MODEL, REPO_ROOT
 
 log = logging.getLogger(__name__)
@@ -86,21 +87,22 @@ def llm_model_path(name: str) -> str:
     return name
 
 
-def ctranslate2_model_path(name: str, path: str) -> Path:
-    """The CTranslate2 copy of the model RAG_LLM_MODEL=`name` loads from `path`.
+def engine_model_path(name: str, path: str, engine: str = "ctranslate2") -> Path:
+    """The `engine` copy (CTranslate2 or OpenVINO) of the model RAG_LLM_MODEL=`name` loads from `path`.
 
     For an embedded tier the copy is made on first use when it is missing or stale, as the tier's safetensors
-    are (`make models` and the image build make both; the default's takes ~17 s here), since the 135M default
+    are (`make models` makes both; the default's CTranslate2 copy takes ~17 s here), since the 135M default
     is served by CTranslate2. For a folder of your own it is one line that says which command makes it: the
     service never converts your files."""
     if embedded_tier(name) is not None:
-        return convert_ctranslate2(Path(path))  # returns at once when the copy matches the files
+        return convert(Path(path), engine)  # returns at once when the copy matches the files
+    make_it = f"python -m rag.models {engine} --model-dir"
     if not os.path.isdir(path):
         raise ConfigError(
-            f"RAG_LLM_ENGINE=ctranslate2 needs a local model folder, and RAG_LLM_MODEL={name!r} is a hub id; "
-            "download it into a folder, run `python -m rag.models ctranslate2 --model-dir DIR`, set RAG_LLM_MODEL=DIR"
+            f"RAG_LLM_ENGINE={engine} needs a local model folder, and RAG_LLM_MODEL={name!r} is a hub id; "
+            f"download it into a folder, run `{make_it} DIR`, set RAG_LLM_MODEL=DIR"
         )
-    return require_ctranslate2(Path(path), f"python -m rag.models ctranslate2 --model-dir {path}")
+    return require_copy(Path(path), f"{make_it} {path}", engine)
 
 
 def check_model_dir(folder: Path) -> None:
@@ -309,13 +311,14 @@ def main(argv: list[str] | None = None) -> int:
     prepare_cmd.add_argument("--wheels", type=Path, help="a folder of the tier's wheels (the image build's wheelhouse)")
     prepare_cmd.add_argument("--target", type=Path, help="install into this folder instead of models/<tier>")
     prepare_cmd.add_argument("--no-download", action="store_true", help="use only installed packages and --wheels")
-    prepare_cmd.add_argument(
-        "--no-ctranslate2", action="store_true", help="skip the CTranslate2 copy (RAG_LLM_ENGINE=ctranslate2 needs it)"
-    )
-    engine_copy = commands.add_parser(
-        "ctranslate2", help="make the CTranslate2 copy of a model folder of your own (RAG_LLM_ENGINE=ctranslate2)"
-    )
-    engine_copy.add_argument("--model-dir", type=Path, required=True, help="a transformers model folder")
+    for engine, label in ENGINE_COPIES.items():
+        prepare_cmd.add_argument(
+            f"--no-{engine}", action="store_true", help=f"skip the {label} copy (RAG_LLM_ENGINE={engine} needs it)"
+        )
+        engine_copy = commands.add_parser(
+            engine, help=f"make the {label} copy of a model folder of your own (RAG_LLM_ENGINE={engine})"
+        )
+        engine_copy.add_argument("--model-dir", type=Path, required=True, help="a transformers model folder")
     commands.add_parser("list", help="every tier, its licence and whether it is installed")
     pins = commands.add_parser("requirements", help="pip requirement lines with hashes for a tier's packages")
     pins.add_argument("--tier", action="append", default=[])
@@ -326,16 +329,17 @@ def main(argv: list[str] | None = None) -> int:
             default = default_tier()
             for model in tiers().values():
                 state = "installed" if is_prepared(model) else "not installed"
-                state += ", with its CTranslate2 copy" if is_converted(tier_dir(model)) else ""
+                copies = [label for engine, label in ENGINE_COPIES.items() if is_converted(tier_dir(model), engine)]
+                state += f", with its {' and '.join(copies)} cop{'ies' if len(copies) > 1 else 'y'}" if copies else ""
                 mark = " (default)" if model.name == default else ""
                 print(
                     f"{model.name}{mark}: {model.upstream}, {model.licence.split(' ')[0]}, "
                     f"{model.download_bytes / 2**20:.0f} MiB GGUF in {len(model.parts)} package(s), {state}"
                 )
             return 0
-        if args.command == "ctranslate2":
+        if args.command in ENGINE_COPIES:
             check_model_dir(args.model_dir)
-            print(f"CTranslate2 copy ready in {convert_ctranslate2(args.model_dir)}")
+            print(f"{ENGINE_COPIES[args.command]} copy ready in {convert(args.model_dir, args.command)}")
             return 0
         if args.command == "requirements":
             print("\n".join(requirement for model in _tiers_named(args.tier) for requirement in requirements(model)))
@@ -345,8 +349,9 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError("--target takes one tier, not all")
         for model in chosen:
             path = prepare(model, args.target, args.wheels, download=not args.no_download)
-            if not args.no_ctranslate2:
-                convert_ctranslate2(path)
+            for engine in ENGINE_COPIES:
+                if not getattr(args, f"no_{engine}"):
+                    convert(path, engine)
             print(f"{model.name} ready in {path}")
         print(f"embedded embedding model in {embedding_model_path(EMBEDDED_EMBEDDING_MODEL)}")
     except ConfigError as exc:  # one line, and exit 2, for every refusal

@@ -37,7 +37,7 @@ LLM_DTYPES = ("auto", "float32", "bfloat16", "float16")
 LLM_QUANTIZATIONS = ("none", "int8")
 # RAG_LLM_ENGINE: what runs the LLM. torch: our own batched loop over transformers (rag/generation/decoder.py);
 # ctranslate2: CTranslate2's generator, in static batches (rag/generation/ctranslate2_decoder.py).
-LLM_ENGINES = ("torch", "ctranslate2")
+LLM_ENGINES = ("torch", "ctranslate2", "openvino")
 
 
 def _usable_cpus() -> int:

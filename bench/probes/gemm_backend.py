@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         _child(argv[1], argv[2], argv[3], int(argv[4]))
         return 0
     from rag.ladder import EMBEDDED_PREFIX, default_tier, tier  # the probe's own: the child needs none of them
-    from rag.models import ctranslate2_model_path, llm_model_path
+    from rag.models import engine_model_path, llm_model_path
 
     parser = argparse.ArgumentParser(prog="python -m bench.probes.gemm_backend", description=__doc__.splitlines()[0])
     parser.add_argument("--tier", default=None, help="an installed tier (default: the default tier)")
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--new-tokens must be at least 2 and --rounds at least 1")
     name = tier(args.tier).name if args.tier else default_tier()
     model_dir = llm_model_path(EMBEDDED_PREFIX + name)
-    engine_dir = ctranslate2_model_path(EMBEDDED_PREFIX + name, model_dir)
+    engine_dir = engine_model_path(EMBEDDED_PREFIX + name, model_dir)
     computes = [part.strip() for part in args.compute.split(",") if part.strip()]
     results: dict = {"tier": name, "cpu": cpu(), "loadavg_start": os.getloadavg(), "rounds": args.rounds}
     results.update(new_tokens=args.new_tokens, figures={})

@@ -42,18 +42,14 @@ from pathlib import Path
 
 from rag.errors import ConfigError
 from rag.generation.batching import DecodeBackend, Job
+from rag.generation.model_config import KNOWN_OPTIONS, first_set, generation_config, sampling_limits
 from rag.generation.stopping import Ending, end_of_turn_ids
-from rag.model_files import ctranslate2_marker
+from rag.model_files import copy_marker
 from rag.runtime import check_memory_for, release_free_memory
 from rag.settings import compute_type
 
 log = logging.getLogger(__name__)
 
-# The per-request options rag/generation/generator.py's decoding_kwargs gives (as `model.generate` takes them).
-KNOWN_OPTIONS = {"do_sample", "temperature", "top_k", "top_p", "stop"}
-# What transformers samples from when neither the request nor the model's generation config says (its
-# generation defaults: top-k 50, top-p 1.0), so both engines sample from the same candidates.
-TRANSFORMERS_TOP_K = 50
 # The widest spread of prompt lengths (tokens) that one batch takes. Measured here, 8 rows of 40 tokens
 # on the 135M in float32: a batch took 0.55x the time of the same rows one after another with equal
 # prompts, 0.62x with lengths spread over 24 tokens and 0.74x over 48. Served prompts' middle half
@@ -63,10 +59,6 @@ MAX_SPREAD = 32
 
 def _options(job: Job) -> dict:
     return dict(job.decoding or {})
-
-
-def _first_set(*values):
-    return next(value for value in values if value is not None)
 
 
 _DONE = object()  # a row's last item: CTranslate2 has nothing more for it
@@ -201,7 +193,7 @@ def weight_bytes(engine_dir: str, compute: str) -> int:
     `compute`: its model.bin, scaled down when the weights are loaded in fewer bits than they were stored in
     (converted.json says how, where we made the copy; any other copy is taken as float32, the widest)."""
     folder = Path(engine_dir)
-    stored = ctranslate2_marker(folder).get("quantization", "float32")
+    stored = copy_marker(folder).get("quantization", "float32")
     stored_bits = WEIGHT_BITS.get(str(stored).split("_")[0], 32)
     loaded_bits = WEIGHT_BITS.get(compute.split("_")[0], 32)
     size = (folder / "model.bin").stat().st_size
@@ -218,7 +210,6 @@ class CTranslate2Decoder(DecodeBackend):
         started = time.perf_counter()
         self.dtype = compute_type(dtype, quantize)
         ctranslate2, gemm_library = _import_ctranslate2(self.dtype)
-        from transformers import AutoConfig, GenerationConfig
 
         self.device = resolve_ctranslate2_device(ctranslate2, device)
         supported = sorted(ctranslate2.get_supported_compute_types(self.device))
@@ -240,16 +231,11 @@ class CTranslate2Decoder(DecodeBackend):
         )
         _DECODERS.add(self)
         self.tokenizer = tokenizer
-        model_config = AutoConfig.from_pretrained(path)
-        try:
-            self.config = GenerationConfig.from_pretrained(path)
-        except OSError:  # a folder without generation_config.json: transformers derives it from config.json
-            self.config = GenerationConfig.from_model_config(model_config)
-        self.context_length = int(getattr(model_config, "max_position_embeddings", 2048) or 2048)
+        self.config, _, self.context_length = generation_config(path)
         self.end_ids = end_of_turn_ids(tokenizer, self.config.eos_token_id) if tokenizer else frozenset()
         self._batch: RunningBatch | None = None
         self._rows: list[int] = []  # the running rows' indexes in the batch, in the engine's row order
-        if _first_set(self.config.repetition_penalty, 1.0) != 1.0:
+        if first_set(self.config.repetition_penalty, 1.0) != 1.0:
             # transformers penalizes the prompt's tokens too; whether CTranslate2 does when the prompt is not part
             # of the result was not checked, so answers may differ from torch's.
             log.warning("the model's repetition_penalty may not act as it does with torch: compare with `make eval`")
@@ -271,11 +257,10 @@ class CTranslate2Decoder(DecodeBackend):
         unknown = set(options) - KNOWN_OPTIONS
         if unknown:
             raise ValueError(f"decoding options that the CTranslate2 engine does not take: {sorted(unknown)}")
-        penalty = {"repetition_penalty": _first_set(self.config.repetition_penalty, 1.0)}
+        penalty = {"repetition_penalty": first_set(self.config.repetition_penalty, 1.0)}
         if not options.get("do_sample"):
             return {"sampling_topk": 1, **penalty}
-        top_k = _first_set(options.get("top_k"), self.config.top_k, TRANSFORMERS_TOP_K)  # 0: the whole vocabulary
-        top_p = _first_set(options.get("top_p"), self.config.top_p, 1.0)
+        top_k, top_p = sampling_limits(options, self.config)  # top-k 0: the whole vocabulary
         return {
             "sampling_topk": top_k,
             "sampling_topp": top_p,

@@ -1,6 +1,7 @@
 """The local generator: a causal LM with its transformers tokenizer and chat template, behind the Generator
-interface, run by one of two engines (RAG_LLM_ENGINE): torch (rag/generation/decoder.py) or CTranslate2
-(rag/generation/ctranslate2_decoder.py). The prompt, the stop rules and the usage counts are the same for both."""
+interface, run by one of three engines (RAG_LLM_ENGINE): torch (rag/generation/decoder.py), CTranslate2
+(rag/generation/ctranslate2_decoder.py) or OpenVINO GenAI (rag/generation/openvino_decoder.py). The prompt, the
+stop rules and the usage counts are the same for all."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from rag.errors import ConfigError, InvalidRequest
 from rag.generation.batching import BatchEngine, Job
 from rag.generation.prompt import SYSTEM_PROMPT, answer_has_ended, build_messages, visible_answer
 from rag.ladder import embedded_tier
-from rag.models import ctranslate2_model_path, llm_model_path
+from rag.models import engine_model_path, llm_model_path
 from rag.runtime import single_threaded_from_now, transformers_without_torch
 from rag.settings import CHARS_PER_TOKEN, LLM_ENGINES, Settings
 from rag.telemetry import mark, stage, usage
@@ -42,8 +43,9 @@ class TransformersGenerator(Generator):
     """A causal LM with its chat template, served by a BatchEngine (rag/generation/batching.py): one thread owns the
     model and decodes all admitted requests together. Request threads only encode, enqueue and wait.
 
-    `engine` is torch or ctranslate2; CTranslate2 loads its own copy of the model (`engine_dir`, by default
-    the one `make models` made inside `path`) and decodes static batches of up to `max_batch_size` requests.
+    `engine` is torch, ctranslate2 or openvino; the last two load their own copy of the model (`engine_dir`, by
+    default the one `make models` made inside `path`). CTranslate2 decodes static batches of up to
+    `max_batch_size` requests, OpenVINO runs its own continuous batching of as many.
     """
 
     def __init__(
@@ -69,7 +71,7 @@ class TransformersGenerator(Generator):
         # CTranslate2 needs no torch: a process that never will (`without_torch`: the LLM service) imports
         # transformers without it. The block holds the load too: the decoder, made on the engine's thread
         # before BatchEngine returns, imports transformers' configuration classes.
-        with transformers_without_torch() if without_torch and engine == "ctranslate2" else nullcontext():
+        with transformers_without_torch() if without_torch and engine != "torch" else nullcontext():
             from transformers import AutoTokenizer
 
             self.name = name
@@ -80,10 +82,20 @@ class TransformersGenerator(Generator):
             if engine == "ctranslate2":
                 from rag.generation.ctranslate2_decoder import CTranslate2Decoder
 
-                engine_dir = engine_dir or str(ctranslate2_model_path(path, path))
+                engine_dir = engine_dir or str(engine_model_path(path, path, engine))
 
                 def load():
                     return CTranslate2Decoder(path, engine_dir, device, threads, dtype, quantize, self.tokenizer)
+
+            elif engine == "openvino":
+                from rag.generation.openvino_decoder import OpenVINODecoder
+
+                engine_dir = engine_dir or str(engine_model_path(path, path, engine))
+
+                def load():
+                    return OpenVINODecoder(
+                        path, engine_dir, device, threads, dtype, quantize, self.tokenizer, max_batch_size, prefix_cache
+                    )
 
             elif engine == "torch":
                 from rag.generation.decoder import TransformersDecoder
@@ -121,7 +133,7 @@ class TransformersGenerator(Generator):
             max_concurrent_requests=settings.max_concurrent_requests,
             system_prompt=(model.system_prompt if model is not None else None) or SYSTEM_PROMPT,
             engine=settings.llm_engine,
-            engine_dir=str(ctranslate2_model_path(settings.llm_model, path))
+            engine_dir=str(engine_model_path(settings.llm_model, path, settings.llm_engine))
             if settings.llm_engine != "torch"
             else None,
             without_torch=without_torch,

@@ -209,7 +209,7 @@ def test_variants_that_cannot_run_are_reported_with_the_reason(monkeypatch):
         "RAG_LLM_QUANTIZE": "int8",
     }
     # A tier whose CTranslate2 copy is missing (or stale) is left out of that engine only, with the command.
-    monkeypatch.setattr(engines, "is_converted", lambda folder: False)
+    monkeypatch.setattr(engines, "is_converted", lambda folder, engine="ctranslate2": False)
     assert engines.tier_unavailable(engines.VARIANTS["torch-float32"], "smollm2-135m-instruct") is None
     reason = engines.tier_unavailable(engines.VARIANTS["ctranslate2-int8"], "smollm2-135m-instruct")
     assert reason.endswith("`make models LLM=smollm2-135m-instruct` makes it")

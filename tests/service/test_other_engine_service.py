@@ -1,6 +1,6 @@
-"""Both architectures on the engine the default tier does not use (torch, since the 135M tier is served by
-CTranslate2; every other service test serves the default), started as `make serve` starts them: the same
-answers and sources from each, bad input still a JSON 4xx, and a full server still a 429 at once."""
+"""Both architectures on each engine the default tier does not use (torch and OpenVINO, since the 135M tier is
+served by CTranslate2; every other service test serves the default), started as `make serve` starts them: the
+same answers and sources from each, bad input still a JSON 4xx, and a full server still a 429 at once."""
 
 import pytest
 
@@ -15,51 +15,52 @@ QUESTIONS = [
     "In what year did the Glass Bridge over the River Ossa open?",
 ]
 DEFAULT = Settings.from_env({}).llm_engine
-OTHER = next(engine for engine in LLM_ENGINES if engine != DEFAULT)
+OTHERS = [engine for engine in LLM_ENGINES if engine != DEFAULT]
 # What each engine's LLM process logs once the model is loaded.
-LOADED = {"torch": "threads) in", "ctranslate2": "static batches"}
+LOADED = {"torch": "threads) in", "ctranslate2": "static batches", "openvino": "continuous batching, prefix cache"}
 
 
-@pytest.fixture(scope="module")
-def both(sample_index, tmp_path_factory):
-    """The monolith and the microservices, each serving with the other engine (started together, then polled)."""
-    if OTHER == "ctranslate2" and not (ROOT / "models" / "smollm2-135m-instruct" / "ctranslate2").exists():
-        pytest.skip("run `make setup` first: it makes the embedded LLM's CTranslate2 copy")
+@pytest.fixture(scope="module", params=OTHERS)
+def both(request, sample_index, tmp_path_factory):
+    """The monolith and the microservices, each serving with another engine (started together, then polled)."""
+    other = request.param
+    if other != "torch" and not (ROOT / "models" / "smollm2-135m-instruct" / other).exists():
+        pytest.skip(f"run `make setup` first: it makes the embedded LLM's {other} copy")
     started = []
     try:
         for arch in ("monolito", "microservicos"):
             started.append(
                 start_architecture(
                     arch,
-                    tmp_path_factory.mktemp(f"{arch}-{OTHER}"),
+                    tmp_path_factory.mktemp(f"{arch}-{other}"),
                     sample_index,
-                    RAG_LLM_ENGINE=OTHER,
+                    RAG_LLM_ENGINE=other,
                     RAG_MAX_CONCURRENT_REQUESTS="1",  # one request admitted: the 429 test needs no burst
                     RAG_TORCH_THREADS="1",
                 )
             )
         for service in started:
             service.wait_ready()
-        yield started
+        yield other, started
     finally:
         for service in started:
             service.server.stop()
 
 
 def test_both_architectures_give_the_same_answers_and_sources(both):
-    monolith, microservices = both
+    engine, (monolith, microservices) = both
     for question in QUESTIONS:
         payload = {"query": question, "max_new_tokens": 32}
         mono, micro = until_admitted(monolith, payload).json(), until_admitted(microservices, payload).json()
         assert mono["answer"] and mono["answer"] == micro["answer"], question
         assert mono["sources"] == micro["sources"] and mono["usage"] == micro["usage"], question
-    assert LOADED[OTHER] in monolith.server.log() and LOADED[OTHER] in microservices.server.log()
+    assert LOADED[engine] in monolith.server.log() and LOADED[engine] in microservices.server.log()
     assert LOADED[DEFAULT] not in monolith.server.log()
 
 
 @pytest.mark.parametrize("arch", [0, 1], ids=["monolito", "microservicos"])
 def test_bad_input_is_still_a_json_4xx(both, arch):
-    service = both[arch]
+    service = both[1][arch]
     response = service.invoke({"query": "  ", "max_new_tokens": 4})
     assert response.status_code == 400 and response.json()["error_type"] == "invalid_request"
     response = service.invoke({"query": QUESTION, "max_new_tokens": 4, "beam_size": 4})
@@ -68,7 +69,7 @@ def test_bad_input_is_still_a_json_4xx(both, arch):
 
 @pytest.mark.parametrize("arch", [0, 1], ids=["monolito", "microservicos"])
 def test_a_full_server_answers_429_at_once(both, arch):
-    service = both[arch]
+    service = both[1][arch]
     refused, refused_s, ping = refused_while_full(service)
     assert refused.status_code == 429 and refused.json()["error_type"] == "overloaded", refused.text
     assert refused.headers["Retry-After"] == "1" and refused_s < 1.0 and ping.status_code == 200

@@ -18,27 +18,24 @@ from rag.generation import ctranslate2_decoder
 from rag.generation.batching import Job
 from rag.generation.generator import TransformersGenerator, decoding_kwargs
 from rag.ladder import tier
-from rag.model_files import CTRANSLATE2_MARKER, convert_ctranslate2, ctranslate2_dir, require_ctranslate2
-from rag.models import ctranslate2_model_path, tier_dir
+from rag.model_files import COPY_MARKER, convert_ctranslate2, copy_dir, require_copy
+from rag.models import engine_model_path
 from rag.settings import LLM_ENGINES, Settings, compute_type
 from rag.types import GenerationParams
 from tests.support import child_env, sample_prompts
-
-EMBEDDED_LLM_DIR = tier_dir(tier("smollm2-135m-instruct"))
-GREEDY = GenerationParams(max_new_tokens=24)
-
+from tests.unit.engine_jobs import EMBEDDED_LLM_DIR, GREEDY, count_to_400, greedy, together
 
 # The settings and the refusals: no model is loaded.
 
 
 def test_the_engine_is_validated_and_defaults_to_the_tiers():
-    assert LLM_ENGINES == ("torch", "ctranslate2")
+    assert LLM_ENGINES == ("torch", "ctranslate2", "openvino")
     # The default tier, smollm2-135m-instruct, says ctranslate2; a model of no tier is served by torch.
     assert Settings.from_env({}).llm_engine == "ctranslate2"
     assert Settings.from_env({"RAG_LLM_ENGINE": "Torch"}).llm_engine == "torch"
     assert Settings.from_env({"RAG_LLM_MODEL": "Qwen/Qwen2.5-0.5B-Instruct"}).llm_engine == "torch"
     assert Settings.from_env({"RAG_LLM_ENGINE": "CTranslate2"}).llm_engine == "ctranslate2"
-    with pytest.raises(ConfigError, match="RAG_LLM_ENGINE='onnx' is not valid; use torch or ctranslate2"):
+    with pytest.raises(ConfigError, match="RAG_LLM_ENGINE='onnx' is not valid; use torch or ctranslate2 or openvino"):
         Settings.from_env({"RAG_LLM_ENGINE": "onnx"})
 
 
@@ -94,16 +91,16 @@ def test_dtype_and_quantize_map_onto_a_compute_type(dtype, quantize, expected):
 def test_a_missing_or_stale_copy_is_one_line_naming_the_command(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(ConfigError) as missing:
-        ctranslate2_model_path(str(tmp_path), str(tmp_path))
+        engine_model_path(str(tmp_path), str(tmp_path))
     assert f"run `python -m rag.models ctranslate2 --model-dir {tmp_path}`" in missing.value.message
     with pytest.raises(ConfigError, match="run `make models LLM=qwen2.5-coder-0.5b-instruct`"):
-        require_ctranslate2(tmp_path, "make models LLM=qwen2.5-coder-0.5b-instruct")
-    ctranslate2_dir(tmp_path).mkdir()
-    (ctranslate2_dir(tmp_path) / CTRANSLATE2_MARKER).write_text(json.dumps({"source_fingerprint": "other weights"}))
+        require_copy(tmp_path, "make models LLM=qwen2.5-coder-0.5b-instruct")
+    copy_dir(tmp_path).mkdir()
+    (copy_dir(tmp_path) / COPY_MARKER).write_text(json.dumps({"source_fingerprint": "other weights"}))
     with pytest.raises(ConfigError, match="was made from other files") as stale:
-        require_ctranslate2(tmp_path, "make models")
+        require_copy(tmp_path, "make models")
     with pytest.raises(ConfigError, match="is a hub id"):
-        ctranslate2_model_path("someone/some-model", "someone/some-model")
+        engine_model_path("someone/some-model", "someone/some-model")
     assert all("\n" not in error.value.message for error in (missing, stale))
 
 
@@ -145,18 +142,6 @@ def ct2(engine_dir):
     generator = TransformersGenerator("smollm2", str(EMBEDDED_LLM_DIR), "cpu", threads=1, engine="ctranslate2")
     yield generator
     generator.engine.close()
-
-
-@pytest.fixture(scope="module")
-def torch_generator():
-    generator = TransformersGenerator("smollm2", str(EMBEDDED_LLM_DIR), "cpu", threads=1)
-    yield generator
-    generator.engine.close()
-
-
-@pytest.fixture(scope="module")
-def prompts():
-    return sample_prompts(4)
 
 
 @pytest.mark.slow
@@ -202,6 +187,11 @@ def test_the_service_loads_float32_on_onednn_unless_told(engine_dir, dtype, user
 
 
 @pytest.fixture(scope="module")
+def prompts():
+    return sample_prompts(4)
+
+
+@pytest.fixture(scope="module")
 def answers(ct2, prompts):
     """CTranslate2's greedy answer to each sample question."""
     return [ct2.generate(question, passages, GREEDY) for question, passages in prompts]
@@ -221,22 +211,6 @@ def test_int8_loads_from_the_float32_copy_and_answers(engine_dir, prompts):
 
 
 @pytest.mark.slow
-def test_greedy_answers_and_usage_match_torchs(torch_generator, prompts, answers):
-    # Not guaranteed in general: both compute in float32, but their kernels add in another order, so a
-    # near tie between the two likeliest tokens could go either way. On these questions none does.
-    theirs = [torch_generator.generate(question, passages, GREEDY) for question, passages in prompts]
-    assert answers == theirs
-
-
-@pytest.mark.slow
-def test_streamed_pieces_make_the_answer(ct2, prompts, answers):
-    question, passages = prompts[1]
-    pieces = list(ct2.stream(question, passages, GREEDY))
-    assert pieces[-1] == answers[1]
-    assert len(pieces) >= 3 and "".join(pieces[:-1]).strip() == answers[1].text
-
-
-@pytest.mark.slow
 def test_max_new_tokens_and_sampling_are_per_request(ct2, prompts):
     question, passages = prompts[0][0], prompts[0][1][:1]  # one passage: a shorter prefill
     assert ct2.generate(question, passages, GenerationParams(max_new_tokens=2)).completion_tokens == 2
@@ -252,20 +226,6 @@ def test_max_new_tokens_and_sampling_are_per_request(ct2, prompts):
         "sampling_temperature": 0.7,
         "repetition_penalty": 1.0,
     }
-
-
-@pytest.mark.slow
-def test_a_stop_rule_ends_the_row_on_the_same_token_as_torch(ct2, torch_generator, prompts):
-    question, passages = prompts[2][0], prompts[2][1][:1]
-    ended = []
-    for generator in (ct2, torch_generator):
-        options = decoding_kwargs(GREEDY)
-        options["stop"] = lambda text: len(text.split()) >= 2  # two words are the whole answer
-        job = Job(generator._encode(question, passages), options.pop("max_new_tokens"), decoding=options)
-        for _ in generator.engine.run(job):
-            pass
-        ended.append((job.outcome, job.tokens))
-    assert ended[0] == ended[1] and ended[0][0] == "stop" and len(ended[0][1]) < GREEDY.max_new_tokens
 
 
 class CountingSteps:
@@ -301,23 +261,10 @@ def counting(ct2):
     yield from _counting(ct2)
 
 
-def _count_to_400(generator, deadline=None, length: int = 0) -> Job:
-    """A request whose answer runs to over 1,000 tokens, its prompt padded to at least `length` tokens."""
-    ask = "Write the numbers from 1 to 400, separated by commas."
-    note = "The harbour office keeps the records of every vessel. "
-    for notes in range(1000):
-        messages = [{"role": "user", "content": note * notes + ask}]
-        encoded = generator.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)
-        if len(encoded["input_ids"]) >= length:
-            break
-    options = decoding_kwargs(GenerationParams(max_new_tokens=1000))
-    return Job(list(encoded["input_ids"]), options.pop("max_new_tokens"), deadline, options, stream=True)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("leaves", ["client gone", "deadline"])
 def test_a_row_that_leaves_stops_ctranslate2_generating_it(ct2, counting, leaves):
-    long = _count_to_400(ct2, time.monotonic() + 2.0 if leaves == "deadline" else None)
+    long = count_to_400(ct2, time.monotonic() + 2.0 if leaves == "deadline" else None)
     tokens = ct2.engine.run(long)
     if leaves == "deadline":
         with pytest.raises(RequestTimeout):
@@ -388,27 +335,13 @@ def batching(engine_dir):
     generator.engine.close()
 
 
-def _together(generator, jobs: list[Job]) -> list[Job]:
-    follows = [generator.engine.run(job) for job in jobs]
-    for follow in follows:
-        for _ in follow:
-            pass
-    return jobs
-
-
-def _greedy(generator, question, passages, max_new_tokens=GREEDY.max_new_tokens, deadline=None) -> Job:
-    options = decoding_kwargs(GenerationParams(max_new_tokens=max_new_tokens))
-    options["stop"] = generator._job(question, passages, GREEDY, None, False).decoding["stop"]
-    return Job(generator._encode(question, passages), options.pop("max_new_tokens"), deadline, options)
-
-
 @pytest.mark.slow
 def test_requests_sent_together_share_a_batch_and_answer_as_alone(batching, prompts, answers, monkeypatch):
     # Every prompt in one batch whatever its length: the rows whose prompts are longer than the shortest
     # take their remaining prompt tokens one step at a time, while the others already answer.
     monkeypatch.setattr(ctranslate2_decoder, "MAX_SPREAD", 10_000)
     batching.prefills.clear()
-    jobs = _together(batching, [_greedy(batching, question, passages) for question, passages in prompts])
+    jobs = together(batching, [greedy(batching, question, passages) for question, passages in prompts])
     assert batching.prefills == [len(prompts)]
     assert len({len(job.prompt) for job in jobs}) > 1  # the prompts differ in length
     assert [batching._answer(job) for job in jobs] == answers
@@ -418,9 +351,9 @@ def test_requests_sent_together_share_a_batch_and_answer_as_alone(batching, prom
 @pytest.mark.slow
 def test_in_a_batch_each_row_ends_on_its_own(batching, counting_batching, prompts, answers):
     (question, passages), (other, other_passages) = prompts[0], prompts[1]
-    short = _greedy(batching, question, passages, max_new_tokens=2)
-    whole = _greedy(batching, other, other_passages)
-    gone = _count_to_400(batching, length=min(len(short.prompt), len(whole.prompt)))
+    short = greedy(batching, question, passages, max_new_tokens=2)
+    whole = greedy(batching, other, other_passages)
+    gone = count_to_400(batching, length=min(len(short.prompt), len(whole.prompt)))
     assert max(len(job.prompt) for job in (gone, short, whole)) - len(gone.prompt) <= ctranslate2_decoder.MAX_SPREAD
     follows = [batching.engine.run(job) for job in (gone, short, whole)]
     assert len([next(follows[0]) for _ in range(5)]) == 5
@@ -475,16 +408,16 @@ def test_an_embedded_tiers_copy_is_made_on_first_use_and_again_when_stale(tmp_pa
 
     folder = make_tiny_llm(tmp_path / "tiny")  # stands in for models/smollm2-135m-instruct
     with caplog.at_level("INFO", logger="rag.model_files"):
-        assert ctranslate2_model_path("embedded:smollm2-135m-instruct", str(folder)) == ctranslate2_dir(folder)
+        assert engine_model_path("embedded:smollm2-135m-instruct", str(folder)) == copy_dir(folder)
     assert f"converting {folder} for CTranslate2" in caplog.text and "once)" in caplog.text
-    made = (ctranslate2_dir(folder) / CTRANSLATE2_MARKER).stat().st_mtime_ns
-    assert ctranslate2_model_path("embedded:smollm2-135m-instruct", str(folder)) == ctranslate2_dir(folder)
-    assert (ctranslate2_dir(folder) / CTRANSLATE2_MARKER).stat().st_mtime_ns == made  # made once
+    made = (copy_dir(folder) / COPY_MARKER).stat().st_mtime_ns
+    assert engine_model_path("embedded:smollm2-135m-instruct", str(folder)) == copy_dir(folder)
+    assert (copy_dir(folder) / COPY_MARKER).stat().st_mtime_ns == made  # made once
     (folder / "config.json").write_text((folder / "config.json").read_text().replace("}", ', "note": 1}', 1))
-    assert ctranslate2_model_path("embedded:smollm2-135m-instruct", str(folder)) == ctranslate2_dir(folder)
-    assert require_ctranslate2(folder, "unused") == ctranslate2_dir(folder)  # made again from the new files
+    assert engine_model_path("embedded:smollm2-135m-instruct", str(folder)) == copy_dir(folder)
+    assert require_copy(folder, "unused") == copy_dir(folder)  # made again from the new files
     with pytest.raises(ConfigError, match="run `python -m rag.models ctranslate2 --model-dir"):
-        ctranslate2_model_path(str(tmp_path / "other"), str(make_tiny_llm(tmp_path / "other")))
+        engine_model_path(str(tmp_path / "other"), str(make_tiny_llm(tmp_path / "other")))
 
 
 @pytest.mark.slow
@@ -494,12 +427,12 @@ def test_the_copy_is_made_once_from_a_folder_and_goes_stale_with_it(tmp_path, ca
 
     folder = make_tiny_llm(tmp_path / "tiny")  # a one-layer model with the SmolLM2 tokenizer
     assert models.main(["ctranslate2", "--model-dir", str(folder)]) == 0
-    assert f"CTranslate2 copy ready in {ctranslate2_dir(folder)}" in capsys.readouterr().out
-    assert require_ctranslate2(folder, "unused") == ctranslate2_dir(folder)
+    assert f"CTranslate2 copy ready in {copy_dir(folder)}" in capsys.readouterr().out
+    assert require_copy(folder, "unused") == copy_dir(folder)
     assert sorted(path.name for path in folder.iterdir() if path.name.startswith(".")) == []  # no staging left
     (folder / "config.json").write_text((folder / "config.json").read_text().replace("}", ', "note": 1}', 1))
     with pytest.raises(ConfigError, match="was made from other files"):
-        require_ctranslate2(folder, "unused")
+        require_copy(folder, "unused")
 
 
 def test_the_weights_need_at_least_the_copy_scaled_to_the_loaded_precision(tmp_path):

@@ -1,0 +1,204 @@
+"""OpenVINO GenAI behind the DecodeBackend interface (RAG_LLM_ENGINE=openvino): its own continuous batching.
+
+OpenVINO GenAI's `ContinuousBatchingPipeline` is a scheduler with a step call: `add_request` queues a prompt
+(our token ids) with its own generation config and returns a handle; each `step()` runs one forward pass over
+every running request (the new ones' prompts, split into chunks of at most `max_num_batched_tokens`, beside
+one token of every decoding row), on a paged KV cache; the handle then holds the row's new tokens. That is
+the iteration-level batching the BatchEngine does for torch, done by the engine, so this backend lets rows join
+a running batch (`joins_running = True`) and maps the engine's calls onto OpenVINO's:
+
+- `prefill(job)` adds the request and steps until its first token is out. Those steps advance the other rows
+  too: their tokens wait in a per-row buffer and the next `decode` hands them over first.
+- `decode()` steps once when a row has no buffered token, and returns the next token of every row.
+- `remove(rows)` cancels their requests: OpenVINO frees their cache blocks at its next step.
+
+Everything around it stays the BatchEngine's: admission (429), the queue, deadlines (504), cancellation, the
+stop rules (the same `Ending` as the other engines, rag/generation/stopping.py) and the usage counts.
+Tokenization stays ours: the prompt is the generator's token ids, so every engine sees the same prompt.
+
+Prefix caching (RAG_LLM_PREFIX_CACHE, default on) is OpenVINO's own: cache blocks whose tokens an earlier prompt
+began with are reused, so the instructions every prompt starts with are computed once.
+
+Weights are the float32 copy `make models` made (`<model folder>/openvino/`, rag/model_files.py), computed in
+float32 by default (`INFERENCE_PRECISION_HINT=f32`): OpenVINO's own default on a CPU with AMX or AVX512-BF16 is
+bfloat16, which changed 29 of 145 dev answers (docs/performance.md). RAG_LLM_DTYPE=bfloat16 asks for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import deque
+from pathlib import Path
+
+from rag.errors import ConfigError
+from rag.generation.batching import DecodeBackend, Job
+from rag.generation.model_config import KNOWN_OPTIONS, first_set, generation_config, sampling_limits
+from rag.generation.stopping import Ending, end_of_turn_ids
+from rag.runtime import check_memory_for, release_free_memory
+
+log = logging.getLogger(__name__)
+
+# RAG_LLM_DTYPE as OpenVINO's inference precision hint (auto: float32, as for the other engines).
+PRECISION_HINTS = {"auto": "f32", "float32": "f32", "bfloat16": "bf16", "float16": "f16"}
+KV_BYTES = 4  # the KV cache is kept in the inference precision; float32 is the widest
+
+
+def kv_cache_gib(model_config, rows: int, context: int) -> int:
+    """The paged KV cache, in whole GiB (OpenVINO's unit), for `rows` rows of the whole context each."""
+    layers = int(model_config.num_hidden_layers)
+    heads = int(first_set(getattr(model_config, "num_key_value_heads", None), model_config.num_attention_heads))
+    head_dim = int(
+        first_set(getattr(model_config, "head_dim", None), model_config.hidden_size // model_config.num_attention_heads)
+    )
+    per_token = 2 * layers * heads * head_dim * KV_BYTES
+    return max(1, math.ceil(per_token * rows * context / 2**30))
+
+
+def _import_openvino_genai():
+    try:
+        import openvino
+        import openvino_genai
+    except ImportError:
+        raise ConfigError(
+            "RAG_LLM_ENGINE=openvino, but the openvino-genai package is not installed; run `make setup` (it is "
+            "pinned in requirements-openvino.txt), or set RAG_LLM_ENGINE=ctranslate2 or torch"
+        ) from None
+    return openvino, openvino_genai
+
+
+class OpenVINODecoder(DecodeBackend):
+    """The OpenVINO copy of the model (`engine_dir`, made by `make models`) with the transformers folder's
+    tokenizer and generation config (`path`). Construct it on the engine's thread."""
+
+    joins_running = True  # OpenVINO's own continuous batching: see the module docstring
+
+    def __init__(
+        self,
+        path: str,
+        engine_dir: str,
+        device: str,
+        threads: int,
+        dtype: str,
+        quantize: str,
+        tokenizer,
+        max_batch_size: int = 8,
+        prefix_cache: bool = True,
+    ):
+        started = time.perf_counter()
+        if device not in ("auto", "cpu"):
+            raise ConfigError(f"RAG_LLM_ENGINE=openvino runs on the CPU here; RAG_DEVICE={device} is not served by it")
+        if quantize != "none":
+            raise ConfigError(
+                f"RAG_LLM_ENGINE=openvino serves the float32 copy only; RAG_LLM_QUANTIZE={quantize} is not offered "
+                "(use RAG_LLM_ENGINE=ctranslate2 for int8)"
+            )
+        openvino, genai = _import_openvino_genai()
+        self._openvino, self._genai = openvino, genai
+        self.device, self.dtype = "cpu", PRECISION_HINTS[dtype]
+        self.config, model_config, self.context_length = generation_config(path)
+        weights = Path(engine_dir) / "openvino_model.bin"
+        check_memory_for(
+            f"the OpenVINO model {engine_dir} ({self.dtype})",
+            weights.stat().st_size,
+            "give the container more memory, or serve a smaller model",
+        )
+        scheduler = genai.SchedulerConfig()
+        scheduler.enable_prefix_caching = prefix_cache
+        scheduler.max_num_seqs = max_batch_size
+        scheduler.cache_size = kv_cache_gib(model_config, max_batch_size, self.context_length)
+        properties = {"INFERENCE_PRECISION_HINT": self.dtype, "INFERENCE_NUM_THREADS": threads}
+        self.pipeline = genai.ContinuousBatchingPipeline(engine_dir, scheduler, "CPU", properties)
+        self.tokenizer = tokenizer
+        self.end_ids = end_of_turn_ids(tokenizer, self.config.eos_token_id) if tokenizer else frozenset()
+        self._rows: list[tuple[object, deque]] = []  # each running row's handle and its tokens not yet handed over
+        self._next_id = 0
+        log.info(
+            "LLM %s loaded with OpenVINO GenAI %s on cpu (%s, %d threads, continuous batching, prefix cache %s, "
+            "KV cache %d GiB) in %.1f s",
+            engine_dir,
+            genai.get_version(),
+            self.dtype,
+            threads,
+            "on" if prefix_cache else "off",
+            scheduler.cache_size,
+            time.perf_counter() - started,
+        )
+
+    def generation(self, options: dict, max_new_tokens: int):
+        """One request's `model.generate` options (decoding_kwargs) as OpenVINO's GenerationConfig: greedy, or
+        sampling at its temperature from the top-k and top-p transformers would apply."""
+        unknown = set(options) - KNOWN_OPTIONS
+        if unknown:
+            raise ValueError(f"decoding options that the OpenVINO engine does not take: {sorted(unknown)}")
+        config = self._genai.GenerationConfig()
+        config.max_new_tokens = max_new_tokens
+        config.stop_token_ids = set(self.end_ids)
+        config.repetition_penalty = first_set(self.config.repetition_penalty, 1.0)
+        config.do_sample = bool(options.get("do_sample"))
+        if config.do_sample:
+            top_k, top_p = sampling_limits(options, self.config)
+            config.temperature = options["temperature"]
+            if top_k > 0:  # 0: the whole vocabulary, OpenVINO's own default
+                config.top_k = top_k
+            config.top_p = top_p
+            config.rng_seed = self._next_id + 1
+        return config
+
+    def prefill(self, job: Job) -> int:
+        import numpy as np
+
+        options = dict(job.decoding or {})
+        config = self.generation(options, job.max_new_tokens)
+        prompt = self._openvino.Tensor(np.asarray([job.prompt], dtype=np.int64))
+        handle = self.pipeline.add_request(self._next_id, prompt, config)
+        self._next_id += 1
+        row = (handle, deque())
+        self._rows.append(row)
+        try:
+            first = self._next(row)
+        except BaseException:
+            self._rows.remove(row)
+            handle.cancel()
+            raise
+        job.state = Ending(self.end_ids, options.get("stop"))
+        return first
+
+    def decode(self) -> list[int]:
+        return [self._next(row) for row in self._rows]
+
+    def _next(self, row) -> int:
+        """The row's next token: a buffered one, else the result of more steps (which advance every row)."""
+        handle, tokens = row
+        while not tokens:
+            if not handle.can_read() and handle.get_status() != self._genai.GenerationStatus.RUNNING:
+                return min(self.end_ids)  # OpenVINO ended the row without a token: it ends here too
+            if not handle.can_read():
+                self.pipeline.step()
+            self._collect()
+        return tokens.popleft()
+
+    def _collect(self) -> None:
+        """Move every row's new tokens into its buffer."""
+        for handle, tokens in self._rows:
+            if handle.can_read():
+                for output in handle.read().values():
+                    tokens.extend(int(token) for token in output.generated_ids)
+
+    def remove(self, rows: list[int]) -> None:
+        leaving = set(rows)
+        for row in leaving:
+            handle, _ = self._rows[row]
+            if handle.get_status() == self._genai.GenerationStatus.RUNNING:
+                handle.cancel()  # its cache blocks are freed at the next step
+        self._rows = [row for index, row in enumerate(self._rows) if index not in leaving]
+        if not self._rows:
+            while self.pipeline.has_non_finished_requests():  # let OpenVINO drop the cancelled requests now
+                self.pipeline.step()
+
+    def ends(self, job: Job, token: int) -> bool:
+        return job.state.reached(self.tokenizer, job.tokens, token)
+
+    def idle(self) -> None:
+        release_free_memory()

@@ -1,0 +1,245 @@
+"""RAG_LLM_ENGINE=openvino on the real embedded LLM: the same prompts as torch, the same stop rules and usage
+counts, streaming, max_new_tokens, sampling, cancellation (a row that leaves stops OpenVINO computing it),
+continuous batching (a request joins rows that are decoding, and answers as it would alone); the copy made once
+by `python -m rag.models openvino`; and the one-line refusals (no package, no copy, int8, a GPU)."""
+
+from __future__ import annotations
+
+import builtins
+import time
+
+import pytest
+
+from rag.errors import ConfigError, RequestTimeout
+from rag.generation import openvino_decoder
+from rag.generation.batching import Job
+from rag.generation.generator import TransformersGenerator, decoding_kwargs
+from rag.model_files import COPY_MARKER, convert_openvino, copy_dir, require_copy
+from rag.models import engine_model_path
+from rag.settings import Settings
+from rag.types import GenerationParams
+from tests.support import sample_prompts
+from tests.unit.engine_jobs import EMBEDDED_LLM_DIR, GREEDY, count_to_400, greedy, together
+
+# The settings and the refusals: no model is loaded.
+
+
+def test_openvino_is_an_engine_that_is_named_not_defaulted():
+    assert Settings.from_env({"RAG_LLM_ENGINE": "OpenVINO"}).llm_engine == "openvino"
+    assert Settings.from_env({}).llm_engine == "ctranslate2"  # the default tier's engine stays its own
+
+
+def test_a_missing_or_stale_copy_is_one_line_naming_the_command(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ConfigError, match=r"has no OpenVINO copy; run `python -m rag.models openvino --model-dir"):
+        engine_model_path(str(tmp_path), str(tmp_path), "openvino")
+    copy_dir(tmp_path, "openvino").mkdir()
+    (copy_dir(tmp_path, "openvino") / COPY_MARKER).write_text('{"source_fingerprint": "other weights"}')
+    with pytest.raises(ConfigError, match="was made from other files"):
+        require_copy(tmp_path, "make models", "openvino")
+    with pytest.raises(ConfigError, match="RAG_LLM_ENGINE=openvino needs a local model folder"):
+        engine_model_path("someone/some-model", "someone/some-model", "openvino")
+
+
+def test_a_missing_package_is_one_line(monkeypatch):
+    real_import = builtins.__import__
+
+    def without_openvino(name, *args, **kwargs):
+        if name.startswith("openvino"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", without_openvino)
+    with pytest.raises(ConfigError, match="the openvino-genai package is not installed; run `make setup`"):
+        openvino_decoder.OpenVINODecoder("unused", "unused", "cpu", 1, "auto", "none", None)
+
+
+@pytest.mark.parametrize(
+    "device, quantize, message",
+    [
+        ("cuda", "none", "runs on the CPU here; RAG_DEVICE=cuda"),
+        ("cpu", "int8", "RAG_LLM_QUANTIZE=int8 is not offered"),
+    ],
+)
+def test_what_the_engine_does_not_serve_is_one_line(device, quantize, message):
+    with pytest.raises(ConfigError, match=message):
+        openvino_decoder.OpenVINODecoder("unused", "unused", device, 1, "auto", quantize, None)
+
+
+def test_the_kv_cache_holds_every_row_at_the_whole_context():
+    from types import SimpleNamespace
+
+    smollm2 = SimpleNamespace(num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3, hidden_size=576)
+    # 30 layers x (K and V) x 3 heads x 64 dims x 4 bytes = 46,080 bytes a token; 8 rows x 8,192 tokens = 2.8 GiB
+    assert openvino_decoder.kv_cache_gib(smollm2, 8, 8192) == 3
+    assert openvino_decoder.kv_cache_gib(smollm2, 1, 2048) == 1  # at least one GiB
+
+
+# The real model, with one thread, as the other generation tests (CI machines are loaded).
+
+
+@pytest.fixture(scope="module")
+def engine_dir():
+    if not (EMBEDDED_LLM_DIR / "config.json").exists():
+        pytest.skip("run `make setup` first: it installs the embedded LLM")
+    return str(convert_openvino(EMBEDDED_LLM_DIR))  # `make setup` made it; at once when it is there
+
+
+def _openvino(**options) -> TransformersGenerator:
+    return TransformersGenerator("smollm2", str(EMBEDDED_LLM_DIR), "cpu", threads=1, engine="openvino", **options)
+
+
+@pytest.fixture(scope="module")
+def ov(engine_dir):
+    generator = _openvino()
+    yield generator
+    generator.engine.close()
+
+
+@pytest.fixture(scope="module")
+def prompts():
+    return sample_prompts(4)
+
+
+@pytest.fixture(scope="module")
+def answers(ov, prompts):
+    """OpenVINO's greedy answer to each sample question."""
+    return [ov.generate(question, passages, GREEDY) for question, passages in prompts]
+
+
+@pytest.mark.slow
+def test_max_new_tokens_and_sampling_are_per_request(ov, prompts):
+    question, passages = prompts[0][0], prompts[0][1][:1]
+    assert ov.generate(question, passages, GenerationParams(max_new_tokens=2)).completion_tokens == 2
+    sampled = ov.generate(question, passages, GenerationParams(max_new_tokens=6, temperature=1.0))
+    assert 1 <= sampled.completion_tokens <= 6 and sampled.text
+    options = decoding_kwargs(GenerationParams(temperature=0.7))
+    del options["max_new_tokens"]
+    config = ov.engine.backend.generation(options, 9)
+    # Drawn from what transformers would (top-k 50, top-p 1: this model's generation config sets none).
+    assert (config.do_sample, config.temperature, config.top_k, config.top_p) == (True, pytest.approx(0.7), 50, 1.0)
+    assert config.max_new_tokens == 9 and config.stop_token_ids == set(ov.engine.backend.end_ids)
+    greedy = ov.engine.backend.generation({"do_sample": False}, 9)
+    assert greedy.do_sample is False
+    with pytest.raises(ValueError, match="num_beams"):
+        ov.engine.backend.generation({"num_beams": 2}, 9)
+
+
+class CountingSteps:
+    """Stands in for the backend's OpenVINO pipeline and counts the steps it is asked for."""
+
+    def __init__(self, pipeline):
+        self.pipeline, self.steps = pipeline, 0
+
+    def add_request(self, *args):
+        return self.pipeline.add_request(*args)
+
+    def step(self):
+        self.steps += 1
+        self.pipeline.step()
+
+    def has_non_finished_requests(self):
+        return self.pipeline.has_non_finished_requests()
+
+
+@pytest.fixture
+def counting(ov):
+    backend = ov.engine.backend
+    backend.pipeline = CountingSteps(backend.pipeline)
+    yield backend.pipeline
+    backend.pipeline = backend.pipeline.pipeline
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("leaves", ["client gone", "deadline"])
+def test_a_row_that_leaves_stops_openvino_computing_it(ov, counting, leaves):
+    long = count_to_400(ov, time.monotonic() + 2.0 if leaves == "deadline" else None)
+    tokens = ov.engine.run(long)
+    if leaves == "deadline":
+        with pytest.raises(RequestTimeout):
+            list(tokens)
+    else:
+        assert len([next(tokens) for _ in range(5)]) == 5
+        tokens.close()  # the client has gone
+    short = Job([1, 2, 3], 1, decoding={"do_sample": False})
+    for _ in ov.engine.run(short):  # served once the long row has left
+        pass
+    assert long.outcome == ("deadline" if leaves == "deadline" else "cancelled") and short.outcome in ("stop", "length")
+    # Counting to 400 takes over 1,000 tokens; OpenVINO stopped the row at its next step after it left.
+    assert not ov.engine.backend.pipeline.has_non_finished_requests()
+    assert len(long.tokens) < 1000 and counting.steps < len(long.tokens) + 10, (counting.steps, len(long.tokens))
+    assert ov.engine.admission.in_flight == 0
+
+
+@pytest.mark.slow
+def test_a_request_joins_rows_that_are_decoding_and_answers_as_alone(ov, prompts, answers):
+    """Continuous batching: a request sent while a long answer decodes starts at once, beside it, ends first
+    and answers as it does alone; the long row goes on."""
+    ov.steps_seen = []
+    ov.engine.on_step = lambda step: ov.steps_seen.append((step.kind, step.rows))
+    try:
+        long = count_to_400(ov)
+        long.max_new_tokens = 200
+        follow_long = ov.engine.run(long)
+        assert len([next(follow_long) for _ in range(5)]) == 5  # decoding
+        question, passages = prompts[0]
+        short = greedy(ov, question, passages)
+        for _ in ov.engine.run(short):
+            pass
+        assert not long.done and ov._answer(short) == answers[0]
+        for _ in follow_long:
+            pass
+    finally:
+        ov.engine.on_step = None
+    assert long.outcome == "length" and len(long.tokens) == 200
+    assert short.batch_size is not None and short.batch_size == 2  # every step of its answer decoded both rows
+    assert ("decode", 2) in ov.steps_seen and ov.engine.admission.in_flight == 0
+
+
+@pytest.fixture(scope="module")
+def batching(engine_dir):
+    """A generator whose idle model waits 300 ms for more requests, so requests sent together start together."""
+    generator = _openvino(batch_wait_ms=300)
+    yield generator
+    generator.engine.close()
+
+
+@pytest.mark.slow
+def test_requests_sent_together_answer_as_alone(batching, prompts, answers):
+    jobs = together(batching, [greedy(batching, question, passages) for question, passages in prompts])
+    assert [batching._answer(job) for job in jobs] == answers
+    assert all(job.batch_size > 1 for job in jobs) and batching.engine.admission.in_flight == 0
+
+
+@pytest.mark.slow
+def test_without_the_prefix_cache_the_answers_are_the_same(engine_dir, prompts, answers):
+    generator = _openvino(prefix_cache=False)
+    try:
+        assert [generator.generate(question, passages, GREEDY) for question, passages in prompts] == answers
+    finally:
+        generator.engine.close()
+
+
+@pytest.mark.slow
+def test_the_copy_is_made_once_from_a_folder_and_goes_stale_with_it(tmp_path, capsys):
+    from rag import models
+    from tests.fuzz.tiny_llm import make_tiny_llm
+
+    folder = make_tiny_llm(tmp_path / "tiny")  # a one-layer model with the SmolLM2 tokenizer
+    assert models.main(["openvino", "--model-dir", str(folder)]) == 0
+    assert f"OpenVINO copy ready in {copy_dir(folder, 'openvino')}" in capsys.readouterr().out
+    assert require_copy(folder, "unused", "openvino") == copy_dir(folder, "openvino")
+    made = (copy_dir(folder, "openvino") / COPY_MARKER).stat().st_mtime_ns
+    assert convert_openvino(folder) == copy_dir(folder, "openvino")
+    assert (copy_dir(folder, "openvino") / COPY_MARKER).stat().st_mtime_ns == made  # made once
+    assert (copy_dir(folder, "openvino") / "openvino_model.xml").is_file()
+    assert sorted(path.name for path in folder.iterdir() if path.name.startswith(".")) == []  # no staging left
+    (folder / "config.json").write_text((folder / "config.json").read_text().replace("}", ', "note": 1}', 1))
+    with pytest.raises(ConfigError, match="was made from other files"):
+        require_copy(folder, "unused", "openvino")
+
+
+def test_a_missing_converter_is_one_line(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ConfigError, match=r"OpenVINO's converter is not installed in .*; run `make setup`"):
+        convert_openvino(tmp_path, converter=tmp_path / "nowhere")
