@@ -10,7 +10,7 @@ a running batch (`joins_running = True`) and maps the engine's calls onto OpenVI
 - `prefill(job)` adds the request and steps until its first token is out. Those steps advance the other rows
   too: their tokens wait in a per-row buffer and the next `decode` hands them over first.
 - `decode()` steps once when a row has no buffered token, and returns the next token of every row.
-- `remove(rows)` cancels their requests: OpenVINO frees their cache blocks at its next step.
+- `remove(rows)` cancels their requests: OpenVINO stops them and frees their cache blocks at its next step.
 
 Everything around it stays the BatchEngine's: admission (429), the queue, deadlines (504), cancellation, the
 stop rules (the same `Ending` as the other engines, rag/generation/stopping.py) and the usage counts.
@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 # RAG_LLM_DTYPE as OpenVINO's inference precision hint (auto: float32, as for the other engines).
 PRECISION_HINTS = {"auto": "f32", "float32": "f32", "bfloat16": "bf16", "float16": "f16"}
-KV_BYTES = 4  # the KV cache is kept in the inference precision; float32 is the widest
+KV_BYTES = 4  # float32, the widest a KV cache value is kept in (the CPU plugin may keep it narrower: room to spare)
 
 
 def kv_cache_gib(model_config, rows: int, context: int) -> int:
@@ -193,9 +193,6 @@ class OpenVINODecoder(DecodeBackend):
             if handle.get_status() == self._genai.GenerationStatus.RUNNING:
                 handle.cancel()  # its cache blocks are freed at the next step
         self._rows = [row for index, row in enumerate(self._rows) if index not in leaving]
-        if not self._rows:
-            while self.pipeline.has_non_finished_requests():  # let OpenVINO drop the cancelled requests now
-                self.pipeline.step()
 
     def ends(self, job: Job, token: int) -> bool:
         return job.state.reached(self.tokenizer, job.tokens, token)
