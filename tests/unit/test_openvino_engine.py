@@ -66,13 +66,15 @@ def test_what_the_engine_does_not_serve_is_one_line(device, quantize, message):
         openvino_decoder.OpenVINODecoder("unused", "unused", device, 1, "auto", quantize, None)
 
 
-def test_the_kv_cache_holds_every_row_at_the_whole_context():
+def test_the_kv_cache_holds_a_full_batch_of_served_rows_and_one_whole_context():
     from types import SimpleNamespace
 
     smollm2 = SimpleNamespace(num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3, hidden_size=576)
-    # 30 layers x (K and V) x 3 heads x 64 dims x 4 bytes = 46,080 bytes a token; 8 rows x 8,192 tokens = 2.8 GiB
-    assert openvino_decoder.kv_cache_gib(smollm2, 8, 8192) == 3
-    assert openvino_decoder.kv_cache_gib(smollm2, 1, 2048) == 1  # at least one GiB
+    # 30 layers x (K and V) x 3 heads x 64 dims x 4 bytes = 46,080 bytes a token
+    assert openvino_decoder.kv_cache_gib(smollm2, 8, 8192) == 1  # 8 rows x 2,048 tokens: 0.7 GiB
+    assert openvino_decoder.kv_cache_gib(smollm2, 32, 8192) == 3  # 32 x 2,048: 2.8 GiB
+    qwen15 = SimpleNamespace(num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2, hidden_size=1536)
+    assert openvino_decoder.kv_cache_gib(qwen15, 8, 32768) == 2  # one whole context of 32,768 tokens: 1.75 GiB
 
 
 # The real model, with one thread, as the other generation tests (CI machines are loaded).
