@@ -15,6 +15,8 @@ def test_upload_round_trip_with_llm(moto, aws_env, account, index_dir, tmp_path)
     (llm / "config.json").write_text(json.dumps({"model_type": "llama"}))
     (llm / "tokenizer" / "tokenizer.json").write_text("{}")
     (llm / "weights.safetensors").symlink_to(index_dir / "faiss.index")  # links are packed as files
+    (llm / "openvino").mkdir()  # an engine copy the images cannot serve stays out
+    (llm / "openvino" / "openvino_model.bin").write_bytes(b"\0" * 64)
 
     result = make(
         "upload",
