@@ -166,7 +166,9 @@ def convert_openvino(model_dir: Path, converter: Path = OPENVINO_CONVERTER) -> P
     try:
         import openvino
     except ImportError:
-        raise ConfigError("the openvino package is not installed; run `make setup`") from None
+        raise ConfigError(
+            "the openvino package is not installed (the container images do not carry it); run `make setup`"
+        ) from None
     if not (converter / "optimum" / "intel").is_dir():
         raise ConfigError(f"OpenVINO's converter is not installed in {converter}; run `make setup`")
     fingerprint = source_fingerprint(model_dir)

@@ -21,7 +21,8 @@ began with are reused, so the instructions every prompt starts with are computed
 
 Weights are the float32 copy `make models` made (`<model folder>/openvino/`, rag/model_files.py), computed in
 float32 by default (`INFERENCE_PRECISION_HINT=f32`): OpenVINO's own default on a CPU with AMX or AVX512-BF16 is
-bfloat16, which changed 29 of 145 dev answers (docs/performance.md). RAG_LLM_DTYPE=bfloat16 asks for it.
+bfloat16, which changed 29 of 145 dev answers and, served, one correct refusal (docs/performance.md).
+RAG_LLM_DTYPE=bfloat16 asks for it.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import time
 from collections import deque
 from pathlib import Path
 
-from rag.errors import ConfigError
+from rag.errors import ConfigError, RagError
 from rag.generation.batching import DecodeBackend, Job
 from rag.generation.model_config import KNOWN_OPTIONS, first_set, generation_config, sampling_limits
 from rag.generation.stopping import Ending, end_of_turn_ids
@@ -67,8 +68,9 @@ def _import_openvino_genai():
         import openvino_genai
     except ImportError:
         raise ConfigError(
-            "RAG_LLM_ENGINE=openvino, but the openvino-genai package is not installed; run `make setup` (it is "
-            "pinned in requirements-openvino.txt), or set RAG_LLM_ENGINE=ctranslate2 or torch"
+            "RAG_LLM_ENGINE=openvino, but the openvino-genai package is not installed (the container images do not "
+            "carry it); run `make setup` (it is pinned in requirements-openvino.txt), or set RAG_LLM_ENGINE=ctranslate2 "
+            "or torch"
         ) from None
     return openvino, openvino_genai
 
@@ -176,8 +178,11 @@ class OpenVINODecoder(DecodeBackend):
     def _next(self, row) -> int:
         """The row's next token: a buffered one, else the result of more steps (which advance every row)."""
         handle, tokens = row
+        status = self._genai.GenerationStatus
         while not tokens:
-            if not handle.can_read() and handle.get_status() != self._genai.GenerationStatus.RUNNING:
+            if not handle.can_read() and handle.get_status() != status.RUNNING:
+                if handle.get_status() == status.IGNORED:  # never scheduled: not a silent empty answer
+                    raise RagError("OpenVINO did not schedule the request (its KV cache could not hold it)")
                 return min(self.end_ids)  # OpenVINO ended the row without a token: it ends here too
             if not handle.can_read():
                 self.pipeline.step()
