@@ -320,14 +320,24 @@ def peer_bodies(tier: str, records: list[dict]) -> tuple[list[dict], dict]:
     return bodies, {"prompts": len(bodies), "same_prompt_tokens_as_ours": matched}
 
 
+def peer_prompt_source(entry: dict) -> str | None:
+    """The variant whose prompts and answer lengths the peer gets: the reference, else the first float32 variant
+    that ran (the float32 engines give the reference's answers: tested, and measured on the dev sets), else None."""
+    if REFERENCE in entry:
+        return REFERENCE
+    return next((name for name, run in entry.items() if run["precision"] == "float32"), None)
+
+
 def measure_peers(tier: str, entry: dict, first_set: str, workdir: Path, requests: int) -> dict:
-    """llama-server on this tier at each precision our variants ran in, with the reference's prompts."""
+    """llama-server on this tier at each precision our variants ran in, with the reference's prompts (or those of
+    another float32 variant, when the reference did not run)."""
     if not llama_peer.server_binary().exists():
         return {"skipped": f"no llama-server at {llama_peer.server_binary()}; `make peer` builds it"}
-    reference = entry.get(REFERENCE)
-    if reference is None:
-        return {"skipped": f"{REFERENCE} did not run on {tier}: its prompts are the peer's"}
-    bodies, check = peer_bodies(tier, reference["sets"][first_set]["records"])
+    source = peer_prompt_source(entry)
+    if source is None:
+        return {"skipped": f"no float32 variant ran on {tier}: their prompts and answer lengths are the peer's"}
+    bodies, check = peer_bodies(tier, entry[source]["sets"][first_set]["records"])
+    check = check | {"from": source}
     peers = {}
     for precision in sorted(
         {llama_peer.PEER_OF[v["precision"]] for v in entry.values() if v["precision"] in llama_peer.PEER_OF}

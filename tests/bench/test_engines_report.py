@@ -245,3 +245,13 @@ def test_latency_under_load_is_kept_per_level_and_the_load_option_is_checked():
     for bad in ("8", "8:x", "64:64", "8:4", ""):
         with pytest.raises(ValueError):
             engines.load_levels(bad)
+
+
+def test_the_peer_takes_the_references_prompts_else_another_float32_variants():
+    run = {"precision": "float32"}
+    assert engines.peer_prompt_source({"ctranslate2-float32": run, engines.REFERENCE: run}) == engines.REFERENCE
+    # A run without torch still has a peer: the float32 engines give the reference's answers.
+    assert engines.peer_prompt_source({"openvino-bfloat16": {"precision": "bfloat16"}, "openvino-float32": run}) == (
+        "openvino-float32"
+    )
+    assert engines.peer_prompt_source({"ctranslate2-int8": {"precision": "int8"}}) is None
