@@ -77,7 +77,7 @@ class TransformersGenerator(Generator):
             self.name = name
             self.system_prompt = system_prompt
             self.tokenizer = AutoTokenizer.from_pretrained(path)  # request threads encode and decode; no torch there
-            # The instructions' tokens, which begin every prompt: either engine computes their state once.
+            # The instructions' tokens, which begin every prompt: every engine computes their state once.
             self.prefix = self._shared_prefix() if prefix_cache else []
             if engine == "ctranslate2":
                 from rag.generation.ctranslate2_decoder import CTranslate2Decoder

@@ -180,11 +180,12 @@ class OpenVINODecoder(DecodeBackend):
         handle, tokens = row
         status = self._genai.GenerationStatus
         while not tokens:
-            if not handle.can_read() and handle.get_status() != status.RUNNING:
-                if handle.get_status() == status.IGNORED:  # never scheduled: not a silent empty answer
-                    raise RagError("OpenVINO did not schedule the request (its KV cache could not hold it)")
-                return min(self.end_ids)  # OpenVINO ended the row without a token: it ends here too
             if not handle.can_read():
+                state = handle.get_status()
+                if state == status.IGNORED:  # never scheduled: not a silent empty answer
+                    raise RagError("OpenVINO did not schedule the request (its KV cache could not hold it)")
+                if state != status.RUNNING:
+                    return min(self.end_ids)  # OpenVINO ended the row without a token: it ends here too
                 self.pipeline.step()
             self._collect()
         return tokens.popleft()
