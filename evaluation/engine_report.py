@@ -1,7 +1,8 @@
 """`make bench-engines`' rules, table, chart and headline, from one run's results (evaluation/engines.py).
 
-The engine rule (per model): the fastest variant (c=1 p50) whose accuracy on every dev set is within
-ACCURACY_POINTS of torch-float32's on the same model in the same run. Then the model ladder's rule
+The engine rule (per model): the fastest variant (c=1 p50) whose accuracy and refusal rate on every dev set are
+each within QUALITY_POINTS of torch-float32's on the same model in the same run (a grounded service must not
+trade its refusals of what the documents cannot answer for speed, any more than its correct answers). Then the model ladder's rule
 (evaluation/ladder.py's `choose`) with each model's fastest variant: the highest held-out accuracy whose
 c=1 p50 is at most 1.5x the current default tier's torch-float32 reference.
 """
@@ -25,7 +26,10 @@ from evaluation.llama_peer import PEER_OF, PRECISIONS, floor_ms_per_token  # noq
 from evaluation.quality import replace_between  # noqa: E402
 
 REFERENCE = "torch-float32"
-ACCURACY_POINTS = 0.02  # a variant may lose at most 2 points of accuracy on any set against the reference
+# A variant may lose at most 2 points of accuracy (answerable questions) and 2 of refusal rate (unanswerable
+# ones) on any set against the reference.
+QUALITY_POINTS = 0.02
+QUALITY_METRICS = ("accuracy", "refusal")
 BYTES_PER_WEIGHT = {"float32": 4.0, "bfloat16": 2.0, "int8": 1.0} | PRECISIONS
 DOC = REPO_ROOT / "docs" / "performance.md"
 BEGIN, END = "<!-- engines:begin -->", "<!-- engines:end -->"
@@ -93,21 +97,23 @@ def peer_row(result: dict, tier: str, precision: str, peer: dict) -> dict:
     }
 
 
-def fastest_within(rows: dict, points: float = ACCURACY_POINTS) -> dict:
+def fastest_within(rows: dict, points: float = QUALITY_POINTS) -> dict:
     """The engine rule for one model: the fastest variant (c=1 p50) within `points` of the reference's
-    accuracy on every set; ties keep the reference. Says why each other variant lost."""
+    accuracy and refusal rate on every set; ties keep the reference. Says why each other variant lost."""
     if REFERENCE not in rows:
         return {"variant": None, "reason": f"{REFERENCE}, the reference, was not measured"}
     reference = rows[REFERENCE]["quality"]
     verdicts, eligible = {}, []
     for name, row in rows.items():
         lost = [
-            f"{s} {100 * row['quality'][s]['accuracy']:.1f} % < {100 * q['accuracy']:.1f} % - {100 * points:.0f}"
+            f"{metric} {s} {100 * row['quality'][s][metric]:.1f} % < {100 * q[metric]:.1f} % - {100 * points:.0f}"
             for s, q in reference.items()
-            if row["quality"][s]["accuracy"] is not None
-            and row["quality"][s]["accuracy"] < q["accuracy"] - points - 1e-9
+            for metric in QUALITY_METRICS
+            if row["quality"][s].get(metric) is not None
+            and q.get(metric) is not None
+            and row["quality"][s][metric] < q[metric] - points - 1e-9
         ]
-        verdicts[name] = "accuracy " + ", ".join(lost) if lost else "within the accuracy limit"
+        verdicts[name] = ", ".join(lost) if lost else "within the quality limits"
         if not lost:
             eligible.append(name)
     best = min(eligible, key=lambda n: (rows[n]["latency_ms_p50"], n != REFERENCE))
@@ -233,7 +239,8 @@ def _footer(result: dict) -> str:
         f"429s). Floor: parameters x bytes per weight / {bandwidth['gb_per_s']} GB/s, this machine's copy bandwidth "
         f"(numpy, {bandwidth['threads']} threads, {bandwidth['array_mib']} MiB arrays, best of {bandwidth['repeats']}; "
         f"the better of {bandwidth.get('start_gb_per_s')} GB/s at the start and {bandwidth.get('end_gb_per_s')} at the end). "
-        f"Fastest within {100 * ACCURACY_POINTS:.0f} points of {REFERENCE} on every set: {engines}. "
+        f"Fastest within {100 * QUALITY_POINTS:.0f} points of {REFERENCE}'s accuracy and refusal rate on every set: "
+        f"{engines}. "
         f"The ladder's rule with each model's fastest engine (c=1 p50 budget "
         f"{_num(ladder.get('latency_budget_ms'))} ms, 1.5x the default's {REFERENCE}) chose "
         f"`{ladder.get('tier')}`" + (f" ({ladder['reason']})" if "reason" in ladder else f": {verdicts}") + ". "

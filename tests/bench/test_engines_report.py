@@ -90,6 +90,16 @@ def test_the_engine_rule_takes_the_fastest_variant_within_two_points_on_every_se
     assert decision["big"]["variant"] == "ctranslate2-float32"
 
 
+def test_the_engine_rule_holds_refusals_to_two_points_too():
+    rows = _result()["rows"]["small"]  # every variant refuses 50.0 % of the unanswerable questions
+    rows["ctranslate2-int8"]["quality"]["harbourline"]["refusal"] = 0.485  # within 2 points: still chosen
+    assert engine_report.fastest_within(rows)["variant"] == "ctranslate2-int8"
+    rows["ctranslate2-int8"]["quality"]["harbourline"]["refusal"] = 0.45  # answers one it should have refused
+    decision = engine_report.fastest_within(rows)
+    assert decision["variant"] == "torch-float32"
+    assert decision["verdicts"]["ctranslate2-int8"] == "refusal harbourline 45.0 % < 50.0 % - 2"
+
+
 def test_a_tie_keeps_the_reference_and_no_reference_decides_nothing():
     rows = _result()["rows"]["big"]
     rows["ctranslate2-float32"]["latency_ms_p50"] = rows["torch-float32"]["latency_ms_p50"]
