@@ -13,6 +13,9 @@ WHEELHOUSE       ?= wheelhouse/$(TORCH_VARIANT)
 LOCAL_BASE_IMAGE ?= rag-base:bookworm
 # OFFLINE=1 builds on the local debootstrap base and installs only from the host wheelhouse.
 OFFLINE          ?=
+# Engine copies of the LLM tier the image leaves out (space-separated engine names: ctranslate2 openvino);
+# each is about the size of the weights again (float32), which matters for the bigger tiers.
+SKIP_COPIES      ?=
 BASE_IMAGE       ?= $(if $(OFFLINE),$(LOCAL_BASE_IMAGE),python:3.11-slim)
 DOCKER_BUILD_ARGS ?=
 # The wheelhouse's stamp names the extra LLM tier it holds, so LLM=<tier> fills it again.
@@ -31,7 +34,7 @@ DOCKERFILE_microservicos := Microservicos/Dockerfile
 
 .PHONY: build wheels base-image test-container
 
-build: $(if $(OFFLINE),$(WHEELS_STAMP)) ## docker build ARCH's image as IMAGE_NAME:IMAGE_TAG with the LLM tier LLM (default: the ladder's); OFFLINE=1: local base + wheelhouse, made when missing
+build: $(if $(OFFLINE),$(WHEELS_STAMP)) ## docker build ARCH's image as IMAGE_NAME:IMAGE_TAG with the LLM tier LLM (default: the ladder's) and its engine copies but SKIP_COPIES; OFFLINE=1: local base + wheelhouse, made when missing
 	@test -n $(call q,$(DOCKERFILE_$(ARCH))) || { echo "ARCH must be monolito or microservicos, got: "$(call q,$(ARCH)) >&2; exit 2; }
 	@if [ -n $(call q,$(OFFLINE)) ] && ! $(call q,$(DOCKER)) image inspect $(call q,$(LOCAL_BASE_IMAGE)) >/dev/null 2>&1; then \
 	  $(MAKE) --no-print-directory base-image; fi
@@ -40,13 +43,14 @@ build: $(if $(OFFLINE),$(WHEELS_STAMP)) ## docker build ARCH's image as IMAGE_NA
 	cd $(call q,$(ROOT)) && DOCKER_BUILDKIT=1 $(call q,$(DOCKER)) build -f $(call q,$(DOCKERFILE_$(ARCH))) \
 	  --build-arg BASE_IMAGE=$(call q,$(BASE_IMAGE)) --build-arg TORCH_VARIANT=$(call q,$(TORCH_VARIANT)) \
 	  --build-arg WHEELHOUSE=$(call q,$(if $(wildcard $(WHEELS_STAMP)),$(WHEELHOUSE),docker/no-wheelhouse)) \
-	  --build-arg LLM=$(call q,$(LLM)) \
+	  --build-arg LLM=$(call q,$(LLM)) --build-arg SKIP_COPIES=$(call q,$(SKIP_COPIES)) \
 	  $(DOCKER_BUILD_ARGS) -t $(call q,$(IMAGE_NAME):$(IMAGE_TAG)) .
 
 wheels: $(WHEELS_STAMP) ## Download every wheel the images need into WHEELHOUSE (TORCH_VARIANT=cpu|cuda; LLM=<tier> adds a tier); again when requirements change
 
 # The stamp is written only after a full download, and goes stale when the requirements or pins change.
-$(WHEELS_STAMP): $(ROOT)/requirements.txt $(ROOT)/docker/wheels.sh $(ROOT)/docker/pip-torch.sh $(ROOT)/rag/model_ladder.toml
+$(WHEELS_STAMP): $(ROOT)/requirements.txt $(ROOT)/requirements-openvino.txt $(ROOT)/requirements-openvino-converter.txt \
+                 $(ROOT)/docker/wheels.sh $(ROOT)/docker/pip-torch.sh $(ROOT)/rag/model_ladder.toml
 	PIP=$(call q,$(PY) -m pip) TORCH_INDEX_URL=$(call q,$(TORCH_INDEX_URL)) LLM=$(call q,$(LLM)) $(call q,$(ROOT)/docker/wheels.sh) $(call q,$(ROOT)/$(WHEELHOUSE)) $(call q,$(TORCH_VARIANT))
 	touch $(call q,$@)
 

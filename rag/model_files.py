@@ -167,10 +167,13 @@ def convert_openvino(model_dir: Path, converter: Path = OPENVINO_CONVERTER) -> P
         import openvino
     except ImportError:
         raise ConfigError(
-            "the openvino package is not installed (the container images do not carry it); run `make setup`"
+            "the openvino package is not installed; run `make setup` (it is pinned in requirements-openvino.txt)"
         ) from None
     if not (converter / "optimum" / "intel").is_dir():
-        raise ConfigError(f"OpenVINO's converter is not installed in {converter}; run `make setup`")
+        raise ConfigError(
+            f"OpenVINO's converter is not installed in {converter} (the container images leave it out); "
+            "run `make setup` and make the copy there"
+        )
     fingerprint = source_fingerprint(model_dir)
     with staged(target, lambda: is_converted(model_dir, "openvino")) as converted:
         log.info("converting %s for OpenVINO %s (float32, once)", model_dir, openvino.get_version())

@@ -233,7 +233,7 @@ def memory_available(
     return free, limit
 
 
-def check_memory_for(what: str, need_bytes: int, advice: str) -> None:
+def check_memory_for(what: str, need_bytes: int, advice: str, needed_for: str = "its weights") -> None:
     """Raise InsufficientMemory at once when `need_bytes` (a lower bound of what loading `what` allocates)
     cannot fit in the memory left, rather than load into a container too small for it: under a cgroup limit
     the kernel then reclaims the page cache of the code that runs, over and over, and the container crawls
@@ -244,6 +244,6 @@ def check_memory_for(what: str, need_bytes: int, advice: str) -> None:
     mib = 2**20
     where = f"the container's limit is {limit // mib} MiB" if limit is not None else "this host"
     raise InsufficientMemory(
-        f"{what} needs at least {need_bytes // mib} MiB for its weights, but only {free // mib} MiB are free "
+        f"{what} needs at least {need_bytes // mib} MiB for {needed_for}, but only {free // mib} MiB are free "
         f"({where}); {advice}"
     )

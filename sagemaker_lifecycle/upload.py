@@ -48,11 +48,6 @@ def archive_members(config: Config) -> dict[str, Path]:
     return members
 
 
-# The engine copies inside an LLM folder that the images cannot serve (they do not carry OpenVINO), left out of
-# llm/: the OpenVINO copy is the size of the weights again.
-NOT_PACKED_IN_LLM = ("openvino",)
-
-
 def pack(members: dict[str, Path], target: Path) -> Path:
     """Write model.tar.gz with each folder under its top-level name; log each file as it goes in."""
     # dereference: model folders often hold symlinks (Hugging Face cache); SageMaker needs the files.
@@ -60,8 +55,6 @@ def pack(members: dict[str, Path], target: Path) -> Path:
         for top, folder in members.items():
             for path in sorted(p for p in folder.rglob("*") if p.is_file()):
                 relative = path.relative_to(folder)
-                if top == "llm" and relative.parts[0] in NOT_PACKED_IN_LLM:
-                    continue
                 name = f"{top}/{relative.as_posix()}"
                 log.info("packing %s (%s)", name, human_size(path.stat().st_size))
                 archive.add(path, arcname=name, recursive=False, filter=readable_by_all)

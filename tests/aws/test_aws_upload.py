@@ -15,7 +15,7 @@ def test_upload_round_trip_with_llm(moto, aws_env, account, index_dir, tmp_path)
     (llm / "config.json").write_text(json.dumps({"model_type": "llama"}))
     (llm / "tokenizer" / "tokenizer.json").write_text("{}")
     (llm / "weights.safetensors").symlink_to(index_dir / "faiss.index")  # links are packed as files
-    (llm / "openvino").mkdir()  # an engine copy the images cannot serve stays out
+    (llm / "openvino").mkdir()  # an engine copy goes in, under its folder
     (llm / "openvino" / "openvino_model.bin").write_bytes(b"\0" * 64)
 
     result = make(
@@ -37,6 +37,7 @@ def test_upload_round_trip_with_llm(moto, aws_env, account, index_dir, tmp_path)
             "index/faiss.index",
             "index/manifest.json",
             "llm/config.json",
+            "llm/openvino/openvino_model.bin",
             "llm/tokenizer/tokenizer.json",
             "llm/weights.safetensors",
         ]

@@ -50,12 +50,12 @@ def test_a_missing_package_is_one_line(monkeypatch, tmp_path):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", without_openvino)
-    # As in the container images: an embedded tier's missing copy cannot be made there either.
-    with pytest.raises(ConfigError, match=r"the openvino package is not installed \(the container images"):
+    # An embedded tier's missing copy cannot be made without the package either.
+    with pytest.raises(ConfigError, match=r"the openvino package is not installed; run `make setup`"):
         convert_openvino(tmp_path)
     with pytest.raises(
         ConfigError,
-        match=r"the openvino-genai package is not installed \(the container images do not carry it\); run `make setup`",
+        match=r"the openvino-genai package is not installed; run `make setup`",
     ):
         openvino_decoder.OpenVINODecoder("unused", "unused", "cpu", 1, "auto", "none", None)
 
@@ -75,12 +75,16 @@ def test_what_the_engine_does_not_serve_is_one_line(device, quantize, message):
 def test_the_kv_cache_holds_a_full_batch_of_served_rows_and_one_whole_context():
     from types import SimpleNamespace
 
+    assert openvino_decoder.kv_cache_blocks(8, 4096) == 256  # 8 rows x 1,024 tokens, in blocks of 32
+    assert openvino_decoder.kv_cache_blocks(32, 8192) == 1024
+    assert openvino_decoder.kv_cache_blocks(8, 32768) == 1024  # at least one whole context
     smollm2 = SimpleNamespace(num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3, hidden_size=576)
-    # 30 layers x (K and V) x 3 heads x 64 dims x 4 bytes = 46,080 bytes a token
-    assert openvino_decoder.kv_cache_gib(smollm2, 8, 8192) == 1  # 8 rows x 2,048 tokens: 0.7 GiB
-    assert openvino_decoder.kv_cache_gib(smollm2, 32, 8192) == 3  # 32 x 2,048: 2.8 GiB
+    # 30 layers x (K and V) x 3 heads x 64 dims: 11,520 values a token
+    assert openvino_decoder.kv_cache_bytes(smollm2, 256) == 11_520 * 2 * 8_192  # 180 MiB in 16-bit values
+    # 8-bit values carry a float32 scale and zero point per head and token
+    assert openvino_decoder.kv_cache_bytes(smollm2, 1, 1) == (11_520 + 30 * 2 * 3 * 8) * 32
     qwen15 = SimpleNamespace(num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2, hidden_size=1536)
-    assert openvino_decoder.kv_cache_gib(qwen15, 8, 32768) == 2  # one whole context of 32,768 tokens: 1.75 GiB
+    assert openvino_decoder.kv_cache_bytes(qwen15, 1, 4) == 28 * 2 * 2 * 128 * 4 * 32
 
 
 # The real model, with one thread, as the other generation tests (CI machines are loaded).
@@ -249,5 +253,26 @@ def test_the_copy_is_made_once_from_a_folder_and_goes_stale_with_it(tmp_path, ca
 
 def test_a_missing_converter_is_one_line(tmp_path):
     (tmp_path / "config.json").write_text("{}")
-    with pytest.raises(ConfigError, match=r"OpenVINO's converter is not installed in .*; run `make setup`"):
+    # As in the container images, which leave the converter out.
+    with pytest.raises(
+        ConfigError,
+        match=r"OpenVINO's converter is not installed in .* \(the container images leave it out\); run `make setup`",
+    ):
         convert_openvino(tmp_path, converter=tmp_path / "nowhere")
+
+
+def test_a_container_too_small_for_the_model_and_its_kv_cache_is_one_line_before_it_loads(engine_dir, monkeypatch):
+    from rag import runtime
+    from rag.errors import InsufficientMemory
+
+    # 513 MiB of weights + 180 MiB of KV cache (8 rows x 1,024 tokens) + 200 MiB of buffers: 893 MiB.
+    monkeypatch.setattr(runtime, "memory_available", lambda: (850 * 2**20, 1280 * 2**20))
+    with pytest.raises(
+        InsufficientMemory, match=r"needs at least 89\d MiB for its weights, its KV cache \(180 MiB\) and its buffers"
+    ) as error:
+        openvino_decoder.OpenVINODecoder(str(EMBEDDED_LLM_DIR), engine_dir, "cpu", 1, "float32", "none", None)
+    assert "RAG_MAX_BATCH_SIZE (8)" in error.value.message and "\n" not in error.value.message
+    # Room for all three: it loads.
+    monkeypatch.setattr(runtime, "memory_available", lambda: (950 * 2**20, 1536 * 2**20))
+    decoder = openvino_decoder.OpenVINODecoder(str(EMBEDDED_LLM_DIR), engine_dir, "cpu", 1, "float32", "none", None)
+    assert decoder.dtype == "f32"

@@ -1,0 +1,78 @@
+"""The images carry OpenVINO: `RAG_LLM_ENGINE=openvino` serves in both, from the copy the build made, with the
+default engine's answer and sources; and a model brought in /opt/ml/model/llm serves on OpenVINO from the
+`llm/openvino/` copy made on the host (`python -m rag.models openvino --model-dir DIR`), as
+`make upload UPLOAD_LLM=1` packs it. The images leave OpenVINO's converter out."""
+
+from __future__ import annotations
+
+import pytest
+
+from rag.model_files import convert
+from tests.container.docker_support import QUESTION, Container, start_ready
+
+pytestmark = pytest.mark.docker
+
+LOADED = "loaded with OpenVINO GenAI"
+
+
+@pytest.fixture(scope="module")
+def own_llm_with_openvino_copy(tmp_path_factory):
+    """/opt/ml/model with only llm/: the fuzz suite's tiny model (no image carries it) and its OpenVINO copy."""
+    from tests.fuzz.tiny_llm import make_tiny_llm
+
+    model = tmp_path_factory.mktemp("opt-ml-model-openvino")
+    model.chmod(0o755)  # readable by all, as SageMaker's is: the workers do not run as root
+    make_tiny_llm(model / "llm")
+    convert(model / "llm", "openvino")
+    for path in [model / "llm", *(model / "llm").rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return model
+
+
+def test_openvino_serves_in_both_images_with_the_default_engines_answer(
+    images, empty_model_dir, own_llm_with_openvino_copy
+):
+    # One thread per process: four containers start at once on a shared machine.
+    one_thread = {"RAG_TORCH_THREADS": "1"}
+    openvino = {**one_thread, "RAG_LLM_ENGINE": "openvino"}
+    containers = {}
+    try:
+        containers["monolito", "default"] = Container(images["monolito"], model_dir=empty_model_dir, env=one_thread)
+        for arch in ("monolito", "microservicos"):
+            containers[arch, "openvino"] = Container(images[arch], model_dir=empty_model_dir, env=openvino)
+        containers["monolito", "own"] = Container(
+            images["monolito"], model_dir=own_llm_with_openvino_copy, env=openvino
+        )
+        start_ready(containers)
+        bodies = {}
+        for key, container in containers.items():
+            response = container.invoke(QUESTION)
+            assert response.status_code == 200, f"{key}: {response.status_code} {response.text[:500]}"
+            bodies[key] = response.json()
+            assert (LOADED in container.logs()) == (key[1] != "default"), f"{key}: {container.logs()[-2000:]}"
+        default = bodies["monolito", "default"]
+        assert "1889" in default["answer"], default["answer"]
+        for arch in ("monolito", "microservicos"):
+            body = bodies[arch, "openvino"]
+            assert body["answer"] == default["answer"], arch
+            assert [(s["source"], s["chunk"]) for s in body["sources"]] == [
+                (s["source"], s["chunk"]) for s in default["sources"]
+            ], arch
+            assert body["usage"] == default["usage"], arch
+        own = bodies["monolito", "own"]
+        assert own["model"]["llm"] == "/opt/ml/model/llm"
+        assert own["sources"] and own["sources"][0]["source"] == "tramway.md"
+        # Only the copy travels: the image has no converter to make one.
+        probe = containers["monolito", "openvino"].exec_python(
+            "import importlib.util, sys; print(importlib.util.find_spec('optimum') is None, sys.prefix)"
+        )
+        assert probe.stdout.split() == ["True", "/opt/venv"], probe.stderr
+        assert (
+            containers["monolito", "openvino"]
+            .exec_python("import os; print(os.path.isdir('/opt/venv/openvino-converter'))")
+            .stdout.strip()
+            == "False"
+        )
+    finally:
+        for container in containers.values():
+            container.remove()
