@@ -75,12 +75,12 @@ def test_what_the_engine_does_not_serve_is_one_line(device, quantize, message):
 def test_the_kv_cache_holds_a_full_batch_of_served_rows_and_one_whole_context():
     from types import SimpleNamespace
 
-    assert openvino_decoder.kv_cache_blocks(8, 4096) == 256  # 8 rows x 1,024 tokens, in blocks of 32
-    assert openvino_decoder.kv_cache_blocks(32, 8192) == 1024
-    assert openvino_decoder.kv_cache_blocks(8, 32768) == 1024  # at least one whole context
+    assert openvino_decoder.kv_cache_blocks(8, 8192) == 1024  # 8 rows x 4,096 tokens, in blocks of 32
+    assert openvino_decoder.kv_cache_blocks(1, 8192) == 256  # at least one whole context
+    assert openvino_decoder.kv_cache_blocks(2, 32768) == 1024
     smollm2 = SimpleNamespace(num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3, hidden_size=576)
     # 30 layers x (K and V) x 3 heads x 64 dims: 11,520 values a token
-    assert openvino_decoder.kv_cache_bytes(smollm2, 256) == 11_520 * 2 * 8_192  # 180 MiB in 16-bit values
+    assert openvino_decoder.kv_cache_bytes(smollm2, 1024) == 11_520 * 2 * 32_768  # 720 MiB in 16-bit values
     # 8-bit values carry a float32 scale and zero point per head and token
     assert openvino_decoder.kv_cache_bytes(smollm2, 1, 1) == (11_520 + 30 * 2 * 3 * 8) * 32
     qwen15 = SimpleNamespace(num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2, hidden_size=1536)
@@ -184,6 +184,20 @@ def test_a_row_that_leaves_stops_openvino_computing_it(ov, counting, leaves):
 
 
 @pytest.mark.slow
+def test_a_row_cancelled_last_frees_its_cache_blocks_once_the_engine_is_idle(ov):
+    # OpenVINO frees a cancelled request's blocks at its next step; with nothing after it, the idle engine takes it.
+    long = count_to_400(ov, None)
+    tokens = ov.engine.run(long)
+    assert len([next(tokens) for _ in range(3)]) == 3
+    tokens.close()  # the client has gone, and no request follows
+    end = time.monotonic() + 10
+    while ov.engine.backend.pipeline.has_non_finished_requests() and time.monotonic() < end:
+        time.sleep(0.1)
+    assert not ov.engine.backend.pipeline.has_non_finished_requests()
+    assert long.outcome == "cancelled" and ov.engine.admission.in_flight == 0
+
+
+@pytest.mark.slow
 def test_a_request_joins_rows_that_are_decoding_and_answers_as_alone(ov, prompts, answers):
     """Continuous batching: a request sent while a long answer decodes starts at once, beside it, ends first
     and answers as it does alone; the long row goes on."""
@@ -265,14 +279,15 @@ def test_a_container_too_small_for_the_model_and_its_kv_cache_is_one_line_before
     from rag import runtime
     from rag.errors import InsufficientMemory
 
-    # 513 MiB of weights + 180 MiB of KV cache (8 rows x 1,024 tokens) + 200 MiB of buffers: 893 MiB.
-    monkeypatch.setattr(runtime, "memory_available", lambda: (850 * 2**20, 1280 * 2**20))
+    # 513 MiB of weights + 720 MiB of KV cache (8 rows x 4,096 tokens) + 200 MiB of buffers: 1,433 MiB.
+    monkeypatch.setattr(runtime, "memory_available", lambda: (1400 * 2**20, 1792 * 2**20))
     with pytest.raises(
-        InsufficientMemory, match=r"needs at least 89\d MiB for its weights, its KV cache \(180 MiB\) and its buffers"
+        InsufficientMemory, match=r"needs at least 143\d MiB for its weights, its KV cache \(720 MiB\) and its buffers"
     ) as error:
         openvino_decoder.OpenVINODecoder(str(EMBEDDED_LLM_DIR), engine_dir, "cpu", 1, "float32", "none", None)
     assert "RAG_MAX_BATCH_SIZE (8)" in error.value.message and "\n" not in error.value.message
-    # Room for all three: it loads.
-    monkeypatch.setattr(runtime, "memory_available", lambda: (950 * 2**20, 1536 * 2**20))
-    decoder = openvino_decoder.OpenVINODecoder(str(EMBEDDED_LLM_DIR), engine_dir, "cpu", 1, "float32", "none", None)
+    # Fewer rows, a smaller pool (down to one whole context: 8,192 tokens, 180 MiB): it loads.
+    decoder = openvino_decoder.OpenVINODecoder(
+        str(EMBEDDED_LLM_DIR), engine_dir, "cpu", 1, "float32", "none", None, max_batch_size=2
+    )
     assert decoder.dtype == "f32"
