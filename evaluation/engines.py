@@ -36,13 +36,12 @@ from bench.core.config import DEFAULT_RESULTS_DIR, REPO_ROOT
 from bench.core.machine import cpu
 from bench.core.processes import child_env, log_records
 from bench.core.stats import percentile
-from bench.core.workload import ClientLoop, HttpTarget
 from evaluation import engine_report, llama_peer
 from evaluation.engine_report import REFERENCE
-from evaluation.evaluate import seen_passages
+from evaluation.evaluate import load_questions, seen_passages
 from evaluation.ladder import tier_names
 from evaluation.previous import build_index
-from evaluation.quality import serve_and_evaluate
+from evaluation.quality import closed_loop, on_fresh_server, serve_and_evaluate
 from rag import settings as rag_settings
 from rag.generation.decoder import native_bfloat16
 from rag.generation.prompt import SYSTEM_PROMPT, build_messages
@@ -201,36 +200,16 @@ def stage_figures(log_text: str) -> dict:
     }
 
 
-def closed_loop(url: str, questions: list[str], clients: int, requests: int) -> dict:
-    """Answers per second of `clients` closed-loop clients over `requests` requests, and the 429s."""
-    outcomes, wall = ClientLoop(HttpTarget(url), [{"query": q} for q in questions], clients, limit=requests).run()
-    ok = [o for o in outcomes if o.ok]
-    latencies = [o.latency_ms for o in ok]
-    return {
-        "clients": clients,
-        "requests": len(outcomes),
-        "ok": len(ok),
-        "overloaded_429": sum(o.status == 429 for o in outcomes),
-        "wall_s": round(wall, 2),
-        "answers_per_s": round(len(ok) / wall, 3) if wall else None,
-        **{f"latency_ms_p{q}": percentile(latencies, q) for q in (50, 95, 99)},
-    }
-
-
-def _after_evaluation(url: str, records: list[dict], log_path: Path, load: dict[int, int]) -> dict:
-    """While the server still runs: the stage figures of the evaluation's requests (c=1), then the load levels."""
-    stages = stage_figures(log_path.read_text(errors="replace"))
-    if not load:
-        return {"stages": stages}
+def _after_evaluation(url: str, records: list[dict], log_path: Path) -> dict:
+    """While the evaluation's server still runs: the stage figures of its requests and its answers per second
+    (one client)."""
     served = [r for r in records if r["error"] is None]
     one = {
         "clients": 1,
         "ok": len(served),
         "answers_per_s": round(len(served) / (sum(r["latency_ms"] for r in served) / 1000), 3) if served else None,
     }
-    questions = [r["question"] for r in records]
-    levels = {1: one} | {clients: closed_loop(url, questions, clients, count) for clients, count in load.items()}
-    return {"stages": stages, "throughput": levels}
+    return {"stages": stage_figures(log_path.read_text(errors="replace")), "one_client": one}
 
 
 def model_files(variant: Variant, tier: str) -> Path:
@@ -273,8 +252,9 @@ def image_size() -> dict:
 def measure(
     tier: str, variant: Variant, sets: dict[str, tuple[Path, Path]], workdir: Path, load: dict[int, int]
 ) -> dict:
-    """One variant of one tier on every set: quality, c=1 latency and stages per set; `load` (clients ->
-    requests) on the first."""
+    """One variant of one tier on every set: quality, c=1 latency and stages per set; then `load` (clients ->
+    requests) on the first set, each level on a server of its own that has answered nothing before and asked
+    each question at most once (OpenVINO's prefix cache keeps whole prompts: repeats would measure it)."""
     env = {"RAG_LLM_MODEL": f"embedded:{tier}", "RAG_MAX_CONCURRENT_REQUESTS": ADMITTED, **variant.env}
     entry = {"variant": variant.name, "engine": variant.engine, "precision": variant.precision, "sets": {}}
     for position, (name, (index, questions)) in enumerate(sets.items()):
@@ -287,12 +267,23 @@ def measure(
             log_path,
             env=env,
             ready_deadline_s=900,
-            then=partial(_after_evaluation, log_path=log_path, load=load if position == 0 else {}),
+            then=partial(_after_evaluation, log_path=log_path),
         )
         after = run.pop("then")
         entry["sets"][name] = run | {"stages": after["stages"]}
-        if "throughput" in after:
-            entry["throughput"] = after["throughput"]
+        if position == 0 and load:
+            asked = [r["question"] for r in run["records"]]
+            entry["throughput"] = {1: after["one_client"]}
+            for clients, count in load.items():
+                print(f"  {variant.name} on {tier}: {clients} clients, {count} requests, a fresh server", flush=True)
+                entry["throughput"][clients] = on_fresh_server(
+                    "monolito",
+                    index,
+                    workdir / f"{tier}-{variant.name}-{name}-c{clients}.log",
+                    partial(closed_loop, questions=asked, clients=clients, requests=count),
+                    env=env,
+                    ready_deadline_s=900,
+                )
     folder = model_files(variant, tier)
     entry["model_files"] = {"path": str(folder), "mib": _disk_mib(folder, variant.engine == "torch")}
     return entry
@@ -368,6 +359,24 @@ def load_levels(text: str) -> dict[int, int]:
     return levels
 
 
+def level_requests(levels: dict[int, int], first_set: str, limit: int | None) -> dict[int, int]:
+    """The requests of each load level, which asks distinct questions of the first set: at most as many as it
+    has. A smoke run (--limit) sends one per client, at most its questions."""
+    path = REPO_ROOT / "data" / f"{first_set}.questions.jsonl"
+    if not path.is_file():
+        raise ValueError(f"no question set {first_set!r} in data/")
+    distinct = len(dict.fromkeys(q.question for q in load_questions(path)))
+    if limit:
+        return {clients: min(clients, limit, distinct) for clients in levels}
+    too_many = [f"{clients}:{count}" for clients, count in levels.items() if count > distinct]
+    if too_many:
+        raise ValueError(
+            f"--load {','.join(too_many)}: {first_set} has {distinct} distinct questions and a load level asks each "
+            "at most once (a repeated prompt measures OpenVINO's prefix cache, not the engine)"
+        )
+    return dict(levels)
+
+
 def run(
     names: list[str],
     variants: list[Variant],
@@ -403,8 +412,7 @@ def run(
     for name in sets:
         index = build_index(REPO_ROOT, REPO_ROOT / "data" / name, workdir / f"index-{name}", env)
         files[name] = (index, _questions(name, limit, workdir))
-    # A smoke run (--limit) sends each level one request per client.
-    load = {clients: clients if limit else count for clients, count in levels.items()}
+    load = level_requests(levels, sets[0], limit)
     steps, done, started = len(names) * len(variants), 0, time.monotonic()
     for tier in names:
         result["runs"][tier] = {}
@@ -500,14 +508,16 @@ def main(argv: list[str] | None = None) -> int:
         try:
             names = tier_names(args.tiers)
             variants, left_out = select_variants(args.engines)
+            sets = tuple(s for s in args.sets.split(",") if s)
             levels = load_levels(args.load)
+            level_requests(levels, sets[0] if sets else "", args.limit)
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         if not variants:
             print(f"error: no engine variant can run here: {json.dumps(left_out)}", file=sys.stderr)
             return 2
-        result = run(names, variants, left_out, tuple(s for s in args.sets.split(",") if s), args.limit, levels)
+        result = run(names, variants, left_out, sets, args.limit, levels)
         print(f"results: {result['path']}")
     print(engine_report.table(result))
     if args.publish:

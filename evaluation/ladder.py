@@ -5,8 +5,9 @@ the set's index with the monolith and the microservices exactly as `make serve` 
 RAG_LLM_MODEL=embedded:<tier> (so on the engine and quantization its tier names, unless RAG_LLM_ENGINE or
 RAG_LLM_QUANTIZE says otherwise; the table says which), runs `make eval`'s evaluation against each over HTTP, and checks that both
 gave the same answer and sources to every question. Speed comes from the same run: the c=1 latency of
-every question (the evaluation asks one at a time), then a closed-loop burst of 8 clients against the
-monolith; the ready time, and the peak RSS of each architecture's whole process tree while it answered.
+every question (the evaluation asks one at a time), then a closed-loop burst of 8 clients against a fresh
+monolith (32 questions, each once); the ready time, and the peak RSS of each architecture's whole process tree
+(the monolith's over the burst too).
 
 Then it applies the ladder's rule for the default (docs/evaluation.md#the-model-ladder): the tier with
 the highest accuracy on the held-out sets whose c=1 p50 is at most 1.5x the current default's, in the
@@ -22,15 +23,15 @@ import json
 import os
 import sys
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 from bench.core.config import DEFAULT_RESULTS_DIR, REPO_ROOT
 from bench.core.processes import child_env
 from bench.core.stats import percentile
-from bench.core.workload import ClientLoop
-from evaluation.evaluate import HttpTarget, percent_text
+from evaluation.evaluate import percent_text
 from evaluation.previous import build_index
-from evaluation.quality import ARCHS, identical, replace_between, serve_and_evaluate
+from evaluation.quality import ARCHS, closed_loop, identical, on_fresh_server, replace_between, serve_and_evaluate
 from rag.ladder import default_tier, tiers
 from rag.models import is_prepared, tier_dir
 from rag.settings import Settings
@@ -51,32 +52,22 @@ def _disk_mib(folder: Path) -> float:
     return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file()) / 2**20
 
 
-def _burst(url: str, questions: list[str], max_new_tokens: int | None) -> dict:
-    """Throughput of BURST_CLIENTS closed-loop clients over BURST_REQUESTS requests."""
-    payloads = [{"query": q} | ({"max_new_tokens": max_new_tokens} if max_new_tokens else {}) for q in questions]
-    outcomes, wall = ClientLoop(HttpTarget(url), payloads, BURST_CLIENTS, limit=BURST_REQUESTS).run()
-    ok = [o for o in outcomes if o.ok]
-    return {
-        "clients": BURST_CLIENTS,
-        "requests": len(outcomes),
-        "ok": len(ok),
-        "wall_s": round(wall, 2),
-        "answers_per_s": round(len(ok) / wall, 3) if wall else None,
-        "latency_ms_p50": percentile([o.latency_ms for o in ok], 50),
-    }
-
-
 def _serve(tier: str, arch: str, index: Path, questions: Path, workdir: Path, burst: bool) -> dict:
-    run = serve_and_evaluate(
-        arch,
-        index,
-        questions,
-        workdir / f"{tier}-{questions.stem}-{arch}.log",
-        env={"RAG_LLM_MODEL": f"embedded:{tier}"},
-        ready_deadline_s=900,
-        then=(lambda url, records: _burst(url, [r["question"] for r in records], None)) if burst else None,
-    )
-    run["burst"] = run.pop("then")
+    log_path = workdir / f"{tier}-{questions.stem}-{arch}.log"
+    env = {"RAG_LLM_MODEL": f"embedded:{tier}"}
+    run = serve_and_evaluate(arch, index, questions, log_path, env=env, ready_deadline_s=900)
+    run.pop("then")
+    if burst:  # on a server of its own, each question once: no prompt cache holds what the evaluation asked
+        asked = [r["question"] for r in run["records"]]
+        run["burst"] = on_fresh_server(
+            arch,
+            index,
+            log_path.with_name(f"{log_path.stem}-burst.log"),
+            partial(closed_loop, questions=asked, clients=BURST_CLIENTS, requests=BURST_REQUESTS),
+            env=env,
+            ready_deadline_s=900,
+        )
+        run["peak_rss_mib"] = max(run["peak_rss_mib"], run["burst"]["peak_rss_mib"])  # as when it shared a server
     return run
 
 

@@ -208,13 +208,15 @@ class LlamaTarget:
 
 
 def completion_body(prompt_ids: list[int], new_tokens: int) -> dict:
-    """Our prompt as token ids, exactly `new_tokens` greedy tokens (end of text ignored), no prompt cache."""
+    """Our prompt as token ids, exactly `new_tokens` greedy tokens (end of text ignored). Its slot keeps the KV
+    of the prefix its last prompt shared (our instructions), as our engines keep it: the load asks every
+    prompt once, so no whole prompt is ever found cached."""
     return {
         "prompt": prompt_ids,
         "n_predict": max(1, new_tokens),
         "ignore_eos": True,
         "temperature": 0.0,
-        "cache_prompt": False,
+        "cache_prompt": True,
     }
 
 
@@ -235,16 +237,8 @@ def _figures(outcomes: list[Outcome], wall_s: float) -> dict:
     }
 
 
-def measure(
-    gguf: Path,
-    bodies: list[dict],
-    log_path: Path,
-    threads: int,
-    requests: int = PEER_REQUESTS,
-    peer_dir: Path = PEER_DIR,
-) -> dict:
-    """Serve `gguf` with llama-server alone; every body once from one client, then `requests` of them from
-    PEER_CLIENTS clients; figures from the client's clock and the server's own timings."""
+def _serving(gguf: Path, log_path: Path, threads: int, peer_dir: Path, action) -> tuple[float, float, object]:
+    """`action(target)` on a llama-server started for it alone: its ready time, its RSS after, the result."""
     port = free_port()
     argv = [str(server_binary(peer_dir)), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port)]
     argv += ["-t", str(threads), "--parallel", str(PEER_CLIENTS), "-c", str(PEER_CLIENTS * SLOT_CONTEXT)]
@@ -253,14 +247,44 @@ def measure(
         url = f"http://127.0.0.1:{port}"
         wait_for_status(f"{url}/health", 200, deadline_s=900, proc=server.proc)
         ready_s = time.monotonic() - server.started
-        target = LlamaTarget(url)
-        single = _figures(*ClientLoop(target, bodies, 1).run())
-        burst = _figures(*ClientLoop(target, bodies, PEER_CLIENTS, limit=requests).run())
+        outcome = action(LlamaTarget(url))
         rss = sum(p.memory_info().rss for p in server.tree()) / 2**20
     finally:
         server.stop()
+    return ready_s, rss, outcome
+
+
+def measure(
+    gguf: Path,
+    bodies: list[dict],
+    log_path: Path,
+    threads: int,
+    requests: int = PEER_REQUESTS,
+    peer_dir: Path = PEER_DIR,
+) -> dict:
+    """Serve `gguf` with llama-server alone; every body once from one client; then, on a fresh server as our
+    load levels run, the first `requests` bodies once each from PEER_CLIENTS clients. Figures from the
+    client's clock and the server's own timings."""
+    if requests > len(bodies):
+        raise ValueError(f"{requests} requests but {len(bodies)} prompts; the peer's load asks each at most once")
+    ready_s, _, single = _serving(
+        gguf, log_path, threads, peer_dir, lambda t: _figures(*ClientLoop(t, bodies, 1).run())
+    )
+    burst_log = log_path.with_name(f"{log_path.stem}-c{PEER_CLIENTS}{log_path.suffix}")
+    _, rss, burst = _serving(
+        gguf, burst_log, threads, peer_dir, lambda t: _figures(*ClientLoop(t, bodies[:requests], PEER_CLIENTS).run())
+    )
     return {
-        "argv": argv[1:],
+        "argv": [
+            "-m",
+            str(gguf),
+            "-t",
+            str(threads),
+            "--parallel",
+            str(PEER_CLIENTS),
+            "-c",
+            str(PEER_CLIENTS * SLOT_CONTEXT),
+        ],
         "ready_s": round(ready_s, 1),
         "rss_mib": round(rss, 1),
         "disk_mib": round(gguf.stat().st_size / 2**20, 1),

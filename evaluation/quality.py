@@ -22,6 +22,8 @@ from pathlib import Path
 
 from bench.core.config import DEFAULT_RESULTS_DIR, REPO_ROOT
 from bench.core.processes import MemorySampler, Served, child_env
+from bench.core.stats import percentile
+from bench.core.workload import ClientLoop
 from evaluation.evaluate import HttpTarget, evaluate, load_questions, percent_text, sources_shown, summarize
 from evaluation.previous import build_index, previous_checkout
 
@@ -65,6 +67,58 @@ def serve_and_evaluate(
         "peak_rss_mib": round(sampler.peak_mib, 1),
         "then": after,
     }
+
+
+def fresh_questions(questions: list[str], requests: int, what: str) -> list[str]:
+    """The first `requests` distinct questions, each once. A load level that asks a question again, or asks one
+    its server answered before, measures a prompt cache rather than the engine: OpenVINO keeps the KV blocks of
+    whole prompts while its pool has room, and answered repeats 0.77-0.81x as long as first asks."""
+    unique = list(dict.fromkeys(questions))
+    if requests > len(unique):
+        raise ValueError(
+            f"{what}: {requests} requests but {len(unique)} distinct questions; a load level asks each at most once"
+        )
+    return unique[:requests]
+
+
+def closed_loop(url: str, questions: list[str], clients: int, requests: int) -> dict:
+    """Answers per second of `clients` closed-loop clients over `requests` distinct questions, and the 429s."""
+    asked = fresh_questions(questions, requests, f"{clients} clients")
+    outcomes, wall = ClientLoop(HttpTarget(url), [{"query": q} for q in asked], clients).run()
+    ok = [o for o in outcomes if o.ok]
+    latencies = [o.latency_ms for o in ok]
+    return {
+        "clients": clients,
+        "requests": len(outcomes),
+        "ok": len(ok),
+        "overloaded_429": sum(o.status == 429 for o in outcomes),
+        "wall_s": round(wall, 2),
+        "answers_per_s": round(len(ok) / wall, 3) if wall else None,
+        **{f"latency_ms_p{q}": percentile(latencies, q) for q in (50, 95, 99)},
+    }
+
+
+def on_fresh_server(
+    arch: str,
+    index: Path,
+    log_path: Path,
+    action: Callable[[str], dict],
+    *,
+    root: Path = REPO_ROOT,
+    env: dict | None = None,
+    ready_deadline_s: float = 600,
+) -> dict:
+    """`action(url)` (a dict) on a server started for it alone and stopped after it, with the peak RSS of the
+    server's tree meanwhile: a load level after the evaluation on the evaluation's server would find every
+    question's prompt in a whole-prompt cache."""
+    served = Served(arch, log_path, {"RAG_INDEX_DIR": index, **(env or {})}, root=root)
+    try:
+        served.wait_ready(deadline_s=ready_deadline_s)
+        with MemorySampler(served, 0.5) as sampler:
+            outcome = action(served.url)
+    finally:
+        served.stop()
+    return outcome | {"peak_rss_mib": round(sampler.peak_mib, 1)}
 
 
 def identical(first: list[dict], second: list[dict]) -> dict:

@@ -8,6 +8,10 @@ one implementation, re-exported here for the tests.
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from bench.core.config import REPO_ROOT
@@ -19,6 +23,7 @@ __all__ = [
     "ServerProcess",
     "child_env",
     "free_port",
+    "json_server",
     "measured_figures",
     "sample_prompts",
     "wait_for_status",
@@ -84,3 +89,29 @@ def report_all_figures(terminalreporter) -> None:
         terminalreporter.section(title)
         terminalreporter.write_line(text)
         terminalreporter.write_line(f"(written to {path.relative_to(ROOT)})")
+
+
+@contextmanager
+def json_server(answer: Callable[[dict], dict]) -> Iterator[str]:
+    """A real HTTP server on loopback (http.server, a thread per request) that answers every POST with
+    `answer(the request's JSON)` as JSON and 200, like /invocations; yields its URL and stops after."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's naming
+            payload = json.dumps(answer(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -96,6 +96,18 @@ def test_the_ratio_is_of_the_questions_medians_with_a_paired_interval_and_a_verd
     assert near["ratio"]["verdict"] == "inconclusive"
 
 
+def test_each_round_has_its_own_paired_ratio():
+    # A cache that answered the other variant's second asks twice as fast shows as a round unlike the first.
+    reference = [2000.0 + 40 * i for i in range(20)]
+    rows = _rows(reference, [0.5 * ms for ms in reference])
+    for row in rows:
+        if row["round"] == 1 and row["variant"] == OTHER:
+            row["latency_ms"] *= 0.5
+    first, second = engine_pairs.summarize_pairs(rows, REFERENCE, OTHER, 2)["by_round"]
+    assert first["ratio"] == pytest.approx(0.5, abs=0.01) and second["ratio"] == pytest.approx(0.25, abs=0.01)
+    assert first["n"] == second["n"] == 20 and second["high"] < first["low"]
+
+
 def test_a_question_that_failed_in_any_round_leaves_the_ratio():
     rows = _rows([1000.0] * 5, [500.0] * 5)
     rows[-1] |= {"error": "timeout: no answer"}  # the last question's second answer in round two
@@ -130,6 +142,7 @@ def _result(tmp_path) -> dict:
         "tier": "smollm2-135m-instruct",
         "set": "sample",
         "rounds": 2,
+        "fresh_servers_each_round": True,
         "reference": REFERENCE,
         "other": OTHER,
         "bandwidth": {"gb_per_s": 26.4},
@@ -145,6 +158,9 @@ def test_the_table_chart_and_published_files(tmp_path):
     text = engine_pairs.table(result)
     assert "ctranslate2-float32 / torch-float32: 0.50x" in text and "**met**" in text
     assert "12/12" in text and "26.4 GB/s" in text and "0.40 at the start, 1.10 at the end" in text
+    assert "2 rounds on fresh servers each round (round 1: 0.50x" in text and "; round 2: 0.50x" in text
+    # A run from before the rounds had fresh servers says so.
+    assert "on the same servers throughout" in engine_pairs.table(result | {"fresh_servers_each_round": False})
     doc = tmp_path / "performance.md"
     doc.write_text(f"before\n{engine_pairs.BEGIN}\nold\n{engine_pairs.END}\nafter\n")
     chart, latest = tmp_path / "paired.png", tmp_path / "latest" / "engines-paired.json"

@@ -19,6 +19,7 @@ from evaluation.evaluate import (
     summarize,
     thresholds_failed,
 )
+from tests.support import json_server
 
 
 def question(answers=("1889",), source="tramway.md", answerable=True, text="When did it open?"):
@@ -168,31 +169,13 @@ def test_cli_bad_file_is_one_line_and_exit_2(tmp_path, capsys):
 
 def test_cli_against_a_server_writes_misses_and_applies_thresholds(tmp_path, capsys):
     """A real HTTP server on loopback (http.server) answering like /invocations."""
-    import http.server
-    import threading
-
     answers = {
         "When did it open?": "It opened in 1889.",
         "Who built it?": "Nobody knows.",
         "What colour is the moon?": "The documents do not say.",
     }
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 - http.server's naming
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            payload = json.dumps(response(answers[body["query"]])).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with json_server(lambda body: response(answers[body["query"]])) as url:
         path = tmp_path / "q.jsonl"
         path.write_text(
             "\n".join(
@@ -206,7 +189,6 @@ def test_cli_against_a_server_writes_misses_and_applies_thresholds(tmp_path, cap
             + "\n"
         )
         out = tmp_path / "result.json"
-        url = f"http://127.0.0.1:{server.server_address[1]}"
         assert (
             main(
                 [
@@ -238,6 +220,3 @@ def test_cli_against_a_server_writes_misses_and_applies_thresholds(tmp_path, cap
             == 1
         )
         assert "FAILED: accuracy 0.5 is below the minimum 0.8" in capsys.readouterr().err
-    finally:
-        server.shutdown()
-        server.server_close()
