@@ -45,14 +45,12 @@ from evaluation.engines import REFERENCE, VARIANTS, _questions, publishing_optio
 from evaluation.evaluate import failure, load_questions, percent_text, score, sources_shown, summarize  # noqa: E402
 from evaluation.ladder import tier_names  # noqa: E402
 from evaluation.previous import build_index  # noqa: E402
-from evaluation.quality import _ms, identical, replace_between  # noqa: E402
+from evaluation.quality import WARMUP_QUERIES, _ms, identical, replace_between  # noqa: E402
 from rag.ladder import default_tier  # noqa: E402
 
 SETS = tuple(sorted(p.name.split(".")[0] for p in (REPO_ROOT / "data").glob("*.questions.jsonl")))
 TARGET = 0.6  # issue 19: c=1 p50 on the held-out set at most 0.6x the torch float32 figure
 PAUSE_S = 0.3  # before each request: longer than an idle OpenMP thread spins (KMP_BLOCKTIME's 200 ms default)
-# What each server answers first, not counted: none of a set's questions, so that none is ever cached.
-WARMUP_QUERIES = ("What do these documents describe?", "Who is responsible for what, according to them?")
 DOC = REPO_ROOT / "docs" / "performance.md"
 BEGIN, END = "<!-- engines-paired:begin -->", "<!-- engines-paired:end -->"
 CHART = REPO_ROOT / "docs" / "images" / "engines-paired.png"

@@ -220,6 +220,16 @@ def completion_body(prompt_ids: list[int], new_tokens: int) -> dict:
     }
 
 
+def warmup_body(bodies: list[dict]) -> dict:
+    """A first request that pays the server's one-time costs and leaves nothing cached that a measured prompt
+    could use beyond what our engines compute at start-up: the prefix every prompt shares (our instructions)."""
+    prompts = [body["prompt"] for body in bodies]
+    shared = 0
+    while prompts and shared < min(map(len, prompts)) and len({p[shared] for p in prompts}) == 1:
+        shared += 1
+    return completion_body(prompts[0][: max(shared, 1)] if prompts else [0], 4)
+
+
 def _figures(outcomes: list[Outcome], wall_s: float) -> dict:
     ok = [o for o in outcomes if o.ok]
     timings = [o.timings_ms for o in ok if o.timings_ms]
@@ -237,8 +247,11 @@ def _figures(outcomes: list[Outcome], wall_s: float) -> dict:
     }
 
 
-def _serving(gguf: Path, log_path: Path, threads: int, peer_dir: Path, action) -> tuple[float, float, object]:
-    """`action(target)` on a llama-server started for it alone: its ready time, its RSS after, the result."""
+def _serving(
+    gguf: Path, log_path: Path, threads: int, peer_dir: Path, warmup: dict, action
+) -> tuple[float, float, object]:
+    """`action(target)` on a llama-server started for it alone and warmed up by `warmup` (not counted): its
+    ready time, its RSS after, the result."""
     port = free_port()
     argv = [str(server_binary(peer_dir)), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port)]
     argv += ["-t", str(threads), "--parallel", str(PEER_CLIENTS), "-c", str(PEER_CLIENTS * SLOT_CONTEXT)]
@@ -247,7 +260,9 @@ def _serving(gguf: Path, log_path: Path, threads: int, peer_dir: Path, action) -
         url = f"http://127.0.0.1:{port}"
         wait_for_status(f"{url}/health", 200, deadline_s=900, proc=server.proc)
         ready_s = time.monotonic() - server.started
-        outcome = action(LlamaTarget(url))
+        target = LlamaTarget(url)
+        target.call(warmup)
+        outcome = action(target)
         rss = sum(p.memory_info().rss for p in server.tree()) / 2**20
     finally:
         server.stop()
@@ -267,12 +282,18 @@ def measure(
     client's clock and the server's own timings."""
     if requests > len(bodies):
         raise ValueError(f"{requests} requests but {len(bodies)} prompts; the peer's load asks each at most once")
+    warmup = warmup_body(bodies)
     ready_s, _, single = _serving(
-        gguf, log_path, threads, peer_dir, lambda t: _figures(*ClientLoop(t, bodies, 1).run())
+        gguf, log_path, threads, peer_dir, warmup, lambda t: _figures(*ClientLoop(t, bodies, 1).run())
     )
     burst_log = log_path.with_name(f"{log_path.stem}-c{PEER_CLIENTS}{log_path.suffix}")
     _, rss, burst = _serving(
-        gguf, burst_log, threads, peer_dir, lambda t: _figures(*ClientLoop(t, bodies[:requests], PEER_CLIENTS).run())
+        gguf,
+        burst_log,
+        threads,
+        peer_dir,
+        warmup,
+        lambda t: _figures(*ClientLoop(t, bodies[:requests], PEER_CLIENTS).run()),
     )
     return {
         "argv": [

@@ -69,6 +69,11 @@ def serve_and_evaluate(
     }
 
 
+# What a fresh server answers first, not counted (its first requests pay one-time costs): none of a set's
+# questions, so that no prompt cache holds one of theirs.
+WARMUP_QUERIES = ("What do these documents describe?", "Who is responsible for what, according to them?")
+
+
 def fresh_questions(questions: list[str], requests: int, what: str) -> list[str]:
     """The first `requests` distinct questions, each once. A load level that asks a question again, or asks one
     its server answered before, measures a prompt cache rather than the engine: OpenVINO keeps the KV blocks of
@@ -108,12 +113,15 @@ def on_fresh_server(
     env: dict | None = None,
     ready_deadline_s: float = 600,
 ) -> dict:
-    """`action(url)` (a dict) on a server started for it alone and stopped after it, with the peak RSS of the
-    server's tree meanwhile: a load level after the evaluation on the evaluation's server would find every
+    """`action(url)` (a dict) on a server started for it alone, warmed up on WARMUP_QUERIES and stopped after,
+    with the peak RSS of the server's tree meanwhile: a load level after the evaluation on the evaluation's server would find every
     question's prompt in a whole-prompt cache."""
     served = Served(arch, log_path, {"RAG_INDEX_DIR": index, **(env or {})}, root=root)
     try:
         served.wait_ready(deadline_s=ready_deadline_s)
+        warm = HttpTarget(served.url)
+        for query in WARMUP_QUERIES:
+            warm.call({"query": query})
         with MemorySampler(served, 0.5) as sampler:
             outcome = action(served.url)
     finally:

@@ -75,3 +75,11 @@ def test_a_load_level_runs_on_a_monolith_of_its_own_that_is_gone_after(tmp_path)
     assert (tmp_path / "level.log").stat().st_size > 0
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{seen['url']}/ping", timeout=5)
+
+
+def test_the_peer_warms_up_on_the_prefix_every_prompt_shares_and_nothing_more():
+    bodies = [llama_peer.completion_body(ids, 8) for ids in ([5, 6, 7, 1], [5, 6, 8], [5, 6, 7, 2])]
+    warmup = llama_peer.warmup_body(bodies)
+    assert warmup["prompt"] == [5, 6] and warmup["n_predict"] == 4
+    # Prompts that share nothing: one token of the first, as short a request as there is.
+    assert llama_peer.warmup_body([llama_peer.completion_body(ids, 8) for ids in ([1, 2], [3, 4])])["prompt"] == [1]
