@@ -33,7 +33,7 @@ bench-engines: ## The fastest CPU engine per model tier, beside the bandwidth fl
 # make bench-engines-paired: two variants of one tier served at once, every question asked of both in random
 # order (the c=1 ratio that sequential phases cannot give on a shared machine). ENGINES is REFERENCE,OTHER
 # (default torch-float32,ctranslate2-float32), TIERS one tier (default: the default tier), SETS one set
-# (default harbourline), ROUNDS how often each question is asked of both (default 2).
+# (default harbourline), ROUNDS how often each question is asked of both (default 2), each round on servers started afresh.
 ROUNDS ?=
 bench-engines-paired: ## Two engine variants served at once, each question to both in random order: the paired c=1 latency ratio against the 0.6x target (~20 min on the 135M tier); publishes to docs/performance.md
 	$(PYQ) -m evaluation.engine_pairs --publish $(if $(ENGINES),--engines $(call q,$(ENGINES))) \
