@@ -5,6 +5,7 @@ retrieval, and 0.8 s generating. OpenVINO GenAI binds `ContinuousBatchingPipelin
 GIL, so while a step runs (about 40 ms for 8 rows of the 135M model) no other Python thread of the process runs:
 the request threads' query embedding, which returns to Python between its torch calls, waited a step at a time.
 CTranslate2 releases the GIL while it computes, and torch inside each operation.
+Since then the service runs OpenVINO's pipeline in a child process (rag/generation/openvino_process.py).
 
 This probe measures it: an engine generates on one thread while the main thread asks to run every millisecond
 (a 1 ms sleep, then the clock); it counts how often it ran in `--seconds` and its longest gap. Alone, about 900

@@ -181,6 +181,9 @@ class DecodeBackend(ABC):
     def idle(self) -> None:  # noqa: B027 (an optional hook: doing nothing is the right default)
         """Called when the model has had nothing to do for IDLE_S: a moment to release memory."""
 
+    def close(self) -> None:  # noqa: B027 (an optional hook: doing nothing is the right default)
+        """Called once the engine has stopped: release what lives outside this process (a child process)."""
+
 
 class Follow:
     """A request thread's view of its job: token ids as the model's thread produces them, then the job's
@@ -286,9 +289,13 @@ class BatchEngine:
         return Follow(job)
 
     def close(self) -> None:
-        """Stop the model's thread once the running rows are done (tests; the service runs until exit)."""
+        """Stop the model's thread once the running rows are done, then the backend (tests; the service runs
+        until exit)."""
         self._queue.put(None)
         self._thread.join(timeout=60)
+        closing = getattr(self.backend, "close", None)
+        if closing is not None and not self._thread.is_alive():
+            closing()
 
     # Everything below runs on the model's thread.
 

@@ -65,7 +65,9 @@ class TransformersGenerator(Generator):
         engine_dir: str | None = None,
         without_torch: bool = False,
         prefix_cache: bool = True,
+        engine_process: bool = True,
     ):
+        # `engine_process`: OpenVINO in a child process (False: in this one, for tests of the decoder itself).
         # transformers (1.5 s) and torch (3.0 s, through the decoder) are imported only by a process that
         # loads a model (measured with python -X importtime); the orchestrator and the evaluation client do not.
         # CTranslate2 needs no torch: a process that never will (`without_torch`: the LLM service) imports
@@ -88,12 +90,15 @@ class TransformersGenerator(Generator):
                     return CTranslate2Decoder(path, engine_dir, device, threads, dtype, quantize, self.tokenizer)
 
             elif engine == "openvino":
+                # In a child process: OpenVINO's step() holds the GIL (rag/generation/openvino_process.py).
                 from rag.generation.openvino_decoder import OpenVINODecoder
+                from rag.generation.openvino_process import OpenVINOProcess
 
+                backend = OpenVINOProcess if engine_process else OpenVINODecoder
                 engine_dir = engine_dir or str(engine_model_path(path, path, engine))
 
                 def load():
-                    return OpenVINODecoder(
+                    return backend(
                         path, engine_dir, device, threads, dtype, quantize, self.tokenizer, max_batch_size, prefix_cache
                     )
 

@@ -15,6 +15,7 @@ a running batch (`joins_running = True`) and maps the engine's calls onto OpenVI
 Everything around it stays the BatchEngine's: admission (429), the queue, deadlines (504), cancellation, the
 stop rules (the same `Ending` as the other engines, rag/generation/stopping.py) and the usage counts.
 Tokenization stays ours: the prompt is the generator's token ids, so every engine sees the same prompt.
+The service drives it from a child process (rag/generation/openvino_process.py): its step() holds the GIL.
 
 Prefix caching (RAG_LLM_PREFIX_CACHE, default on) is OpenVINO's own: cache blocks whose tokens an earlier prompt
 began with are reused, so the instructions every prompt starts with are computed once.
@@ -111,6 +112,7 @@ class OpenVINODecoder(DecodeBackend):
         tokenizer,
         max_batch_size: int = 8,
         prefix_cache: bool = True,
+        end_ids: list[int] | None = None,
     ):
         started = time.perf_counter()
         if device not in ("auto", "cpu"):
@@ -142,7 +144,10 @@ class OpenVINODecoder(DecodeBackend):
         properties = {"INFERENCE_PRECISION_HINT": self.dtype, "INFERENCE_NUM_THREADS": threads}
         self.pipeline = genai.ContinuousBatchingPipeline(engine_dir, scheduler, "CPU", properties)
         self.tokenizer = tokenizer
-        self.end_ids = end_of_turn_ids(tokenizer, self.config.eos_token_id) if tokenizer else frozenset()
+        if end_ids is not None:  # computed by the parent of rag.generation.openvino_process, which has the tokenizer
+            self.end_ids = frozenset(end_ids)
+        else:
+            self.end_ids = end_of_turn_ids(tokenizer, self.config.eos_token_id) if tokenizer else frozenset()
         self._rows: list[tuple[object, deque]] = []  # each running row's handle and its tokens not yet handed over
         self._next_id = 0
         log.info(

@@ -98,6 +98,9 @@ def engine_dir():
 
 
 def _openvino(**options) -> TransformersGenerator:
+    """OpenVINO in this process (`engine_process=False`), so that a test can look into its pipeline; the service
+    drives it from a child process (tests/unit/test_openvino_process.py)."""
+    options = {"engine_process": False} | options
     return TransformersGenerator("smollm2", str(EMBEDDED_LLM_DIR), "cpu", threads=1, engine="openvino", **options)
 
 

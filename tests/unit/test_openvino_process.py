@@ -1,0 +1,88 @@
+"""RAG_LLM_ENGINE=openvino as the service runs it: the pipeline in a child process (rag/generation/openvino_process.py),
+because OpenVINO GenAI's step() holds the GIL. The same greedy answers as OpenVINO in this process, the child's
+errors raised here with their kind, its load line logged here, and the child gone with the backend or the engine."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from rag.errors import RagError
+from rag.generation.batching import Job
+from rag.generation.generator import TransformersGenerator
+from rag.generation.openvino_process import OpenVINOProcess
+from rag.model_files import convert_openvino
+from tests.support import sample_prompts
+from tests.unit.engine_jobs import EMBEDDED_LLM_DIR, GREEDY
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def engine_dir():
+    if not (EMBEDDED_LLM_DIR / "config.json").exists():
+        pytest.skip("run `make setup` first: it installs the embedded LLM")
+    return str(convert_openvino(EMBEDDED_LLM_DIR))
+
+
+def _generator(engine_process: bool) -> TransformersGenerator:
+    return TransformersGenerator(
+        "smollm2", str(EMBEDDED_LLM_DIR), "cpu", threads=1, engine="openvino", engine_process=engine_process
+    )
+
+
+def test_the_child_gives_the_answers_openvino_gives_in_this_process(engine_dir, caplog):
+    prompts = sample_prompts(3)
+    with caplog.at_level(logging.INFO):
+        child = _generator(engine_process=True)
+    try:
+        assert isinstance(child.engine.backend, OpenVINOProcess)
+        # Its load line, logged in the child, comes back with its first reply.
+        assert any("loaded with OpenVINO GenAI" in record.getMessage() for record in caplog.records)
+        assert (child.device, child.dtype) == ("cpu", "f32") and child.context_length > 0
+        served = [child.generate(question, passages, GREEDY) for question, passages in prompts]
+    finally:
+        child.engine.close()
+    here = _generator(engine_process=False)
+    try:
+        alone = [here.generate(question, passages, GREEDY) for question, passages in prompts]
+    finally:
+        here.engine.close()
+    assert [(a.text, a.prompt_tokens, a.completion_tokens) for a in served] == [
+        (a.text, a.prompt_tokens, a.completion_tokens) for a in alone
+    ]
+
+
+@pytest.fixture
+def backend(engine_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(EMBEDDED_LLM_DIR)
+    backend = OpenVINOProcess(str(EMBEDDED_LLM_DIR), engine_dir, "cpu", 1, "auto", "none", tokenizer, 2, True)
+    yield backend
+    backend.close()
+
+
+def test_rows_errors_and_the_end_of_the_child(backend):
+    first = backend.prefill(job := Job([1, 2, 3, 4], 8, decoding={"do_sample": False}))
+    assert isinstance(first, int) and job.state is not None
+    assert len(backend.decode()) == 1
+    backend.remove([0])
+    backend.idle()
+    # A request the engine refuses raises here what it raised there, and the child goes on serving.
+    with pytest.raises(ValueError, match="num_beams"):
+        backend.prefill(Job([1, 2, 3], 4, decoding={"num_beams": 2}))
+    assert isinstance(backend.prefill(Job([5, 6, 7], 4, decoding={"do_sample": False})), int)
+    # A child that died is an error for the rows it held, not a hang.
+    backend._child.kill()
+    backend._child.wait()
+    with pytest.raises(RagError, match="the OpenVINO engine's process ended"):
+        backend.decode()
+
+
+def test_closing_the_backend_ends_the_child(backend):
+    child = backend._child
+    assert child.poll() is None
+    backend.close()
+    assert child.poll() is not None
