@@ -98,7 +98,9 @@ class OpenVINOProcess(DecodeBackend):
 
     def prefill(self, job: Job) -> int:
         options = dict(job.decoding or {})
-        first = self._call("prefill", list(job.prompt), options, job.max_new_tokens)
+        # The stop rule (a function of the answer so far) is applied here, by `ends`: the child never needs it.
+        sent = {key: value for key, value in options.items() if key != "stop"}
+        first = self._call("prefill", list(job.prompt), sent, job.max_new_tokens)
         job.state = Ending(self.end_ids, options.get("stop"))
         return first
 
