@@ -11,7 +11,7 @@ remove, idle), one reply. While the child steps, the model's thread waits on the
 The child is the serving process's: it starts with it, reads its requests from its stdin and exits when that
 closes (the parent gone, or `close()`); its log lines at load come back in its first reply and are logged here.
 Errors keep their meaning: a request the engine refuses raises the same RagError or ValueError in the parent,
-and a child that dies raises RagError for the rows it held.
+and a child that dies raises RagError for the rows it held; the next request starts a new one.
 """
 
 from __future__ import annotations
@@ -66,6 +66,13 @@ class OpenVINOProcess(DecodeBackend):
             "max_batch_size": max_batch_size,
             "prefix_cache": prefix_cache,
         }
+        self._arguments = arguments
+        self._lock = threading.Lock()
+        self._child = None
+        self._start()
+
+    def _start(self) -> None:
+        """Start the child and load the model in it; its load lines are logged here."""
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
         self._child = subprocess.Popen(
             [sys.executable, "-m", "rag.generation.openvino_process"],
@@ -73,14 +80,16 @@ class OpenVINOProcess(DecodeBackend):
             stdout=subprocess.PIPE,
             env=env,
         )
-        self._lock = threading.Lock()
         try:
-            self.device, self.dtype, self.context_length, records = self._call("load", arguments)
+            self.device, self.dtype, self.context_length, records = self._call("load", self._arguments)
         except BaseException:
             self.close()
             raise
         for level, name, message in records:
             logging.getLogger(name).log(level, message)
+
+    def _alive(self) -> bool:
+        return self._child is not None and self._child.poll() is None
 
     def _call(self, op: str, *args):
         with self._lock:
@@ -89,7 +98,13 @@ class OpenVINOProcess(DecodeBackend):
                 self._child.stdin.flush()
                 status, value = pickle.load(self._child.stdout)
             except (EOFError, OSError, pickle.UnpicklingError):
-                code = self._child.poll()
+                code = self._child.wait()
+                why = " (killed: out of memory?)" if code == -9 else ""
+                log.error(
+                    "the OpenVINO engine's process ended (exit status %s)%s; the next request starts it again",
+                    code,
+                    why,
+                )
                 raise RagError(f"the OpenVINO engine's process ended (exit status {code})") from None
         if status == "error":
             kind, message = value
@@ -100,6 +115,8 @@ class OpenVINOProcess(DecodeBackend):
         options = dict(job.decoding or {})
         # The stop rule (a function of the answer so far) is applied here, by `ends`: the child never needs it.
         sent = {key: value for key, value in options.items() if key != "stop"}
+        if not self._alive():  # it died (the kernel's OOM killer, say): its rows have failed; a new one serves on
+            self._start()
         first = self._call("prefill", list(job.prompt), sent, job.max_new_tokens)
         job.state = Ending(self.end_ids, options.get("stop"))
         return first
@@ -108,16 +125,20 @@ class OpenVINOProcess(DecodeBackend):
         return self._call("decode")
 
     def remove(self, rows: list[int]) -> None:
-        self._call("remove", list(rows))
+        if self._alive():  # a dead child's rows are gone with it
+            self._call("remove", list(rows))
 
     def ends(self, job: Job, token: int) -> bool:
         return job.state.reached(self.tokenizer, job.tokens, token)
 
     def idle(self) -> None:
-        self._call("idle")
+        if self._alive():
+            self._call("idle")
 
     def close(self) -> None:
         """Stop the child: it exits when its stdin closes."""
+        if self._child is None:
+            return
         try:
             self._child.stdin.close()
         except OSError:

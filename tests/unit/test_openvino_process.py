@@ -74,11 +74,16 @@ def test_rows_errors_and_the_end_of_the_child(backend):
     with pytest.raises(ValueError, match="num_beams"):
         backend.prefill(Job([1, 2, 3], 4, decoding={"num_beams": 2}))
     assert isinstance(backend.prefill(Job([5, 6, 7], 4, decoding={"do_sample": False})), int)
-    # A child that died is an error for the rows it held, not a hang.
-    backend._child.kill()
-    backend._child.wait()
-    with pytest.raises(RagError, match="the OpenVINO engine's process ended"):
+    # A child that died (the OOM killer sends SIGKILL) is an error for the rows it held, not a hang, and the next
+    # request starts a new child: the service serves on.
+    dead = backend._child
+    dead.kill()
+    dead.wait()
+    with pytest.raises(RagError, match=r"the OpenVINO engine's process ended \(exit status -9\)"):
         backend.decode()
+    backend.remove([0])  # the engine drops the failed rows: nothing to ask a dead child
+    assert isinstance(backend.prefill(Job([5, 6, 7], 4, decoding={"do_sample": False})), int)
+    assert backend._child is not dead and backend._child.poll() is None
 
 
 def test_closing_the_backend_ends_the_child(backend):
