@@ -45,7 +45,7 @@ from evaluation.engines import REFERENCE, VARIANTS, _questions, publishing_optio
 from evaluation.evaluate import failure, load_questions, percent_text, score, sources_shown, summarize  # noqa: E402
 from evaluation.ladder import tier_names  # noqa: E402
 from evaluation.previous import build_index  # noqa: E402
-from evaluation.quality import WARMUP_QUERIES, _ms, identical, replace_between  # noqa: E402
+from evaluation.quality import _ms, identical, replace_between, warm_up  # noqa: E402
 from rag.ladder import default_tier  # noqa: E402
 
 SETS = tuple(sorted(p.name.split(".")[0] for p in (REPO_ROOT / "data").glob("*.questions.jsonl")))
@@ -188,9 +188,7 @@ def run(tier: str, reference: str, other: str, set_name: str, rounds: int, limit
             for name, one in served.items():
                 result["ready_s"][name].append(round(one.wait_ready(deadline_s=900), 1))
             targets = {name: HttpTarget(one.url, name=name) for name, one in served.items()}
-            for query in WARMUP_QUERIES:
-                for target in targets.values():
-                    target.call({"query": query})
+            warm_up(*targets.values())
             rows += one_round(targets, questions, round_number, rng, PAUSE_S)
         finally:
             for one in served.values():

@@ -247,14 +247,27 @@ def _figures(outcomes: list[Outcome], wall_s: float) -> dict:
     }
 
 
+def server_options(gguf: Path, threads: int) -> list[str]:
+    """llama-server's options for `gguf`, as every run of it takes them (its address aside)."""
+    return [
+        "-m",
+        str(gguf),
+        "-t",
+        str(threads),
+        "--parallel",
+        str(PEER_CLIENTS),
+        "-c",
+        str(PEER_CLIENTS * SLOT_CONTEXT),
+    ]
+
+
 def _serving(
     gguf: Path, log_path: Path, threads: int, peer_dir: Path, warmup: dict, action
 ) -> tuple[float, float, object]:
     """`action(target)` on a llama-server started for it alone and warmed up by `warmup` (not counted): its
     ready time, its RSS after, the result."""
     port = free_port()
-    argv = [str(server_binary(peer_dir)), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port)]
-    argv += ["-t", str(threads), "--parallel", str(PEER_CLIENTS), "-c", str(PEER_CLIENTS * SLOT_CONTEXT)]
+    argv = [str(server_binary(peer_dir)), *server_options(gguf, threads), "--host", "127.0.0.1", "--port", str(port)]
     server = ServerProcess(argv, child_env(), log_path)
     try:
         url = f"http://127.0.0.1:{port}"
@@ -296,16 +309,7 @@ def measure(
         lambda t: _figures(*ClientLoop(t, bodies[:requests], PEER_CLIENTS).run()),
     )
     return {
-        "argv": [
-            "-m",
-            str(gguf),
-            "-t",
-            str(threads),
-            "--parallel",
-            str(PEER_CLIENTS),
-            "-c",
-            str(PEER_CLIENTS * SLOT_CONTEXT),
-        ],
+        "argv": server_options(gguf, threads),
         "ready_s": round(ready_s, 1),
         "rss_mib": round(rss, 1),
         "disk_mib": round(gguf.stat().st_size / 2**20, 1),

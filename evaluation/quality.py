@@ -74,6 +74,13 @@ def serve_and_evaluate(
 WARMUP_QUERIES = ("What do these documents describe?", "Who is responsible for what, according to them?")
 
 
+def warm_up(*targets) -> None:
+    """Ask each target WARMUP_QUERIES, in turn, not counted."""
+    for query in WARMUP_QUERIES:
+        for target in targets:
+            target.call({"query": query})
+
+
 def fresh_questions(questions: list[str], requests: int, what: str) -> list[str]:
     """The first `requests` distinct questions, each once. A load level that asks a question again, or asks one
     its server answered before, measures a prompt cache rather than the engine: OpenVINO keeps the KV blocks of
@@ -119,9 +126,7 @@ def on_fresh_server(
     served = Served(arch, log_path, {"RAG_INDEX_DIR": index, **(env or {})}, root=root)
     try:
         served.wait_ready(deadline_s=ready_deadline_s)
-        warm = HttpTarget(served.url)
-        for query in WARMUP_QUERIES:
-            warm.call({"query": query})
+        warm_up(HttpTarget(served.url))
         with MemorySampler(served, 0.5) as sampler:
             outcome = action(served.url)
     finally:
