@@ -230,7 +230,7 @@ def warmup_body(bodies: list[dict]) -> dict:
     return completion_body(prompts[0][: max(shared, 1)] if prompts else [0], 4)
 
 
-def _figures(outcomes: list[Outcome], wall_s: float) -> dict:
+def figures(outcomes: list[Outcome], wall_s: float) -> dict:
     ok = [o for o in outcomes if o.ok]
     timings = [o.timings_ms for o in ok if o.timings_ms]
     prefill = [t["prompt_n"] / t["prompt_ms"] * 1000 for t in timings if t.get("prompt_ms")]
@@ -261,7 +261,7 @@ def server_options(gguf: Path, threads: int) -> list[str]:
     ]
 
 
-def _serving(
+def serving(
     gguf: Path, log_path: Path, threads: int, peer_dir: Path, warmup: dict, action
 ) -> tuple[float, float, object]:
     """`action(target)` on a llama-server started for it alone and warmed up by `warmup` (not counted): its
@@ -282,6 +282,17 @@ def _serving(
     return ready_s, rss, outcome
 
 
+def load_level(
+    gguf: Path, bodies: list[dict], clients: int, log_path: Path, threads: int, peer_dir: Path = PEER_DIR
+) -> dict:
+    """Every body once from `clients` closed-loop clients, on a llama-server started for it alone and warmed up
+    on the prefix the bodies share: the level's figures, with the server's RSS after it (`peak_rss_mib`)."""
+    _, rss, level = serving(
+        gguf, log_path, threads, peer_dir, warmup_body(bodies), lambda t: figures(*ClientLoop(t, bodies, clients).run())
+    )
+    return level | {"peak_rss_mib": round(rss, 1)}
+
+
 def measure(
     gguf: Path,
     bodies: list[dict],
@@ -296,22 +307,15 @@ def measure(
     if requests > len(bodies):
         raise ValueError(f"{requests} requests but {len(bodies)} prompts; the peer's load asks each at most once")
     warmup = warmup_body(bodies)
-    ready_s, _, single = _serving(
-        gguf, log_path, threads, peer_dir, warmup, lambda t: _figures(*ClientLoop(t, bodies, 1).run())
+    ready_s, _, single = serving(
+        gguf, log_path, threads, peer_dir, warmup, lambda t: figures(*ClientLoop(t, bodies, 1).run())
     )
     burst_log = log_path.with_name(f"{log_path.stem}-c{PEER_CLIENTS}{log_path.suffix}")
-    _, rss, burst = _serving(
-        gguf,
-        burst_log,
-        threads,
-        peer_dir,
-        warmup,
-        lambda t: _figures(*ClientLoop(t, bodies[:requests], PEER_CLIENTS).run()),
-    )
+    burst = load_level(gguf, bodies[:requests], PEER_CLIENTS, burst_log, threads, peer_dir)
     return {
         "argv": server_options(gguf, threads),
         "ready_s": round(ready_s, 1),
-        "rss_mib": round(rss, 1),
+        "rss_mib": burst.pop("peak_rss_mib"),
         "disk_mib": round(gguf.stat().st_size / 2**20, 1),
         "c1": single,
         f"c{PEER_CLIENTS}": burst,

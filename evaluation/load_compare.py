@@ -26,7 +26,6 @@ from pathlib import Path
 
 from bench.core.config import DEFAULT_RESULTS_DIR, REPO_ROOT
 from bench.core.processes import child_env
-from bench.core.workload import ClientLoop
 from evaluation import llama_peer
 from evaluation.engines import REFERENCE, peer_bodies, run_header
 from evaluation.evaluate import load_questions
@@ -102,15 +101,7 @@ def run(
             log_path = workdir / f"{name.replace(':', '-').replace(' ', '-')}-{repeat + 1}.log"
             if name == PEER:
                 gguf = llama_peer.gguf_path(tier, "f32")
-                _, rss, level = llama_peer._serving(
-                    gguf,
-                    log_path,
-                    os.cpu_count() or 1,
-                    llama_peer.PEER_DIR,
-                    llama_peer.warmup_body(bodies),
-                    lambda target: llama_peer._figures(*ClientLoop(target, bodies, clients).run()),
-                )
-                level["peak_rss_mib"] = round(rss, 1)
+                level = llama_peer.load_level(gguf, bodies, clients, log_path, os.cpu_count() or 1)
             else:
                 arch, engine = name.split(":")
                 env = {"RAG_LLM_MODEL": f"embedded:{tier}", "RAG_LLM_ENGINE": engine}

@@ -277,6 +277,9 @@ class Settings:
     llm_engine: str = "torch"
     # The engine computes the instructions' state once and starts every prompt from it (RAG_LLM_PREFIX_CACHE).
     llm_prefix_cache: bool = True
+    # The OpenVINO engine's KV cache pool in tokens (RAG_LLM_KV_CACHE_TOKENS); 0: its default for the batch size
+    # (rag/generation/openvino_decoder.py: kv_cache_blocks).
+    llm_kv_cache_tokens: int = 0
     bind_host: str = "0.0.0.0"  # all interfaces, as SageMaker needs; tests bind loopback only
     startup_timeout_s: int = 600  # how long start.sh waits for its internal services before saying so
     # Set by start.sh for its three services: each refuses a caller that carries another instance's token.
@@ -352,6 +355,7 @@ class Settings:
             llm_model=llm_model,
             llm_engine=_llm_engine(env, llm_model),
             llm_prefix_cache=_switch(env, "RAG_LLM_PREFIX_CACHE", True),
+            llm_kv_cache_tokens=env_int(env, "RAG_LLM_KV_CACHE_TOKENS", 0, 0, 1 << 22),
             llm_quantize=_llm_quantize(env, llm_model),
             device=device,
             torch_threads=env_int(env, "RAG_TORCH_THREADS", _usable_cpus(), 1, 256),

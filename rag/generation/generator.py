@@ -66,6 +66,7 @@ class TransformersGenerator(Generator):
         without_torch: bool = False,
         prefix_cache: bool = True,
         engine_process: bool = True,
+        kv_cache_tokens: int = 0,
     ):
         # `engine_process`: OpenVINO in a child process (False: in this one, for tests of the decoder itself).
         # transformers (1.5 s) and torch (3.0 s, through the decoder) are imported only by a process that
@@ -99,7 +100,16 @@ class TransformersGenerator(Generator):
 
                 def load():
                     return backend(
-                        path, engine_dir, device, threads, dtype, quantize, self.tokenizer, max_batch_size, prefix_cache
+                        path,
+                        engine_dir,
+                        device,
+                        threads,
+                        dtype,
+                        quantize,
+                        self.tokenizer,
+                        max_batch_size,
+                        prefix_cache,
+                        kv_cache_tokens=kv_cache_tokens,
                     )
 
             elif engine == "torch":
@@ -143,6 +153,7 @@ class TransformersGenerator(Generator):
             else None,
             without_torch=without_torch,
             prefix_cache=settings.llm_prefix_cache,
+            kv_cache_tokens=settings.llm_kv_cache_tokens,
         )
 
     def warm_up(self, prompt_chars: int, new_tokens: int = 8) -> None:

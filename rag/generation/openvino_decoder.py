@@ -61,14 +61,19 @@ RUNTIME_BYTES = 200 * 2**20
 BLOCK_TOKENS = 32
 
 
-def kv_cache_blocks(rows: int, context: int) -> int:
-    """The paged KV cache's size in blocks: `rows` rows of ROW_TOKENS each, and at least one row of the whole
-    `context`, so sized for served requests rather than `rows` whole contexts. OpenVINO takes blocks from this
-    pool as rows need them and keeps what it took (measured: the process grew by about 11 MB a request until the
-    pool was full, with prefix caching on or off), so the pool is what the process holds after a while of
-    serving. A row that outgrows it takes free blocks; when none is left OpenVINO's scheduler preempts a row and
-    computes it again later."""
-    return math.ceil(max(rows * ROW_TOKENS, context) / BLOCK_TOKENS)
+def kv_cache_blocks(rows: int, context: int, tokens: int = 0) -> int:
+    """The paged KV cache's size in blocks: `tokens` (RAG_LLM_KV_CACHE_TOKENS), or by default `rows` rows of
+    ROW_TOKENS each, and at least one row of the whole `context` either way, so sized for served requests rather
+    than `rows` whole contexts. OpenVINO takes blocks from this pool as rows need them and keeps what it took
+    (measured: the process grew by about 11 MB a request until the pool was full, with prefix caching on or off),
+    so the pool is what the process holds after a while of serving. A row that outgrows it takes free blocks;
+    when none is left OpenVINO's scheduler preempts a row and computes it again later."""
+    if tokens and tokens < context:
+        raise ConfigError(
+            f"RAG_LLM_KV_CACHE_TOKENS={tokens} is less than the model's context ({context} tokens), so a request "
+            f"that long could never be scheduled; set it to at least {context}, or 0 for the default"
+        )
+    return math.ceil(max(tokens or rows * ROW_TOKENS, context) / BLOCK_TOKENS)
 
 
 def kv_cache_bytes(model_config, blocks: int, value_bytes: int = KV_VALUE_BYTES) -> int:
@@ -113,6 +118,7 @@ class OpenVINODecoder(DecodeBackend):
         max_batch_size: int = 8,
         prefix_cache: bool = True,
         end_ids: list[int] | None = None,
+        kv_cache_tokens: int = 0,
     ):
         started = time.perf_counter()
         if device not in ("auto", "cpu"):
@@ -127,13 +133,14 @@ class OpenVINODecoder(DecodeBackend):
         self.device, self.dtype = "cpu", PRECISION_HINTS[dtype]
         self.config, model_config, self.context_length = generation_config(path)
         weights = Path(engine_dir) / "openvino_model.bin"
-        blocks = kv_cache_blocks(max_batch_size, self.context_length)
+        blocks = kv_cache_blocks(max_batch_size, self.context_length, kv_cache_tokens)
         kv_bytes = kv_cache_bytes(model_config, blocks)
         # The weights (the CPU plugin's own copy), the KV cache pool, which serving fills, and the run-time buffers.
         check_memory_for(
             f"the OpenVINO model {engine_dir} ({self.dtype})",
             weights.stat().st_size + kv_bytes + RUNTIME_BYTES,
-            f"give the container more memory, serve a smaller model, or lower RAG_MAX_BATCH_SIZE ({max_batch_size})",
+            "give the container more memory, serve a smaller model, or lower RAG_LLM_KV_CACHE_TOKENS "
+            f"({blocks * BLOCK_TOKENS}) or RAG_MAX_BATCH_SIZE ({max_batch_size})",
             f"its weights, its KV cache ({kv_bytes // 2**20} MiB) and its buffers once serving",
         )
         scheduler = genai.SchedulerConfig()

@@ -51,6 +51,7 @@ class OpenVINOProcess(DecodeBackend):
         tokenizer,
         max_batch_size: int = 8,
         prefix_cache: bool = True,
+        kv_cache_tokens: int = 0,
     ):
         self.tokenizer = tokenizer
         config = generation_config(path)[0]
@@ -65,6 +66,7 @@ class OpenVINOProcess(DecodeBackend):
             "end_ids": sorted(self.end_ids),
             "max_batch_size": max_batch_size,
             "prefix_cache": prefix_cache,
+            "kv_cache_tokens": kv_cache_tokens,
         }
         self._arguments = arguments
         self._lock = threading.Lock()

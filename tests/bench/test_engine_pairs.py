@@ -94,6 +94,11 @@ def test_the_ratio_is_of_the_questions_medians_with_a_paired_interval_and_a_verd
     near = engine_pairs.summarize_pairs(_rows([1000.0] * 41, spread), REFERENCE, OTHER, 2)
     assert near["ratio"]["low"] < 0.6 < near["ratio"]["high"]
     assert near["ratio"]["verdict"] == "inconclusive"
+    # The target is against torch float32: two other variants get their ratio and no verdict.
+    renamed = {REFERENCE: OTHER, OTHER: "openvino-float32"}
+    rows = [row | {"variant": renamed[row["variant"]]} for row in _rows(reference, [0.45 * ms for ms in reference])]
+    between = engine_pairs.summarize_pairs(rows, OTHER, "openvino-float32", 2)
+    assert between["ratio"]["ratio"] == pytest.approx(0.45, abs=0.01) and between["ratio"]["verdict"] is None
 
 
 def test_each_round_has_its_own_paired_ratio():
@@ -161,6 +166,9 @@ def test_the_table_chart_and_published_files(tmp_path):
     assert "2 rounds on fresh servers each round (round 1: 0.50x" in text and "; round 2: 0.50x" in text
     # A run from before the rounds had fresh servers says so.
     assert "on the same servers throughout" in engine_pairs.table(result | {"fresh_servers_each_round": False})
+    unjudged = json.loads(json.dumps(result))
+    unjudged["summary"]["ratio"]["verdict"] = None
+    assert "no verdict (the c=1 target, at most 0.6x, is against torch-float32)" in engine_pairs.table(unjudged)
     doc = tmp_path / "performance.md"
     doc.write_text(f"before\n{engine_pairs.BEGIN}\nold\n{engine_pairs.END}\nafter\n")
     chart, latest = tmp_path / "paired.png", tmp_path / "latest" / "engines-paired.json"

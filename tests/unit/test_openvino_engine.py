@@ -29,6 +29,13 @@ def test_openvino_is_an_engine_that_is_named_not_defaulted():
     assert Settings.from_env({}).llm_engine == "ctranslate2"  # the default tier's engine stays its own
 
 
+def test_the_kv_cache_size_is_a_setting():
+    assert Settings.from_env({}).llm_kv_cache_tokens == 0  # the default for the batch size
+    assert Settings.from_env({"RAG_LLM_KV_CACHE_TOKENS": "8192"}).llm_kv_cache_tokens == 8192
+    with pytest.raises(ConfigError, match="RAG_LLM_KV_CACHE_TOKENS"):
+        Settings.from_env({"RAG_LLM_KV_CACHE_TOKENS": "lots"})
+
+
 def test_a_missing_or_stale_copy_is_one_line_naming_the_command(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(ConfigError, match=r"has no OpenVINO copy; run `python -m rag.models openvino --model-dir"):
@@ -78,6 +85,11 @@ def test_the_kv_cache_holds_a_full_batch_of_served_rows_and_one_whole_context():
     assert openvino_decoder.kv_cache_blocks(8, 8192) == 1024  # 8 rows x 4,096 tokens, in blocks of 32
     assert openvino_decoder.kv_cache_blocks(1, 8192) == 256  # at least one whole context
     assert openvino_decoder.kv_cache_blocks(2, 32768) == 1024
+    # RAG_LLM_KV_CACHE_TOKENS sets the pool, rounded up to whole blocks, never below one whole context.
+    assert openvino_decoder.kv_cache_blocks(8, 8192, 8192) == 256
+    assert openvino_decoder.kv_cache_blocks(8, 8192, 10_000) == 313
+    with pytest.raises(ConfigError, match=r"RAG_LLM_KV_CACHE_TOKENS=4096 is less than the model's context \(8192"):
+        openvino_decoder.kv_cache_blocks(8, 8192, 4096)
     smollm2 = SimpleNamespace(num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3, hidden_size=576)
     # 30 layers x (K and V) x 3 heads x 64 dims: 11,520 values a token
     assert openvino_decoder.kv_cache_bytes(smollm2, 1024) == 11_520 * 2 * 32_768  # 720 MiB in 16-bit values

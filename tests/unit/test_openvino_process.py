@@ -26,20 +26,21 @@ def engine_dir():
     return str(convert_openvino(EMBEDDED_LLM_DIR))
 
 
-def _generator(engine_process: bool) -> TransformersGenerator:
+def _generator(engine_process: bool, **options) -> TransformersGenerator:
     return TransformersGenerator(
-        "smollm2", str(EMBEDDED_LLM_DIR), "cpu", threads=1, engine="openvino", engine_process=engine_process
+        "smollm2", str(EMBEDDED_LLM_DIR), "cpu", threads=1, engine="openvino", engine_process=engine_process, **options
     )
 
 
 def test_the_child_gives_the_answers_openvino_gives_in_this_process(engine_dir, caplog):
     prompts = sample_prompts(3)
     with caplog.at_level(logging.INFO):
-        child = _generator(engine_process=True)
+        child = _generator(engine_process=True, kv_cache_tokens=12_288)  # RAG_LLM_KV_CACHE_TOKENS reaches the child
     try:
         assert isinstance(child.engine.backend, OpenVINOProcess)
-        # Its load line, logged in the child, comes back with its first reply.
-        assert any("loaded with OpenVINO GenAI" in record.getMessage() for record in caplog.records)
+        # Its load line, logged in the child, comes back with its first reply, with the pool it was given.
+        loaded = [r.getMessage() for r in caplog.records if "loaded with OpenVINO GenAI" in r.getMessage()]
+        assert len(loaded) == 1 and "KV cache 12288 tokens" in loaded[0], loaded
         assert (child.device, child.dtype) == ("cpu", "f32") and child.context_length > 0
         served = [child.generate(question, passages, GREEDY) for question, passages in prompts]
     finally:
