@@ -44,12 +44,14 @@ log = logging.getLogger(__name__)
 
 # RAG_LLM_DTYPE as OpenVINO's inference precision hint (auto: float32, as for the other engines).
 PRECISION_HINTS = {"auto": "f32", "float32": "f32", "bfloat16": "bf16", "float16": "f16"}
-# The KV cache's tokens per row of a full batch. Served prompts are 250-450 tokens and answers up to max_new_tokens;
-# the rest keeps whole prompts for OpenVINO's prefix cache, which serves a question asked again faster: served, 8
-# clients asking the sample set's 73 questions 128 times got 1.50 and 1.53 answers/s with 1,024 tokens a row, 1.67
-# with 2,048, 2.05 with 4,096 and 1.91-1.94 with a 1 GiB pool, and 1.54 with 1 GiB and prefix caching off
-# (2026-12-05, Intel Xeon, one run each, the 1,024 and 1 GiB ones interleaved twice).
-ROW_TOKENS = 4096
+# The KV cache's tokens per row of a full batch (RAG_LLM_KV_CACHE_TOKENS overrides the pool). Served prompts are
+# 250-450 tokens and answers up to max_new_tokens, so 8 rows fit in 8,192 tokens, one whole context of the 135M model.
+# A bigger pool keeps more whole prompts for OpenVINO's prefix cache, which serves a question asked *again* faster
+# (8 clients asking the sample set's 73 questions 128 times: 1.50-1.53 answers/s at 1,024 tokens a row, 2.05 at
+# 4,096), but under a fair load, each question asked once of a fresh server, it gained nothing: 2.80, 2.90 and 2.91
+# answers/s at 4,096 against 2.90, 2.99 and 2.94 at 1,024 (three interleaved pairs, 2026-12-06, Intel Xeon), for
+# 540 MiB more memory on the 135M model.
+ROW_TOKENS = 1024
 # Bytes a cached key or value takes, as measured on the Intel Xeon with float32 inference: the pool grew by 22.7 KB
 # a token for the 135M model (11,520 values), whatever KV_CACHE_PRECISION the CPU plugin reports (u8).
 KV_VALUE_BYTES = 2

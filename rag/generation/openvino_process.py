@@ -24,7 +24,7 @@ import sys
 import threading
 from types import SimpleNamespace
 
-from rag.errors import ConfigError, RagError
+from rag.errors import ConfigError, InsufficientMemory, RagError
 from rag.generation.batching import DecodeBackend, Job
 from rag.generation.model_config import generation_config
 from rag.generation.stopping import Ending, end_of_turn_ids
@@ -32,7 +32,8 @@ from rag.runtime import transformers_without_torch
 
 log = logging.getLogger(__name__)
 
-ERRORS = {"ConfigError": ConfigError, "RagError": RagError, "ValueError": ValueError}
+# The child's errors, raised here again with their kind: a model refused for memory stays insufficient_memory in /ping.
+ERRORS = {e.__name__: e for e in (ConfigError, InsufficientMemory, RagError, ValueError)}
 
 
 class OpenVINOProcess(DecodeBackend):

@@ -1,14 +1,16 @@
 """The images carry OpenVINO: `RAG_LLM_ENGINE=openvino` serves in both, from the copy the build made, with the
 default engine's answer and sources; and a model brought in /opt/ml/model/llm serves on OpenVINO from the
 `llm/openvino/` copy made on the host (`python -m rag.models openvino --model-dir DIR`), as
-`make upload UPLOAD_LLM=1` packs it. The images leave OpenVINO's converter out."""
+`make upload UPLOAD_LLM=1` packs it. The images leave OpenVINO's converter out. Under a memory limit too small
+for the model and its KV cache pool, the monolith refuses it in one line and /ping says `insufficient_memory`, as
+with the default engine, though OpenVINO's check runs in the engine's child process."""
 
 from __future__ import annotations
 
 import pytest
 
 from rag.model_files import convert, make_readable
-from tests.container.docker_support import QUESTION, Container, start_ready
+from tests.container.docker_support import QUESTION, Container, start_ready, wait_until
 
 pytestmark = pytest.mark.docker
 
@@ -70,3 +72,27 @@ def test_openvino_serves_in_both_images_with_the_default_engines_answer(
     finally:
         for container in containers.values():
             container.remove()
+
+
+def test_openvino_too_big_for_the_memory_limit_is_refused_as_insufficient_memory(images, empty_model_dir):
+    # Measured (2026-12-06): at 1024 MB, once retrieval has loaded, 541 MiB are free and the OpenVINO model needs
+    # 893 (513 of weights, a 180 MiB KV cache pool, 200 of buffers). Until the child's error kept its kind,
+    # /ping said `internal`.
+    env = {"RAG_TORCH_THREADS": "1", "RAG_LLM_ENGINE": "openvino"}
+    with Container(images["monolito"], model_dir=empty_model_dir, env=env, memory="1024m") as container:
+
+        def refused():
+            try:
+                return "insufficient_memory" in container.ping().text
+            except Exception:
+                return False
+
+        assert wait_until(refused, 300), container.logs()[-3000:]
+        response = container.ping()
+        logs = container.logs()
+    assert response.status_code == 503 and response.json()["status"] == "degraded", response.text
+    assert "the monolith pipeline failed to load (insufficient_memory)" in response.json()["error"]
+    assert logs.count("for its weights, its KV cache (180 MiB) and its buffers once serving, but only") == 1, logs[
+        -3000:
+    ]
+    assert "the container's limit is 1024 MiB" in logs and "RAG_LLM_KV_CACHE_TOKENS (8192)" in logs

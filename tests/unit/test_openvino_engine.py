@@ -82,8 +82,8 @@ def test_what_the_engine_does_not_serve_is_one_line(device, quantize, message):
 def test_the_kv_cache_holds_a_full_batch_of_served_rows_and_one_whole_context():
     from types import SimpleNamespace
 
-    assert openvino_decoder.kv_cache_blocks(8, 8192) == 1024  # 8 rows x 4,096 tokens, in blocks of 32
-    assert openvino_decoder.kv_cache_blocks(1, 8192) == 256  # at least one whole context
+    assert openvino_decoder.kv_cache_blocks(16, 8192) == 512  # 16 rows x 1,024 tokens, in blocks of 32
+    assert openvino_decoder.kv_cache_blocks(8, 8192) == 256  # at least one whole context
     assert openvino_decoder.kv_cache_blocks(2, 32768) == 1024
     # RAG_LLM_KV_CACHE_TOKENS sets the pool, rounded up to whole blocks, never below one whole context.
     assert openvino_decoder.kv_cache_blocks(8, 8192, 8192) == 256
@@ -294,15 +294,16 @@ def test_a_container_too_small_for_the_model_and_its_kv_cache_is_one_line_before
     from rag import runtime
     from rag.errors import InsufficientMemory
 
-    # 513 MiB of weights + 720 MiB of KV cache (8 rows x 4,096 tokens) + 200 MiB of buffers: 1,433 MiB.
+    # 513 MiB of weights + 720 MiB of KV cache (32,768 tokens) + 200 MiB of buffers: 1,433 MiB.
     monkeypatch.setattr(runtime, "memory_available", lambda: (1400 * 2**20, 1792 * 2**20))
     with pytest.raises(
         InsufficientMemory, match=r"needs at least 143\d MiB for its weights, its KV cache \(720 MiB\) and its buffers"
     ) as error:
-        openvino_decoder.OpenVINODecoder(str(EMBEDDED_LLM_DIR), engine_dir, "cpu", 1, "float32", "none", None)
-    assert "RAG_MAX_BATCH_SIZE (8)" in error.value.message and "\n" not in error.value.message
-    # Fewer rows, a smaller pool (down to one whole context: 8,192 tokens, 180 MiB): it loads.
-    decoder = openvino_decoder.OpenVINODecoder(
-        str(EMBEDDED_LLM_DIR), engine_dir, "cpu", 1, "float32", "none", None, max_batch_size=2
-    )
+        openvino_decoder.OpenVINODecoder(
+            str(EMBEDDED_LLM_DIR), engine_dir, "cpu", 1, "float32", "none", None, kv_cache_tokens=32_768
+        )
+    message = error.value.message
+    assert "RAG_LLM_KV_CACHE_TOKENS (32768) or RAG_MAX_BATCH_SIZE (8)" in message and "\n" not in message
+    # The default pool, one whole context at 8 rows (8,192 tokens, 180 MiB): it loads.
+    decoder = openvino_decoder.OpenVINODecoder(str(EMBEDDED_LLM_DIR), engine_dir, "cpu", 1, "float32", "none", None)
     assert decoder.dtype == "f32"

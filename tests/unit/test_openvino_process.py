@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from rag.errors import RagError
+from rag.errors import InsufficientMemory, RagError
 from rag.generation.batching import Job
 from rag.generation.generator import TransformersGenerator
 from rag.generation.openvino_process import OpenVINOProcess
@@ -92,3 +92,17 @@ def test_closing_the_backend_ends_the_child(backend):
     assert child.poll() is None
     backend.close()
     assert child.poll() is not None
+
+
+def test_a_model_too_big_for_the_memory_left_is_refused_with_its_kind(engine_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(EMBEDDED_LLM_DIR)
+    # A KV cache pool of 4 million tokens (about 86 GiB for this model) fits no machine this runs on: the child's
+    # memory check refuses it, and the parent raises InsufficientMemory (the service's /ping then says
+    # insufficient_memory, as with the other engines), not an internal error; the child is gone.
+    with pytest.raises(InsufficientMemory, match=r"needs at least \d+ MiB for its weights, its KV cache") as refused:
+        OpenVINOProcess(
+            str(EMBEDDED_LLM_DIR), engine_dir, "cpu", 1, "auto", "none", tokenizer, 2, True, kv_cache_tokens=4_000_000
+        )
+    assert refused.value.error_type == "insufficient_memory" and "RAG_LLM_KV_CACHE_TOKENS" in refused.value.message
