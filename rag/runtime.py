@@ -40,6 +40,15 @@ SPIN_COUNT = "3000"
 ARENA_MAX = 2
 _M_ARENA_MAX = -8  # glibc's mallopt parameter number
 IDLE_S = 1.0  # how long a model or retriever waits without work before it hands freed memory back
+# A process that keeps dying (the kernel's OOM killer, a broken model) must not be started again in a tight loop:
+# the first restart in BACKOFF_WINDOW_S is immediate, later ones wait 1, 2, 4 ... 30 s. Gunicorn's workers
+# (serving/gunicorn_conf.py) and OpenVINO's child process (rag/generation/openvino_process.py) follow it.
+BACKOFF_WINDOW_S = 60
+
+
+def restart_delay(recent_deaths: int) -> int:
+    """Seconds to wait before starting a process again, after `recent_deaths` deaths in the last minute."""
+    return 0 if recent_deaths < 2 else min(30, 2 ** (recent_deaths - 2))
 
 
 _libc = None

@@ -17,6 +17,7 @@ from gunicorn.glogging import Logger as _GunicornLogger
 
 from rag.errors import ConfigError
 from rag.models import local_llm_dir
+from rag.runtime import BACKOFF_WINDOW_S, restart_delay
 from rag.settings import Settings
 from serving.telemetry import JsonFormatter as _JsonFormatter
 
@@ -143,15 +144,9 @@ logger_class = JsonLogger
 
 # Gunicorn's master replaces a dead worker at once. A worker that keeps dying while loading (too
 # little memory, a broken model) would then reload torch in a tight loop. The first restart in a
-# minute is immediate; later ones wait 1, 2, 4 ... 30 s. The wait happens in the new worker, after
-# the fork, so the master stays free to handle signals.
+# minute is immediate; later ones wait 1, 2, 4 ... 30 s (rag.runtime.restart_delay, which OpenVINO's child process
+# follows too). The wait happens in the new worker, after the fork, so the master stays free to handle signals.
 _worker_deaths: list[float] = []
-BACKOFF_WINDOW_S = 60
-
-
-def restart_delay(recent_deaths: int) -> int:
-    """Seconds a new worker waits before loading, after `recent_deaths` deaths in the last minute."""
-    return 0 if recent_deaths < 2 else min(30, 2 ** (recent_deaths - 2))
 
 
 def child_exit(server, worker):

@@ -11,24 +11,28 @@ remove, idle), one reply. While the child steps, the model's thread waits on the
 The child is the serving process's: it starts with it, reads its requests from its stdin and exits when that
 closes (the parent gone, or `close()`); its log lines at load come back in its first reply and are logged here.
 Errors keep their meaning: a request the engine refuses raises the same RagError or ValueError in the parent,
-and a child that dies raises RagError for the rows it held; the next request starts a new one.
+and a child that dies raises RagError for the rows it held; the next request starts a new one, at once the
+first time in a minute, later only after the backoff Gunicorn's workers follow (rag.runtime.restart_delay: 1, 2,
+4 ... 30 s); meanwhile requests get a 503 (NotReady) at once rather than a child loaded again and again.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import pickle
 import subprocess
 import sys
 import threading
+import time
 from types import SimpleNamespace
 
-from rag.errors import ConfigError, InsufficientMemory, RagError
+from rag.errors import ConfigError, InsufficientMemory, NotReady, RagError
 from rag.generation.batching import DecodeBackend, Job
 from rag.generation.model_config import generation_config
 from rag.generation.stopping import Ending, end_of_turn_ids
-from rag.runtime import transformers_without_torch
+from rag.runtime import BACKOFF_WINDOW_S, restart_delay, transformers_without_torch
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +76,13 @@ class OpenVINOProcess(DecodeBackend):
         self._arguments = arguments
         self._lock = threading.Lock()
         self._child = None
+        self._deaths: list[float] = []  # when children died or failed to start (time.monotonic), for the backoff
         self._start()
 
     def _start(self) -> None:
         """Start the child and load the model in it; its load lines are logged here."""
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+        self._child_started = time.monotonic()
         self._child = subprocess.Popen(
             [sys.executable, "-m", "rag.generation.openvino_process"],
             stdin=subprocess.PIPE,
@@ -87,12 +93,29 @@ class OpenVINOProcess(DecodeBackend):
             self.device, self.dtype, self.context_length, records = self._call("load", self._arguments)
         except BaseException:
             self.close()
+            self._died()
             raise
         for level, name, message in records:
             logging.getLogger(name).log(level, message)
 
     def _alive(self) -> bool:
         return self._child is not None and self._child.poll() is None
+
+    def _died(self) -> None:
+        now = time.monotonic()
+        self._deaths = [t for t in self._deaths if now - t < BACKOFF_WINDOW_S] + [now]
+
+    def _restart(self) -> None:
+        """Start a new child, unless children died too often lately: then NotReady until the backoff has passed."""
+        now = time.monotonic()
+        recent = [t for t in self._deaths if now - t < BACKOFF_WINDOW_S]
+        wait = restart_delay(len(recent)) - (now - recent[-1]) if recent else 0
+        if wait > 0:
+            raise NotReady(
+                f"the OpenVINO engine's process ended {len(recent)} times in the last minute; it starts again in "
+                f"{math.ceil(wait)} s"
+            )
+        self._start()
 
     def _call(self, op: str, *args):
         with self._lock:
@@ -102,6 +125,7 @@ class OpenVINOProcess(DecodeBackend):
                 status, value = pickle.load(self._child.stdout)
             except (EOFError, OSError, pickle.UnpicklingError):
                 code = self._child.wait()
+                self._died()
                 why = " (killed: out of memory?)" if code == -9 else ""
                 log.error(
                     "the OpenVINO engine's process ended (exit status %s)%s; the next request starts it again",
@@ -119,7 +143,9 @@ class OpenVINOProcess(DecodeBackend):
         # The stop rule (a function of the answer so far) is applied here, by `ends`: the child never needs it.
         sent = {key: value for key, value in options.items() if key != "stop"}
         if not self._alive():  # it died (the kernel's OOM killer, say): its rows have failed; a new one serves on
-            self._start()
+            if self._child is not None and (not self._deaths or self._deaths[-1] < self._child_started):
+                self._died()  # it died between calls: no call saw it
+            self._restart()
         first = self._call("prefill", list(job.prompt), sent, job.max_new_tokens)
         job.state = Ending(self.end_ids, options.get("stop"))
         return first

@@ -5,10 +5,11 @@ errors raised here with their kind, its load line logged here, and the child gon
 from __future__ import annotations
 
 import logging
+import time
 
 import pytest
 
-from rag.errors import InsufficientMemory, RagError
+from rag.errors import InsufficientMemory, NotReady, RagError
 from rag.generation.batching import Job
 from rag.generation.generator import TransformersGenerator
 from rag.generation.openvino_process import OpenVINOProcess
@@ -84,6 +85,29 @@ def test_rows_errors_and_the_end_of_the_child(backend):
         backend.decode()
     backend.remove([0])  # the engine drops the failed rows: nothing to ask a dead child
     assert isinstance(backend.prefill(Job([5, 6, 7], 4, decoding={"do_sample": False})), int)
+    assert backend._child is not dead and backend._child.poll() is None
+
+
+def test_children_that_keep_dying_are_started_again_only_after_the_backoff(backend):
+    # The first death in a minute: the next request starts a new child at once (above). The second, here while no
+    # call was running (so no call saw it): the next request gets a 503 at once, not a child loaded again, until
+    # rag.runtime.restart_delay(2) = 1 s has passed since; then a new child serves.
+    greedy = {"do_sample": False}
+    for _ in range(2):
+        dead = backend._child
+        dead.kill()
+        dead.wait()
+        try:
+            backend.prefill(Job([5, 6, 7], 4, decoding=greedy))
+        except NotReady as exc:
+            refused = exc
+            break
+    else:
+        pytest.fail("two deaths in a minute, and the child was started again at once")
+    assert refused.status == 503 and "ended 2 times in the last minute; it starts again in 1 s" in refused.message
+    assert backend._child is dead  # nothing was started
+    time.sleep(1.1)
+    assert isinstance(backend.prefill(Job([5, 6, 7], 4, decoding=greedy)), int)
     assert backend._child is not dead and backend._child.poll() is None
 
 
