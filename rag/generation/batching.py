@@ -293,9 +293,8 @@ class BatchEngine:
         until exit)."""
         self._queue.put(None)
         self._thread.join(timeout=60)
-        closing = getattr(self.backend, "close", None)
-        if closing is not None and not self._thread.is_alive():
-            closing()
+        if self.backend is not None and not self._thread.is_alive():
+            self.backend.close()
 
     # Everything below runs on the model's thread.
 

@@ -82,7 +82,6 @@ class OpenVINOProcess(DecodeBackend):
     def _start(self) -> None:
         """Start the child and load the model in it; its load lines are logged here."""
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-        self._child_started = time.monotonic()
         self._child = subprocess.Popen(
             [sys.executable, "-m", "rag.generation.openvino_process"],
             stdin=subprocess.PIPE,
@@ -92,8 +91,9 @@ class OpenVINOProcess(DecodeBackend):
         try:
             self.device, self.dtype, self.context_length, records = self._call("load", self._arguments)
         except BaseException:
-            self.close()
-            self._died()
+            if self._child is not None:  # a refusal, not a death that _call has counted already
+                self.close()
+                self._ended()
             raise
         for level, name, message in records:
             logging.getLogger(name).log(level, message)
@@ -101,9 +101,11 @@ class OpenVINOProcess(DecodeBackend):
     def _alive(self) -> bool:
         return self._child is not None and self._child.poll() is None
 
-    def _died(self) -> None:
+    def _ended(self) -> None:
+        """The child is gone (dead, or failed to start): count it for the backoff, and forget it."""
         now = time.monotonic()
         self._deaths = [t for t in self._deaths if now - t < BACKOFF_WINDOW_S] + [now]
+        self._child = None
 
     def _restart(self) -> None:
         """Start a new child, unless children died too often lately: then NotReady until the backoff has passed."""
@@ -125,7 +127,7 @@ class OpenVINOProcess(DecodeBackend):
                 status, value = pickle.load(self._child.stdout)
             except (EOFError, OSError, pickle.UnpicklingError):
                 code = self._child.wait()
-                self._died()
+                self._ended()
                 why = " (killed: out of memory?)" if code == -9 else ""
                 log.error(
                     "the OpenVINO engine's process ended (exit status %s)%s; the next request starts it again",
@@ -142,9 +144,9 @@ class OpenVINOProcess(DecodeBackend):
         options = dict(job.decoding or {})
         # The stop rule (a function of the answer so far) is applied here, by `ends`: the child never needs it.
         sent = {key: value for key, value in options.items() if key != "stop"}
-        if not self._alive():  # it died (the kernel's OOM killer, say): its rows have failed; a new one serves on
-            if self._child is not None and (not self._deaths or self._deaths[-1] < self._child_started):
-                self._died()  # it died between calls: no call saw it
+        if self._child is not None and self._child.poll() is not None:
+            self._ended()  # it died between calls (the kernel's OOM killer, say): no call saw it
+        if self._child is None:  # its rows have failed; a new one serves on
             self._restart()
         first = self._call("prefill", list(job.prompt), sent, job.max_new_tokens)
         job.state = Ending(self.end_ids, options.get("stop"))

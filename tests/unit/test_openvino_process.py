@@ -105,7 +105,7 @@ def test_children_that_keep_dying_are_started_again_only_after_the_backoff(backe
     else:
         pytest.fail("two deaths in a minute, and the child was started again at once")
     assert refused.status == 503 and "ended 2 times in the last minute; it starts again in 1 s" in refused.message
-    assert backend._child is dead  # nothing was started
+    assert backend._child is None  # nothing was started
     time.sleep(1.1)
     assert isinstance(backend.prefill(Job([5, 6, 7], 4, decoding=greedy)), int)
     assert backend._child is not dead and backend._child.poll() is None
