@@ -58,6 +58,16 @@ class Tier:
     # The quantization (RAG_LLM_QUANTIZE) that goes with that engine when neither variable is set: `make
     # bench-engines` measures an engine and a precision together.
     quantize: str = "none"
+    # Where the rule picked another variant on one CPU vendor (vendor_id in /proc/cpuinfo): vendor -> (engine,
+    # quantize). Engines are measured per CPU; a vendor not listed gets `engine` and `quantize`.
+    by_cpu_vendor: tuple[tuple[str, str, str], ...] = ()
+
+    def served_by(self, vendor: str | None) -> tuple[str, str]:
+        """The engine and quantization that serve this tier by default on a CPU of `vendor`."""
+        for listed, engine, quantize in self.by_cpu_vendor:
+            if listed == vendor:
+                return engine, quantize
+        return self.engine, self.quantize
 
     @property
     def download_bytes(self) -> int:
@@ -71,7 +81,11 @@ def _ladder() -> tuple[str, dict[str, Tier]]:
     found = {}
     for entry in data["tiers"]:
         parts = tuple(Part(**part) for part in entry.pop("parts"))
-        found[entry["name"]] = Tier(parts=parts, **entry)
+        by_vendor = tuple(
+            (vendor, choice["engine"], choice.get("quantize", "none"))
+            for vendor, choice in entry.pop("by_cpu_vendor", {}).items()
+        )
+        found[entry["name"]] = Tier(parts=parts, by_cpu_vendor=by_vendor, **entry)
     return data["default"], found
 
 

@@ -180,6 +180,24 @@ def _no_torch_warning(record: logging.LogRecord) -> bool:
     return "PyTorch was not found" not in record.getMessage()
 
 
+CPUINFO = Path("/proc/cpuinfo")
+
+
+def cpuinfo(path: Path = CPUINFO) -> list[tuple[str, str]] | None:
+    """Every `key: value` line of /proc/cpuinfo, in order (each processor repeats them); None where it cannot
+    be read (off Linux)."""
+    text = _read(path)
+    if text is None:
+        return None
+    return [(key.strip(), value.strip()) for key, _, value in (line.partition(":") for line in text.splitlines())]
+
+
+def cpu_vendor(path: Path = CPUINFO) -> str | None:
+    """The CPU's vendor as the kernel names it (GenuineIntel, AuthenticAMD), None where it cannot be read. A tier's
+    default engine can depend on it (rag/model_ladder.toml's `by_cpu_vendor`): engines are measured per CPU."""
+    return next((value for key, value in cpuinfo(path) or [] if key == "vendor_id"), None)
+
+
 UNLIMITED = 1 << 60  # cgroup v1 writes "no limit" as a number near 2**63
 
 

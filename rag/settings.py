@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 from rag.errors import ConfigError
 from rag.ladder import EMBEDDED_PREFIX, default_tier, embedded_tier
+from rag.runtime import cpu_vendor
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAGEMAKER_MODEL_DIR = Path("/opt/ml/model")
@@ -194,29 +195,38 @@ def compute_type(dtype: str, quantize: str) -> str:
     return base if quantize == "none" else f"{quantize}_{base}"
 
 
-def _llm_engine(env: dict, llm_model: str) -> str:
-    """RAG_LLM_ENGINE, else the engine the model's tier names (rag/model_ladder.toml), else torch."""
+def _tier_default(llm_model: str) -> tuple[str, str] | None:
+    """The engine and quantization the model's tier names for this CPU's vendor (rag/model_ladder.toml), None
+    for a model that is not a tier."""
     model = embedded_tier(llm_model)
-    default = model.engine if model is not None else "torch"
-    if default not in LLM_ENGINES:
+    if model is None:
+        return None
+    engine, quantize = model.served_by(cpu_vendor())
+    if engine not in LLM_ENGINES:
         raise ConfigError(
-            f"tier {model.name} names engine {default!r} in rag/model_ladder.toml; use {' or '.join(LLM_ENGINES)}"
+            f"tier {model.name} names engine {engine!r} in rag/model_ladder.toml; use {' or '.join(LLM_ENGINES)}"
         )
-    return _choice(env, "RAG_LLM_ENGINE", default, LLM_ENGINES)
+    if quantize not in LLM_QUANTIZATIONS:
+        raise ConfigError(
+            f"tier {model.name} names quantize {quantize!r} in rag/model_ladder.toml; use "
+            f"{' or '.join(LLM_QUANTIZATIONS)}"
+        )
+    return engine, quantize
+
+
+def _llm_engine(env: dict, llm_model: str) -> str:
+    """RAG_LLM_ENGINE, else the engine the model's tier names for this CPU (rag/model_ladder.toml), else torch."""
+    chosen = _tier_default(llm_model)
+    return _choice(env, "RAG_LLM_ENGINE", chosen[0] if chosen else "torch", LLM_ENGINES)
 
 
 def _llm_quantize(env: dict, llm_model: str) -> str:
     """RAG_LLM_QUANTIZE, else the tier's `quantize` when its engine serves it too (RAG_LLM_ENGINE unset or
     the same): a tier's default is an engine and a precision, measured together; else none."""
-    model = embedded_tier(llm_model)
+    chosen = _tier_default(llm_model)
     default = "none"
-    if model is not None and env.get("RAG_LLM_ENGINE", "").strip().lower() in ("", model.engine):
-        default = model.quantize
-    if default not in LLM_QUANTIZATIONS:
-        raise ConfigError(
-            f"tier {model.name} names quantize {default!r} in rag/model_ladder.toml; use "
-            f"{' or '.join(LLM_QUANTIZATIONS)}"
-        )
+    if chosen is not None and env.get("RAG_LLM_ENGINE", "").strip().lower() in ("", chosen[0]):
+        default = chosen[1]
     return _choice(env, "RAG_LLM_QUANTIZE", default, LLM_QUANTIZATIONS)
 
 
@@ -273,7 +283,8 @@ class Settings:
     max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS  # waiting or running; past it, 429
     llm_dtype: str = "auto"  # auto: float32 on CPU and CUDA (docs/performance.md has the measurements)
     llm_quantize: str = "none"  # int8: dynamic quantization of the Linear layers (CPU only)
-    # The engine when RAG_LLM_ENGINE is unset: the tier's `engine` in rag/model_ladder.toml, else torch.
+    # The engine when RAG_LLM_ENGINE is unset: the tier's choice for this CPU's vendor in rag/model_ladder.toml, else
+    # torch.
     llm_engine: str = "torch"
     # The engine computes the instructions' state once and starts every prompt from it (RAG_LLM_PREFIX_CACHE).
     llm_prefix_cache: bool = True
@@ -534,7 +545,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     sys.stdout.write(
         f"configuration ok: index={settings.index_dir} llm={settings.llm_model} engine={settings.llm_engine} "
-        f"quantize={settings.llm_quantize} "
+        f"quantize={settings.llm_quantize} cpu={cpu_vendor() or 'unknown'} "
         f"device={settings.device} threads={settings.torch_threads}\n"
     )
     return 0

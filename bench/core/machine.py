@@ -8,18 +8,10 @@ import platform
 from importlib import metadata
 from pathlib import Path
 
+from rag.runtime import cpuinfo
+
 # The vector extensions that decide which kernels the engines run, when the kernel lists them.
 FLAGS = ("avx", "avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_bf16", "amx_int8")
-
-
-def cpuinfo(path: Path = Path("/proc/cpuinfo")) -> list[tuple[str, str]] | None:
-    """Every `key: value` line of /proc/cpuinfo, in order (each processor repeats them); None where it cannot
-    be read (off Linux)."""
-    try:
-        text = path.read_text()
-    except OSError:
-        return None
-    return [(key.strip(), value.strip()) for key, _, value in (line.partition(":") for line in text.splitlines())]
 
 
 def cpu_flags(lines: list[tuple[str, str]] | None = None) -> set[str]:

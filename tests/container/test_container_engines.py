@@ -1,5 +1,6 @@
-"""The images carry OpenVINO: `RAG_LLM_ENGINE=openvino` serves in both, from the copy the build made, with the
-default engine's answer and sources; and a model brought in /opt/ml/model/llm serves on OpenVINO from the
+"""The images carry both engine copies: `RAG_LLM_ENGINE=openvino` serves in both, from the copy the build made,
+with CTranslate2's answer and sources (each is the default tier's engine on some CPUs, and the default container
+serves with this CPU's); and a model brought in /opt/ml/model/llm serves on OpenVINO from the
 `llm/openvino/` copy made on the host (`python -m rag.models openvino --model-dir DIR`), as
 `make upload UPLOAD_LLM=1` packs it. The images leave OpenVINO's converter out. Under a memory limit too small
 for the model and its KV cache pool, the monolith refuses it in one line and /ping says `insufficient_memory`, as
@@ -30,15 +31,15 @@ def own_llm_with_openvino_copy(tmp_path_factory):
     return model
 
 
-def test_openvino_serves_in_both_images_with_the_default_engines_answer(
-    images, empty_model_dir, own_llm_with_openvino_copy
-):
+def test_openvino_serves_in_both_images_with_ctranslate2s_answer(images, empty_model_dir, own_llm_with_openvino_copy):
     # One thread per process: four containers start at once on a shared machine.
     one_thread = {"RAG_TORCH_THREADS": "1"}
     openvino = {**one_thread, "RAG_LLM_ENGINE": "openvino"}
     containers = {}
     try:
-        containers["monolito", "default"] = Container(images["monolito"], model_dir=empty_model_dir, env=one_thread)
+        containers["monolito", "ctranslate2"] = Container(
+            images["monolito"], model_dir=empty_model_dir, env={**one_thread, "RAG_LLM_ENGINE": "ctranslate2"}
+        )
         for arch in ("monolito", "microservicos"):
             containers[arch, "openvino"] = Container(images[arch], model_dir=empty_model_dir, env=openvino)
         containers["monolito", "own"] = Container(
@@ -50,8 +51,8 @@ def test_openvino_serves_in_both_images_with_the_default_engines_answer(
             response = container.invoke(QUESTION)
             assert response.status_code == 200, f"{key}: {response.status_code} {response.text[:500]}"
             bodies[key] = response.json()
-            assert (LOADED in container.logs()) == (key[1] != "default"), f"{key}: {container.logs()[-2000:]}"
-        default = bodies["monolito", "default"]
+            assert (LOADED in container.logs()) == (key[1] != "ctranslate2"), f"{key}: {container.logs()[-2000:]}"
+        default = bodies["monolito", "ctranslate2"]
         assert "1889" in default["answer"], default["answer"]
         for arch in ("monolito", "microservicos"):
             body = bodies[arch, "openvino"]

@@ -28,22 +28,43 @@ from tests.unit.engine_jobs import EMBEDDED_LLM_DIR, GREEDY, count_to_400, greed
 # The settings and the refusals: no model is loaded.
 
 
-def test_the_engine_is_validated_and_defaults_to_the_tiers():
+@pytest.fixture
+def on_cpu(monkeypatch):
+    """Pretend the CPU is of the vendor given: a tier's default engine can depend on it."""
+    from rag import settings
+
+    return lambda vendor: monkeypatch.setattr(settings, "cpu_vendor", lambda: vendor)
+
+
+def test_the_engine_is_validated_and_defaults_to_the_tiers(on_cpu):
     assert LLM_ENGINES == ("torch", "ctranslate2", "openvino")
-    # The default tier, smollm2-135m-instruct, says ctranslate2; a model of no tier is served by torch.
-    assert Settings.from_env({}).llm_engine == "ctranslate2"
-    assert Settings.from_env({"RAG_LLM_ENGINE": "Torch"}).llm_engine == "torch"
-    assert Settings.from_env({"RAG_LLM_MODEL": "Qwen/Qwen2.5-0.5B-Instruct"}).llm_engine == "torch"
-    assert Settings.from_env({"RAG_LLM_ENGINE": "CTranslate2"}).llm_engine == "ctranslate2"
+    # The default tier, smollm2-135m-instruct, says openvino on Intel CPUs and ctranslate2 on the others (the
+    # engines' rule, measured per CPU); a model of no tier is served by torch on any CPU.
+    for vendor, engine in (("GenuineIntel", "openvino"), ("AuthenticAMD", "ctranslate2"), (None, "ctranslate2")):
+        on_cpu(vendor)
+        assert Settings.from_env({}).llm_engine == engine
+        assert Settings.from_env({"RAG_LLM_ENGINE": "Torch"}).llm_engine == "torch"
+        assert Settings.from_env({"RAG_LLM_MODEL": "Qwen/Qwen2.5-0.5B-Instruct"}).llm_engine == "torch"
+        assert Settings.from_env({"RAG_LLM_ENGINE": "CTranslate2"}).llm_engine == "ctranslate2"
     with pytest.raises(ConfigError, match="RAG_LLM_ENGINE='onnx' is not valid; use torch or ctranslate2 or openvino"):
         Settings.from_env({"RAG_LLM_ENGINE": "onnx"})
 
 
-def test_a_tiers_engine_field_is_its_default(monkeypatch):
+def test_this_machines_vendor_is_read_from_cpuinfo(tmp_path):
+    from rag.runtime import cpu_vendor
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC\n")
+    assert cpu_vendor(info) == "AuthenticAMD"
+    assert cpu_vendor(tmp_path / "missing") is None
+
+
+def test_a_tiers_engine_field_is_its_default(monkeypatch, on_cpu):
     import dataclasses
 
     from rag import settings
 
+    on_cpu("AuthenticAMD")
     smollm2 = tier("smollm2-135m-instruct")
     monkeypatch.setattr(settings, "embedded_tier", lambda name: dataclasses.replace(smollm2, engine="torch"))
     assert Settings.from_env({}).llm_engine == "torch"
@@ -51,26 +72,56 @@ def test_a_tiers_engine_field_is_its_default(monkeypatch):
     monkeypatch.setattr(settings, "embedded_tier", lambda name: dataclasses.replace(smollm2, engine="onnx"))
     with pytest.raises(ConfigError, match="tier smollm2-135m-instruct names engine 'onnx' in rag/model_ladder.toml"):
         Settings.from_env({})
+    # A vendor's own choice is checked the same way, on that vendor's CPUs only.
+    odd = dataclasses.replace(smollm2, by_cpu_vendor=(("GenuineIntel", "torch", "int4"),))
+    monkeypatch.setattr(settings, "embedded_tier", lambda name: odd)
+    assert Settings.from_env({}).llm_engine == "ctranslate2"
+    on_cpu("GenuineIntel")
+    with pytest.raises(ConfigError, match="tier smollm2-135m-instruct names quantize 'int4' in rag/model_ladder.toml"):
+        Settings.from_env({})
 
 
-def test_a_tiers_default_is_an_engine_and_a_quantization():
-    """The 0.5B tier is served by CTranslate2 in int8 when nothing else is named (make bench-engines' rule);
-    naming another engine drops the int8, naming the quantization wins."""
-    qwen = {"RAG_LLM_MODEL": "embedded:qwen2.5-coder-0.5b-instruct"}
-    assert tier("qwen2.5-coder-0.5b-instruct").engine == "ctranslate2"
-    chosen = Settings.from_env(qwen)
+def test_a_tiers_default_is_an_engine_and_a_quantization(monkeypatch, on_cpu):
+    """A tier's default is an engine and a precision, per CPU vendor (make bench-engines' rule): the 1.5B tier is
+    served by CTranslate2 in int8 when nothing else is named; naming another engine drops the int8, naming the
+    quantization wins. The 0.5B tier's int8 failed the rule (refusals on sample, 6 points on kelvane): float32 on
+    OpenVINO on Intel CPUs, on CTranslate2 elsewhere."""
+    import dataclasses
+
+    from rag import settings
+
+    on_cpu("AuthenticAMD")
+    big = {"RAG_LLM_MODEL": "embedded:qwen2.5-coder-1.5b-instruct"}
+    assert (tier("qwen2.5-coder-1.5b-instruct").engine, tier("qwen2.5-coder-1.5b-instruct").quantize) == (
+        "ctranslate2",
+        "int8",
+    )
+    chosen = Settings.from_env(big)
     assert (chosen.llm_engine, chosen.llm_quantize, chosen.llm_dtype) == ("ctranslate2", "int8", "auto")
     assert compute_type(chosen.llm_dtype, chosen.llm_quantize) == "int8_float32"
-    torch = Settings.from_env({**qwen, "RAG_LLM_ENGINE": "torch"})
+    torch = Settings.from_env({**big, "RAG_LLM_ENGINE": "torch"})
     assert (torch.llm_engine, torch.llm_quantize) == ("torch", "none")
-    same = Settings.from_env({**qwen, "RAG_LLM_ENGINE": "ctranslate2"})
+    same = Settings.from_env({**big, "RAG_LLM_ENGINE": "ctranslate2"})
     assert (same.llm_engine, same.llm_quantize) == ("ctranslate2", "int8")
-    full = Settings.from_env({**qwen, "RAG_LLM_QUANTIZE": "none"})
+    full = Settings.from_env({**big, "RAG_LLM_QUANTIZE": "none"})
     assert (full.llm_engine, full.llm_quantize) == ("ctranslate2", "none")
-    small = Settings.from_env({})  # the 135M tier: CTranslate2 in float32 (int8 lost 6.6 and 12.1 points)
-    assert (small.llm_engine, small.llm_quantize) == ("ctranslate2", "none")
     with pytest.raises(ConfigError, match="RAG_LLM_QUANTIZE='int4' is not valid"):
-        Settings.from_env({**qwen, "RAG_LLM_QUANTIZE": "int4"})
+        Settings.from_env({**big, "RAG_LLM_QUANTIZE": "int4"})
+    # A vendor's choice carries its own precision, and naming another engine drops it there too.
+    qwen = tier("qwen2.5-coder-1.5b-instruct")
+    intel_int8 = dataclasses.replace(qwen, by_cpu_vendor=(("GenuineIntel", "openvino", "int8"),))
+    monkeypatch.setattr(settings, "embedded_tier", lambda name: intel_int8)
+    on_cpu("GenuineIntel")
+    assert (Settings.from_env(big).llm_engine, Settings.from_env(big).llm_quantize) == ("openvino", "int8")
+    other = Settings.from_env({**big, "RAG_LLM_ENGINE": "ctranslate2"})
+    assert (other.llm_engine, other.llm_quantize) == ("ctranslate2", "none")
+    monkeypatch.undo()
+
+    small = {"RAG_LLM_MODEL": "embedded:qwen2.5-coder-0.5b-instruct"}
+    for vendor, engine in (("GenuineIntel", "openvino"), ("AuthenticAMD", "ctranslate2")):
+        on_cpu(vendor)
+        for env in ({}, small):  # the 135M tier too: its int8 lost 6.6 and 12.1 points
+            assert (Settings.from_env(env).llm_engine, Settings.from_env(env).llm_quantize) == (engine, "none")
 
 
 @pytest.mark.parametrize(

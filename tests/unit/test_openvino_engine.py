@@ -24,9 +24,14 @@ from tests.unit.engine_jobs import EMBEDDED_LLM_DIR, GREEDY, count_to_400, greed
 # The settings and the refusals: no model is loaded.
 
 
-def test_openvino_is_an_engine_that_is_named_not_defaulted():
+def test_openvino_is_named_or_the_default_tiers_engine_on_intel(monkeypatch):
+    from rag import settings
+
     assert Settings.from_env({"RAG_LLM_ENGINE": "OpenVINO"}).llm_engine == "openvino"
-    assert Settings.from_env({}).llm_engine == "ctranslate2"  # the default tier's engine stays its own
+    monkeypatch.setattr(settings, "cpu_vendor", lambda: "GenuineIntel")
+    assert Settings.from_env({}).llm_engine == "openvino"
+    monkeypatch.setattr(settings, "cpu_vendor", lambda: "AuthenticAMD")  # not measured there: CTranslate2
+    assert Settings.from_env({}).llm_engine == "ctranslate2"
 
 
 def test_the_kv_cache_size_is_a_setting():
