@@ -91,8 +91,8 @@ def engine_model_path(name: str, path: str, engine: str = "ctranslate2") -> Path
     """The `engine` copy (CTranslate2 or OpenVINO) of the model RAG_LLM_MODEL=`name` loads from `path`.
 
     For an embedded tier the copy is made on first use when it is missing or stale, as the tier's safetensors
-    are (`make models` makes both; the default's CTranslate2 copy takes ~17 s here), since the 135M default
-    is served by CTranslate2. For a folder of your own it is one line that says which command makes it: the
+    are (`make models` makes both; the default's CTranslate2 copy takes ~17 s here), since every tier's default
+    engine (rag/model_ladder.toml) serves from one. For a folder of your own it is one line that says which command makes it: the
     service never converts your files."""
     if embedded_tier(name) is not None:
         return convert(Path(path), engine)  # returns at once when the copy matches the files
