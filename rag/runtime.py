@@ -198,6 +198,12 @@ def cpu_vendor(path: Path = CPUINFO) -> str | None:
     return next((value for key, value in cpuinfo(path) or [] if key == "vendor_id"), None)
 
 
+def gpu_visible(dev: Path = Path("/dev")) -> bool:
+    """Whether an NVIDIA GPU's device node is here (/dev/nvidia0, ...: a container sees them only when given the
+    GPU), without importing torch. Decides whether a tier's per-CPU engine choice applies."""
+    return any(node.name.removeprefix("nvidia").isdigit() for node in dev.glob("nvidia[0-9]*"))
+
+
 UNLIMITED = 1 << 60  # cgroup v1 writes "no limit" as a number near 2**63
 
 

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 from rag.errors import ConfigError
 from rag.ladder import EMBEDDED_PREFIX, default_tier, embedded_tier
-from rag.runtime import cpu_vendor
+from rag.runtime import cpu_vendor, gpu_visible
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAGEMAKER_MODEL_DIR = Path("/opt/ml/model")
@@ -195,13 +195,15 @@ def compute_type(dtype: str, quantize: str) -> str:
     return base if quantize == "none" else f"{quantize}_{base}"
 
 
-def _tier_default(llm_model: str) -> tuple[str, str] | None:
-    """The engine and quantization the model's tier names for this CPU's vendor (rag/model_ladder.toml), None
+def _tier_default(llm_model: str, device: str) -> tuple[str, str] | None:
+    """The engine and quantization the model's tier names (rag/model_ladder.toml): for this CPU's vendor when the
+    model will run on the CPU (the per-vendor choices are CPU engines, measured on CPUs), else the tier's own. None
     for a model that is not a tier."""
     model = embedded_tier(llm_model)
     if model is None:
         return None
-    engine, quantize = model.served_by(cpu_vendor())
+    on_cpu = device == "cpu" or (device == "auto" and not gpu_visible())
+    engine, quantize = model.served_by(cpu_vendor() if on_cpu else None)
     if engine not in LLM_ENGINES:
         raise ConfigError(
             f"tier {model.name} names engine {engine!r} in rag/model_ladder.toml; use {' or '.join(LLM_ENGINES)}"
@@ -214,16 +216,16 @@ def _tier_default(llm_model: str) -> tuple[str, str] | None:
     return engine, quantize
 
 
-def _llm_engine(env: dict, llm_model: str) -> str:
+def _llm_engine(env: dict, llm_model: str, device: str) -> str:
     """RAG_LLM_ENGINE, else the engine the model's tier names for this CPU (rag/model_ladder.toml), else torch."""
-    chosen = _tier_default(llm_model)
+    chosen = _tier_default(llm_model, device)
     return _choice(env, "RAG_LLM_ENGINE", chosen[0] if chosen else "torch", LLM_ENGINES)
 
 
-def _llm_quantize(env: dict, llm_model: str) -> str:
+def _llm_quantize(env: dict, llm_model: str, device: str) -> str:
     """RAG_LLM_QUANTIZE, else the tier's `quantize` when its engine serves it too (RAG_LLM_ENGINE unset or
     the same): a tier's default is an engine and a precision, measured together; else none."""
-    chosen = _tier_default(llm_model)
+    chosen = _tier_default(llm_model, device)
     default = "none"
     if chosen is not None and env.get("RAG_LLM_ENGINE", "").strip().lower() in ("", chosen[0]):
         default = chosen[1]
@@ -364,10 +366,10 @@ class Settings:
             index_dir=index_dir,
             embedding_model=env.get("RAG_EMBEDDING_MODEL", "").strip() or EMBEDDED_EMBEDDING_MODEL,
             llm_model=llm_model,
-            llm_engine=_llm_engine(env, llm_model),
+            llm_engine=_llm_engine(env, llm_model, device),
             llm_prefix_cache=_switch(env, "RAG_LLM_PREFIX_CACHE", True),
             llm_kv_cache_tokens=env_int(env, "RAG_LLM_KV_CACHE_TOKENS", 0, 0, 1 << 22),
-            llm_quantize=_llm_quantize(env, llm_model),
+            llm_quantize=_llm_quantize(env, llm_model, device),
             device=device,
             torch_threads=env_int(env, "RAG_TORCH_THREADS", _usable_cpus(), 1, 256),
             top_k=env_int(env, "RAG_TOP_K", 3, 1, 20),

@@ -30,9 +30,10 @@ from tests.unit.engine_jobs import EMBEDDED_LLM_DIR, GREEDY, count_to_400, greed
 
 @pytest.fixture
 def on_cpu(monkeypatch):
-    """Pretend the CPU is of the vendor given: a tier's default engine can depend on it."""
+    """Pretend the CPU is of the vendor given, and no GPU is here: a tier's default engine can depend on both."""
     from rag import settings
 
+    monkeypatch.setattr(settings, "gpu_visible", lambda: False)
     return lambda vendor: monkeypatch.setattr(settings, "cpu_vendor", lambda: vendor)
 
 
@@ -57,6 +58,28 @@ def test_this_machines_vendor_is_read_from_cpuinfo(tmp_path):
     info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC\n")
     assert cpu_vendor(info) == "AuthenticAMD"
     assert cpu_vendor(tmp_path / "missing") is None
+
+
+def test_a_cpu_vendors_choice_applies_only_when_the_model_runs_on_the_cpu(monkeypatch, on_cpu, tmp_path):
+    """On a GPU instance with an Intel CPU the tier's own engine serves (CTranslate2 finds the GPU itself); the
+    per-vendor choices are CPU engines."""
+    from rag import settings
+    from rag.runtime import gpu_visible
+
+    on_cpu("GenuineIntel")
+    monkeypatch.setattr(settings, "gpu_visible", lambda: True)
+    assert Settings.from_env({}).llm_engine == "ctranslate2"
+    assert Settings.from_env({"RAG_DEVICE": "cpu"}).llm_engine == "openvino"
+    assert Settings.from_env({"RAG_DEVICE": "auto", "SM_NUM_GPUS": "0"}).llm_engine == "openvino"
+    monkeypatch.setattr(settings, "gpu_visible", lambda: False)
+    assert Settings.from_env({}).llm_engine == "openvino"
+    assert Settings.from_env({"RAG_DEVICE": "cuda"}).llm_engine == "ctranslate2"
+    # The device nodes a container sees only when it is given a GPU.
+    assert not gpu_visible(tmp_path)
+    (tmp_path / "nvidiactl").touch()
+    assert not gpu_visible(tmp_path)
+    (tmp_path / "nvidia0").touch()
+    assert gpu_visible(tmp_path)
 
 
 def test_a_tiers_engine_field_is_its_default(monkeypatch, on_cpu):

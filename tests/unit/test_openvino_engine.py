@@ -28,6 +28,7 @@ def test_openvino_is_named_or_the_default_tiers_engine_on_intel(monkeypatch):
     from rag import settings
 
     assert Settings.from_env({"RAG_LLM_ENGINE": "OpenVINO"}).llm_engine == "openvino"
+    monkeypatch.setattr(settings, "gpu_visible", lambda: False)
     monkeypatch.setattr(settings, "cpu_vendor", lambda: "GenuineIntel")
     assert Settings.from_env({}).llm_engine == "openvino"
     monkeypatch.setattr(settings, "cpu_vendor", lambda: "AuthenticAMD")  # not measured there: CTranslate2
