@@ -35,3 +35,13 @@ def pytest_testnodedown(node, error):
 def pytest_terminal_summary(terminalreporter, config):
     if not hasattr(config, "workeroutput"):  # the controller (or the only process) writes and prints
         report_all_figures(terminalreporter)
+
+
+@pytest.fixture
+def on_cpu(monkeypatch):
+    """Pretend the CPU is of the vendor given (`on_cpu("GenuineIntel")`), and no GPU is here: a tier's default
+    engine depends on both (rag/model_ladder.toml's by_cpu_vendor)."""
+    from rag import settings
+
+    monkeypatch.setattr(settings, "gpu_visible", lambda: False)
+    return lambda vendor: monkeypatch.setattr(settings, "cpu_vendor", lambda: vendor)

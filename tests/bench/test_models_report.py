@@ -65,8 +65,13 @@ def test_the_table_has_a_row_per_tier_and_names_the_choice():
     assert lines[1].startswith("| `medium` on ctranslate2 int8 (**chosen**) |") and lines[0].startswith("| `small` |")
 
 
-def test_each_tier_is_served_on_its_own_engine_unless_the_environment_names_one():
+def test_each_tier_is_served_on_its_own_engine_unless_the_environment_names_one(on_cpu):
+    on_cpu("AuthenticAMD")
     assert ladder.served_engine("smollm2-135m-instruct", {}) == "ctranslate2"
-    assert ladder.served_engine("qwen2.5-coder-0.5b-instruct", {}) == "ctranslate2 int8"
+    assert ladder.served_engine("qwen2.5-coder-1.5b-instruct", {}) == "ctranslate2 int8"
     assert ladder.served_engine("qwen2.5-coder-0.5b-instruct", {"RAG_LLM_ENGINE": "torch"}) == "torch"
     assert ladder.served_engine("smollm2-135m-instruct", {"RAG_LLM_QUANTIZE": "int8"}) == "ctranslate2 int8"
+    on_cpu("GenuineIntel")  # each tier's choice on that vendor's CPUs
+    assert ladder.served_engine("smollm2-135m-instruct", {}) == "openvino"
+    assert ladder.served_engine("qwen2.5-coder-0.5b-instruct", {}) == "openvino"
+    assert ladder.served_engine("qwen2.5-coder-1.5b-instruct", {}) == "ctranslate2 int8"

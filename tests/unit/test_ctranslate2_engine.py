@@ -28,15 +28,6 @@ from tests.unit.engine_jobs import EMBEDDED_LLM_DIR, GREEDY, count_to_400, greed
 # The settings and the refusals: no model is loaded.
 
 
-@pytest.fixture
-def on_cpu(monkeypatch):
-    """Pretend the CPU is of the vendor given, and no GPU is here: a tier's default engine can depend on both."""
-    from rag import settings
-
-    monkeypatch.setattr(settings, "gpu_visible", lambda: False)
-    return lambda vendor: monkeypatch.setattr(settings, "cpu_vendor", lambda: vendor)
-
-
 def test_the_engine_is_validated_and_defaults_to_the_tiers(on_cpu):
     assert LLM_ENGINES == ("torch", "ctranslate2", "openvino")
     # The default tier, smollm2-135m-instruct, says openvino on Intel CPUs and ctranslate2 on the others (the

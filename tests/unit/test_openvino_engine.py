@@ -24,14 +24,11 @@ from tests.unit.engine_jobs import EMBEDDED_LLM_DIR, GREEDY, count_to_400, greed
 # The settings and the refusals: no model is loaded.
 
 
-def test_openvino_is_named_or_the_default_tiers_engine_on_intel(monkeypatch):
-    from rag import settings
-
+def test_openvino_is_named_or_the_default_tiers_engine_on_intel(on_cpu):
     assert Settings.from_env({"RAG_LLM_ENGINE": "OpenVINO"}).llm_engine == "openvino"
-    monkeypatch.setattr(settings, "gpu_visible", lambda: False)
-    monkeypatch.setattr(settings, "cpu_vendor", lambda: "GenuineIntel")
+    on_cpu("GenuineIntel")
     assert Settings.from_env({}).llm_engine == "openvino"
-    monkeypatch.setattr(settings, "cpu_vendor", lambda: "AuthenticAMD")  # not measured there: CTranslate2
+    on_cpu("AuthenticAMD")  # not measured there: CTranslate2
     assert Settings.from_env({}).llm_engine == "ctranslate2"
 
 
