@@ -24,10 +24,6 @@ from .topology import VARIANT, container_environment, endpoints
 log = logging.getLogger(__name__)
 
 TAG_KEY = "rag:endpoint"
-# The smallest serverless size the monolith fits on OpenVINO, the default engine of the embedded tiers on an Intel
-# CPU (it needs 1,536 MB; CTranslate2's fits 1,024: docs/containers.md#memory-limits). A serverless host's CPU
-# vendor is not known at deploy time, so a smaller endpoint must name its engine.
-SERVERLESS_OPENVINO_MB = 2048
 BUSY = {"Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting", "UpdateRollbackFailed"}
 
 
@@ -57,13 +53,6 @@ def production_variant(config: Config, model_name: str, prefix: str = "") -> dic
             "MemorySizeInMB": config.integer("SERVERLESS_MEMORY", 3072, 1024, 6144, step=1024),
             "MaxConcurrency": config.integer("SERVERLESS_CONCURRENCY", 5, 1, 200),
         }
-        memory = variant["ServerlessConfig"]["MemorySizeInMB"]
-        if memory < SERVERLESS_OPENVINO_MB and not config.get("RAG_LLM_ENGINE"):
-            raise ConfigError(
-                f"SERVERLESS_MEMORY={memory} with RAG_LLM_ENGINE unset: on an Intel host the embedded model tiers "
-                f"serve on OpenVINO, whose monolith needs 1,536 MB; set RAG_LLM_ENGINE=ctranslate2 (torch for a model "
-                f"of your own), or SERVERLESS_MEMORY={SERVERLESS_OPENVINO_MB}"
-            )
     else:
         instance_type = config.get("INSTANCE_TYPE", "ml.m5.large")
         variant.update(

@@ -46,8 +46,6 @@ def test_missing_variable_names_it(aws_env, account):
             "SERVERLESS_CONCURRENCY=201 must be an integer from 1 to 200",
         ),
         (["SERVERLESS_MEMORY=2048", "INSTANCE_TYPE=ml.m5.large"], "not both"),
-        # The embedded tiers' default engine on an Intel host, OpenVINO, needs 1,536 MB in the monolith.
-        (["SERVERLESS_MEMORY=1024"], "SERVERLESS_MEMORY=1024 with RAG_LLM_ENGINE unset: on an Intel host"),
         (["STARTUP_TIMEOUT=30"], "STARTUP_TIMEOUT=30 must be an integer from 60 to 3600"),
         (["ARCH=lambda"], "ARCH='lambda' must be monolito, microservicos or split"),
     ],

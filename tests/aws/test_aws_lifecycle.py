@@ -142,13 +142,10 @@ def test_deploy_reads_the_config_file_and_the_command_line_wins(moto, aws_env, a
     )
     env = dict(aws_env, DEPLOY_CONFIG=str(config_file))
     assert make("upload", env, f"INDEX={index_dir}").returncode == 0
-    # 1,024 MB fits the monolith on CTranslate2 (not on OpenVINO, the default on Intel hosts): the engine is named.
-    deploy = make("deploy", env, "SERVERLESS_MEMORY=1024", "RAG_LLM_ENGINE=ctranslate2")
+    deploy = make("deploy", env, "SERVERLESS_MEMORY=1024")
     assert deploy.returncode == 0, deploy.stderr
     sagemaker = moto.client("sagemaker")
     config = sagemaker.describe_endpoint(EndpointName="from-file")["EndpointConfigName"]
     variant = sagemaker.describe_endpoint_config(EndpointConfigName=config)["ProductionVariants"][0]
     assert variant["ServerlessConfig"]["MemorySizeInMB"] == 1024
-    model = sagemaker.describe_model(ModelName=variant["ModelName"])
-    assert model["PrimaryContainer"]["Environment"]["RAG_LLM_ENGINE"] == "ctranslate2"
     assert make("clean", env).returncode == 0

@@ -71,7 +71,8 @@ def test_each_tier_is_served_on_its_own_engine_unless_the_environment_names_one(
     assert ladder.served_engine("qwen2.5-coder-1.5b-instruct", {}) == "ctranslate2 int8"
     assert ladder.served_engine("qwen2.5-coder-0.5b-instruct", {"RAG_LLM_ENGINE": "torch"}) == "torch"
     assert ladder.served_engine("smollm2-135m-instruct", {"RAG_LLM_QUANTIZE": "int8"}) == "ctranslate2 int8"
+    assert ladder.served_engine("qwen2.5-coder-0.5b-instruct", {}) == "ctranslate2"
     on_cpu("GenuineIntel")  # each tier's choice on that vendor's CPUs
-    assert ladder.served_engine("smollm2-135m-instruct", {}) == "openvino"
+    assert ladder.served_engine("smollm2-135m-instruct", {}) == "ctranslate2"
     assert ladder.served_engine("qwen2.5-coder-0.5b-instruct", {}) == "openvino"
     assert ladder.served_engine("qwen2.5-coder-1.5b-instruct", {}) == "ctranslate2 int8"

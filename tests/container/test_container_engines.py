@@ -1,6 +1,5 @@
 """The images carry both engine copies: `RAG_LLM_ENGINE=openvino` serves in both, from the copy the build made,
-with CTranslate2's answer and sources (each is the default tier's engine on some CPUs, and the default container
-serves with this CPU's); and a model brought in /opt/ml/model/llm serves on OpenVINO from the
+with CTranslate2's (the default tier's engine) answer and sources; and a model brought in /opt/ml/model/llm serves on OpenVINO from the
 `llm/openvino/` copy made on the host (`python -m rag.models openvino --model-dir DIR`), as
 `make upload UPLOAD_LLM=1` packs it. The images leave OpenVINO's converter out. Under a memory limit too small
 for the model and its KV cache pool, the monolith refuses it in one line and /ping says `insufficient_memory`, as

@@ -141,7 +141,7 @@ def test_microservices_stay_up_and_degraded_when_the_llm_does_not_fit(images, em
     assert seen["query"]["status"] == 503, seen["query"]
     # The LLM service refused the model before loading it, and said why, in /ping and in one log line.
     assert any(INSUFFICIENT in body for body in seen["ping_bodies"]), seen["ping_bodies"]
-    # (OpenVINO, the default engine on Intel CPUs, counts its KV cache too: "MiB for its weights, its KV cache ...")
+    # (were the service on OpenVINO, its line counts the KV cache too: "MiB for its weights, its KV cache ...")
     assert "MiB for its weights" in logs and "but only" in logs and "the container's limit is 700 MiB" in logs
     # Nothing crash-loops. Where the check passed but the model still did not fit (the other services were
     # still loading when it looked), the restart backoff (serving/gunicorn_conf.py) bounds the kills: after
