@@ -216,16 +216,15 @@ def _tier_default(llm_model: str, device: str) -> tuple[str, str] | None:
     return engine, quantize
 
 
-def _llm_engine(env: dict, llm_model: str, device: str) -> str:
-    """RAG_LLM_ENGINE, else the engine the model's tier names for this CPU (rag/model_ladder.toml), else torch."""
-    chosen = _tier_default(llm_model, device)
+def _llm_engine(env: dict, chosen: tuple[str, str] | None) -> str:
+    """RAG_LLM_ENGINE, else the engine the model's tier names for this CPU (`chosen`: _tier_default), else torch."""
     return _choice(env, "RAG_LLM_ENGINE", chosen[0] if chosen else "torch", LLM_ENGINES)
 
 
-def _llm_quantize(env: dict, llm_model: str, device: str) -> str:
-    """RAG_LLM_QUANTIZE, else the tier's `quantize` when its engine serves it too (RAG_LLM_ENGINE unset or
-    the same): a tier's default is an engine and a precision, measured together; else none."""
-    chosen = _tier_default(llm_model, device)
+def _llm_quantize(env: dict, chosen: tuple[str, str] | None) -> str:
+    """RAG_LLM_QUANTIZE, else the tier's `quantize` (`chosen`: _tier_default) when its engine serves it too
+    (RAG_LLM_ENGINE unset or the same): a tier's default is an engine and a precision, measured together; else
+    none."""
     default = "none"
     if chosen is not None and env.get("RAG_LLM_ENGINE", "").strip().lower() in ("", chosen[0]):
         default = chosen[1]
@@ -362,14 +361,15 @@ class Settings:
         if index_type not in INDEX_TYPES:
             raise ConfigError(f"RAG_INDEX_TYPE={index_type!r} is not valid; use {', '.join(INDEX_TYPES)}")
         llm_model = _llm_model(env)
+        tier_choice = _tier_default(llm_model, device)  # reads /proc/cpuinfo once, for the engine and the quantization
         settings = cls(
             index_dir=index_dir,
             embedding_model=env.get("RAG_EMBEDDING_MODEL", "").strip() or EMBEDDED_EMBEDDING_MODEL,
             llm_model=llm_model,
-            llm_engine=_llm_engine(env, llm_model, device),
+            llm_engine=_llm_engine(env, tier_choice),
             llm_prefix_cache=_switch(env, "RAG_LLM_PREFIX_CACHE", True),
             llm_kv_cache_tokens=env_int(env, "RAG_LLM_KV_CACHE_TOKENS", 0, 0, 1 << 22),
-            llm_quantize=_llm_quantize(env, llm_model, device),
+            llm_quantize=_llm_quantize(env, tier_choice),
             device=device,
             torch_threads=env_int(env, "RAG_TORCH_THREADS", _usable_cpus(), 1, 256),
             top_k=env_int(env, "RAG_TOP_K", 3, 1, 20),

@@ -8,7 +8,7 @@ import platform
 from importlib import metadata
 from pathlib import Path
 
-from rag.runtime import cpuinfo
+from rag.runtime import CPUINFO, cpuinfo
 
 # The vector extensions that decide which kernels the engines run, when the kernel lists them.
 FLAGS = ("avx", "avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_bf16", "amx_int8")
@@ -20,7 +20,7 @@ def cpu_flags(lines: list[tuple[str, str]] | None = None) -> set[str]:
     return {flag for key, value in lines or [] if key == "flags" for flag in value.split()}
 
 
-def cpu(path: Path = Path("/proc/cpuinfo")) -> dict:
+def cpu(path: Path = CPUINFO) -> dict:
     """The CPU's vendor, model name, core count and which of FLAGS it has (vendor, model and flags are
     missing where /proc/cpuinfo cannot be read)."""
     fields: dict = {"machine": platform.machine(), "cores": os.cpu_count()}
